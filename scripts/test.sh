@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Install what metalflow's tests need (idempotent), start a throwaway PostgreSQL cluster,
+# run pytest against it and remove the cluster again. Arguments go to pytest (default: -q).
+# Exit code: pytest's, except "no tests collected" (5) becomes a failure (1).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+# --- packages, venv, project ------------------------------------------------------------
+mf_apt_ensure postgresql
+mf_ensure_venv
+mf_install_project test '.[test]'
+
+PG_BIN="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
+[ -n "$PG_BIN" ] && [ -x "$PG_BIN/initdb" ] && [ -x "$PG_BIN/pg_ctl" ] \
+    || mf_die "no PostgreSQL server binaries under /usr/lib/postgresql/*/bin"
+
+# --- throwaway cluster ------------------------------------------------------------------
+# PostgreSQL refuses to run as root: as root, the cluster belongs to the postgres system user.
+PG_RUN=()
+if [ "$(id -u)" -eq 0 ]; then
+    PG_OWNER=postgres
+    if ! id -u "$PG_OWNER" >/dev/null 2>&1; then
+        PG_OWNER=metalflow-pg
+        id -u "$PG_OWNER" >/dev/null 2>&1 \
+            || useradd --system --no-create-home --home-dir /nonexistent \
+                --shell /usr/sbin/nologin "$PG_OWNER"
+    fi
+    PG_RUN=(runuser -u "$PG_OWNER" --)
+fi
+
+PG_TMP=""
+PG_DATA=""
+pg_run() { (cd "$PG_TMP" && "${PG_RUN[@]}" "$@"); }
+
+pg_cleanup() {
+    [ -n "$PG_TMP" ] && [ -d "$PG_TMP" ] || return 0
+    if [ -f "$PG_DATA/postmaster.pid" ]; then
+        if ! pg_run "$PG_BIN/pg_ctl" -D "$PG_DATA" stop -m immediate -w >/dev/null 2>&1; then
+            # Last resort: the postmaster of *this* data directory only.
+            local pid
+            pid="$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null || true)"
+            [[ "$pid" =~ ^[0-9]+$ ]] && kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -rf "$PG_TMP"
+    PG_TMP=""
+}
+trap pg_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+tmp_base="${TMPDIR:-/tmp}"
+[ "${#tmp_base}" -le 60 ] || tmp_base=/tmp   # unix socket paths are limited to ~107 bytes
+PG_TMP="$(mktemp -d "$tmp_base/metalflow-pg.XXXXXX")"
+PG_DATA="$PG_TMP/data"
+[ "${#PG_RUN[@]}" -eq 0 ] || chown "$PG_OWNER:" "$PG_TMP"
+
+pg_run "$PG_BIN/initdb" -D "$PG_DATA" -U metalflow --auth=trust -E UTF8 --locale=C \
+    --no-sync >"$PG_TMP/initdb.log" 2>&1 \
+    || { cat "$PG_TMP/initdb.log" >&2; mf_die "initdb failed"; }
+
+free_port() {
+    "$MF_VENV/bin/python" -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+PG_PORT=""
+for _attempt in 1 2 3; do
+    port="$(free_port)"
+    if pg_run "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_TMP/postgres.log" -w -t 60 start \
+        -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$PG_TMP \
+            -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+            -c max_connections=300" >/dev/null 2>&1; then
+        PG_PORT="$port"
+        break
+    fi
+    mf_log "PostgreSQL did not start on port $port; retrying"
+done
+if [ -z "$PG_PORT" ]; then
+    tail -n 30 "$PG_TMP/postgres.log" >&2 || true
+    mf_die "could not start the throwaway PostgreSQL (log above)"
+fi
+
+"$PG_BIN/createdb" -h "$PG_TMP" -p "$PG_PORT" -U metalflow metalflow_test
+mf_log "$("$PG_BIN/psql" -X -h "$PG_TMP" -p "$PG_PORT" -U metalflow -d metalflow_test -Atc \
+    'select version()')"
+
+export METALFLOW_TEST_DATABASE_URL="postgresql://metalflow@127.0.0.1:$PG_PORT/metalflow_test"
+mf_log "throwaway PostgreSQL at $METALFLOW_TEST_DATABASE_URL (data in $PG_DATA)"
+
+# --- tests --------------------------------------------------------------------------------
+args=("$@")
+[ "${#args[@]}" -gt 0 ] || args=(-q)
+
+set +e
+"$MF_VENV/bin/python" -m pytest "${args[@]}"
+rc=$?
+set -e
+
+if [ "$rc" -eq 5 ]; then
+    printf 'error: pytest collected no tests; a run that runs no test is a failure\n' >&2
+    rc=1
+fi
+exit "$rc"

@@ -1,0 +1,80 @@
+"""FastAPI app assembly: routers, error mapping, /healthz, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio import to_thread
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from metalflow import __version__
+from metalflow.api import events
+from metalflow.api.deps import Reader, Services, ServicesDep
+from metalflow.apply import router as apply_router
+from metalflow.errors import MetalflowError
+from metalflow.inventory import router as machines
+from metalflow.templates import router as templates
+from metalflow.workflows import agent_router, router as workflows
+from metalflow.workflows.controller import run_controller
+
+API_PREFIX = "/api/v1"
+WORKER_THREADS = 100
+"""Database calls run in threads; sized for many agents reporting at once."""
+
+
+def create_app(services: Services) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services.bus.bind(asyncio.get_running_loop())
+        to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+        controller = asyncio.create_task(
+            run_controller(services.db, services.settings.controller_interval)
+        )
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            controller.cancel()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="metalflow",
+        version=__version__,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    app.state.ready = False
+
+    api = APIRouter(prefix=API_PREFIX)
+    for router in (
+        machines.router,
+        templates.router,
+        workflows.router,
+        agent_router.router,
+        events.router,
+        apply_router.router,
+    ):
+        api.include_router(router)
+    app.include_router(api)
+
+    @app.exception_handler(MetalflowError)
+    async def metalflow_error(request: Request, exc: MetalflowError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content={"detail": exc.detail()})
+
+    @app.get("/healthz", tags=["health"])
+    def healthz(request: Request) -> JSONResponse:
+        if not request.app.state.ready:
+            return JSONResponse(status_code=503, content={"status": "starting"})
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @app.get("/metrics", tags=["health"])
+    def metrics(services: ServicesDep, _: Reader) -> Response:
+        return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app

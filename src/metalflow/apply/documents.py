@@ -1,0 +1,183 @@
+"""Parse applied YAML into typed documents (pure): which kind, which name, which fields.
+
+Accepted: metalflow's own kinds (`apiVersion: metalflow/v1`: Machine, Template, Workflow),
+Tinkerbell's `tinkerbell.org/v1alpha1` Hardware, Template and Workflow as they are, and a bare
+Tinkerbell template file (a mapping with `tasks`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from metalflow.errors import Invalid
+from metalflow.inventory.schemas import MachineSpec
+from metalflow.inventory.tinkerbell import hardware_to_machine_fields
+
+METALFLOW_API = "metalflow/v1"
+TINKERBELL_API = "tinkerbell.org/v1alpha1"
+KNOWN = {
+    METALFLOW_API: ("Machine", "Template", "Workflow"),
+    TINKERBELL_API: ("Hardware", "Template", "Workflow"),
+}
+TOP_KEYS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+
+
+@dataclass(frozen=True)
+class MachineDoc:
+    index: int
+    spec: MachineSpec
+    source: str
+    hardware_spec: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class TemplateDoc:
+    index: int
+    name: str
+    data: str
+    where: str
+
+
+@dataclass(frozen=True)
+class WorkflowDoc:
+    index: int
+    name: str
+    template: str
+    machine: str | None
+    hardware_map: dict[str, str] = field(default_factory=dict)
+    kind: str = "provision"
+
+
+Document = MachineDoc | TemplateDoc | WorkflowDoc
+APPLY_ORDER = {MachineDoc: 0, TemplateDoc: 1, WorkflowDoc: 2}
+
+
+def parse(text: str) -> list[Document]:
+    """All documents of a YAML stream, machines first, then templates, then workflows."""
+    try:
+        raw_docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise Invalid(f"invalid YAML: {where}{problem}", field="yaml") from None
+    docs = [
+        _one(index, raw) for index, raw in enumerate(raw_docs) if raw is not None
+    ]
+    if not docs:
+        raise Invalid("no documents found; nothing to apply", field="yaml")
+    return sorted(docs, key=lambda doc: APPLY_ORDER[type(doc)])
+
+
+def _one(index: int, raw: Any) -> Document:
+    where = f"documents[{index}]"
+    if not isinstance(raw, dict):
+        raise Invalid(f"{where} must be a mapping, got {type(raw).__name__}", field=where)
+    if "apiVersion" not in raw and "tasks" in raw:
+        name = raw.get("name")
+        if not isinstance(name, str) or not name:
+            raise Invalid(f"{where}: a bare template needs a name", field=f"{where}.name")
+        return TemplateDoc(index, name, yaml.safe_dump(raw, sort_keys=False), where)
+    api, kind = raw.get("apiVersion"), raw.get("kind")
+    if api not in KNOWN:
+        raise Invalid(
+            f"{where}.apiVersion {api!r} is not known; use {METALFLOW_API} or {TINKERBELL_API}",
+            field=f"{where}.apiVersion",
+        )
+    if kind not in KNOWN[api]:
+        raise Invalid(
+            f"{where}.kind {kind!r} is not known for {api}; one of: {', '.join(KNOWN[api])}",
+            field=f"{where}.kind",
+        )
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise Invalid(f"{where}: unknown field {unknown[0]!r}", field=f"{where}.{unknown[0]}")
+    metadata = raw.get("metadata") or {}
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if not isinstance(name, str) or not name:
+        raise Invalid(f"{where}.metadata.name is required", field=f"{where}.metadata.name")
+    spec = raw.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise Invalid(f"{where}.spec must be a mapping", field=f"{where}.spec")
+    if kind == "Template":
+        return _template(index, name, spec, where)
+    if kind == "Workflow":
+        return _workflow(index, name, spec, where, tinkerbell=api == TINKERBELL_API)
+    if kind == "Hardware":
+        fields = hardware_to_machine_fields(name, metadata.get("namespace"), spec)
+        fields["labels"] = metadata.get("labels") or {}
+        return MachineDoc(index, _machine_spec(fields, where), "Hardware", spec)
+    fields = {
+        "name": name,
+        "labels": metadata.get("labels") or {},
+        **({"project": metadata["project"]} if "project" in metadata else {}),
+        **spec,
+    }
+    return MachineDoc(index, _machine_spec(fields, where), "Machine")
+
+
+def _machine_spec(fields: dict[str, Any], where: str) -> MachineSpec:
+    try:
+        return MachineSpec.model_validate(fields)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ".".join(str(part) for part in error["loc"])
+        path = f"{where}.spec.{loc}" if loc else f"{where}.spec"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        raise Invalid(f"{path}: {message}", field=path) from None
+
+
+def _template(index: int, name: str, spec: dict[str, Any], where: str) -> TemplateDoc:
+    unknown = sorted(set(spec) - {"data"})
+    if unknown:
+        raise Invalid(f"{where}.spec: unknown field {unknown[0]!r}", field=f"{where}.spec")
+    data = spec.get("data")
+    if not isinstance(data, str) or not data.strip():
+        raise Invalid(
+            f"{where}.spec.data must hold the template text", field=f"{where}.spec.data"
+        )
+    return TemplateDoc(index, name, data, f"{where}.spec.data")
+
+
+def _workflow(
+    index: int, name: str, spec: dict[str, Any], where: str, *, tinkerbell: bool
+) -> WorkflowDoc:
+    if tinkerbell:
+        allowed = {"templateRef", "hardwareRef", "hardwareMap", "bootOptions"}
+        template_key, machine_key = "templateRef", "hardwareRef"
+    else:
+        allowed = {"template", "machine", "hardwareMap", "kind"}
+        template_key, machine_key = "template", "machine"
+    unknown = sorted(set(spec) - allowed)
+    if unknown:
+        raise Invalid(f"{where}.spec: unknown field {unknown[0]!r}", field=f"{where}.spec")
+    template = spec.get(template_key)
+    if not isinstance(template, str) or not template:
+        raise Invalid(f"{where}.spec.{template_key} is required", field=f"{where}.spec")
+    hardware_map = spec.get("hardwareMap") or {}
+    if not isinstance(hardware_map, dict):
+        raise Invalid(f"{where}.spec.hardwareMap must be a mapping", field=f"{where}.spec")
+    machine = spec.get(machine_key)
+    if machine is None and not hardware_map:
+        raise Invalid(
+            f"{where}.spec needs {machine_key} or a hardwareMap naming the machine's MAC",
+            field=f"{where}.spec.{machine_key}",
+        )
+    return WorkflowDoc(
+        index,
+        name,
+        template,
+        machine,
+        {str(k): str(v) for k, v in hardware_map.items()},
+        spec.get("kind", "provision"),
+    )

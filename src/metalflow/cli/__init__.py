@@ -1,0 +1,79 @@
+"""The `metalflow` command: one sub-command group per noun, plus the everyday verbs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from metalflow.cli import apply, lifecycle, machine, template, up, workflow
+from metalflow.cli.context import CliContext
+from metalflow.cli.exit_codes import CliError
+from metalflow.cli.output import Output, OutputFormat
+
+DEFAULT_URL = "http://127.0.0.1:7080"
+
+
+class RootGroup(TyperGroup):
+    """Reports a `CliError` from any command as one line on stderr and exits with its code."""
+
+    def invoke(self, ctx: Any) -> Any:  # click's Context, which typer may vendor
+        try:
+            return super().invoke(ctx)
+        except CliError as exc:
+            cli = ctx.find_object(CliContext)
+            (cli.out if cli else Output()).error(exc.message)
+            raise typer.Exit(exc.code) from None
+
+
+app = typer.Typer(
+    cls=RootGroup,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="metalflow: bare-metal provisioning engine.",
+)
+app.add_typer(machine.app, name="machine")
+app.add_typer(template.app, name="template")
+app.add_typer(workflow.app, name="workflow")
+app.command("up")(up.up)
+app.command("apply")(apply.apply)
+app.command("provision")(lifecycle.provision)
+app.command("deprovision")(lifecycle.deprovision)
+app.command("agent-token")(lifecycle.agent_token)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    url: Annotated[
+        str, typer.Option(envvar="METALFLOW_URL", help="URL of the metalflow API.")
+    ] = DEFAULT_URL,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="METALFLOW_TOKEN",
+            help="API token; default is the admin-token file in the data dir.",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="METALFLOW_DATA_DIR",
+            help="Data directory holding admin-token (default metalflow-data).",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        OutputFormat, typer.Option("-o", "--output", help="Output format.")
+    ] = OutputFormat.TABLE,
+) -> None:
+    cli = CliContext(url=url, token=token, data_dir=data_dir, out=Output(output))
+    ctx.obj = cli
+    ctx.call_on_close(cli.close)
+
+
+def main() -> None:
+    app(prog_name="metalflow")

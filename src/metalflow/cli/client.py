@@ -1,0 +1,195 @@
+"""HTTP client for the metalflow API: JSON calls, one-line errors, and Server-Sent Event streams."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from metalflow.cli.exit_codes import CliError, ExitCode
+
+Json = dict[str, Any]
+Params = Mapping[str, str | int | bool | list[str] | None]
+
+TIMEOUT = httpx.Timeout(30.0)
+STREAM_TIMEOUT = httpx.Timeout(30.0, read=None)
+
+
+def resource(*segments: str) -> str:
+    """An API path: `resource("machines", name)` is `/api/v1/machines/<name, escaped>`."""
+    return "/api/v1/" + "/".join(quote(segment, safe="") for segment in segments)
+
+
+class ApiClient:
+    """A thin wrapper around `httpx.Client` that turns every failure into a `CliError`."""
+
+    def __init__(
+        self, url: str, token: str, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=TIMEOUT,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def get(self, path: str, params: Params | None = None) -> Json:
+        return self._request("GET", path, params=params)
+
+    def post(
+        self,
+        path: str,
+        *,
+        json: Json | None = None,
+        params: Params | None = None,
+        content: str | None = None,
+        content_type: str | None = None,
+    ) -> Json:
+        headers = {"Content-Type": content_type} if content_type else None
+        return self._request(
+            "POST", path, params=params, json=json, content=content, headers=headers
+        )
+
+    def events(self, params: Params, *, after: int | None = None) -> Iterator[Json]:
+        """Follow `/api/v1/events` as an SSE stream; each item is one event (`id`, `kind`, ...).
+
+        `after` resumes a stream: it is sent as `Last-Event-ID`.
+        """
+        headers = {"Accept": "text/event-stream"}
+        if after is not None:
+            headers["Last-Event-ID"] = str(after)
+        with self._errors():
+            request = self._http.build_request(
+                "GET",
+                resource("events"),
+                params={**_clean(params), "follow": "true"},
+                headers=headers,
+                timeout=STREAM_TIMEOUT,
+            )
+            response = self._http.send(request, stream=True)
+            try:
+                if response.is_error:
+                    response.read()
+                    raise _api_error(response)
+                yield from parse_sse(response.iter_lines())
+            finally:
+                response.close()
+
+    def _request(self, method: str, path: str, *, params: Params | None, **kwargs: Any) -> Json:
+        with self._errors():
+            response = self._http.request(method, path, params=_clean(params or {}), **kwargs)
+        if response.is_error:
+            raise _api_error(response)
+        try:
+            body = response.json()
+        except ValueError:
+            raise CliError(f"{method} {path}: the server did not answer with JSON") from None
+        if not isinstance(body, dict):
+            raise CliError(f"{method} {path}: the server answered with an unexpected document")
+        return body
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except httpx.ConnectError:
+            raise CliError(
+                f'cannot reach metalflow at {self.url} (is "metalflow up" running?)'
+            ) from None
+        except httpx.TimeoutException:
+            raise CliError(f"timed out waiting for metalflow at {self.url}") from None
+        except httpx.TransportError as exc:
+            raise CliError(f"lost connection to metalflow at {self.url}: {exc}") from None
+
+
+def parse_sse(lines: Iterable[str]) -> Iterator[Json]:
+    """Events of a `text/event-stream`; `data` is the event's JSON, `id`/`event` fill gaps."""
+    event_id: str | None = None
+    kind: str | None = None
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                event = _event_json("\n".join(data))
+                if event_id is not None and event_id.isdigit():
+                    event.setdefault("id", int(event_id))
+                if kind is not None:
+                    event.setdefault("kind", kind)
+                yield event
+            event_id, kind, data = None, None, []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "id":
+            event_id = value
+        elif field == "event":
+            kind = value
+        elif field == "data":
+            data.append(value)
+
+
+def _event_json(data: str) -> Json:
+    try:
+        event = json.loads(data)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        raise CliError(f"the event stream sent something that is not an event: {data[:80]}")
+    return event
+
+
+def error_message(response: httpx.Response) -> str:
+    """The server's explanation of a failed request, on one line."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if isinstance(detail, dict) and detail.get("message"):
+        field = detail.get("field")
+        return f"{field}: {detail['message']}" if field else str(detail["message"])
+    if isinstance(detail, list) and detail:
+        return "; ".join(_validation_error(item) for item in detail)
+    if isinstance(detail, str) and detail:
+        return detail
+    return f"{response.status_code} {response.reason_phrase}".strip()
+
+
+def _validation_error(item: Any) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    path = ""
+    for part in item.get("loc") or []:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part != "body":
+            path += f".{part}" if path else str(part)
+    message = str(item.get("msg", "invalid"))
+    return f"{path}: {message}" if path else message
+
+
+def _api_error(response: httpx.Response) -> CliError:
+    message = error_message(response)
+    if response.status_code == httpx.codes.UNAUTHORIZED:
+        message += " (check --token, METALFLOW_TOKEN or the data dir's admin-token)"
+    code = ExitCode.BAD_INPUT if response.is_client_error else ExitCode.FAILURE
+    return CliError(message, code)
+
+
+def _clean(params: Params) -> dict[str, str | int | list[str]]:
+    """Drop unset query parameters; booleans become `true`/`false`."""
+    cleaned: dict[str, str | int | list[str]] = {}
+    for key, value in params.items():
+        if value is None or value == []:
+            continue
+        cleaned[key] = ("true" if value else "false") if isinstance(value, bool) else value
+    return cleaned

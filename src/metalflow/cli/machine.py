@@ -1,0 +1,74 @@
+"""`metalflow machine`: inspect machines and their event history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from metalflow.cli import render
+from metalflow.cli.client import resource
+from metalflow.cli.context import cli_context
+from metalflow.cli.exit_codes import ExitCode
+from metalflow.cli.options import pairs
+
+app = typer.Typer(no_args_is_help=True, help="Inspect machines and their events.")
+
+
+@app.command("list")
+def list_machines(
+    ctx: typer.Context,
+    state: Annotated[
+        str | None, typer.Option(help="Only machines in this state.", show_default=False)
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="Only machines with this label; repeat for more.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """List machines."""
+    cli = cli_context(ctx)
+    labels = [f"{key}={value}" for key, value in pairs(label, "--label").items()]
+    cli.out.emit(
+        cli.api.get(resource("machines"), params={"state": state, "label": labels}),
+        render.machines,
+    )
+
+
+@app.command("show")
+def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Machine name.")]) -> None:
+    """Show one machine: state, interfaces, disks and BMC."""
+    cli = cli_context(ctx)
+    cli.out.emit(cli.api.get(resource("machines", name)), render.machine)
+
+
+@app.command("events")
+def events(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Machine name.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events until Ctrl-C.")
+    ] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="At most this many past events.", show_default=False),
+    ] = None,
+) -> None:
+    """Show a machine's events, oldest first."""
+    cli = cli_context(ctx)
+    params = {"machine": name, "limit": limit}
+    if not follow:
+        cli.out.emit(cli.api.get(resource("events"), params=params), render.events)
+        return
+    try:
+        for event in cli.api.events(params):
+            if cli.out.human:
+                cli.out.print(render.event_line(event))
+            else:
+                cli.out.line(event)
+    except KeyboardInterrupt:
+        raise typer.Exit(ExitCode.OK) from None

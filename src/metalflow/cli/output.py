@@ -1,0 +1,77 @@
+"""Everything the CLI prints: tables for humans, JSON or YAML documents for scripts, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+import yaml
+from rich.console import Console, RenderableType
+from rich.text import Text
+
+PIPE_WIDTH = 4096
+"""Width used off a terminal, so a table row stays one line for grep and awk."""
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    YAML = "yaml"
+
+
+class Output:
+    def __init__(self, fmt: OutputFormat = OutputFormat.TABLE) -> None:
+        self.format = fmt
+        self.console = _console(stderr=False)
+        self.err = _console(stderr=True)
+
+    @property
+    def human(self) -> bool:
+        return self.format is OutputFormat.TABLE
+
+    @property
+    def live(self) -> bool:
+        """True when stdout is a terminal that can show a live display."""
+        return self.human and self.console.is_terminal
+
+    def emit(self, data: Any, render: Callable[[Any], RenderableType]) -> None:
+        """Print `render(data)` for humans, else `data` itself as a JSON or YAML document."""
+        if self.human:
+            self.console.print(render(data))
+        else:
+            self.document(data)
+
+    def document(self, data: Any) -> None:
+        if self.format is OutputFormat.JSON:
+            self.write(json.dumps(data, indent=2) + "\n")
+        else:
+            self.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+    def line(self, data: Any) -> None:
+        """One document of a stream: a JSON line, or a YAML document starting with `---`."""
+        if self.format is OutputFormat.JSON:
+            self.write(json.dumps(data) + "\n")
+        else:
+            self.write(
+                yaml.safe_dump(data, sort_keys=False, allow_unicode=True, explicit_start=True)
+            )
+
+    def print(self, renderable: RenderableType) -> None:
+        self.console.print(renderable)
+
+    def write(self, text: str) -> None:
+        """Write text exactly as given."""
+        self.console.out(text, end="")
+
+    def error(self, message: str) -> None:
+        self.err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+
+
+def _console(*, stderr: bool) -> Console:
+    console = Console(stderr=stderr, markup=False, emoji=False, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPE_WIDTH
+    return console

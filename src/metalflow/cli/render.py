@@ -1,0 +1,320 @@
+"""Human-readable views of API documents: tables, detail pages and event lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+Json = Mapping[str, Any]
+
+NONE = "-"
+STATE_STYLES = {
+    "SUCCESS": "green",
+    "FAILED": "red",
+    "TIMEOUT": "red",
+    "CANCELLED": "dim",
+    "RUNNING": "yellow",
+    "PREPARING": "cyan",
+    "POST": "cyan",
+    "PENDING": "blue",
+}
+TERMINAL_STATES = frozenset({"SUCCESS", "FAILED", "TIMEOUT", "CANCELLED"})
+
+
+def table(*headers: str) -> Table:
+    grid = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for header in headers:
+        grid.add_column(header)
+    return grid
+
+
+def state(value: str | None) -> Text:
+    if not value:
+        return Text(NONE)
+    return Text(value, style=STATE_STYLES.get(value.upper(), ""))
+
+
+def time(value: str | None) -> str:
+    """An ISO 8601 timestamp in local time, to the second."""
+    if not value:
+        return NONE
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone()
+    return parsed.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(start: str | None, end: str | None) -> str:
+    """Time from `start` to `end`, or until now while still running."""
+    if not start:
+        return NONE
+    try:
+        begin = dt.datetime.fromisoformat(start)
+        finish = dt.datetime.fromisoformat(end) if end else dt.datetime.now(begin.tzinfo)
+    except ValueError:
+        return NONE
+    seconds = max(0, round((finish - begin).total_seconds()))
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def size(num_bytes: int | None) -> str:
+    if num_bytes is None:
+        return NONE
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    value, index = float(num_bytes), 0
+    while value >= 1024 and index < len(units) - 1:
+        value, index = value / 1024, index + 1
+    return f"{num_bytes} B" if index == 0 else f"{value:.1f} {units[index]}"
+
+
+def text(value: Any) -> str:
+    if value is None or value == "":
+        return NONE
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def fields(rows: Iterable[tuple[str, str | Text]]) -> Table:
+    """`key: value` lines with aligned values."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    for key, value in rows:
+        grid.add_row(f"{key}:", value)
+    return grid
+
+
+def with_reason(value: str | None, reason: str | None) -> Text:
+    return Text.assemble(state(value), f" ({reason})" if reason else "")
+
+
+def event_line(event: Json) -> Text:
+    """`TIME  KIND  workflow=... key=value...` for one event."""
+    kind = str(event.get("kind", ""))
+    line = Text.assemble((time(event.get("time")), "dim"), "  ", (kind, _kind_style(kind)))
+    details: dict[str, Any] = {}
+    if event.get("workflow"):
+        details["workflow"] = event["workflow"]
+    details.update(event.get("data") or {})
+    for position, (key, value) in enumerate(details.items()):
+        line.append(" " if position else "  ")
+        line.append(f"{key}=", style="dim")
+        line.append(_value(value))
+    return line
+
+
+def _kind_style(kind: str) -> str:
+    last = kind.rsplit(".", 1)[-1]
+    if last in {"failed", "timeout", "error"}:
+        return "bold red"
+    if last in {"succeeded", "success", "completed", "finished"}:
+        return "bold green"
+    return "bold cyan"
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, str) and value and not any(c.isspace() or c in "\"'=" for c in value):
+        return value
+    return json.dumps(value)
+
+
+# machines
+
+
+def machines(data: Json) -> RenderableType:
+    grid = table("NAME", "STATE", "ARCH", "MAC", "IP", "PROJECT", "WORKFLOW")
+    for machine in data["items"]:
+        first = (machine.get("interfaces") or [{}])[0]
+        grid.add_row(
+            machine["name"],
+            state(machine.get("state")),
+            text(machine.get("arch")),
+            text(first.get("mac")),
+            text(first.get("ip")),
+            text(machine.get("project")),
+            text(machine.get("workflow")),
+        )
+    return grid
+
+
+def machine(data: Json) -> RenderableType:
+    bmc = data.get("bmc")
+    labels = ", ".join(f"{k}={v}" for k, v in (data.get("labels") or {}).items())
+    summary = fields(
+        [
+            ("name", data["name"]),
+            ("id", text(data.get("id"))),
+            ("project", text(data.get("project"))),
+            ("state", with_reason(data.get("state"), data.get("state_reason"))),
+            ("arch", text(data.get("arch"))),
+            ("uefi", text(data.get("uefi"))),
+            ("hostname", text(data.get("hostname"))),
+            ("labels", text(labels)),
+            ("workflow", text(data.get("workflow"))),
+            ("bmc", _bmc(bmc) if bmc else NONE),
+            ("created", time(data.get("created_at"))),
+            ("updated", time(data.get("updated_at"))),
+        ]
+    )
+    interfaces = table("MAC", "IP", "NETMASK", "GATEWAY", "VLAN", "HOSTNAME", "PXE", "WORKFLOW")
+    for nic in data.get("interfaces") or []:
+        interfaces.add_row(
+            nic["mac"],
+            text(nic.get("ip")),
+            text(nic.get("netmask")),
+            text(nic.get("gateway")),
+            text(nic.get("vlan")),
+            text(nic.get("hostname")),
+            text(nic.get("allow_pxe")),
+            text(nic.get("allow_workflow")),
+        )
+    disks = table("DEVICE", "SIZE")
+    for disk in data.get("disks") or []:
+        disks.add_row(disk["device"], size(disk.get("size_bytes")))
+    return Group(summary, Text(), interfaces, Text(), disks)
+
+
+def _bmc(bmc: Json) -> str:
+    user = bmc.get("username") or "no user"
+    password = "password set" if bmc.get("has_password") else "no password"
+    return f"{text(bmc.get('driver'))} {text(bmc.get('address'))} ({user}, {password})"
+
+
+# templates
+
+
+def templates(data: Json) -> RenderableType:
+    grid = table("NAME", "VERSION", "TASKS", "ACTIONS", "CREATED", "UPDATED")
+    for template in data["items"]:
+        grid.add_row(
+            template["name"],
+            text(template.get("version")),
+            text(template.get("tasks")),
+            text(template.get("actions")),
+            time(template.get("created_at")),
+            time(template.get("updated_at")),
+        )
+    return grid
+
+
+# workflows
+
+
+def counts(workflow: Json) -> tuple[int, int]:
+    """`(done, total)` actions."""
+    numbers = workflow.get("progress") or {}
+    return int(numbers.get("done") or 0), int(numbers.get("total") or 0)
+
+
+def progress(workflow: Json) -> str:
+    done, total = counts(workflow)
+    return f"{done}/{total}"
+
+
+def current_action(workflow: Json) -> str:
+    """The running action, else the next pending one, as `task/action`; the state once ended."""
+    if workflow.get("state") in TERMINAL_STATES:
+        return str(workflow["state"])
+    actions = workflow.get("actions") or []
+    for wanted in ("RUNNING", "PENDING"):
+        for action in actions:
+            if action.get("state") == wanted:
+                return f"{action.get('task')}/{action.get('name')}"
+    return str(workflow.get("state", ""))
+
+
+def workflows(data: Json) -> RenderableType:
+    grid = table("ID", "NAME", "MACHINE", "TEMPLATE", "STATE", "PROGRESS", "CREATED")
+    for workflow in data["items"]:
+        grid.add_row(
+            str(workflow["id"])[:12],
+            text(workflow.get("name")),
+            text(workflow.get("machine")),
+            text(workflow.get("template")),
+            state(workflow.get("state")),
+            progress(workflow),
+            time(workflow.get("created_at")),
+        )
+    return grid
+
+
+def workflow(data: Json) -> RenderableType:
+    summary = fields(
+        [
+            ("id", str(data["id"])),
+            ("name", text(data.get("name"))),
+            ("machine", text(data.get("machine"))),
+            ("template", text(data.get("template"))),
+            ("kind", text(data.get("kind"))),
+            ("state", with_reason(data.get("state"), data.get("reason"))),
+            ("run", text(data.get("run"))),
+            ("progress", progress(data)),
+            ("timeout", text(data.get("global_timeout"))),
+            ("created", time(data.get("created_at"))),
+            ("started", time(data.get("started_at"))),
+            ("finished", time(data.get("finished_at"))),
+            ("duration", duration(data.get("started_at"), data.get("finished_at"))),
+        ]
+    )
+    actions = table(
+        "#", "TASK", "ACTION", "IMAGE", "STATE", "ATTEMPTS", "EXIT", "DURATION", "MESSAGE"
+    )
+    for action in data.get("actions") or []:
+        actions.add_row(
+            text(action.get("index")),
+            text(action.get("task")),
+            text(action.get("name")),
+            text(action.get("image")),
+            state(action.get("state")),
+            text(action.get("attempts")),
+            text(action.get("exit_code")),
+            duration(action.get("started_at"), action.get("finished_at")),
+            text(action.get("message")),
+        )
+    return Group(summary, Text(), actions)
+
+
+def workflow_created(data: Json) -> RenderableType:
+    return Text(
+        f"workflow {data['id']} created for machine {data.get('machine')} "
+        f"(template {data.get('template')})"
+    )
+
+
+def workflow_state(data: Json) -> Text:
+    """`workflow ID STATE (reason)`, the last line of a watch and of cancel/resume/rerun."""
+    return Text.assemble(
+        f"workflow {data['id']} ", with_reason(data.get("state"), data.get("reason"))
+    )
+
+
+# events
+
+
+def events(data: Json) -> RenderableType:
+    ordered = sorted(data["items"], key=lambda event: int(event.get("id") or 0))
+    return Text("\n").join(event_line(event) for event in ordered)
+
+
+def deprovisioned(data: Json) -> Text:
+    machine, workflow = data["machine"], data.get("workflow")
+    if workflow:
+        return Text(
+            f"machine {machine['name']} deprovisioning: workflow {workflow['id']} created "
+            f"(template {workflow.get('template')})"
+        )
+    return Text.assemble(f"machine {machine['name']} deprovisioned: ", state(machine.get("state")))

@@ -1,0 +1,71 @@
+"""Engine and transactions for SQLite (one writer at a time) and PostgreSQL (many)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+
+AfterCommit = Callable[[list[Any]], None]
+
+
+class Database:
+    """Owns the engine; `write()` is the one way to change data.
+
+    Writes are serialised in-process on SQLite (it allows one writer); PostgreSQL transactions
+    run concurrently. Objects queued in `session.info["outbox"]` are handed to `after_commit` once the transaction
+    is durable (the event bus publishes them), never for a rolled-back transaction.
+    """
+
+    def __init__(self, url: str, *, after_commit: AfterCommit | None = None) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(pool_size=20, max_overflow=20, pool_pre_ping=True)
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine, "begin", _sqlite_on_begin)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+        self.after_commit = after_commit
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with self._sessions() as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        with self._write_lock or nullcontext(), self._sessions() as session:
+            outbox: list[Any] = []
+            session.info["outbox"] = outbox
+            with session.begin():
+                yield session
+        if outbox and self.after_commit is not None:
+            self.after_commit(outbox)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN")

@@ -1,0 +1,30 @@
+"""Errors that services raise for callers to see: each names the field at fault and the fix.
+
+The API maps them to HTTP statuses in one place; the CLI shows their message on one line.
+"""
+
+from __future__ import annotations
+
+
+class MetalflowError(Exception):
+    status = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def detail(self) -> dict[str, str | None]:
+        return {"message": self.message, "field": self.field}
+
+
+class NotFound(MetalflowError):
+    status = 404
+
+
+class Conflict(MetalflowError):
+    status = 409
+
+
+class Invalid(MetalflowError):
+    status = 422

@@ -1,0 +1,174 @@
+"""Append-only event log and in-process pub/sub.
+
+Services add events inside their transaction (`record`); the bus publishes them only after the
+commit, so a subscriber never sees a change that was rolled back. Subscribers live on the asyncio
+loop; commits happen in worker threads, hence the hand-off through `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import BigInteger, Index, Integer, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from metalflow.db.base import Base, utcnow
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_machine", "machine_id", "id"),
+        Index("ix_events_workflow", "workflow_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    time: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    machine_id: Mapped[str | None] = mapped_column(String(32))
+    machine_name: Mapped[str | None] = mapped_column(String(200))
+    workflow_id: Mapped[str | None] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "time": self.time.isoformat(),
+            "machine": self.machine_name,
+            "workflow": self.workflow_id,
+            "kind": self.kind,
+            "data": self.data,
+        }
+
+
+def record(
+    session: Session,
+    kind: str,
+    *,
+    machine_id: str | None = None,
+    machine_name: str | None = None,
+    workflow_id: str | None = None,
+    **data: Any,
+) -> Event:
+    event = Event(
+        time=utcnow(),
+        machine_id=machine_id,
+        machine_name=machine_name,
+        workflow_id=workflow_id,
+        kind=kind,
+        data=data,
+    )
+    session.add(event)
+    session.info.setdefault("outbox", []).append(event)
+    return event
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    machine: str | None = None
+    workflow: str | None = None
+    kind_prefix: str | None = None
+
+    def matches(self, event: Event) -> bool:
+        return (
+            (self.machine is None or event.machine_name == self.machine)
+            and (self.workflow is None or event.workflow_id == self.workflow)
+            and (self.kind_prefix is None or event.kind.startswith(self.kind_prefix))
+        )
+
+    def where(self, query: Any) -> Any:
+        if self.machine is not None:
+            query = query.where(Event.machine_name == self.machine)
+        if self.workflow is not None:
+            query = query.where(Event.workflow_id == self.workflow)
+        if self.kind_prefix is not None:
+            query = query.where(Event.kind.startswith(self.kind_prefix))
+        return query
+
+
+@dataclass(eq=False)
+class Subscription:
+    filter: EventFilter
+    queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
+    overflowed: bool = False
+
+
+class EventBus:
+    """Fan-out of committed events to SSE subscribers and to agents waiting for work."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._subscriptions: set[Subscription] = set()
+        self._machine_waiters: dict[str, set[asyncio.Event]] = {}
+        self.listeners: list[Callable[[Event], None]] = []
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def publish(self, objects: list[Any]) -> None:
+        events = [obj for obj in objects if isinstance(obj, Event)]
+        if not events or self._loop is None or self._loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._dispatch(events)
+        else:
+            self._loop.call_soon_threadsafe(self._dispatch, events)
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            for listener in self.listeners:
+                listener(event)
+            if event.machine_id is not None:
+                for waiter in self._machine_waiters.get(event.machine_id, ()):
+                    waiter.set()
+            for sub in list(self._subscriptions):
+                if not sub.filter.matches(event):
+                    continue
+                try:
+                    sub.queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    sub.overflowed = True
+
+    def subscribe(self, event_filter: EventFilter) -> Subscription:
+        sub = Subscription(event_filter)
+        self._subscriptions.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subscriptions.discard(sub)
+
+    @contextmanager
+    def watch_machine(self, machine_id: str) -> Iterator[asyncio.Event]:
+        """An asyncio.Event set by every committed event about this machine.
+
+        Register before checking for work, so an event committed in between is never missed.
+        """
+        waiter = asyncio.Event()
+        waiters = self._machine_waiters.setdefault(machine_id, set())
+        waiters.add(waiter)
+        try:
+            yield waiter
+        finally:
+            waiters.discard(waiter)
+            if not waiters:
+                self._machine_waiters.pop(machine_id, None)
+
+
+def list_events(
+    session: Session, event_filter: EventFilter, *, after: int = 0, limit: int = 1000
+) -> list[Event]:
+    """The newest `limit` events after `after`, oldest first."""
+    query = event_filter.where(select(Event).where(Event.id > after))
+    newest = session.scalars(query.order_by(Event.id.desc()).limit(limit)).all()
+    return list(reversed(newest))

@@ -1,0 +1,1 @@
+"""Machines: interfaces, disks, BMC, labels, discovered attributes, lifecycle state."""

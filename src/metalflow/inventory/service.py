@@ -1,0 +1,281 @@
+"""Machine changes: each call validates, writes within the caller's transaction, records events."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from metalflow import events
+from metalflow.errors import Conflict, NotFound
+from metalflow.inventory.lifecycle import BUSY_STATES, LIFECYCLE, MachineEvent, MachineState
+from metalflow.inventory.schemas import (
+    BmcPublic,
+    InterfacePublic,
+    InterfaceSpec,
+    MachinePublic,
+    MachineSpec,
+)
+from metalflow.inventory.tables import Interface, Machine
+from metalflow.inventory.tinkerbell import hardware_view
+from metalflow.statemachine import IllegalTransition
+from metalflow.tenancy.secrets import Keyring
+
+ApplyOutcome = Literal["created", "updated", "unchanged"]
+
+
+def get_machine(session: Session, name: str) -> Machine:
+    machine = session.scalar(select(Machine).where(Machine.name == name))
+    if machine is None:
+        raise NotFound(f"machine {name!r} not found", field="machine")
+    return machine
+
+
+def get_machine_by_id(session: Session, machine_id: str) -> Machine:
+    machine = session.get(Machine, machine_id)
+    if machine is None:
+        raise NotFound(f"machine id {machine_id!r} not found", field="machine")
+    return machine
+
+
+def list_machines(
+    session: Session, *, state: str | None = None, labels: dict[str, str] | None = None
+) -> list[Machine]:
+    query = select(Machine).order_by(Machine.name)
+    if state is not None:
+        query = query.where(Machine.state == state)
+    machines = list(session.scalars(query))
+    if labels:
+        machines = [m for m in machines if all(m.labels.get(k) == v for k, v in labels.items())]
+    return machines
+
+
+def _check_unique_addresses(session: Session, spec: MachineSpec, machine_id: str | None) -> None:
+    for index, iface in enumerate(spec.interfaces):
+        owner = session.scalar(
+            select(Machine.name)
+            .join(Interface)
+            .where(Interface.mac == iface.mac, Interface.machine_id != (machine_id or ""))
+        )
+        if owner is not None:
+            raise Conflict(
+                f"duplicate MAC {iface.mac} (already on machine {owner})",
+                field=f"spec.interfaces[{index}].mac",
+            )
+        if iface.ip is None:
+            continue
+        owner = session.scalar(
+            select(Machine.name)
+            .join(Interface)
+            .where(Interface.ip == iface.ip, Interface.machine_id != (machine_id or ""))
+        )
+        if owner is not None:
+            raise Conflict(
+                f"duplicate IP {iface.ip} (already on machine {owner})",
+                field=f"spec.interfaces[{index}].ip",
+            )
+
+
+def _interface_fields(spec: InterfaceSpec) -> dict[str, Any]:
+    return {
+        "mac": spec.mac,
+        "ip": spec.ip,
+        "netmask": spec.netmask,
+        "gateway": spec.gateway,
+        "nameservers": spec.nameservers,
+        "hostname": spec.hostname,
+        "vlan": spec.vlan,
+        "lease_time": spec.lease_time,
+        "allow_pxe": spec.netboot.allow_pxe,
+        "allow_workflow": spec.netboot.allow_workflow,
+    }
+
+
+def _sync_interfaces(session: Session, machine: Machine, wanted: list[InterfaceSpec]) -> None:
+    """Match rows by MAC so unique constraints never see a transient duplicate."""
+    by_mac = {iface.mac: iface for iface in machine.interfaces}
+    wanted_macs = {spec.mac for spec in wanted}
+    stale = [iface for mac, iface in by_mac.items() if mac not in wanted_macs]
+    for iface in stale:
+        machine.interfaces.remove(iface)
+    if stale:
+        session.flush()
+    for position, spec in enumerate(wanted):
+        row = by_mac.get(spec.mac)
+        if row is None:
+            row = Interface(position=position, **_interface_fields(spec))
+            machine.interfaces.append(row)
+        else:
+            row.position = position
+            for key, value in _interface_fields(spec).items():
+                setattr(row, key, value)
+
+
+def apply_machine(
+    session: Session,
+    spec: MachineSpec,
+    keyring: Keyring,
+    *,
+    source: str = "Machine",
+    hardware_spec: dict[str, Any] | None = None,
+) -> ApplyOutcome:
+    """Create or update a machine from its declaration; declared-equal means no write at all."""
+    applied = {"kind": source, "spec": spec.fingerprint(), "hardware_spec": hardware_spec}
+    password = spec.bmc.password.get_secret_value() if spec.bmc and spec.bmc.password else None
+    machine = session.scalar(select(Machine).where(Machine.name == spec.name))
+    if machine is not None:
+        old_password = (
+            keyring.decrypt(machine.bmc_password_encrypted)
+            if machine.bmc_password_encrypted
+            else None
+        )
+        if machine.applied == applied and old_password == password:
+            return "unchanged"
+    _check_unique_addresses(session, spec, machine.id if machine else None)
+    outcome: ApplyOutcome = "updated"
+    if machine is None:
+        outcome = "created"
+        machine = Machine(
+            id=uuid.uuid4().hex, name=spec.name, state=MachineState.READY.value, interfaces=[]
+        )
+        session.add(machine)
+    machine.project = spec.project
+    machine.labels = spec.labels
+    machine.arch = spec.arch
+    machine.uefi = spec.uefi
+    machine.hostname = spec.hostname
+    machine.disks = [disk.model_dump(mode="json") for disk in spec.disks]
+    machine.bmc_driver = spec.bmc.driver if spec.bmc else None
+    machine.bmc_address = spec.bmc.address if spec.bmc else None
+    machine.bmc_username = spec.bmc.username if spec.bmc else None
+    machine.bmc_password_encrypted = keyring.encrypt(password) if password is not None else None
+    machine.instance_metadata = spec.metadata
+    machine.user_data = spec.user_data
+    machine.applied = applied
+    _sync_interfaces(session, machine, spec.interfaces)
+    session.flush()
+    events.record(
+        session,
+        f"machine.{outcome}",
+        machine_id=machine.id,
+        machine_name=machine.name,
+        source=source,
+    )
+    return outcome
+
+
+def transition(
+    session: Session,
+    machine: Machine,
+    event: MachineEvent,
+    *,
+    reason: str | None = None,
+    workflow_id: str | None = None,
+) -> None:
+    before = MachineState(machine.state)
+    try:
+        after = LIFECYCLE.next(before, event)
+    except IllegalTransition as exc:
+        raise Conflict(f"machine {machine.name}: {exc}", field="state") from exc
+    machine.state = after.value
+    machine.state_reason = reason
+    events.record(
+        session,
+        "machine.state",
+        machine_id=machine.id,
+        machine_name=machine.name,
+        workflow_id=workflow_id,
+        before=before.value,
+        after=after.value,
+        event=event.value,
+        reason=reason,
+    )
+
+
+def operator_transition(session: Session, machine: Machine, event_name: str, reason: str | None) -> None:
+    """Manual moves (maintenance, rescue, release...), never into or out of a workflow's hands."""
+    try:
+        event = MachineEvent(event_name)
+    except ValueError:
+        allowed = ", ".join(e.value for e in MachineEvent)
+        raise Conflict(f"unknown event {event_name!r}; one of: {allowed}", field="event") from None
+    if MachineState(machine.state) in BUSY_STATES or event in (
+        MachineEvent.PROVISION, MachineEvent.DEPROVISION
+    ):
+        raise Conflict(
+            f"machine {machine.name} is {machine.state}; use workflows (provision, deprovision,"
+            " cancel) to move it",
+            field="event",
+        )
+    transition(session, machine, event, reason=reason)
+
+
+def set_netboot(machine: Machine, enabled: bool) -> None:
+    for iface in machine.interfaces:
+        iface.allow_pxe = enabled
+        iface.allow_workflow = enabled
+
+
+def delete_machine(session: Session, machine: Machine) -> None:
+    if MachineState(machine.state) in BUSY_STATES:
+        raise Conflict(
+            f"machine {machine.name} is {machine.state}; cancel its workflow first", field="machine"
+        )
+    events.record(session, "machine.deleted", machine_id=machine.id, machine_name=machine.name)
+    session.delete(machine)
+
+
+def render_view(machine: Machine) -> dict[str, Any]:
+    """The Tinkerbell-shaped Hardware object of this machine, for template rendering."""
+    spec_fields = machine.applied.get("spec") or {}
+    return hardware_view(
+        name=machine.name,
+        project=machine.project,
+        labels=machine.labels,
+        spec_fields=spec_fields,
+        original_spec=machine.applied.get("hardware_spec"),
+    )
+
+
+def to_public(machine: Machine, active_workflow: str | None) -> MachinePublic:
+    return MachinePublic(
+        id=machine.id,
+        name=machine.name,
+        project=machine.project,
+        labels=machine.labels,
+        arch=machine.arch,
+        uefi=machine.uefi,
+        hostname=machine.hostname,
+        state=machine.state,
+        state_reason=machine.state_reason,
+        interfaces=[
+            InterfacePublic(
+                mac=i.mac,
+                ip=i.ip,
+                netmask=i.netmask,
+                gateway=i.gateway,
+                nameservers=i.nameservers,
+                hostname=i.hostname,
+                vlan=i.vlan,
+                allow_pxe=i.allow_pxe,
+                allow_workflow=i.allow_workflow,
+            )
+            for i in machine.interfaces
+        ],
+        disks=machine.disks,
+        bmc=BmcPublic(
+            driver=machine.bmc_driver,
+            address=machine.bmc_address or "",
+            username=machine.bmc_username,
+            has_password=machine.bmc_password_encrypted is not None,
+        )
+        if machine.bmc_driver
+        else None,
+        attributes=machine.attributes,
+        metadata=machine.instance_metadata,
+        workflow=active_workflow,
+        created_at=machine.created_at.isoformat(),
+        updated_at=machine.updated_at.isoformat(),
+    )

@@ -1,0 +1,64 @@
+"""Machines and their interfaces; MAC and IP uniqueness is enforced by the database itself."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from metalflow.db.base import Base, utcnow
+
+
+class Machine(Base):
+    __tablename__ = "machines"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    project: Mapped[str] = mapped_column(String(200), default="default")
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    arch: Mapped[str] = mapped_column(String(32), default="x86_64")
+    uefi: Mapped[bool] = mapped_column(default=True)
+    hostname: Mapped[str | None] = mapped_column(String(253))
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    disks: Mapped[list[Any]] = mapped_column(default=list)
+    bmc_driver: Mapped[str | None] = mapped_column(String(32))
+    bmc_address: Mapped[str | None] = mapped_column(String(255))
+    bmc_username: Mapped[str | None] = mapped_column(String(255))
+    bmc_password_encrypted: Mapped[str | None] = mapped_column(Text)
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    instance_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    user_data: Mapped[str | None] = mapped_column(Text)
+    applied: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    agent_token_generation: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    interfaces: Mapped[list[Interface]] = relationship(
+        back_populates="machine",
+        order_by="Interface.position",
+        cascade="all, delete-orphan",
+        lazy="selectin",
+    )
+
+
+class Interface(Base):
+    __tablename__ = "interfaces"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int]
+    mac: Mapped[str] = mapped_column(String(17), unique=True)
+    ip: Mapped[str | None] = mapped_column(String(45), unique=True)
+    netmask: Mapped[str | None] = mapped_column(String(45))
+    gateway: Mapped[str | None] = mapped_column(String(45))
+    nameservers: Mapped[list[Any]] = mapped_column(default=list)
+    hostname: Mapped[str | None] = mapped_column(String(253))
+    vlan: Mapped[int | None]
+    lease_time: Mapped[int | None]
+    allow_pxe: Mapped[bool] = mapped_column(default=True)
+    allow_workflow: Mapped[bool] = mapped_column(default=True)
+
+    machine: Mapped[Machine] = relationship(back_populates="interfaces")

@@ -1,0 +1,137 @@
+"""Tinkerbell `Hardware` (tinkerbell.org/v1alpha1) to and from metalflow machines.
+
+A Hardware document is accepted unmodified; the fields metalflow acts on become a MachineSpec, and
+the whole spec is kept so templates see `.hardware.spec` exactly as written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from metalflow.errors import Invalid
+
+HARDWARE_SPEC_KEYS = frozenset(
+    {"agentID", "bmcRef", "disks", "interfaces", "metadata", "resources", "tinkVersion",
+     "userData", "vendorData", "references"}
+)
+INTERFACE_KEYS = frozenset({"dhcp", "netboot", "disableDhcp"})
+DHCP_KEYS = frozenset(
+    {"arch", "hostname", "iface_name", "ip", "lease_time", "mac", "name_servers", "time_servers",
+     "uefi", "vlan_id"}
+)
+NETBOOT_KEYS = frozenset({"allowPXE", "allowWorkflow", "ipxe", "osie"})
+
+
+def _check_keys(value: Any, allowed: frozenset[str], where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Invalid(f"{where} must be a mapping", field=where)
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise Invalid(
+            f"{where}: unknown field {unknown[0]!r}; known: {', '.join(sorted(allowed))}",
+            field=f"{where}.{unknown[0]}",
+        )
+    return value
+
+
+def hardware_to_machine_fields(name: str, namespace: str | None, spec: Any) -> dict[str, Any]:
+    """MachineSpec input (as a dict, validated by the caller) from a Hardware spec."""
+    spec = _check_keys(spec, HARDWARE_SPEC_KEYS, "spec")
+    interfaces = []
+    arch, uefi, hostname = "x86_64", True, None
+    for index, item in enumerate(spec.get("interfaces") or []):
+        where = f"spec.interfaces[{index}]"
+        iface = _check_keys(item, INTERFACE_KEYS, where)
+        dhcp = _check_keys(iface.get("dhcp"), DHCP_KEYS, f"{where}.dhcp")
+        netboot = _check_keys(iface.get("netboot"), NETBOOT_KEYS, f"{where}.netboot")
+        if "mac" not in dhcp:
+            raise Invalid(f"{where}.dhcp.mac is required", field=f"{where}.dhcp.mac")
+        ip = dhcp.get("ip") or {}
+        if index == 0:
+            arch = {"arm64": "aarch64"}.get(dhcp.get("arch") or "x86_64", dhcp.get("arch") or "")
+            uefi = bool(dhcp.get("uefi", False))
+            hostname = dhcp.get("hostname")
+        interfaces.append(
+            {
+                "mac": dhcp["mac"],
+                "ip": ip.get("address") or None,
+                "netmask": ip.get("netmask") or None,
+                "gateway": ip.get("gateway") or None,
+                "nameservers": dhcp.get("name_servers") or [],
+                "hostname": dhcp.get("hostname"),
+                "vlan": int(dhcp["vlan_id"]) if dhcp.get("vlan_id") not in (None, "") else None,
+                "lease_time": dhcp.get("lease_time"),
+                "netboot": {
+                    "allowPXE": netboot.get("allowPXE", False),
+                    "allowWorkflow": netboot.get("allowWorkflow", False),
+                },
+            }
+        )
+    disks = []
+    for index, disk in enumerate(spec.get("disks") or []):
+        if not isinstance(disk, dict) or "device" not in disk:
+            raise Invalid(
+                f"spec.disks[{index}] needs a device, e.g. {{device: /dev/sda}}",
+                field=f"spec.disks[{index}].device",
+            )
+        disks.append({"device": disk["device"]})
+    return {
+        "name": name,
+        "project": namespace or "default",
+        "arch": arch,
+        "uefi": uefi,
+        "hostname": hostname,
+        "interfaces": interfaces,
+        "disks": disks,
+        "metadata": spec.get("metadata") or {},
+        "userData": spec.get("userData"),
+    }
+
+
+def hardware_view(
+    *,
+    name: str,
+    project: str,
+    labels: dict[str, str],
+    spec_fields: dict[str, Any],
+    original_spec: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The Tinkerbell Hardware object that templates render against.
+
+    A machine applied as Hardware shows its spec as written; one applied in metalflow's own kind
+    shows the equivalent Hardware spec derived from its fields.
+    """
+    if original_spec is not None:
+        spec = original_spec
+    else:
+        spec = {
+            "interfaces": [
+                {
+                    "dhcp": {
+                        "mac": iface["mac"],
+                        "hostname": iface.get("hostname") or spec_fields.get("hostname"),
+                        "arch": spec_fields.get("arch"),
+                        "uefi": spec_fields.get("uefi"),
+                        "lease_time": iface.get("lease_time"),
+                        "name_servers": iface.get("nameservers") or [],
+                        "vlan_id": str(iface["vlan"]) if iface.get("vlan") else "",
+                        "ip": {
+                            "address": iface.get("ip") or "",
+                            "netmask": iface.get("netmask") or "",
+                            "gateway": iface.get("gateway") or "",
+                        },
+                    },
+                    "netboot": {
+                        "allowPXE": iface["netboot"]["allow_pxe"],
+                        "allowWorkflow": iface["netboot"]["allow_workflow"],
+                    },
+                }
+                for iface in spec_fields.get("interfaces", [])
+            ],
+            "disks": [{"device": disk["device"]} for disk in spec_fields.get("disks", [])],
+            "metadata": spec_fields.get("metadata") or {},
+            "userData": spec_fields.get("user_data") or "",
+        }
+    return {"metadata": {"name": name, "namespace": project, "labels": labels}, "spec": spec}

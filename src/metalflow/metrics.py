@@ -1,0 +1,55 @@
+"""Prometheus metrics: agent requests, action durations, workflows by state (read at scrape)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from metalflow.events import Event
+
+
+class _WorkflowStates(Collector):
+    def __init__(self, count_by_state: Callable[[], dict[str, int]]) -> None:
+        self._count = count_by_state
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "metalflow_workflows", "Workflows by state", labels=["state"]
+        )
+        for state, count in sorted(self._count().items()):
+            family.add_metric([state], count)
+        yield family
+
+
+class Metrics:
+    """One registry per server, so several servers (tests) never share counters."""
+
+    def __init__(self, count_workflows_by_state: Callable[[], dict[str, int]]) -> None:
+        self.registry = CollectorRegistry()
+        self.agent_requests = Counter(
+            "metalflow_agent_requests",
+            "Agent protocol requests",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.action_duration = Histogram(
+            "metalflow_action_duration_seconds",
+            "Duration of action attempts",
+            ["outcome"],
+            buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
+            registry=self.registry,
+        )
+        self.registry.register(_WorkflowStates(count_workflows_by_state))
+
+    def on_event(self, event: Event) -> None:
+        if event.kind == "workflow.action.succeeded":
+            self.action_duration.labels("success").observe(event.data.get("duration", 0.0))
+        elif event.kind == "workflow.action.failed":
+            outcome = str(event.data.get("state", "FAILED")).lower()
+            self.action_duration.labels(outcome).observe(event.data.get("duration", 0.0))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,71 @@
+"""`metalflow up`: storage, keys, tokens and every service of one process, on one asyncio loop."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import uvicorn
+from sqlalchemy import func, select
+
+from metalflow.api.app import create_app
+from metalflow.api.deps import Services
+from metalflow.config import Settings
+from metalflow.db.engine import Database
+from metalflow.db.migrate import upgrade
+from metalflow.events import EventBus
+from metalflow.metrics import Metrics
+from metalflow.tenancy.auth import Authenticator, create_api_token, has_admin_token
+from metalflow.tenancy.secrets import Keyring, load_or_create_master_key, write_admin_token
+from metalflow.workflows.tables import Workflow
+
+log = logging.getLogger("metalflow")
+
+
+def build_services(settings: Settings) -> Services:
+    """Open (and upgrade) the database, load keys, create the first admin token if none."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    bus = EventBus()
+    db = Database(settings.database_url, after_commit=bus.publish)
+    upgrade(db)
+    keyring = Keyring(load_or_create_master_key(settings.data_dir))
+    with db.write() as session:
+        if not has_admin_token(session):
+            token = create_api_token(session, "admin")
+            path = write_admin_token(settings.data_dir, token)
+            log.info("event=admin_token.created path=%s", path)
+
+    def count_workflows() -> dict[str, int]:
+        with db.read() as session:
+            rows = session.execute(select(Workflow.state, func.count()).group_by(Workflow.state))
+            return dict(Counter({state: count for state, count in rows}))
+
+    metrics = Metrics(count_workflows)
+    bus.listeners.append(metrics.on_event)
+    return Services(
+        settings=settings,
+        db=db,
+        bus=bus,
+        keyring=keyring,
+        auth=Authenticator(keyring),
+        metrics=metrics,
+    )
+
+
+def serve(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    services = build_services(settings)
+    log.info(
+        "event=up http=%s database=%s data_dir=%s",
+        settings.http,
+        services.db.engine.url.render_as_string(hide_password=True),
+        settings.data_dir,
+    )
+    uvicorn.run(
+        create_app(services),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level="info",
+        access_log=False,
+        timeout_keep_alive=75,
+    )

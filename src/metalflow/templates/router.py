@@ -1,0 +1,32 @@
+"""Templates API (templates are written through `apply`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from metalflow.api.deps import Reader, ServicesDep, Writer
+from metalflow.templates import service
+
+router = APIRouter(prefix="/templates", tags=["templates"])
+
+
+@router.get("")
+def list_templates(services: ServicesDep, _: Reader) -> dict[str, Any]:
+    with services.db.read() as session:
+        items = [service.to_public(row, with_data=False) for row in service.list_templates(session)]
+    return {"items": items, "count": len(items)}
+
+
+@router.get("/{name}")
+def show_template(name: str, services: ServicesDep, _: Reader) -> dict[str, Any]:
+    with services.db.read() as session:
+        return service.to_public(service.get_template(session, name), with_data=True)
+
+
+@router.delete("/{name}", status_code=204)
+def delete_template(name: str, services: ServicesDep, _: Writer) -> Response:
+    with services.db.write() as session:
+        service.delete_template(session, service.get_template(session, name))
+    return Response(status_code=204)

@@ -1,0 +1,86 @@
+"""Authentication (who is calling) and the single authorisation function (may they do it).
+
+Every endpoint goes through `authorize`, so projects and roles can later be added here without
+touching the endpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from metalflow.tenancy.secrets import Keyring, hash_token, new_api_token
+from metalflow.tenancy.tables import ApiToken
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    AGENT = "agent"
+
+
+class Action(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    AGENT = "agent"
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: Role
+    name: str
+    machine_id: str | None = None
+    agent_token_generation: int = 0
+
+
+class Forbidden(Exception):
+    pass
+
+
+def authorize(principal: Principal, action: Action, *, machine_id: str | None = None) -> None:
+    """Raise Forbidden unless `principal` may perform `action` (on `machine_id`, when given)."""
+    if principal.role is Role.ADMIN:
+        return
+    if principal.role is Role.AGENT and action is Action.AGENT:
+        if machine_id is None or machine_id == principal.machine_id:
+            return
+        raise Forbidden("this agent token belongs to another machine")
+    raise Forbidden(f"{principal.role} tokens may not {action}")
+
+
+class Authenticator:
+    """Maps a bearer token to a Principal; API token hashes are cached after the first lookup."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+        self._api_tokens: dict[str, Principal] = {}
+
+    def authenticate(self, session: Session, token: str) -> Principal | None:
+        """Agent tokens are verified by signature alone; the agent endpoints then check that the
+        machine still exists and has not rotated its token generation."""
+        parsed = self.keyring.parse_agent_token(token)
+        if parsed is not None:
+            machine_id, generation = parsed
+            return Principal(Role.AGENT, f"agent:{machine_id}", machine_id, generation)
+        digest = hash_token(token)
+        cached = self._api_tokens.get(digest)
+        if cached is not None:
+            return cached
+        row = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
+        if row is None:
+            return None
+        principal = Principal(Role(row.role), row.name)
+        self._api_tokens[digest] = principal
+        return principal
+
+
+def create_api_token(session: Session, name: str, role: Role = Role.ADMIN) -> str:
+    token = new_api_token()
+    session.add(ApiToken(name=name, role=role.value, token_hash=hash_token(token)))
+    return token
+
+
+def has_admin_token(session: Session) -> bool:
+    return session.scalar(select(ApiToken.id).where(ApiToken.role == Role.ADMIN.value)) is not None

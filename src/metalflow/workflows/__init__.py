@@ -1,0 +1,1 @@
+"""Workflow engine: templates rendered against machines, run action by action by the agent."""

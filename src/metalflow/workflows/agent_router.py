@@ -1,0 +1,154 @@
+"""The agent protocol (docs/agent-protocol.md): hello, long-poll for the next action, report.
+
+Identified by the machine's agent token; `authorize` lets a token reach only its own machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from metalflow.api.deps import Agent, Services, ServicesDep
+from metalflow.db.base import utcnow
+from metalflow.inventory.schemas import normalize_mac
+from metalflow.inventory.tables import Machine
+from metalflow.tenancy.auth import Principal
+from metalflow.workflows import service
+from metalflow.workflows.states import ActionState
+
+router = APIRouter(prefix="/agent", tags=["agent"])
+MAX_WAIT = 300.0
+
+
+def _machine(session: Any, principal: Principal) -> Machine:
+    machine = session.get(Machine, principal.machine_id)
+    if machine is None or machine.agent_token_generation != principal.agent_token_generation:
+        raise HTTPException(
+            401, detail={"message": "agent token revoked or machine deleted", "field": None}
+        )
+    return machine
+
+
+class Hello(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mac: str
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    agent_version: str | None = None
+
+    @field_validator("mac")
+    @classmethod
+    def _mac(cls, value: str) -> str:
+        return normalize_mac(value)
+
+
+@router.post("/hello")
+def hello(body: Hello, services: ServicesDep, principal: Agent) -> dict[str, Any]:
+    services.metrics.agent_requests.labels("hello").inc()
+    with services.db.write() as session:
+        machine = _machine(session, principal)
+        service.hello(session, machine, body.mac, body.attributes)
+        return {"machine": machine.name, "id": machine.id, "state": machine.state}
+
+
+def _try_next(services: Services, principal: Principal) -> dict[str, Any] | dt.datetime | None:
+    with services.db.read() as session:
+        machine = _machine(session, principal)
+        if service.active_workflow(session, machine.id) is None:
+            return None
+    with services.db.write() as session:
+        return service.next_action(session, _machine(session, principal), utcnow())
+
+
+@router.get("/next", responses={204: {"description": "no action to run now"}})
+async def next_action(
+    request: Request,
+    services: ServicesDep,
+    principal: Agent,
+    wait: float = Query(0.0, ge=0, le=MAX_WAIT, description="seconds to hold the request"),
+) -> Response:
+    """The next action to run, as soon as there is one within `wait` seconds; else 204."""
+    services.metrics.agent_requests.labels("next").inc()
+    assert principal.machine_id is not None
+    give_up = time.monotonic() + wait
+    with services.bus.watch_machine(principal.machine_id) as woken:
+        while True:
+            woken.clear()
+            found = await run_in_threadpool(_try_next, services, principal)
+            if isinstance(found, dict):
+                return Response(
+                    content=_json(found), media_type="application/json", status_code=200
+                )
+            remaining = give_up - time.monotonic()
+            if remaining <= 0 or await request.is_disconnected():
+                return Response(status_code=204)
+            if isinstance(found, dt.datetime):
+                remaining = min(remaining, max(0.0, (found - utcnow()).total_seconds()) + 0.01)
+            try:
+                await asyncio.wait_for(woken.wait(), remaining)
+            except TimeoutError:
+                pass
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+class StatusReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["running", "success", "failed", "timeout"]
+    exit_code: int | None = None
+    message: str | None = Field(default=None, max_length=4096)
+
+
+@router.post("/actions/{attempt_id}/status")
+def report_status(
+    attempt_id: int, body: StatusReport, services: ServicesDep, principal: Agent
+) -> dict[str, Any]:
+    services.metrics.agent_requests.labels("status").inc()
+    with services.db.write() as session:
+        machine = _machine(session, principal)
+        attempt = service.report(
+            session,
+            machine,
+            attempt_id,
+            status=ActionState(body.status.upper()),
+            exit_code=body.exit_code,
+            message=body.message,
+            now=utcnow(),
+        )
+        workflow = attempt.action.workflow
+        return {"id": attempt.id, "state": attempt.state, "workflow_state": workflow.state}
+
+
+class LogLines(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seq: int = Field(0, ge=0, description="index of the first line among this attempt's lines")
+    lines: list[str] = Field(max_length=1000)
+
+
+@router.post("/actions/{attempt_id}/logs")
+def append_logs(
+    attempt_id: int, body: LogLines, services: ServicesDep, principal: Agent
+) -> dict[str, int]:
+    services.metrics.agent_requests.labels("logs").inc()
+    with services.db.write() as session:
+        machine = _machine(session, principal)
+        received = service.append_logs(
+            session, machine, attempt_id, seq=body.seq, lines=[line[:4096] for line in body.lines]
+        )
+    return {"received": received}
+
+
+@router.get("/ping")
+def ping(services: ServicesDep, principal: Agent) -> dict[str, str]:
+    """A no-op round trip with the same authentication, for measuring protocol overhead."""
+    services.metrics.agent_requests.labels("ping").inc()
+    return {"machine": principal.machine_id or ""}
+

@@ -1,0 +1,102 @@
+"""Workflows API: create, list, show (with the journal), cancel, resume, re-run, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict
+
+from metalflow.api.deps import Reader, ServicesDep, Writer
+from metalflow.db.base import utcnow
+from metalflow.errors import Conflict
+from metalflow.inventory import service as inventory
+from metalflow.workflows import service
+from metalflow.workflows.states import FINAL_WORKFLOW_STATES, WorkflowState
+
+router = APIRouter(prefix="/workflows", tags=["workflows"])
+
+
+class WorkflowCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    machine: str
+    template: str
+    hardware_map: dict[str, str] | None = None
+    name: str | None = None
+    kind: str = "provision"
+
+
+def _public(session: Any, workflow: Any, *, history: bool = False) -> dict[str, Any]:
+    machine = inventory.get_machine_by_id(session, workflow.machine_id)
+    return service.to_public(workflow, machine.name, history=history)
+
+
+@router.post("", status_code=201)
+def create_workflow(body: WorkflowCreate, services: ServicesDep, _: Writer) -> dict[str, Any]:
+    with services.db.write() as session:
+        machine = inventory.get_machine(session, body.machine)
+        workflow = service.create_workflow(
+            session,
+            machine=machine,
+            template_name=body.template,
+            hardware_map=body.hardware_map,
+            name=body.name,
+            kind=body.kind,
+        )
+        return service.to_public(workflow, machine.name)
+
+
+@router.get("")
+def list_workflows(
+    services: ServicesDep, _: Reader, machine: str | None = None, state: str | None = None
+) -> dict[str, Any]:
+    with services.db.read() as session:
+        machine_row = inventory.get_machine(session, machine) if machine else None
+        names = {m.id: m.name for m in inventory.list_machines(session)}
+        rows = service.list_workflows(session, machine=machine_row, state=state)
+        items = [service.to_public(w, names.get(w.machine_id, "?")) for w in rows]
+    return {"items": items, "count": len(items)}
+
+
+@router.get("/{ref}")
+def show_workflow(
+    ref: str, services: ServicesDep, _: Reader, history: bool = True
+) -> dict[str, Any]:
+    with services.db.read() as session:
+        return _public(session, service.get_workflow(session, ref), history=history)
+
+
+@router.post("/{ref}/cancel")
+def cancel_workflow(ref: str, services: ServicesDep, _: Writer) -> dict[str, Any]:
+    with services.db.write() as session:
+        workflow = service.get_workflow(session, ref, lock=True)
+        service.cancel(session, workflow, utcnow())
+        return _public(session, workflow)
+
+
+@router.post("/{ref}/resume")
+def resume_workflow(ref: str, services: ServicesDep, _: Writer) -> dict[str, Any]:
+    with services.db.write() as session:
+        workflow = service.get_workflow(session, ref, lock=True)
+        service.resume(session, workflow, utcnow())
+        return _public(session, workflow)
+
+
+@router.post("/{ref}/rerun")
+def rerun_workflow(ref: str, services: ServicesDep, _: Writer) -> dict[str, Any]:
+    with services.db.write() as session:
+        workflow = service.get_workflow(session, ref, lock=True)
+        service.rerun(session, workflow)
+        return _public(session, workflow)
+
+
+@router.delete("/{ref}", status_code=204)
+def delete_workflow(ref: str, services: ServicesDep, _: Writer) -> Response:
+    with services.db.write() as session:
+        workflow = service.get_workflow(session, ref, lock=True)
+        if WorkflowState(workflow.state) not in FINAL_WORKFLOW_STATES:
+            raise Conflict(
+                f"workflow {workflow.name} is {workflow.state}; cancel it first", field="state"
+            )
+        session.delete(workflow)
+    return Response(status_code=204)

@@ -1,0 +1,687 @@
+"""Workflow engine: create, start, report, retry, time out, cancel, resume, re-run.
+
+All state lives in the database, so a restarted server picks up exactly where it stopped: an
+action that was running is served again to the agent that asks. Transitions go through the tables
+in `states.py`; every change records an event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from metalflow import events
+from metalflow.db.base import utcnow
+from metalflow.errors import Conflict, Invalid, NotFound
+from metalflow.inventory import service as inventory
+from metalflow.inventory.lifecycle import MachineEvent
+from metalflow.inventory.tables import Machine
+from metalflow.statemachine import IllegalTransition
+from metalflow.templates import TemplateError, WorkflowSpec, render_template
+from metalflow.templates.service import get_template, template_error
+from metalflow.workflows.states import (
+    ACTION,
+    ACTIVE_WORKFLOW_STATES,
+    WORKFLOW,
+    ActionEvent,
+    ActionState,
+    GiveUp,
+    WorkflowEvent,
+    WorkflowState,
+    after_failed_attempt,
+)
+from metalflow.workflows.tables import ACTIVE, ActionAttempt, Workflow, WorkflowAction
+
+LOG_TAIL_LINES = 200
+KINDS = ("provision", "deprovision")
+_START_EVENT = {"provision": MachineEvent.PROVISION, "deprovision": MachineEvent.DEPROVISION}
+_DONE_EVENT = {"provision": MachineEvent.PROVISIONED, "deprovision": MachineEvent.DEPROVISIONED}
+
+
+def _move(workflow: Workflow, event: WorkflowEvent) -> None:
+    try:
+        workflow.state = WORKFLOW.next(WorkflowState(workflow.state), event).value
+    except IllegalTransition as exc:
+        raise Conflict(f"workflow {workflow.name}: {exc}", field="state") from exc
+
+
+def _move_action(action: WorkflowAction, event: ActionEvent) -> None:
+    action.state = ACTION.next(ActionState(action.state), event).value
+
+
+def _emit(session: Session, workflow: Workflow, machine: Machine, kind: str, **data: Any) -> None:
+    events.record(
+        session,
+        kind,
+        machine_id=machine.id,
+        machine_name=machine.name,
+        workflow_id=workflow.id,
+        **data,
+    )
+
+
+def get_workflow(session: Session, ref: str, *, lock: bool = False) -> Workflow:
+    query = select(Workflow).where((Workflow.id == ref) | (Workflow.name == ref))
+    if lock:
+        query = query.with_for_update()
+    workflow = session.scalar(query)
+    if workflow is None:
+        raise NotFound(f"workflow {ref!r} not found", field="workflow")
+    return workflow
+
+
+def active_workflow(session: Session, machine_id: str, *, lock: bool = False) -> Workflow | None:
+    query = select(Workflow).where(Workflow.machine_id == machine_id, Workflow.state.in_(ACTIVE))
+    if lock:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def active_workflow_ids(session: Session, machine_ids: list[str]) -> dict[str, str]:
+    rows = session.execute(
+        select(Workflow.machine_id, Workflow.id).where(
+            Workflow.machine_id.in_(machine_ids), Workflow.state.in_(ACTIVE)
+        )
+    )
+    return {machine_id: workflow_id for machine_id, workflow_id in rows}
+
+
+def list_workflows(
+    session: Session, *, machine: Machine | None = None, state: str | None = None
+) -> list[Workflow]:
+    query = select(Workflow).order_by(Workflow.created_at.desc())
+    if machine is not None:
+        query = query.where(Workflow.machine_id == machine.id)
+    if state is not None:
+        query = query.where(Workflow.state == state)
+    return list(session.scalars(query))
+
+
+def _render(template_data: str, machine: Machine, hardware_map: dict[str, str]) -> WorkflowSpec:
+    try:
+        spec = render_template(template_data, inventory.render_view(machine), hardware_map)
+    except TemplateError as exc:
+        raise template_error(exc, "template") from exc
+    macs = {iface.mac for iface in machine.interfaces}
+    for index, task in enumerate(spec.tasks):
+        worker = task.worker.strip().lower()
+        if worker not in macs and worker != machine.name:
+            raise Invalid(
+                f"tasks[{index}].worker renders to {task.worker!r}, which is neither a MAC of"
+                f" machine {machine.name} nor its name; metalflow runs a workflow on one machine",
+                field=f"tasks[{index}].worker",
+            )
+    return spec
+
+
+def _action_rows(spec: WorkflowSpec, run: int) -> list[WorkflowAction]:
+    rows = []
+    for task in spec.tasks:
+        for action in task.actions:
+            rows.append(
+                WorkflowAction(
+                    run=run,
+                    position=len(rows),
+                    task_name=task.name,
+                    worker=task.worker,
+                    state=ActionState.PENDING.value,
+                    journal=[],
+                    **_action_fields(action),
+                )
+            )
+    return rows
+
+
+def _action_fields(action: Any) -> dict[str, Any]:
+    return {
+        "name": action.name,
+        "image": action.image,
+        "command": list(action.command),
+        "environment": dict(action.environment),
+        "volumes": list(action.volumes),
+        "pid": action.pid,
+        "timeout": action.timeout,
+        "retries": action.retries,
+        "retry_backoff": action.retry_backoff,
+        "terminal": action.terminal,
+    }
+
+
+def default_hardware_map(machine: Machine) -> dict[str, str]:
+    if not machine.interfaces:
+        raise Invalid(
+            f"machine {machine.name} has no interfaces; give it one, or pass a hardware map",
+            field="hardware_map",
+        )
+    return {"device_1": machine.interfaces[0].mac}
+
+
+def create_workflow(
+    session: Session,
+    *,
+    machine: Machine,
+    template_name: str,
+    hardware_map: dict[str, str] | None = None,
+    name: str | None = None,
+    kind: str = "provision",
+) -> Workflow:
+    if kind not in KINDS:
+        raise Invalid(f"kind must be one of {', '.join(KINDS)}", field="kind")
+    running = active_workflow(session, machine.id, lock=True)
+    if running is not None:
+        raise Conflict(
+            f"machine {machine.name} already runs workflow {running.name} ({running.state});"
+            " cancel it first",
+            field="machine",
+        )
+    if name is not None and session.scalar(select(Workflow.id).where(Workflow.name == name)):
+        raise Conflict(f"workflow {name!r} already exists", field="name")
+    template = get_template(session, template_name)
+    hardware_map = hardware_map or default_hardware_map(machine)
+    spec = _render(template.data, machine, hardware_map)
+    workflow_id = uuid.uuid4().hex
+    inventory.transition(session, machine, _START_EVENT[kind], workflow_id=workflow_id)
+    inventory.set_netboot(machine, True)
+    workflow = Workflow(
+        id=workflow_id,
+        name=name or workflow_id,
+        machine_id=machine.id,
+        template_name=template.name,
+        template_data=template.data,
+        hardware_map=hardware_map,
+        kind=kind,
+        state=WorkflowState.PENDING.value,
+        run=1,
+        global_timeout=spec.global_timeout,
+        actions=_action_rows(spec, 1),
+    )
+    session.add(workflow)
+    session.flush()
+    _emit(
+        session,
+        workflow,
+        machine,
+        "workflow.created",
+        template=template.name,
+        kind=kind,
+        actions=len(workflow.actions),
+    )
+    return workflow
+
+
+def current_actions(workflow: Workflow) -> list[WorkflowAction]:
+    return [action for action in workflow.actions if action.run == workflow.run]
+
+
+def _current_action(workflow: Workflow) -> WorkflowAction | None:
+    for action in current_actions(workflow):
+        if action.state != ActionState.SUCCESS.value:
+            return action
+    return None
+
+
+def _start(session: Session, workflow: Workflow, machine: Machine, now: dt.datetime) -> None:
+    """PENDING → PREPARING → RUNNING; power and netboot steps (later) hook into PREPARING."""
+    _move(workflow, WorkflowEvent.PREPARE)
+    _move(workflow, WorkflowEvent.RUN)
+    workflow.started_at = now
+    workflow.finished_at = None
+    workflow.deadline = (
+        now + dt.timedelta(seconds=workflow.global_timeout) if workflow.global_timeout else None
+    )
+    _emit(session, workflow, machine, "workflow.started", run=workflow.run)
+
+
+def assignment(action: WorkflowAction, attempt: ActionAttempt) -> dict[str, Any]:
+    """What the agent runs: one attempt of one action."""
+    return {
+        "id": attempt.id,
+        "attempt": attempt.number,
+        "workflow": action.workflow_id,
+        "task": action.task_name,
+        "name": action.name,
+        "image": action.image,
+        "command": action.command,
+        "environment": action.environment,
+        "volumes": action.volumes,
+        "pid": action.pid,
+        "timeout": action.timeout,
+        "terminal": action.terminal,
+        "index": action.position,
+        "total": None,
+    }
+
+
+def next_action(
+    session: Session, machine: Machine, now: dt.datetime
+) -> dict[str, Any] | dt.datetime | None:
+    """The attempt the agent should run now, or when to ask again, or None for no work."""
+    workflow = active_workflow(session, machine.id, lock=True)
+    if workflow is None or not any(iface.allow_workflow for iface in machine.interfaces):
+        return None
+    if workflow.state == WorkflowState.PENDING.value:
+        _start(session, workflow, machine, now)
+    if workflow.state != WorkflowState.RUNNING.value:
+        return None
+    action = _current_action(workflow)
+    if action is None:
+        return None
+    total = len(current_actions(workflow))
+    if action.state == ActionState.RUNNING.value:
+        served = assignment(action, action.journal[-1])
+        served["total"] = total
+        return served
+    if action.not_before is not None and action.not_before > now:
+        return action.not_before
+    _move_action(action, ActionEvent.START)
+    action.attempts += 1
+    action.started_at = now
+    action.finished_at = None
+    action.not_before = None
+    action.deadline = now + dt.timedelta(seconds=action.timeout) if action.timeout else None
+    attempt = ActionAttempt(number=action.attempts, state=ActionState.RUNNING.value, started_at=now)
+    action.journal.append(attempt)
+    session.flush()
+    _emit(
+        session,
+        workflow,
+        machine,
+        "workflow.action.started",
+        action=action.name,
+        task=action.task_name,
+        index=action.position,
+        total=total,
+        attempt=attempt.number,
+        image=action.image,
+    )
+    served = assignment(action, attempt)
+    served["total"] = total
+    return served
+
+
+def _attempt_for(session: Session, machine: Machine, attempt_id: int) -> ActionAttempt:
+    attempt = session.get(ActionAttempt, attempt_id)
+    if attempt is None or attempt.action.workflow.machine_id != machine.id:
+        raise NotFound(f"action {attempt_id} not found for machine {machine.name}", field="id")
+    return attempt
+
+
+def report(
+    session: Session,
+    machine: Machine,
+    attempt_id: int,
+    *,
+    status: ActionState,
+    exit_code: int | None,
+    message: str | None,
+    now: dt.datetime,
+) -> ActionAttempt:
+    """Apply an agent's report; the same report twice changes nothing the second time."""
+    attempt = _attempt_for(session, machine, attempt_id)
+    action = attempt.action
+    workflow = get_workflow(session, action.workflow_id, lock=True)
+    if status is ActionState.RUNNING:
+        return attempt
+    if attempt.state != ActionState.RUNNING.value:
+        if attempt.state == status.value:
+            return attempt
+        raise Conflict(
+            f"action {attempt_id} already ended as {attempt.state}; it cannot become {status}",
+            field="status",
+        )
+    if action.journal[-1].id != attempt.id or action.state != ActionState.RUNNING.value:
+        raise Conflict(f"action {attempt_id} is not the running attempt", field="id")
+    _finish_attempt(session, workflow, machine, action, attempt, status, exit_code, message, now)
+    return attempt
+
+
+def _finish_attempt(
+    session: Session,
+    workflow: Workflow,
+    machine: Machine,
+    action: WorkflowAction,
+    attempt: ActionAttempt,
+    status: ActionState,
+    exit_code: int | None,
+    message: str | None,
+    now: dt.datetime,
+) -> None:
+    attempt.state = status.value
+    attempt.finished_at = now
+    attempt.exit_code = exit_code
+    attempt.message = message
+    action.finished_at = now
+    action.deadline = None
+    action.exit_code = exit_code
+    action.message = message
+    duration = (now - attempt.started_at).total_seconds()
+    common = {"action": action.name, "index": action.position, "attempt": attempt.number}
+    if status is ActionState.SUCCESS:
+        _move_action(action, ActionEvent.SUCCEED)
+        _emit(
+            session, workflow, machine, "workflow.action.succeeded", duration=duration, **common
+        )
+        if _current_action(workflow) is None:
+            _complete(session, workflow, machine, now)
+        return
+    _move_action(action, ActionEvent.TIME_OUT if status is ActionState.TIMEOUT else ActionEvent.FAIL)
+    _emit(
+        session,
+        workflow,
+        machine,
+        "workflow.action.failed",
+        state=status.value,
+        exit_code=exit_code,
+        message=message,
+        duration=duration,
+        **common,
+    )
+    decision = after_failed_attempt(
+        outcome=status,
+        attempts=action.attempts - action.budget_start,
+        retries=action.retries,
+        backoff=action.retry_backoff,
+        now=now,
+    )
+    if isinstance(decision, GiveUp):
+        detail = f": {message}" if message else ""
+        exit_text = f" (exit {exit_code})" if exit_code is not None else ""
+        reason = f"action {action.name} {status.value.lower()}{exit_text}{detail}"
+        event = WorkflowEvent.TIME_OUT if decision.state is WorkflowState.TIMEOUT else WorkflowEvent.FAIL
+        _end(session, workflow, machine, event, reason, now)
+        return
+    _move_action(action, ActionEvent.RETRY)
+    action.not_before = decision.not_before
+    _emit(
+        session,
+        workflow,
+        machine,
+        "workflow.action.retrying",
+        not_before=decision.not_before.isoformat(),
+        **common,
+    )
+
+
+def _complete(session: Session, workflow: Workflow, machine: Machine, now: dt.datetime) -> None:
+    """RUNNING → POST → SUCCESS; the machine leaves netboot so it next boots its disk."""
+    _move(workflow, WorkflowEvent.FINISH)
+    _move(workflow, WorkflowEvent.SUCCEED)
+    workflow.finished_at = now
+    workflow.deadline = None
+    workflow.reason = None
+    inventory.transition(session, machine, _DONE_EVENT[workflow.kind], workflow_id=workflow.id)
+    inventory.set_netboot(machine, False)
+    duration = (now - workflow.started_at).total_seconds() if workflow.started_at else None
+    _emit(session, workflow, machine, "workflow.succeeded", run=workflow.run, duration=duration)
+
+
+def _end(
+    session: Session,
+    workflow: Workflow,
+    machine: Machine,
+    event: WorkflowEvent,
+    reason: str,
+    now: dt.datetime,
+) -> None:
+    _move(workflow, event)
+    workflow.reason = reason
+    workflow.finished_at = now
+    workflow.deadline = None
+    inventory.transition(
+        session, machine, MachineEvent.FAIL, reason=reason, workflow_id=workflow.id
+    )
+    _emit(session, workflow, machine, f"workflow.{workflow.state.lower()}", reason=reason)
+
+
+def cancel(session: Session, workflow: Workflow, now: dt.datetime) -> None:
+    if WorkflowState(workflow.state) not in ACTIVE_WORKFLOW_STATES:
+        raise Conflict(f"workflow {workflow.name} is {workflow.state}; nothing to cancel", field="state")
+    machine = inventory.get_machine_by_id(session, workflow.machine_id)
+    action = _current_action(workflow)
+    if action is not None and action.state in (ActionState.RUNNING.value, ActionState.PENDING.value):
+        if action.state == ActionState.RUNNING.value:
+            attempt = action.journal[-1]
+            attempt.state = ActionState.CANCELLED.value
+            attempt.finished_at = now
+            action.finished_at = now
+        _move_action(action, ActionEvent.CANCEL)
+        action.deadline = None
+    _end(session, workflow, machine, WorkflowEvent.CANCEL, "cancelled by operator", now)
+
+
+def _restart_machine(session: Session, workflow: Workflow, machine: Machine) -> None:
+    inventory.transition(session, machine, _START_EVENT[workflow.kind], workflow_id=workflow.id)
+    inventory.set_netboot(machine, True)
+
+
+def _latest_template_data(session: Session, workflow: Workflow) -> str:
+    """The template as it is now (an operator may have fixed it), else the workflow's copy."""
+    try:
+        return get_template(session, workflow.template_name).data
+    except NotFound:
+        return workflow.template_data
+
+
+def resume(session: Session, workflow: Workflow, now: dt.datetime) -> None:
+    """Continue a failed run from its failed action, with the template as it is now."""
+    machine = inventory.get_machine_by_id(session, workflow.machine_id)
+    other = active_workflow(session, machine.id)
+    if other is not None and other.id != workflow.id:
+        raise Conflict(f"machine {machine.name} runs workflow {other.name}", field="machine")
+    _move(workflow, WorkflowEvent.RESUME)
+    actions = current_actions(workflow)
+    failed = _current_action(workflow)
+    if failed is None:
+        raise Conflict(f"workflow {workflow.name} has no unfinished action", field="state")
+    data = _latest_template_data(session, workflow)
+    fresh = _action_rows(_render(data, machine, workflow.hardware_map), workflow.run)
+    if len(fresh) <= failed.position:
+        raise Invalid(
+            f"the template now has {len(fresh)} actions; resuming needs action"
+            f" #{failed.position + 1} ({failed.name}); re-run the workflow instead",
+            field="template",
+        )
+    for row in actions[failed.position + 1 :]:
+        workflow.actions.remove(row)
+    for key, value in _action_fields(fresh[failed.position]).items():
+        setattr(failed, key, value)
+    failed.task_name = fresh[failed.position].task_name
+    failed.worker = fresh[failed.position].worker
+    _move_action(failed, ActionEvent.RETRY)
+    failed.budget_start = failed.attempts
+    failed.not_before = None
+    workflow.actions.extend(fresh[failed.position + 1 :])
+    template_changed = data != workflow.template_data
+    workflow.template_data = data
+    workflow.reason = None
+    workflow.finished_at = None
+    workflow.deadline = (
+        now + dt.timedelta(seconds=workflow.global_timeout) if workflow.global_timeout else None
+    )
+    _restart_machine(session, workflow, machine)
+    _emit(
+        session,
+        workflow,
+        machine,
+        "workflow.resumed",
+        action=failed.name,
+        index=failed.position,
+        template_changed=template_changed,
+    )
+
+
+def rerun(session: Session, workflow: Workflow) -> None:
+    """Start the whole workflow again as a new run; earlier runs stay in the history."""
+    machine = inventory.get_machine_by_id(session, workflow.machine_id)
+    other = active_workflow(session, machine.id)
+    if other is not None:
+        raise Conflict(f"machine {machine.name} runs workflow {other.name}", field="machine")
+    _move(workflow, WorkflowEvent.RERUN)
+    data = _latest_template_data(session, workflow)
+    spec = _render(data, machine, workflow.hardware_map)
+    workflow.run += 1
+    workflow.template_data = data
+    workflow.global_timeout = spec.global_timeout
+    workflow.actions.extend(_action_rows(spec, workflow.run))
+    workflow.reason = None
+    workflow.started_at = None
+    workflow.finished_at = None
+    workflow.deadline = None
+    _restart_machine(session, workflow, machine)
+    _emit(session, workflow, machine, "workflow.rerun", run=workflow.run)
+
+
+def append_logs(
+    session: Session, machine: Machine, attempt_id: int, *, seq: int, lines: list[str]
+) -> int:
+    """Keep the last lines of each attempt; `seq` (index of the first line) makes resends no-ops."""
+    attempt = _attempt_for(session, machine, attempt_id)
+    skip = max(0, attempt.log_lines - seq)
+    if seq > attempt.log_lines:
+        raise Conflict(
+            f"log lines {attempt.log_lines}..{seq - 1} of action {attempt_id} are missing;"
+            f" resend from seq {attempt.log_lines}",
+            field="seq",
+        )
+    new = lines[skip:]
+    if not new:
+        return attempt.log_lines
+    attempt.log_tail = (list(attempt.log_tail) + new)[-LOG_TAIL_LINES:]
+    attempt.log_lines += len(new)
+    action = attempt.action
+    events.record(
+        session,
+        "workflow.action.log",
+        machine_id=machine.id,
+        machine_name=machine.name,
+        workflow_id=action.workflow_id,
+        action=action.name,
+        attempt=attempt.number,
+        lines=new[-50:],
+    )
+    return attempt.log_lines
+
+
+def sweep(session: Session, now: dt.datetime, *, skip_locked: bool) -> int:
+    """End what has run past its deadline: actions (then retry or fail) and whole workflows."""
+    handled = 0
+    expired_actions = select(WorkflowAction).where(
+        WorkflowAction.state == ActionState.RUNNING.value, WorkflowAction.deadline < now
+    )
+    if skip_locked:
+        expired_actions = expired_actions.with_for_update(skip_locked=True)
+    for action in session.scalars(expired_actions).all():
+        workflow = action.workflow
+        if workflow.state != WorkflowState.RUNNING.value:
+            continue
+        machine = inventory.get_machine_by_id(session, workflow.machine_id)
+        message = f"no report within the action timeout of {action.timeout}s"
+        _finish_attempt(
+            session, workflow, machine, action, action.journal[-1], ActionState.TIMEOUT,
+            None, message, now,
+        )
+        handled += 1
+    expired_workflows = select(Workflow).where(
+        Workflow.state.in_(ACTIVE), Workflow.deadline < now
+    )
+    if skip_locked:
+        expired_workflows = expired_workflows.with_for_update(skip_locked=True)
+    for workflow in session.scalars(expired_workflows).all():
+        machine = inventory.get_machine_by_id(session, workflow.machine_id)
+        action = _current_action(workflow)
+        if action is not None and action.state == ActionState.RUNNING.value:
+            attempt = action.journal[-1]
+            attempt.state = ActionState.TIMEOUT.value
+            attempt.finished_at = now
+            attempt.message = "global timeout"
+            _move_action(action, ActionEvent.TIME_OUT)
+            action.finished_at = now
+            action.deadline = None
+        reason = f"global timeout of {workflow.global_timeout}s exceeded"
+        _end(session, workflow, machine, WorkflowEvent.TIME_OUT, reason, now)
+        handled += 1
+    return handled
+
+
+def hello(session: Session, machine: Machine, mac: str, attributes: dict[str, Any]) -> None:
+    if mac not in {iface.mac for iface in machine.interfaces}:
+        raise Invalid(f"MAC {mac} is not an interface of machine {machine.name}", field="mac")
+    machine.attributes = attributes
+    events.record(
+        session,
+        "agent.hello",
+        machine_id=machine.id,
+        machine_name=machine.name,
+        mac=mac,
+        attributes=sorted(attributes),
+    )
+
+
+def to_public(workflow: Workflow, machine_name: str, *, history: bool = False) -> dict[str, Any]:
+    actions = workflow.actions if history else current_actions(workflow)
+    done = sum(1 for a in current_actions(workflow) if a.state == ActionState.SUCCESS.value)
+    return {
+        "id": workflow.id,
+        "name": workflow.name,
+        "machine": machine_name,
+        "template": workflow.template_name,
+        "kind": workflow.kind,
+        "state": workflow.state,
+        "reason": workflow.reason,
+        "run": workflow.run,
+        "global_timeout": workflow.global_timeout,
+        "hardware_map": workflow.hardware_map,
+        "created_at": workflow.created_at.isoformat(),
+        "started_at": _iso(workflow.started_at),
+        "finished_at": _iso(workflow.finished_at),
+        "progress": {"done": done, "total": len(current_actions(workflow))},
+        "actions": [_action_public(a, journal=history) for a in actions],
+    }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _action_public(action: WorkflowAction, *, journal: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": action.id,
+        "run": action.run,
+        "index": action.position,
+        "task": action.task_name,
+        "name": action.name,
+        "image": action.image,
+        "state": action.state,
+        "attempts": action.attempts,
+        "timeout": action.timeout,
+        "retries": action.retries,
+        "terminal": action.terminal,
+        "started_at": _iso(action.started_at),
+        "finished_at": _iso(action.finished_at),
+        "exit_code": action.exit_code,
+        "message": action.message,
+    }
+    if journal:
+        out["journal"] = [
+            {
+                "id": a.id,
+                "attempt": a.number,
+                "state": a.state,
+                "started_at": _iso(a.started_at),
+                "finished_at": _iso(a.finished_at),
+                "exit_code": a.exit_code,
+                "message": a.message,
+                "log_tail": a.log_tail,
+                "log_lines": a.log_lines,
+            }
+            for a in action.journal
+        ]
+    return out
+
+
+def now() -> dt.datetime:
+    return utcnow()

@@ -1,0 +1,153 @@
+"""`metalflow machine list|show|events`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.unit.cli.fakes import FakeServer, Run, event_doc, machine_doc
+
+MACHINES = "/api/v1/machines"
+EVENTS = "/api/v1/events"
+
+
+def test_list_is_a_table(server: FakeServer, run: Run) -> None:
+    busy = machine_doc("m2", state="provisioning", workflow="wf-1", interfaces=[], project=None)
+    server.reply("GET", MACHINES, {"items": [machine_doc(), busy], "count": 2})
+
+    result = run("machine", "list")
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "STATE", "ARCH", "MAC", "IP", "PROJECT", "WORKFLOW"]
+    assert lines[1].split() == [
+        "m1", "ready", "x86_64", "52:54:00:00:00:01", "10.0.0.11", "default", "-"
+    ]
+    assert lines[2].split() == ["m2", "provisioning", "x86_64", "-", "-", "-", "wf-1"]
+
+
+def test_list_filters(server: FakeServer, run: Run) -> None:
+    server.reply("GET", MACHINES, {"items": [], "count": 0})
+
+    run("machine", "list", "--state", "ready", "--label", "rack=r1", "--label", "role=db")
+
+    assert server.last.url.params.get_list("label") == ["rack=r1", "role=db"]
+    assert server.last.url.params["state"] == "ready"
+
+
+def test_list_without_filters_sends_no_parameters(server: FakeServer, run: Run) -> None:
+    server.reply("GET", MACHINES, {"items": [], "count": 0})
+
+    run("machine", "list")
+
+    assert server.last.url.query == b""
+
+
+def test_bad_label_is_a_usage_error(server: FakeServer, run: Run) -> None:
+    result = run("machine", "list", "--label", "rack")
+
+    assert result.exit_code == 2
+    assert "KEY=VALUE" in result.stderr
+    assert server.requests == []
+
+
+def test_show(server: FakeServer, run: Run) -> None:
+    server.reply("GET", f"{MACHINES}/m1", machine_doc(state_reason="inspected"))
+
+    result = run("machine", "show", "m1")
+
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "state:" in out and "ready (inspected)" in out
+    assert "labels:" in out and "rack=r1" in out
+    assert "ipmi 10.1.0.11 (admin, password set)" in out
+    assert "52:54:00:00:00:01" in out and "255.255.255.0" in out
+    assert "/dev/sda" in out and "480.0 GiB" in out
+
+
+def test_show_escapes_the_name(server: FakeServer, run: Run) -> None:
+    server.reply("GET", f"{MACHINES}/a b", machine_doc("a b"))
+
+    run("machine", "show", "a b")
+
+    assert server.last.url.raw_path == b"/api/v1/machines/a%20b"
+
+
+def test_show_missing_machine(server: FakeServer, run: Run) -> None:
+    server.error("GET", f"{MACHINES}/m9", 404, {"message": 'machine "m9" not found', "field": None})
+
+    result = run("machine", "show", "m9")
+
+    assert result.exit_code == 2
+    assert result.stderr == 'error: machine "m9" not found\n'
+    assert "Traceback" not in result.output
+
+
+def test_events(server: FakeServer, run: Run) -> None:
+    events = [
+        event_doc(2, "workflow.action.started", action="stream-image"),
+        event_doc(1, "machine.created", workflow=None),
+    ]
+    server.reply("GET", EVENTS, {"items": events, "count": 2})
+
+    result = run("machine", "events", "m1", "--limit", "5")
+
+    assert result.exit_code == 0, result.output
+    assert server.last.url.params["machine"] == "m1"
+    assert server.last.url.params["limit"] == "5"
+    assert "follow" not in server.last.url.params
+    first, second = result.stdout.splitlines()
+    assert "machine.created" in first
+    assert second.endswith(
+        "workflow.action.started  workflow=0123456789abcdef0123456789abcdef action=stream-image"
+    )
+
+
+def test_events_quote_values_with_spaces(server: FakeServer, run: Run) -> None:
+    event = event_doc(1, "workflow.action.failed", message="exit code 3", code=3)
+    server.reply("GET", EVENTS, {"items": [event], "count": 1})
+
+    result = run("machine", "events", "m1")
+
+    assert result.stdout.rstrip().endswith('message="exit code 3" code=3')
+
+
+def test_events_follow_streams(server: FakeServer, run: Run) -> None:
+    server.stream(
+        EVENTS,
+        event_doc(1, "machine.created"),
+        event_doc(2, "workflow.created"),
+    )
+
+    result = run("machine", "events", "m1", "--follow")
+
+    assert result.exit_code == 0, result.output
+    assert server.last.url.params["follow"] == "true"
+    assert server.last.url.params["machine"] == "m1"
+    assert server.last.headers["accept"] == "text/event-stream"
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert "machine.created" in lines[0] and "workflow.created" in lines[1]
+
+
+def test_events_follow_as_json_lines(server: FakeServer, run: Run) -> None:
+    server.stream(EVENTS, event_doc(1, "machine.created"), event_doc(2, "workflow.created"))
+
+    result = run("-o", "json", "machine", "events", "m1", "-f")
+
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == [1, 2]
+
+
+def test_events_follow_ctrl_c_exits_cleanly(
+    server: FakeServer, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("metalflow.cli.client.ApiClient.events", interrupted)
+
+    result = run("machine", "events", "m1", "--follow")
+
+    assert result.exit_code == 0
+    assert result.stderr == ""
