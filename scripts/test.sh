@@ -47,9 +47,18 @@ pg_cleanup() {
     rm -rf "$PG_TMP"
     PG_TMP=""
 }
+# On INT/TERM, pass the signal on to pytest (if running) and let it finish before cleanup.
+PYTEST_PID=""
+on_signal() {
+    if [ -n "$PYTEST_PID" ]; then
+        kill -"$1" "$PYTEST_PID" 2>/dev/null || true
+        wait "$PYTEST_PID" 2>/dev/null || true
+    fi
+    exit "$2"
+}
 trap pg_cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'on_signal INT 130' INT
+trap 'on_signal TERM 143' TERM
 
 tmp_base="${TMPDIR:-/tmp}"
 [ "${#tmp_base}" -le 60 ] || tmp_base=/tmp   # unix socket paths are limited to ~107 bytes
@@ -96,10 +105,18 @@ mf_log "throwaway PostgreSQL at $METALFLOW_TEST_DATABASE_URL (data in $PG_DATA)"
 args=("$@")
 [ "${#args[@]}" -gt 0 ] || args=(-q)
 
+# pytest runs as a child we wait for, so a signal to this script reaches the trap at once.
+# Bash starts background commands with SIGINT ignored and stdin on /dev/null: restore the
+# KeyboardInterrupt handler (Ctrl-C) and keep stdin (`<&0`, e.g. for --pdb).
+"$MF_VENV/bin/python" -c 'import signal, sys, pytest
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.exit(pytest.main())' "${args[@]}" <&0 &
+PYTEST_PID=$!
 set +e
-"$MF_VENV/bin/python" -m pytest "${args[@]}"
+wait "$PYTEST_PID"
 rc=$?
 set -e
+PYTEST_PID=""
 
 if [ "$rc" -eq 5 ]; then
     printf 'error: pytest collected no tests; a run that runs no test is a failure\n' >&2

@@ -14,7 +14,9 @@ DEFAULT_HTTP = "0.0.0.0:7080"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="METALFLOW_", extra="forbid")
 
-    data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="where SQLite, keys and tokens live")
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR, description="where SQLite, keys and tokens live"
+    )
     database: str | None = Field(
         default=None, description="SQLAlchemy URL; default is a SQLite file in the data dir"
     )

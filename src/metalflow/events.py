@@ -51,6 +51,7 @@ class Event(Base):
 def record(
     session: Session,
     kind: str,
+    /,
     *,
     machine_id: str | None = None,
     machine_name: str | None = None,

@@ -16,9 +16,7 @@ class _WorkflowStates(Collector):
         self._count = count_by_state
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "metalflow_workflows", "Workflows by state", labels=["state"]
-        )
+        family = GaugeMetricFamily("metalflow_workflows", "Workflows by state", labels=["state"])
         for state, count in sorted(self._count().items()):
             family.add_metric([state], count)
         yield family

@@ -148,7 +148,9 @@ class AgentClient:
         )
 
     def hello(self, **attributes: Any) -> httpx.Response:
-        return self.http.post("/api/v1/agent/hello", json={"mac": self.mac, "attributes": attributes})
+        return self.http.post(
+            "/api/v1/agent/hello", json={"mac": self.mac, "attributes": attributes}
+        )
 
     def next(self, wait: float = 0) -> dict[str, Any] | None:
         response = self.http.get("/api/v1/agent/next", params={"wait": wait})

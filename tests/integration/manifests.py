@@ -4,7 +4,11 @@ from __future__ import annotations
 
 
 def machine_yaml(name: str, mac: str, ip: str | None = None, *, password: str = "calvin") -> str:
-    ip_line = f"\n        ip: {ip}\n        netmask: 255.255.255.0\n        gateway: 192.0.2.1" if ip else ""
+    ip_line = (
+        f"\n        ip: {ip}\n        netmask: 255.255.255.0\n        gateway: 192.0.2.1"
+        if ip
+        else ""
+    )
     return f"""\
 apiVersion: metalflow/v1
 kind: Machine
@@ -58,8 +62,10 @@ def template_yaml(name: str, actions: list[dict[str, object]], *, global_timeout
 def simple_template(name: str = "ubuntu", count: int = 3, **extra: object) -> str:
     return template_yaml(
         name,
-        [{"name": f"step-{i}", "image": f"example/step-{i}:v1", "timeout": 60, **extra}
-         for i in range(count)],
+        [
+            {"name": f"step-{i}", "image": f"example/step-{i}:v1", "timeout": 60, **extra}
+            for i in range(count)
+        ],
     )
 
 

@@ -27,11 +27,13 @@ def results(response: httpx.Response) -> list[tuple[str, str, str]]:
 def test_apply_creates_then_is_a_no_op_then_updates(api: httpx.Client) -> None:
     stream = M1 + "---\n" + simple_template()
     assert results(apply(api, stream)) == [
-        ("Machine", "m1", "created"), ("Template", "ubuntu", "created")
+        ("Machine", "m1", "created"),
+        ("Template", "ubuntu", "created"),
     ]
     before = api.get("/api/v1/events", params={"limit": 1000}).json()["count"]
     assert results(apply(api, stream)) == [
-        ("Machine", "m1", "unchanged"), ("Template", "ubuntu", "unchanged")
+        ("Machine", "m1", "unchanged"),
+        ("Template", "ubuntu", "unchanged"),
     ]
     assert api.get("/api/v1/events", params={"limit": 1000}).json()["count"] == before
     changed = stream.replace("rack: r1", "rack: r2")
@@ -44,7 +46,8 @@ def test_apply_creates_then_is_a_no_op_then_updates(api: httpx.Client) -> None:
 def test_dry_run_writes_nothing(api: httpx.Client) -> None:
     response = apply(api, M1, dry_run=True)
     assert response.json() == {
-        "dry_run": True, "results": [{"kind": "Machine", "name": "m1", "action": "created"}]
+        "dry_run": True,
+        "results": [{"kind": "Machine", "name": "m1", "action": "created"}],
     }
     assert api.get("/api/v1/machines/m1").status_code == 404
 
@@ -94,9 +97,7 @@ def test_template_errors_name_line_and_field(api: httpx.Client) -> None:
 
 
 def test_missing_hardware_key_fails_workflow_creation(api: httpx.Client) -> None:
-    template = simple_template("needs-disk2").replace(
-        "example/step-0:v1", '"{{ .device_2 }}"'
-    )
+    template = simple_template("needs-disk2").replace("example/step-0:v1", '"{{ .device_2 }}"')
     results(apply(api, M1 + "---\n" + template))
     response = api.post("/api/v1/machines/m1/provision", json={"template": "needs-disk2"})
     assert response.status_code == 422
@@ -196,9 +197,12 @@ def test_events_follow_streams_live(live: LiveServer, api: httpx.Client) -> None
     ready = threading.Event()
 
     def follow() -> None:
-        with live.client() as client, client.stream(
-            "GET", "/api/v1/events", params={"machine": "m1", "follow": "true"}
-        ) as response:
+        with (
+            live.client() as client,
+            client.stream(
+                "GET", "/api/v1/events", params={"machine": "m1", "follow": "true"}
+            ) as response,
+        ):
             assert response.headers["content-type"].startswith("text/event-stream")
             for line in response.iter_lines():
                 ready.set()

@@ -69,7 +69,10 @@ def test_workflow_runs_to_success_and_machine_leaves_netboot(
     assert machine["attributes"] == {"cpus": 4, "memory_bytes": 8 << 30}
     assert all(not i["allow_pxe"] and not i["allow_workflow"] for i in machine["interfaces"])
     assert machine["bmc"] == {
-        "driver": "ipmi", "address": "192.0.2.200", "username": "root", "has_password": True
+        "driver": "ipmi",
+        "address": "192.0.2.200",
+        "username": "root",
+        "has_password": True,
     }
     seen = kinds(api, workflow=workflow["id"])
     assert seen[0] == "workflow.created" and seen[-1] == "workflow.succeeded"
@@ -105,8 +108,8 @@ def test_log_resend_is_a_no_op(api: httpx.Client, agent: AgentClient) -> None:
 
 def test_retries_with_backoff_are_journaled(api: httpx.Client, live: LiveServer) -> None:
     template = template_yaml(
-        "flaky", [{"name": "wipe", "image": "wipe", "timeout": 60, "retries": 2,
-                   "retry_backoff": 0.2}]
+        "flaky",
+        [{"name": "wipe", "image": "wipe", "timeout": 60, "retries": 2, "retry_backoff": 0.2}],
     )
     apply(api, machine_yaml("m2", "52:54:00:00:00:02") + "---\n" + template)
     token = api.post("/api/v1/machines/m2/agent-token").json()["token"]
@@ -196,7 +199,8 @@ def test_resume_after_fixing_template_keeps_history(api: httpx.Client, agent: Ag
     assert [a["state"] for a in shown["actions"][1]["journal"]] == ["FAILED", "SUCCESS"]
     assert shown["actions"][0]["attempts"] == 1
     resumed_events = [
-        e for e in api.get("/api/v1/events", params={"workflow": workflow["id"]}).json()["items"]
+        e
+        for e in api.get("/api/v1/events", params={"workflow": workflow["id"]}).json()["items"]
         if e["kind"] == "workflow.resumed"
     ]
     assert resumed_events[0]["data"]["template_changed"] is True

@@ -64,8 +64,12 @@ def test_busy_states_head_for_their_target() -> None:
 
 def test_provision_cycle() -> None:
     state = MachineState.READY
-    for event in (MachineEvent.PROVISION, MachineEvent.PROVISIONED, MachineEvent.DEPROVISION,
-                  MachineEvent.DEPROVISIONED):
+    for event in (
+        MachineEvent.PROVISION,
+        MachineEvent.PROVISIONED,
+        MachineEvent.DEPROVISION,
+        MachineEvent.DEPROVISIONED,
+    ):
         state = LIFECYCLE.next(state, event)
     assert state is MachineState.READY
 
@@ -108,9 +112,7 @@ def test_retry_decision(attempts: int, retries: int, backoff: float, outcome: Ac
 
 def test_backoff_doubles() -> None:
     delays = [
-        after_failed_attempt(
-            outcome=ActionState.FAILED, attempts=n, retries=5, backoff=2, now=NOW
-        )
+        after_failed_attempt(outcome=ActionState.FAILED, attempts=n, retries=5, backoff=2, now=NOW)
         for n in (1, 2, 3)
     ]
     assert [d.not_before - NOW for d in delays if isinstance(d, Retry)] == [

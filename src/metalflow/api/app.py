@@ -17,7 +17,8 @@ from metalflow.apply import router as apply_router
 from metalflow.errors import MetalflowError
 from metalflow.inventory import router as machines
 from metalflow.templates import router as templates
-from metalflow.workflows import agent_router, router as workflows
+from metalflow.workflows import agent_router
+from metalflow.workflows import router as workflows
 from metalflow.workflows.controller import run_controller
 
 API_PREFIX = "/api/v1"

@@ -1,1 +1,1 @@
-"""`metalflow apply`: multi-document YAML of metalflow's kinds and Tinkerbell's, in one transaction."""
+"""`metalflow apply`: multi-document YAML of metalflow's and Tinkerbell's kinds, all or nothing."""

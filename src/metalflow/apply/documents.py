@@ -69,9 +69,7 @@ def parse(text: str) -> list[Document]:
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise Invalid(f"invalid YAML: {where}{problem}", field="yaml") from None
-    docs = [
-        _one(index, raw) for index, raw in enumerate(raw_docs) if raw is not None
-    ]
+    docs = [_one(index, raw) for index, raw in enumerate(raw_docs) if raw is not None]
     if not docs:
         raise Invalid("no documents found; nothing to apply", field="yaml")
     return sorted(docs, key=lambda doc: APPLY_ORDER[type(doc)])
@@ -143,9 +141,7 @@ def _template(index: int, name: str, spec: dict[str, Any], where: str) -> Templa
         raise Invalid(f"{where}.spec: unknown field {unknown[0]!r}", field=f"{where}.spec")
     data = spec.get("data")
     if not isinstance(data, str) or not data.strip():
-        raise Invalid(
-            f"{where}.spec.data must hold the template text", field=f"{where}.spec.data"
-        )
+        raise Invalid(f"{where}.spec.data must hold the template text", field=f"{where}.spec.data")
     return TemplateDoc(index, name, data, f"{where}.spec.data")
 
 

@@ -18,7 +18,9 @@ from metalflow.workflows import service as workflows
 from metalflow.workflows.tables import Workflow
 
 
-def apply_documents(session: Session, docs: list[Document], keyring: Keyring) -> list[dict[str, Any]]:
+def apply_documents(
+    session: Session, docs: list[Document], keyring: Keyring
+) -> list[dict[str, Any]]:
     results = []
     for doc in docs:
         try:

@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from metalflow.cli import apply, lifecycle, machine, template, up, workflow
-from metalflow.cli.context import CliContext
+from metalflow.cli.context import CliContext, cli_context
 from metalflow.cli.exit_codes import CliError
 from metalflow.cli.output import Output, OutputFormat
 
@@ -23,8 +23,7 @@ class RootGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except CliError as exc:
-            cli = ctx.find_object(CliContext)
-            (cli.out if cli else Output()).error(exc.message)
+            cli_context(ctx).out.error(exc.message)
             raise typer.Exit(exc.code) from None
 
 

@@ -31,23 +31,16 @@ def apply(
         bool, typer.Option("--dry-run", help="Validate and report changes without saving.")
     ] = False,
 ) -> None:
-    """Create or update the resources in YAML files; each file is applied in turn."""
+    """Create or update the resources in YAML files, all of them or none."""
     cli = cli_context(ctx)
-    bodies = [read(name) for name in files]
-    applied: list[Json] = []
-    for body in bodies:
-        response = cli.api.post(
-            resource("apply"),
-            params={"dry_run": dry_run},
-            content=body,
-            content_type="application/yaml",
-        )
-        applied.extend(response.get("results") or [])
-        if cli.out.human:
-            for item in response.get("results") or []:
-                cli.out.print(result_line(item, dry_run=bool(response.get("dry_run"))))
-    if not cli.out.human:
-        cli.out.document({"dry_run": dry_run, "results": applied})
+    stream = "\n---\n".join(read(name) for name in files)
+    response = cli.api.post(
+        resource("apply"),
+        params={"dry_run": dry_run},
+        content=stream,
+        content_type="application/yaml",
+    )
+    cli.out.emit(response, results)
 
 
 def read(name: str) -> str:
@@ -64,7 +57,10 @@ def read(name: str) -> str:
         raise CliError(f'cannot read "{name}": {reason}', ExitCode.BAD_INPUT) from None
 
 
-def result_line(item: Json, *, dry_run: bool) -> Text:
-    """`machine/m1 created`, with ` (dry run)` when nothing was saved."""
-    suffix = " (dry run)" if dry_run else ""
-    return Text(f"{str(item['kind']).lower()}/{item['name']} {item['action']}{suffix}")
+def results(data: Json) -> Text:
+    """`machine/m1 created` per resource, with ` (dry run)` when nothing was saved."""
+    suffix = " (dry run)" if data.get("dry_run") else ""
+    return Text("\n").join(
+        Text(f"{str(item['kind']).lower()}/{item['name']} {item['action']}{suffix}")
+        for item in data.get("results") or []
+    )

@@ -16,7 +16,8 @@ Json = dict[str, Any]
 Params = Mapping[str, str | int | bool | list[str] | None]
 
 TIMEOUT = httpx.Timeout(30.0)
-STREAM_TIMEOUT = httpx.Timeout(30.0, read=None)
+STREAM_TIMEOUT = httpx.Timeout(30.0, read=60.0)
+"""Event streams stay quiet between events; the server sends a keep-alive every 15 seconds."""
 
 
 def resource(*segments: str) -> str:
@@ -148,15 +149,20 @@ def _event_json(data: str) -> Json:
     return event
 
 
-def error_message(response: httpx.Response) -> str:
-    """The server's explanation of a failed request, on one line."""
+def _error_message(response: httpx.Response) -> str:
+    """The server's explanation of a failed request, on one line.
+
+    A validation error (422) names the field at fault; other errors name it in their message.
+    """
     try:
         detail = response.json().get("detail")
     except (ValueError, AttributeError):
         detail = None
     if isinstance(detail, dict) and detail.get("message"):
-        field = detail.get("field")
-        return f"{field}: {detail['message']}" if field else str(detail["message"])
+        message, field = str(detail["message"]), detail.get("field")
+        if field and response.status_code == httpx.codes.UNPROCESSABLE_ENTITY:
+            return f"{field}: {message}"
+        return message
     if isinstance(detail, list) and detail:
         return "; ".join(_validation_error(item) for item in detail)
     if isinstance(detail, str) and detail:
@@ -178,7 +184,7 @@ def _validation_error(item: Any) -> str:
 
 
 def _api_error(response: httpx.Response) -> CliError:
-    message = error_message(response)
+    message = _error_message(response)
     if response.status_code == httpx.codes.UNAUTHORIZED:
         message += " (check --token, METALFLOW_TOKEN or the data dir's admin-token)"
     code = ExitCode.BAD_INPUT if response.is_client_error else ExitCode.FAILURE

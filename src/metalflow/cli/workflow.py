@@ -25,7 +25,7 @@ from metalflow.cli.output import Output
 
 app = typer.Typer(no_args_is_help=True, help="Create, inspect, watch and steer workflows.")
 
-WorkflowId = Annotated[str, typer.Argument(metavar="ID", help="Workflow ID.")]
+WorkflowId = Annotated[str, typer.Argument(metavar="ID", help="Workflow ID or name.")]
 RECONNECT_DELAY = 1.0
 """Seconds to wait before reopening an event stream the server closed early."""
 

@@ -18,8 +18,8 @@ class Database:
     """Owns the engine; `write()` is the one way to change data.
 
     Writes are serialised in-process on SQLite (it allows one writer); PostgreSQL transactions
-    run concurrently. Objects queued in `session.info["outbox"]` are handed to `after_commit` once the transaction
-    is durable (the event bus publishes them), never for a rolled-back transaction.
+    run concurrently. Objects queued in `session.info["outbox"]` go to `after_commit` once the
+    transaction is durable (the event bus publishes them), never for a rolled-back one.
     """
 
     def __init__(self, url: str, *, after_commit: AfterCommit | None = None) -> None:

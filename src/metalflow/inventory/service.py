@@ -194,7 +194,9 @@ def transition(
     )
 
 
-def operator_transition(session: Session, machine: Machine, event_name: str, reason: str | None) -> None:
+def operator_transition(
+    session: Session, machine: Machine, event_name: str, reason: str | None
+) -> None:
     """Manual moves (maintenance, rescue, release...), never into or out of a workflow's hands."""
     try:
         event = MachineEvent(event_name)
@@ -202,7 +204,8 @@ def operator_transition(session: Session, machine: Machine, event_name: str, rea
         allowed = ", ".join(e.value for e in MachineEvent)
         raise Conflict(f"unknown event {event_name!r}; one of: {allowed}", field="event") from None
     if MachineState(machine.state) in BUSY_STATES or event in (
-        MachineEvent.PROVISION, MachineEvent.DEPROVISION
+        MachineEvent.PROVISION,
+        MachineEvent.DEPROVISION,
     ):
         raise Conflict(
             f"machine {machine.name} is {machine.state}; use workflows (provision, deprovision,"

@@ -48,7 +48,9 @@ class Interface(Base):
     __tablename__ = "interfaces"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id", ondelete="CASCADE"), index=True)
+    machine_id: Mapped[str] = mapped_column(
+        ForeignKey("machines.id", ondelete="CASCADE"), index=True
+    )
     position: Mapped[int]
     mac: Mapped[str] = mapped_column(String(17), unique=True)
     ip: Mapped[str | None] = mapped_column(String(45), unique=True)

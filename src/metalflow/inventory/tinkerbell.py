@@ -11,13 +11,33 @@ from typing import Any
 from metalflow.errors import Invalid
 
 HARDWARE_SPEC_KEYS = frozenset(
-    {"agentID", "bmcRef", "disks", "interfaces", "metadata", "resources", "tinkVersion",
-     "userData", "vendorData", "references"}
+    {
+        "agentID",
+        "bmcRef",
+        "disks",
+        "interfaces",
+        "metadata",
+        "resources",
+        "tinkVersion",
+        "userData",
+        "vendorData",
+        "references",
+    }
 )
 INTERFACE_KEYS = frozenset({"dhcp", "netboot", "disableDhcp"})
 DHCP_KEYS = frozenset(
-    {"arch", "hostname", "iface_name", "ip", "lease_time", "mac", "name_servers", "time_servers",
-     "uefi", "vlan_id"}
+    {
+        "arch",
+        "hostname",
+        "iface_name",
+        "ip",
+        "lease_time",
+        "mac",
+        "name_servers",
+        "time_servers",
+        "uefi",
+        "vlan_id",
+    }
 )
 NETBOOT_KEYS = frozenset({"allowPXE", "allowWorkflow", "ipxe", "osie"})
 

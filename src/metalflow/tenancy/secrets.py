@@ -6,6 +6,7 @@ Every process serving one database must share this key file (copy it with the da
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
@@ -27,10 +28,8 @@ def load_or_create_master_key(data_dir: Path) -> bytes:
     path = data_dir / KEY_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        try:
+        with contextlib.suppress(FileExistsError):
             _write_private(path, base64.urlsafe_b64encode(secrets.token_bytes(32)).decode() + "\n")
-        except FileExistsError:
-            pass
     return base64.urlsafe_b64decode(path.read_text().strip())
 
 
@@ -52,12 +51,16 @@ class Keyring:
         try:
             return self._fernet.decrypt(ciphertext.encode()).decode()
         except InvalidToken as exc:
-            raise ValueError("credentials were encrypted with another data dir's secret.key") from exc
+            raise ValueError(
+                "credentials were encrypted with another data dir's secret.key"
+            ) from exc
 
     def agent_token(self, machine_id: str, generation: int) -> str:
         """A stable token per machine, needing no storage; bumping the generation revokes it."""
         mac = hmac.new(self._agent_key, f"{machine_id}:{generation}".encode(), hashlib.sha256)
-        return f"mfa.{machine_id}.{generation}.{base64.urlsafe_b64encode(mac.digest()[:24]).decode()}"
+        return (
+            f"mfa.{machine_id}.{generation}.{base64.urlsafe_b64encode(mac.digest()[:24]).decode()}"
+        )
 
     def parse_agent_token(self, token: str) -> tuple[str, int] | None:
         """(machine_id, generation) when the signature holds, else None."""

@@ -6,6 +6,7 @@ Identified by the machine's agent token; `authorize` lets a token reach only its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import time
@@ -14,6 +15,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.orm import Session
 
 from metalflow.api.deps import Agent, Services, ServicesDep
 from metalflow.db.base import utcnow
@@ -27,7 +29,7 @@ router = APIRouter(prefix="/agent", tags=["agent"])
 MAX_WAIT = 300.0
 
 
-def _machine(session: Any, principal: Principal) -> Machine:
+def _machine(session: Session, principal: Principal) -> Machine:
     machine = session.get(Machine, principal.machine_id)
     if machine is None or machine.agent_token_generation != principal.agent_token_generation:
         raise HTTPException(
@@ -90,10 +92,8 @@ async def next_action(
                 return Response(status_code=204)
             if isinstance(found, dt.datetime):
                 remaining = min(remaining, max(0.0, (found - utcnow()).total_seconds()) + 0.01)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(woken.wait(), remaining)
-            except TimeoutError:
-                pass
 
 
 def _json(payload: dict[str, Any]) -> bytes:
@@ -151,4 +151,3 @@ def ping(services: ServicesDep, principal: Agent) -> dict[str, str]:
     """A no-op round trip with the same authentication, for measuring protocol overhead."""
     services.metrics.agent_requests.labels("ping").inc()
     return {"machine": principal.machine_id or ""}
-

@@ -15,7 +15,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from metalflow import events
-from metalflow.db.base import utcnow
 from metalflow.errors import Conflict, Invalid, NotFound
 from metalflow.inventory import service as inventory
 from metalflow.inventory.lifecycle import MachineEvent
@@ -53,7 +52,9 @@ def _move_action(action: WorkflowAction, event: ActionEvent) -> None:
     action.state = ACTION.next(ActionState(action.state), event).value
 
 
-def _emit(session: Session, workflow: Workflow, machine: Machine, kind: str, **data: Any) -> None:
+def _emit(
+    session: Session, workflow: Workflow, machine: Machine, kind: str, /, **data: Any
+) -> None:
     events.record(
         session,
         kind,
@@ -119,7 +120,7 @@ def _render(template_data: str, machine: Machine, hardware_map: dict[str, str]) 
 
 
 def _action_rows(spec: WorkflowSpec, run: int) -> list[WorkflowAction]:
-    rows = []
+    rows: list[WorkflowAction] = []
     for task in spec.tasks:
         for action in task.actions:
             rows.append(
@@ -362,13 +363,13 @@ def _finish_attempt(
     common = {"action": action.name, "index": action.position, "attempt": attempt.number}
     if status is ActionState.SUCCESS:
         _move_action(action, ActionEvent.SUCCEED)
-        _emit(
-            session, workflow, machine, "workflow.action.succeeded", duration=duration, **common
-        )
+        _emit(session, workflow, machine, "workflow.action.succeeded", duration=duration, **common)
         if _current_action(workflow) is None:
             _complete(session, workflow, machine, now)
         return
-    _move_action(action, ActionEvent.TIME_OUT if status is ActionState.TIMEOUT else ActionEvent.FAIL)
+    _move_action(
+        action, ActionEvent.TIME_OUT if status is ActionState.TIMEOUT else ActionEvent.FAIL
+    )
     _emit(
         session,
         workflow,
@@ -391,7 +392,11 @@ def _finish_attempt(
         detail = f": {message}" if message else ""
         exit_text = f" (exit {exit_code})" if exit_code is not None else ""
         reason = f"action {action.name} {status.value.lower()}{exit_text}{detail}"
-        event = WorkflowEvent.TIME_OUT if decision.state is WorkflowState.TIMEOUT else WorkflowEvent.FAIL
+        event = (
+            WorkflowEvent.TIME_OUT
+            if decision.state is WorkflowState.TIMEOUT
+            else WorkflowEvent.FAIL
+        )
         _end(session, workflow, machine, event, reason, now)
         return
     _move_action(action, ActionEvent.RETRY)
@@ -437,19 +442,33 @@ def _end(
     _emit(session, workflow, machine, f"workflow.{workflow.state.lower()}", reason=reason)
 
 
+def _stop_current_action(
+    workflow: Workflow, state: ActionState, message: str, now: dt.datetime
+) -> None:
+    """End the running (or, on cancel, waiting) action of a run that ends as a whole."""
+    action = _current_action(workflow)
+    if action is None:
+        return
+    if action.state == ActionState.RUNNING.value:
+        attempt = action.journal[-1]
+        attempt.state = state.value
+        attempt.finished_at = now
+        attempt.message = message
+        action.finished_at = now
+        action.deadline = None
+        event = ActionEvent.CANCEL if state is ActionState.CANCELLED else ActionEvent.TIME_OUT
+        _move_action(action, event)
+    elif state is ActionState.CANCELLED and action.state == ActionState.PENDING.value:
+        _move_action(action, ActionEvent.CANCEL)
+
+
 def cancel(session: Session, workflow: Workflow, now: dt.datetime) -> None:
     if WorkflowState(workflow.state) not in ACTIVE_WORKFLOW_STATES:
-        raise Conflict(f"workflow {workflow.name} is {workflow.state}; nothing to cancel", field="state")
+        raise Conflict(
+            f"workflow {workflow.name} is {workflow.state}; nothing to cancel", field="state"
+        )
     machine = inventory.get_machine_by_id(session, workflow.machine_id)
-    action = _current_action(workflow)
-    if action is not None and action.state in (ActionState.RUNNING.value, ActionState.PENDING.value):
-        if action.state == ActionState.RUNNING.value:
-            attempt = action.journal[-1]
-            attempt.state = ActionState.CANCELLED.value
-            attempt.finished_at = now
-            action.finished_at = now
-        _move_action(action, ActionEvent.CANCEL)
-        action.deadline = None
+    _stop_current_action(workflow, ActionState.CANCELLED, "cancelled by operator", now)
     _end(session, workflow, machine, WorkflowEvent.CANCEL, "cancelled by operator", now)
 
 
@@ -581,26 +600,23 @@ def sweep(session: Session, now: dt.datetime, *, skip_locked: bool) -> int:
         machine = inventory.get_machine_by_id(session, workflow.machine_id)
         message = f"no report within the action timeout of {action.timeout}s"
         _finish_attempt(
-            session, workflow, machine, action, action.journal[-1], ActionState.TIMEOUT,
-            None, message, now,
+            session,
+            workflow,
+            machine,
+            action,
+            action.journal[-1],
+            ActionState.TIMEOUT,
+            None,
+            message,
+            now,
         )
         handled += 1
-    expired_workflows = select(Workflow).where(
-        Workflow.state.in_(ACTIVE), Workflow.deadline < now
-    )
+    expired_workflows = select(Workflow).where(Workflow.state.in_(ACTIVE), Workflow.deadline < now)
     if skip_locked:
         expired_workflows = expired_workflows.with_for_update(skip_locked=True)
     for workflow in session.scalars(expired_workflows).all():
         machine = inventory.get_machine_by_id(session, workflow.machine_id)
-        action = _current_action(workflow)
-        if action is not None and action.state == ActionState.RUNNING.value:
-            attempt = action.journal[-1]
-            attempt.state = ActionState.TIMEOUT.value
-            attempt.finished_at = now
-            attempt.message = "global timeout"
-            _move_action(action, ActionEvent.TIME_OUT)
-            action.finished_at = now
-            action.deadline = None
+        _stop_current_action(workflow, ActionState.TIMEOUT, "global timeout", now)
         reason = f"global timeout of {workflow.global_timeout}s exceeded"
         _end(session, workflow, machine, WorkflowEvent.TIME_OUT, reason, now)
         handled += 1
@@ -681,7 +697,3 @@ def _action_public(action: WorkflowAction, *, journal: bool) -> dict[str, Any]:
             for a in action.journal
         ]
     return out
-
-
-def now() -> dt.datetime:
-    return utcnow()

@@ -73,8 +73,12 @@ ACTION = TransitionTable[ActionState, ActionEvent](
     "action",
     {
         A.PENDING: {AE.START: A.RUNNING, AE.CANCEL: A.CANCELLED},
-        A.RUNNING: {AE.SUCCEED: A.SUCCESS, AE.FAIL: A.FAILED, AE.TIME_OUT: A.TIMEOUT,
-                    AE.CANCEL: A.CANCELLED},
+        A.RUNNING: {
+            AE.SUCCEED: A.SUCCESS,
+            AE.FAIL: A.FAILED,
+            AE.TIME_OUT: A.TIMEOUT,
+            AE.CANCEL: A.CANCELLED,
+        },
         A.FAILED: {AE.RETRY: A.PENDING},
         A.TIMEOUT: {AE.RETRY: A.PENDING},
         A.CANCELLED: {AE.RETRY: A.PENDING},

@@ -28,7 +28,9 @@ class Workflow(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
-    machine_id: Mapped[str] = mapped_column(ForeignKey("machines.id", ondelete="CASCADE"), index=True)
+    machine_id: Mapped[str] = mapped_column(
+        ForeignKey("machines.id", ondelete="CASCADE"), index=True
+    )
     template_name: Mapped[str] = mapped_column(String(200))
     template_data: Mapped[str] = mapped_column(Text)
     hardware_map: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,23 +13,15 @@ from typer.testing import CliRunner, Result
 from metalflow.cli import app, context
 from tests.unit.cli.fakes import TOKEN, FakeServer
 
+TERMINAL_VARIABLES = {"FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS"}
+
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No METALFLOW_* or terminal settings leak in; the default data dir is empty."""
-    for name in (
-        "METALFLOW_URL",
-        "METALFLOW_TOKEN",
-        "METALFLOW_DATA_DIR",
-        "METALFLOW_HTTP",
-        "METALFLOW_DATABASE",
-        "FORCE_COLOR",
-        "TTY_COMPATIBLE",
-        "TTY_INTERACTIVE",
-        "COLUMNS",
-        "NO_COLOR",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name.startswith("METALFLOW_") or name in TERMINAL_VARIABLES:
+            monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
 

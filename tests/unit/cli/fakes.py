@@ -11,14 +11,13 @@ import httpx
 from typer.testing import Result
 
 TOKEN = "test-token"
-Reply = httpx.Response | Callable[[httpx.Request], httpx.Response]
 
 
 @dataclass
 class FakeServer:
     """Answers `(method, path)` with canned responses, in order (the last one repeats)."""
 
-    routes: dict[tuple[str, str], list[Reply]] = field(default_factory=dict)
+    routes: dict[tuple[str, str], list[httpx.Response]] = field(default_factory=dict)
     requests: list[httpx.Request] = field(default_factory=list)
 
     def reply(self, method: str, path: str, body: Any = None, *, status: int = 200) -> FakeServer:
@@ -40,7 +39,7 @@ class FakeServer:
             httpx.Response(200, headers={"content-type": "text/event-stream"}, content=content),
         )
 
-    def add(self, method: str, path: str, reply: Reply) -> FakeServer:
+    def add(self, method: str, path: str, reply: httpx.Response) -> FakeServer:
         self.routes.setdefault((method, path), []).append(reply)
         return self
 
@@ -49,8 +48,7 @@ class FakeServer:
         replies = self.routes.get((request.method, request.url.path))
         if not replies:
             return httpx.Response(404, json={"detail": {"message": "no such route", "field": None}})
-        reply = replies.pop(0) if len(replies) > 1 else replies[0]
-        return reply(request) if callable(reply) else reply
+        return replies.pop(0) if len(replies) > 1 else replies[0]
 
     @property
     def last(self) -> httpx.Request:

@@ -57,8 +57,9 @@ def test_token_from_the_data_dir_admin_token_file(
     assert server.last.headers["authorization"] == "Bearer file-token"
 
 
-def test_token_from_the_default_data_dir(server: FakeServer, run: Run, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_from_the_default_data_dir(
+    server: FakeServer, run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("METALFLOW_TOKEN")
     (tmp_path / "metalflow-data").mkdir()
     (tmp_path / "metalflow-data" / "admin-token").write_text("default-token")
@@ -156,9 +157,7 @@ def test_error_without_a_json_body(server: FakeServer, run: Run) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["json", "yaml"])
-def test_machine_readable_output_is_the_response(
-    server: FakeServer, run: Run, fmt: str
-) -> None:
+def test_machine_readable_output_is_the_response(server: FakeServer, run: Run, fmt: str) -> None:
     body = {"items": [machine_doc()], "count": 1}
     server.reply("GET", MACHINES, body)
 
@@ -196,6 +195,4 @@ def test_sse_parser_skips_comments_and_joins_data_lines() -> None:
         "data: {}",
     ]
 
-    assert list(parse_sse(lines)) == [
-        {"id": 7, "kind": "machine.created", "time": "t", "data": {}}
-    ]
+    assert list(parse_sse(lines)) == [{"id": 7, "kind": "machine.created", "time": "t", "data": {}}]

@@ -22,7 +22,13 @@ def test_list_is_a_table(server: FakeServer, run: Run) -> None:
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["NAME", "STATE", "ARCH", "MAC", "IP", "PROJECT", "WORKFLOW"]
     assert lines[1].split() == [
-        "m1", "ready", "x86_64", "52:54:00:00:00:01", "10.0.0.11", "default", "-"
+        "m1",
+        "ready",
+        "x86_64",
+        "52:54:00:00:00:01",
+        "10.0.0.11",
+        "default",
+        "-",
     ]
     assert lines[2].split() == ["m2", "provisioning", "x86_64", "-", "-", "-", "wf-1"]
 

@@ -19,8 +19,18 @@ def test_create(server: FakeServer, run: Run) -> None:
     server.reply("POST", WORKFLOWS, workflow_doc(), status=201)
 
     result = run(
-        "workflow", "create", "--machine", "m1", "--template", "ubuntu",
-        "--map", "disk=/dev/sda", "--map", "hostname=a=b", "--name", "first",
+        "workflow",
+        "create",
+        "--machine",
+        "m1",
+        "--template",
+        "ubuntu",
+        "--map",
+        "disk=/dev/sda",
+        "--map",
+        "hostname=a=b",
+        "--name",
+        "first",
     )
 
     assert result.exit_code == 0, result.output
@@ -49,7 +59,7 @@ def test_create_conflict(server: FakeServer, run: Run) -> None:
     result = run("workflow", "create", "--machine", "m1", "--template", "ubuntu")
 
     assert result.exit_code == 2
-    assert result.stderr == f"error: machine: {message}\n"
+    assert result.stderr == f"error: {message}\n"
 
 
 def test_list(server: FakeServer, run: Run) -> None:
@@ -60,9 +70,7 @@ def test_list(server: FakeServer, run: Run) -> None:
     assert result.exit_code == 0, result.output
     assert dict(server.last.url.params) == {"machine": "m1", "state": "RUNNING"}
     header, row = result.stdout.splitlines()
-    assert header.split() == [
-        "ID", "NAME", "MACHINE", "TEMPLATE", "STATE", "PROGRESS", "CREATED"
-    ]
+    assert header.split() == ["ID", "NAME", "MACHINE", "TEMPLATE", "STATE", "PROGRESS", "CREATED"]
     assert row.split()[:6] == ["0123456789ab", "m1-provision", "m1", "ubuntu", "RUNNING", "1/2"]
 
 
@@ -86,12 +94,29 @@ def test_show(server: FakeServer, run: Run) -> None:
     assert "progress:" in out and "1/2" in out
     header = next(line for line in out.splitlines() if line.startswith("#"))
     assert header.split() == [
-        "#", "TASK", "ACTION", "IMAGE", "STATE", "ATTEMPTS", "EXIT", "DURATION", "MESSAGE"
+        "#",
+        "TASK",
+        "ACTION",
+        "IMAGE",
+        "STATE",
+        "ATTEMPTS",
+        "EXIT",
+        "DURATION",
+        "MESSAGE",
     ]
     failed = next(line for line in out.splitlines() if line.startswith("1 "))
     assert failed.split() == [
-        "1", "os", "write-config", "quay.io/tinkerbell/write-config:latest",
-        "FAILED", "2", "3", "1m05s", "no", "space", "left",
+        "1",
+        "os",
+        "write-config",
+        "quay.io/tinkerbell/write-config:latest",
+        "FAILED",
+        "2",
+        "3",
+        "1m05s",
+        "no",
+        "space",
+        "left",
     ]
 
 
@@ -206,10 +231,14 @@ def test_watch_on_a_terminal_shows_progress(
 
 
 def test_watch_missing_workflow(server: FakeServer, run: Run) -> None:
-    server.error("GET", f"{WORKFLOWS}/nope", 404, {"message": 'workflow "nope" not found',
-                                                   "field": None})
+    server.error(
+        "GET",
+        f"{WORKFLOWS}/nope",
+        404,
+        {"message": "workflow 'nope' not found", "field": "workflow"},
+    )
 
     result = run("workflow", "watch", "nope")
 
     assert result.exit_code == 2
-    assert result.stderr == 'error: workflow "nope" not found\n'
+    assert result.stderr == "error: workflow 'nope' not found\n"
