@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import logging
+import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, select
+import psycopg
+from sqlalchemy import BigInteger, Index, Integer, String, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from metalflow.db.base import Base, utcnow
+
+log = logging.getLogger("metalflow.events")
 
 
 class Event(Base):
@@ -173,3 +180,61 @@ def list_events(
     query = event_filter.where(select(Event).where(Event.id > after))
     newest = session.scalars(query.order_by(Event.id.desc()).limit(limit)).all()
     return list(reversed(newest))
+
+
+class PostgresRelay:
+    """Carries committed events to the other metalflow processes sharing one PostgreSQL.
+
+    Each transaction NOTIFYs the ids of its events (delivered only on commit); every process
+    LISTENs, loads the events it did not write itself and publishes them on its own bus, so
+    long-polls and event streams wake up whichever replica the client is connected to.
+    """
+
+    CHANNEL = "metalflow_events"
+
+    def __init__(self, bus: EventBus, dsn: str, load: Callable[[list[int]], list[Event]]) -> None:
+        self.bus = bus
+        self.dsn = dsn
+        self.load = load
+        self.origin = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def announce(self, session: Session, objects: list[Any]) -> None:
+        events = [obj for obj in objects if isinstance(obj, Event)]
+        if not events:
+            return
+        session.flush()
+        payload = json.dumps({"origin": self.origin, "ids": [event.id for event in events]})
+        session.execute(select(func.pg_notify(self.CHANNEL, payload)))
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._listen, name="event-relay", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.dsn, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {self.CHANNEL}")
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            self._relay(note.payload)
+            except psycopg.Error:
+                log.warning("event=relay.reconnect", exc_info=True)
+                self._stop.wait(1.0)
+
+    def _relay(self, payload: str) -> None:
+        message = json.loads(payload)
+        if message.get("origin") == self.origin:
+            return
+        self.bus.publish(self.load([int(i) for i in message.get("ids", [])]))
+
+
+def load_events(session: Session, ids: list[int]) -> list[Event]:
+    return list(session.scalars(select(Event).where(Event.id.in_(ids)).order_by(Event.id)))

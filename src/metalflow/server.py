@@ -13,7 +13,7 @@ from metalflow.api.deps import Services
 from metalflow.config import Settings
 from metalflow.db.engine import Database
 from metalflow.db.migrate import upgrade
-from metalflow.events import EventBus
+from metalflow.events import Event, EventBus, PostgresRelay, load_events
 from metalflow.metrics import Metrics
 from metalflow.tenancy.auth import Authenticator, create_api_token, has_admin_token
 from metalflow.tenancy.secrets import Keyring, load_or_create_master_key, write_admin_token
@@ -28,6 +28,16 @@ def build_services(settings: Settings) -> Services:
     bus = EventBus()
     db = Database(settings.database_url, after_commit=bus.publish)
     upgrade(db)
+    relay = None
+    if not db.is_sqlite:
+
+        def load(ids: list[int]) -> list[Event]:
+            with db.read() as session:
+                return load_events(session, ids)
+
+        dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        relay = PostgresRelay(bus, dsn, load)
+        db.before_commit = relay.announce
     keyring = Keyring(load_or_create_master_key(settings.data_dir))
     with db.write() as session:
         if not has_admin_token(session):
@@ -49,6 +59,7 @@ def build_services(settings: Settings) -> Services:
         keyring=keyring,
         auth=Authenticator(keyring),
         metrics=metrics,
+        relay=relay,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def machine_yaml(name: str, mac: str, ip: str | None = None, *, password: str = "calvin") -> str:
     ip_line = (
-        f"\n        ip: {ip}\n        netmask: 255.255.255.0\n        gateway: 192.0.2.1"
+        f"\n      ip: {ip}\n      netmask: 255.255.255.0\n      gateway: 192.0.2.1"
         if ip
         else ""
     )
@@ -21,7 +21,7 @@ spec:
   hostname: {name}
   interfaces:
     - mac: "{mac}"{ip_line}
-        nameservers: [192.0.2.53]
+      nameservers: [192.0.2.53]
   disks:
     - device: /dev/vda
   bmc:

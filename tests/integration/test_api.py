@@ -147,7 +147,10 @@ def test_authentication_and_agent_scope(live: LiveServer, api: httpx.Client) -> 
     assert action is not None
     assert agent2.report(action["id"], "success").status_code == 404
     assert agent2.next() is None
-    assert agent2.hello().status_code == 422
+    assert agent2.hello().status_code == 200
+    impostor = AgentClient(live.url, token2, "52:54:00:00:00:01")
+    assert impostor.hello().status_code == 422
+    impostor.close()
     rotated = api.post("/api/v1/machines/m1/agent-token/rotate").json()["token"]
     assert rotated != token1
     assert agent1.http.get("/api/v1/agent/next").status_code == 401

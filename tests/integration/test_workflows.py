@@ -75,7 +75,8 @@ def test_workflow_runs_to_success_and_machine_leaves_netboot(
         "has_password": True,
     }
     seen = kinds(api, workflow=workflow["id"])
-    assert seen[0] == "workflow.created" and seen[-1] == "workflow.succeeded"
+    assert seen[:2] == ["machine.state", "workflow.created"]
+    assert seen[-2:] == ["machine.state", "workflow.succeeded"]
     assert seen.count("workflow.action.started") == 3
     assert "calvin" not in str(api.get("/api/v1/events", params={"limit": 1000}).json())
 

@@ -30,6 +30,8 @@ def create_app(services: Services) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.bus.bind(asyncio.get_running_loop())
+        if services.relay is not None:
+            services.relay.start()
         to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         controller = asyncio.create_task(
             run_controller(services.db, services.settings.controller_interval)
@@ -40,6 +42,8 @@ def create_app(services: Services) -> FastAPI:
         finally:
             app.state.ready = False
             controller.cancel()
+            if services.relay is not None:
+                services.relay.stop()
 
     app = FastAPI(
         lifespan=lifespan,

@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, Request
 
 from metalflow.config import Settings
 from metalflow.db.engine import Database
-from metalflow.events import EventBus
+from metalflow.events import EventBus, PostgresRelay
 from metalflow.metrics import Metrics
 from metalflow.tenancy.auth import Action, Authenticator, Forbidden, Principal, authorize
 from metalflow.tenancy.secrets import Keyring
@@ -23,6 +23,7 @@ class Services:
     keyring: Keyring
     auth: Authenticator
     metrics: Metrics
+    relay: PostgresRelay | None = None
 
 
 def get_services(request: Request) -> Services:

@@ -12,17 +12,25 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 AfterCommit = Callable[[list[Any]], None]
+BeforeCommit = Callable[[Session, list[Any]], None]
 
 
 class Database:
     """Owns the engine; `write()` is the one way to change data.
 
     Writes are serialised in-process on SQLite (it allows one writer); PostgreSQL transactions
-    run concurrently. Objects queued in `session.info["outbox"]` go to `after_commit` once the
-    transaction is durable (the event bus publishes them), never for a rolled-back one.
+    run concurrently. Objects queued in `session.info["outbox"]` go to `before_commit` inside the
+    transaction (to NOTIFY other processes) and to `after_commit` once it is durable (the event
+    bus publishes them), never for a rolled-back one.
     """
 
-    def __init__(self, url: str, *, after_commit: AfterCommit | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        after_commit: AfterCommit | None = None,
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
@@ -37,6 +45,7 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self.after_commit = after_commit
+        self.before_commit = before_commit
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -50,6 +59,8 @@ class Database:
             session.info["outbox"] = outbox
             with session.begin():
                 yield session
+                if outbox and self.before_commit is not None:
+                    self.before_commit(session, outbox)
         if outbox and self.after_commit is not None:
             self.after_commit(outbox)
 
