@@ -12,6 +12,7 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from metalflow.inventory.tables import Machine
 from metalflow.tenancy.secrets import Keyring, hash_token, new_api_token
 from metalflow.tenancy.tables import ApiToken
 
@@ -32,7 +33,6 @@ class Principal:
     role: Role
     name: str
     machine_id: str | None = None
-    agent_token_generation: int = 0
 
 
 class Forbidden(Exception):
@@ -58,12 +58,17 @@ class Authenticator:
         self._api_tokens: dict[str, Principal] = {}
 
     def authenticate(self, session: Session, token: str) -> Principal | None:
-        """Agent tokens are verified by signature alone; the agent endpoints then check that the
-        machine still exists and has not rotated its token generation."""
+        """Agent tokens carry their machine and are checked by signature, plus one lookup that the
+        machine exists and has not rotated its token since."""
         parsed = self.keyring.parse_agent_token(token)
         if parsed is not None:
             machine_id, generation = parsed
-            return Principal(Role.AGENT, f"agent:{machine_id}", machine_id, generation)
+            current = session.scalar(
+                select(Machine.agent_token_generation).where(Machine.id == machine_id)
+            )
+            if current != generation:
+                return None
+            return Principal(Role.AGENT, f"agent:{machine_id}", machine_id)
         digest = hash_token(token)
         cached = self._api_tokens.get(digest)
         if cached is not None:
