@@ -124,6 +124,13 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def system_busy_seconds() -> float:
+    """CPU seconds all CPUs spent busy since boot (/proc/stat: all but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 class CpuMeter:
     """CPU seconds used by named process groups between start() and stop()."""
 
@@ -131,6 +138,7 @@ class CpuMeter:
         self.groups = groups
         self.before: dict[str, dict[int, float]] = {}
         self.used: dict[str, float] = {}
+        self.busy_before = 0.0
 
     def _snapshot(self) -> dict[str, dict[int, float]]:
         snap: dict[str, dict[int, float]] = {}
@@ -144,12 +152,16 @@ class CpuMeter:
 
     def start(self) -> None:
         self.before = self._snapshot()
+        self.busy_before = system_busy_seconds()
 
     def stop(self) -> None:
         after = self._snapshot()
+        busy = system_busy_seconds() - self.busy_before
         for name, per_pid in after.items():
             old = self.before.get(name, {})
             self.used[name] = sum(now - old.get(pid, 0.0) for pid, now in per_pid.items())
+        # everything else on the machine (other users' jobs compete for the same 2 cores)
+        self.used["other"] = max(0.0, busy - sum(self.used.values()))
 
 
 # --------------------------------------------------------------------------------------------

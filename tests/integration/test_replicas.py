@@ -25,7 +25,8 @@ def test_long_poll_on_one_replica_wakes_on_change_made_through_another(tmp_path:
         Settings(data_dir=tmp_path / "a", database=database, http=f"127.0.0.1:{free_port()}")
     )
     (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "secret.key").write_bytes((tmp_path / "a" / "secret.key").read_bytes())
+    for shared in ("secret.key", "admin-token"):
+        (tmp_path / "b" / shared).write_bytes((tmp_path / "a" / shared).read_bytes())
     second = start_server(
         Settings(data_dir=tmp_path / "b", database=database, http=f"127.0.0.1:{free_port()}")
     )
