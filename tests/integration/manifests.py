@@ -5,9 +5,7 @@ from __future__ import annotations
 
 def machine_yaml(name: str, mac: str, ip: str | None = None, *, password: str = "calvin") -> str:
     ip_line = (
-        f"\n      ip: {ip}\n      netmask: 255.255.255.0\n      gateway: 192.0.2.1"
-        if ip
-        else ""
+        f"\n      ip: {ip}\n      netmask: 255.255.255.0\n      gateway: 192.0.2.1" if ip else ""
     )
     return f"""\
 apiVersion: metalflow/v1

@@ -27,8 +27,9 @@ def run(cli: CliRunner, *args: str, input: str | None = None) -> Result:
 
 def test_operator_session(cli: CliRunner, live: LiveServer, tmp_path: Path) -> None:
     manifest = tmp_path / "lab.yaml"
-    manifest.write_text(machine_yaml("m1", "52:54:00:00:00:01", "192.0.2.11") + "---\n"
-                        + simple_template(count=1))
+    manifest.write_text(
+        machine_yaml("m1", "52:54:00:00:00:01", "192.0.2.11") + "---\n" + simple_template(count=1)
+    )
     applied = run(cli, "apply", "-f", str(manifest))
     assert applied.exit_code == 0, applied.output
     assert "machine/m1 created" in applied.output.lower()
