@@ -81,6 +81,12 @@ def test_workflow_runs_to_success_and_machine_leaves_netboot(
     assert "calvin" not in str(api.get("/api/v1/events", params={"limit": 1000}).json())
 
 
+def test_workflow_found_by_id_prefix(api: httpx.Client, agent: AgentClient) -> None:
+    workflow = provision(api)
+    assert api.get(f"/api/v1/workflows/{workflow['id'][:12]}").json()["id"] == workflow["id"]
+    assert api.get(f"/api/v1/workflows/{workflow['id'][:4]}").status_code == 404
+
+
 def test_reports_are_idempotent_and_late_reports_conflict(
     api: httpx.Client, agent: AgentClient
 ) -> None:

@@ -65,11 +65,23 @@ def _emit(
     )
 
 
+MIN_ID_PREFIX = 8
+
+
 def get_workflow(session: Session, ref: str, *, lock: bool = False) -> Workflow:
+    """By id, name, or a unique id prefix of at least 8 characters (as `workflow list` shows)."""
     query = select(Workflow).where((Workflow.id == ref) | (Workflow.name == ref))
     if lock:
         query = query.with_for_update()
     workflow = session.scalar(query)
+    if workflow is None and len(ref) >= MIN_ID_PREFIX:
+        by_prefix = select(Workflow).where(Workflow.id.startswith(ref, autoescape=True)).limit(2)
+        if lock:
+            by_prefix = by_prefix.with_for_update()
+        matches = list(session.scalars(by_prefix))
+        if len(matches) > 1:
+            raise Conflict(f"workflow id prefix {ref!r} is ambiguous; give more", field="workflow")
+        workflow = matches[0] if matches else None
     if workflow is None:
         raise NotFound(f"workflow {ref!r} not found", field="workflow")
     return workflow
