@@ -100,13 +100,14 @@ class Stats:
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """utime+stime of one process from /proc (None if it is gone)."""
+    """utime+stime of one process, plus that of its exited children (cutime+cstime: e.g. the
+    PostgreSQL backends a postmaster reaped), from /proc; None if it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return sum(int(value) for value in fields[11:15]) / ticks
 
 
 def children_of(pid: int) -> list[int]:
