@@ -76,3 +76,28 @@ def test_apply_tinkerbell_stack_from_stdin(cli: CliRunner) -> None:
     assert "workflow/sm01-jammy created" in result.output.lower()
     dry = run(cli, "apply", "-f", "-", "--dry-run", input=TINKERBELL_STACK)
     assert dry.exit_code == 0 and "unchanged" in dry.output
+
+
+def test_maintenance_and_deletes(cli: CliRunner) -> None:
+    run(
+        cli,
+        "apply",
+        "-f",
+        "-",
+        input=machine_yaml("m1", "52:54:00:00:00:01") + "---\n" + simple_template(count=1),
+    )
+    moved = run(cli, "machine", "transition", "m1", "maintenance", "--reason", "fan swap")
+    assert moved.exit_code == 0 and "maintenance" in moved.output
+    refused = run(cli, "provision", "m1", "--template", "ubuntu")
+    assert refused.exit_code == 2 and "cannot provision" in refused.output
+    assert run(cli, "machine", "transition", "m1", "release").exit_code == 0
+    assert run(cli, "provision", "m1", "--template", "ubuntu").exit_code == 0
+    busy = run(cli, "machine", "delete", "m1")
+    assert busy.exit_code == 2 and "cancel its workflow first" in busy.output
+    workflow = json.loads(run(cli, "-o", "json", "workflow", "list").output)["items"][0]["id"]
+    assert run(cli, "workflow", "delete", workflow).exit_code == 2
+    assert run(cli, "workflow", "cancel", workflow[:12]).exit_code == 0
+    assert run(cli, "workflow", "delete", workflow[:12]).exit_code == 0
+    assert run(cli, "template", "delete", "ubuntu").exit_code == 0
+    assert "machine/m1 deleted" in run(cli, "machine", "delete", "m1").output
+    assert "m1" not in run(cli, "machine", "list").output

@@ -59,6 +59,12 @@ class ApiClient:
             "POST", path, params=params, json=json, content=content, headers=headers
         )
 
+    def delete(self, path: str) -> None:
+        with self._errors():
+            response = self._http.request("DELETE", path)
+        if response.is_error:
+            raise _api_error(response)
+
     def events(self, params: Params, *, after: int | None = None) -> Iterator[Json]:
         """Follow `/api/v1/events` as an SSE stream; each item is one event (`id`, `kind`, ...).
 

@@ -46,6 +46,32 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Machine n
     cli.out.emit(cli.api.get(resource("machines", name)), render.machine)
 
 
+@app.command("transition")
+def transition(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Machine name.")],
+    event: Annotated[
+        str,
+        typer.Argument(help="maintenance, rescue, release, inspect, inspected, fail, ..."),
+    ],
+    reason: Annotated[
+        str | None, typer.Option(help="Why, shown with the state.", show_default=False)
+    ] = None,
+) -> None:
+    """Move a machine by hand (e.g. into maintenance and back with release)."""
+    cli = cli_context(ctx)
+    body = {"event": event, "reason": reason}
+    cli.out.emit(cli.api.post(resource("machines", name, "transition"), json=body), render.machine)
+
+
+@app.command("delete")
+def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Machine name.")]) -> None:
+    """Delete a machine that no workflow holds, with its workflows and tokens."""
+    cli = cli_context(ctx)
+    cli.api.delete(resource("machines", name))
+    cli.out.write(f"machine/{name} deleted\n")
+
+
 @app.command("events")
 def events(
     ctx: typer.Context,

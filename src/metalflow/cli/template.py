@@ -20,6 +20,14 @@ def list_templates(ctx: typer.Context) -> None:
     cli.out.emit(cli.api.get(resource("templates")), render.templates)
 
 
+@app.command("delete")
+def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Template name.")]) -> None:
+    """Delete a template (workflows keep the copy they were rendered from)."""
+    cli = cli_context(ctx)
+    cli.api.delete(resource("templates", name))
+    cli.out.write(f"template/{name} deleted\n")
+
+
 @app.command("show")
 def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Template name.")]) -> None:
     """Print a template's YAML as it was applied."""

@@ -112,6 +112,14 @@ def rerun(ctx: typer.Context, workflow_id: WorkflowId) -> None:
     _transition(ctx, workflow_id, "rerun")
 
 
+@app.command("delete")
+def delete(ctx: typer.Context, workflow_id: WorkflowId) -> None:
+    """Delete a finished workflow and its journal."""
+    cli = cli_context(ctx)
+    cli.api.delete(resource("workflows", workflow_id))
+    cli.out.write(f"workflow/{workflow_id} deleted\n")
+
+
 def _transition(ctx: typer.Context, workflow_id: str, verb: str) -> None:
     cli = cli_context(ctx)
     cli.out.emit(cli.api.post(resource("workflows", workflow_id, verb)), render.workflow_state)
