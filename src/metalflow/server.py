@@ -16,15 +16,22 @@ from metalflow.db.migrate import upgrade
 from metalflow.events import Event, EventBus, PostgresRelay, load_events
 from metalflow.metrics import Metrics
 from metalflow.tenancy.auth import Authenticator, create_api_token, has_admin_token
-from metalflow.tenancy.secrets import Keyring, load_or_create_master_key, write_admin_token
+from metalflow.tenancy.secrets import (
+    Keyring,
+    load_or_create_master_key,
+    make_data_dir,
+    write_admin_token,
+)
 from metalflow.workflows.tables import Workflow
 
 log = logging.getLogger("metalflow")
+ADMIN_TOKEN_LOCK = 0x6D66_6174
+"""Advisory lock key: processes starting together on one PostgreSQL create one admin token."""
 
 
 def build_services(settings: Settings) -> Services:
     """Open (and upgrade) the database, load keys, create the first admin token if none."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(settings.data_dir)
     bus = EventBus()
     db = Database(settings.database_url, after_commit=bus.publish)
     upgrade(db)
@@ -40,6 +47,8 @@ def build_services(settings: Settings) -> Services:
         db.before_commit = relay.announce
     keyring = Keyring(load_or_create_master_key(settings.data_dir))
     with db.write() as session:
+        if not db.is_sqlite:
+            session.execute(select(func.pg_advisory_xact_lock(ADMIN_TOKEN_LOCK)))
         if not has_admin_token(session):
             token = create_api_token(session, "admin")
             path = write_admin_token(settings.data_dir, token)

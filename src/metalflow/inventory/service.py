@@ -40,6 +40,31 @@ def get_machine_by_id(session: Session, machine_id: str) -> Machine:
     return machine
 
 
+def lock_machine(session: Session, machine_id: str, *, skip_locked: bool = False) -> Machine | None:
+    """Take the machine's row lock, the one serialisation point for changes to a machine and its
+    workflows (PostgreSQL; SQLite writes are serialised already), and reload it fresh.
+
+    Every writer locks the machine before its workflow, so two writers never deadlock.
+    Whatever the session loaded before is expired, so it reloads as of the lock.
+    With skip_locked, a machine another transaction holds yields None.
+    """
+    session.expire_all()
+    query = (
+        select(Machine)
+        .where(Machine.id == machine_id)
+        .with_for_update(skip_locked=skip_locked)
+        .execution_options(populate_existing=True)
+    )
+    return session.scalar(query)
+
+
+def lock(session: Session, machine: Machine) -> Machine:
+    locked = lock_machine(session, machine.id)
+    if locked is None:
+        raise NotFound(f"machine {machine.name!r} was deleted", field="machine")
+    return locked
+
+
 def list_machines(
     session: Session, *, state: str | None = None, labels: dict[str, str] | None = None
 ) -> list[Machine]:

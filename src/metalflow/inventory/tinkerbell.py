@@ -40,6 +40,7 @@ DHCP_KEYS = frozenset(
     }
 )
 NETBOOT_KEYS = frozenset({"allowPXE", "allowWorkflow", "ipxe", "osie"})
+IP_KEYS = frozenset({"address", "family", "gateway", "netmask"})
 
 
 def _check_keys(value: Any, allowed: frozenset[str], where: str) -> dict[str, Any]:
@@ -56,21 +57,39 @@ def _check_keys(value: Any, allowed: frozenset[str], where: str) -> dict[str, An
     return value
 
 
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise Invalid(f"{where} must be a list", field=where)
+    return value
+
+
+def _vlan(value: Any, where: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise Invalid(f"{where} must be a VLAN number, got {value!r}", field=where) from None
+
+
 def hardware_to_machine_fields(name: str, namespace: str | None, spec: Any) -> dict[str, Any]:
     """MachineSpec input (as a dict, validated by the caller) from a Hardware spec."""
     spec = _check_keys(spec, HARDWARE_SPEC_KEYS, "spec")
     interfaces = []
     arch, uefi, hostname = "x86_64", True, None
-    for index, item in enumerate(spec.get("interfaces") or []):
+    for index, item in enumerate(_list(spec.get("interfaces"), "spec.interfaces")):
         where = f"spec.interfaces[{index}]"
         iface = _check_keys(item, INTERFACE_KEYS, where)
         dhcp = _check_keys(iface.get("dhcp"), DHCP_KEYS, f"{where}.dhcp")
         netboot = _check_keys(iface.get("netboot"), NETBOOT_KEYS, f"{where}.netboot")
         if "mac" not in dhcp:
             raise Invalid(f"{where}.dhcp.mac is required", field=f"{where}.dhcp.mac")
-        ip = dhcp.get("ip") or {}
+        ip = _check_keys(dhcp.get("ip"), IP_KEYS, f"{where}.dhcp.ip")
         if index == 0:
-            arch = {"arm64": "aarch64"}.get(dhcp.get("arch") or "x86_64", dhcp.get("arch") or "")
+            raw_arch = dhcp.get("arch") or "x86_64"
+            arch = {"arm64": "aarch64"}.get(raw_arch, raw_arch) if isinstance(raw_arch, str) else ""
             uefi = bool(dhcp.get("uefi", False))
             hostname = dhcp.get("hostname")
         interfaces.append(
@@ -81,7 +100,7 @@ def hardware_to_machine_fields(name: str, namespace: str | None, spec: Any) -> d
                 "gateway": ip.get("gateway") or None,
                 "nameservers": dhcp.get("name_servers") or [],
                 "hostname": dhcp.get("hostname"),
-                "vlan": int(dhcp["vlan_id"]) if dhcp.get("vlan_id") not in (None, "") else None,
+                "vlan": _vlan(dhcp.get("vlan_id"), f"{where}.dhcp.vlan_id"),
                 "lease_time": dhcp.get("lease_time"),
                 "netboot": {
                     "allowPXE": netboot.get("allowPXE", False),
@@ -90,7 +109,7 @@ def hardware_to_machine_fields(name: str, namespace: str | None, spec: Any) -> d
             }
         )
     disks = []
-    for index, disk in enumerate(spec.get("disks") or []):
+    for index, disk in enumerate(_list(spec.get("disks"), "spec.disks")):
         if not isinstance(disk, dict) or "device" not in disk:
             raise Invalid(
                 f"spec.disks[{index}] needs a device, e.g. {{device: /dev/sda}}",

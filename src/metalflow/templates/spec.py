@@ -34,6 +34,9 @@ class TemplateError(ValueError):
 
 MAX_NAME = 200  # tink: "name cannot have more than 200 characters"
 MAX_VERSION = 32  # the stored column's width
+MAX_TIMEOUT = 30 * 24 * 3600
+"""Seconds; a month bounds every timeout and backoff, so deadlines stay representable."""
+MAX_RETRIES = 100
 TERMINAL_IMAGES = frozenset({"reboot", "kexec", "poweroff"})
 
 _IMAGE = re.compile(
@@ -63,35 +66,6 @@ class ActionSpec:
     retry_backoff: float = 0.0
     terminal: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "image": self.image,
-            "timeout": self.timeout,
-            "command": list(self.command),
-            "environment": dict(self.environment),
-            "volumes": list(self.volumes),
-            "pid": self.pid,
-            "retries": self.retries,
-            "retry_backoff": self.retry_backoff,
-            "terminal": self.terminal,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ActionSpec:
-        return cls(
-            name=str(data["name"]),
-            image=str(data["image"]),
-            timeout=int(data.get("timeout", 0)),
-            command=tuple(str(part) for part in data.get("command", ())),
-            environment=_frozen({str(k): str(v) for k, v in data.get("environment", {}).items()}),
-            volumes=tuple(str(volume) for volume in data.get("volumes", ())),
-            pid=None if data.get("pid") is None else str(data["pid"]),
-            retries=int(data.get("retries", 0)),
-            retry_backoff=float(data.get("retry_backoff", 0.0)),
-            terminal=bool(data.get("terminal", False)),
-        )
-
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -101,25 +75,6 @@ class TaskSpec:
     environment: Mapping[str, str]
     actions: tuple[ActionSpec, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "worker": self.worker,
-            "volumes": list(self.volumes),
-            "environment": dict(self.environment),
-            "actions": [action.to_dict() for action in self.actions],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TaskSpec:
-        return cls(
-            name=str(data["name"]),
-            worker=str(data["worker"]),
-            volumes=tuple(str(volume) for volume in data.get("volumes", ())),
-            environment=_frozen({str(k): str(v) for k, v in data.get("environment", {}).items()}),
-            actions=tuple(ActionSpec.from_dict(action) for action in data["actions"]),
-        )
-
 
 @dataclass(frozen=True)
 class WorkflowSpec:
@@ -127,24 +82,6 @@ class WorkflowSpec:
     name: str
     global_timeout: int
     tasks: tuple[TaskSpec, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form, for storing a rendered workflow."""
-        return {
-            "version": self.version,
-            "name": self.name,
-            "global_timeout": self.global_timeout,
-            "tasks": [task.to_dict() for task in self.tasks],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> WorkflowSpec:
-        return cls(
-            version=str(data["version"]),
-            name=str(data["name"]),
-            global_timeout=int(data.get("global_timeout", 0)),
-            tasks=tuple(TaskSpec.from_dict(task) for task in data["tasks"]),
-        )
 
 
 # ---------------------------------------------------------------- YAML nodes → spec
@@ -283,10 +220,10 @@ def _action(
     if not _IMAGE.fullmatch(image):
         raise _fail(f"{path}.image", fields["image"], f"invalid action image: {image!r}")
 
-    def count(key: str, need: str) -> int:
+    def count(key: str, limit: int, need: str) -> int:
         if key not in fields:
             return 0
-        value: int = _number(fields[key], f"{path}.{key}", (int,), lambda v: v >= 0, need)
+        value: int = _number(fields[key], f"{path}.{key}", (int,), lambda v: 0 <= v <= limit, need)
         return value
 
     backoff = 0.0
@@ -296,8 +233,8 @@ def _action(
                 fields["retry_backoff"],
                 f"{path}.retry_backoff",
                 (int, float),
-                lambda v: 0 <= v < float("inf"),
-                "a number of seconds >= 0",
+                lambda v: 0 <= v <= MAX_TIMEOUT,
+                f"a number of seconds from 0 to {MAX_TIMEOUT}",
             )
         )
     env = dict(task_env)
@@ -307,14 +244,14 @@ def _action(
     return ActionSpec(
         name=name,
         image=image,
-        timeout=count("timeout", "a whole number of seconds >= 0"),
+        timeout=count("timeout", MAX_TIMEOUT, f"a whole number of seconds from 0 to {MAX_TIMEOUT}"),
         command=_strings(fields["command"], f"{path}.command", allow_scalar=True)
         if "command" in fields
         else (),
         environment=_frozen(env),
         volumes=_merge_volumes(task_volumes, own_volumes),
         pid=_text(fields["pid"], f"{path}.pid") if "pid" in fields else None,
-        retries=count("retries", "a whole number >= 0"),
+        retries=count("retries", MAX_RETRIES, f"a whole number from 0 to {MAX_RETRIES}"),
         retry_backoff=backoff,
         terminal=_flag(fields["terminal"], f"{path}.terminal")
         if "terminal" in fields
@@ -377,8 +314,8 @@ def parse_workflow(text: str) -> WorkflowSpec:
             fields["global_timeout"],
             "global_timeout",
             (int,),
-            lambda v: v >= 0,
-            "a whole number of seconds >= 0",
+            lambda v: 0 <= v <= MAX_TIMEOUT,
+            f"a whole number of seconds from 0 to {MAX_TIMEOUT}",
         )
     tasks_node = fields.get("tasks")
     if not isinstance(tasks_node, yaml.SequenceNode) or not tasks_node.value:

@@ -6,6 +6,7 @@ touching the endpoints.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -41,6 +42,8 @@ class Forbidden(Exception):
 
 def authorize(principal: Principal, action: Action, *, machine_id: str | None = None) -> None:
     """Raise Forbidden unless `principal` may perform `action` (on `machine_id`, when given)."""
+    if action is Action.AGENT and principal.role is not Role.AGENT:
+        raise Forbidden("the agent endpoints take a machine's agent token")
     if principal.role is Role.ADMIN:
         return
     if principal.role is Role.AGENT and action is Action.AGENT:
@@ -50,12 +53,18 @@ def authorize(principal: Principal, action: Action, *, machine_id: str | None = 
     raise Forbidden(f"{principal.role} tokens may not {action}")
 
 
+API_TOKEN_CACHE_SECONDS = 60.0
+
+
 class Authenticator:
-    """Maps a bearer token to a Principal; API token hashes are cached after the first lookup."""
+    """Maps a bearer token to a Principal.
+
+    API token lookups are cached for a minute, so a deleted token stops working within that.
+    """
 
     def __init__(self, keyring: Keyring) -> None:
         self.keyring = keyring
-        self._api_tokens: dict[str, Principal] = {}
+        self._api_tokens: dict[str, tuple[float, Principal]] = {}
 
     def authenticate(self, session: Session, token: str) -> Principal | None:
         """Agent tokens carry their machine and are checked by signature, plus one lookup that the
@@ -70,14 +79,16 @@ class Authenticator:
                 return None
             return Principal(Role.AGENT, f"agent:{machine_id}", machine_id)
         digest = hash_token(token)
+        now = time.monotonic()
         cached = self._api_tokens.get(digest)
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0] > now:
+            return cached[1]
         row = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
         if row is None:
+            self._api_tokens.pop(digest, None)
             return None
         principal = Principal(Role(row.role), row.name)
-        self._api_tokens[digest] = principal
+        self._api_tokens[digest] = (now + API_TOKEN_CACHE_SECONDS, principal)
         return principal
 
 

@@ -10,12 +10,14 @@ import contextlib
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
 KEY_FILE = "secret.key"
+_GENERATION = re.compile(r"[0-9]{1,9}")
 
 
 def _write_private(path: Path, content: str) -> None:
@@ -27,7 +29,7 @@ def _write_private(path: Path, content: str) -> None:
 def load_or_create_master_key(data_dir: Path) -> bytes:
     path = data_dir / KEY_FILE
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_data_dir(data_dir)
         with contextlib.suppress(FileExistsError):
             _write_private(path, base64.urlsafe_b64encode(secrets.token_bytes(32)).decode() + "\n")
     return base64.urlsafe_b64decode(path.read_text().strip())
@@ -65,7 +67,7 @@ class Keyring:
     def parse_agent_token(self, token: str) -> tuple[str, int] | None:
         """(machine_id, generation) when the signature holds, else None."""
         parts = token.split(".")
-        if len(parts) != 4 or parts[0] != "mfa" or not parts[2].isdigit():
+        if len(parts) != 4 or parts[0] != "mfa" or not _GENERATION.fullmatch(parts[2]):
             return None
         machine_id, generation = parts[1], int(parts[2])
         if not hmac.compare_digest(token, self.agent_token(machine_id, generation)):
@@ -83,7 +85,15 @@ def hash_token(token: str) -> str:
 
 
 def write_admin_token(data_dir: Path, token: str) -> Path:
+    """Replaces any stale file (e.g. from a database the data dir used before)."""
     path = data_dir / "admin-token"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    _write_private(path, token + "\n")
+    temporary = data_dir / f".admin-token.{os.getpid()}"
+    temporary.unlink(missing_ok=True)
+    _write_private(temporary, token + "\n")
+    os.replace(temporary, path)
     return path
+
+
+def make_data_dir(data_dir: Path) -> None:
+    """Private to its owner: it holds the database, the master key and the admin token."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

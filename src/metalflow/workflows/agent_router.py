@@ -10,15 +10,16 @@ import contextlib
 import datetime as dt
 import json
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
 from metalflow.api.deps import Agent, Services, ServicesDep
 from metalflow.db.base import utcnow
+from metalflow.inventory import service as inventory
 from metalflow.inventory.schemas import normalize_mac
 from metalflow.inventory.tables import Machine
 from metalflow.tenancy.auth import Principal
@@ -27,11 +28,19 @@ from metalflow.workflows.states import ActionState
 
 router = APIRouter(prefix="/agent", tags=["agent"])
 MAX_WAIT = 300.0
+MAX_ATTRIBUTES_BYTES = 256 * 1024
 
 
-def _machine(session: Session, principal: Principal) -> Machine:
-    """The caller's machine (authentication checked it existed; it may have gone since)."""
-    machine = session.get(Machine, principal.machine_id)
+def _machine(session: Session, principal: Principal, *, lock: bool = False) -> Machine:
+    """The caller's machine; with lock, its row lock is taken (see inventory.lock_machine).
+
+    Authentication checked that it existed; it may have been deleted since.
+    """
+    machine_id = principal.machine_id or ""
+    if lock:
+        machine = inventory.lock_machine(session, machine_id)
+    else:
+        machine = session.get(Machine, machine_id)
     if machine is None:
         raise HTTPException(401, detail={"message": "machine deleted", "field": None})
     return machine
@@ -41,7 +50,17 @@ class Hello(BaseModel):
     model_config = ConfigDict(extra="forbid")
     mac: str
     attributes: dict[str, Any] = Field(default_factory=dict)
-    agent_version: str | None = None
+    agent_version: str | None = Field(default=None, max_length=100)
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value))
+        if size > MAX_ATTRIBUTES_BYTES:
+            raise ValueError(
+                f"attributes are {size} bytes as JSON; the limit is {MAX_ATTRIBUTES_BYTES}"
+            )
+        return value
 
     @field_validator("mac")
     @classmethod
@@ -53,18 +72,20 @@ class Hello(BaseModel):
 def hello(body: Hello, services: ServicesDep, principal: Agent) -> dict[str, Any]:
     services.metrics.agent_requests.labels("hello").inc()
     with services.db.write() as session:
-        machine = _machine(session, principal)
+        machine = _machine(session, principal, lock=True)
         service.hello(session, machine, body.mac, body.attributes)
         return {"machine": machine.name, "id": machine.id, "state": machine.state}
 
 
-def _try_next(services: Services, principal: Principal) -> dict[str, Any] | dt.datetime | None:
+def _try_next(services: Services, principal: Principal) -> service.NextAction:
+    """Read first; only starting an attempt needs the write path."""
     with services.db.read() as session:
-        machine = _machine(session, principal)
-        if service.active_workflow(session, machine.id) is None:
-            return None
+        found = service.next_action(session, _machine(session, principal), utcnow(), write=False)
+    if found != service.START_NEEDED:
+        return found
     with services.db.write() as session:
-        return service.next_action(session, _machine(session, principal), utcnow())
+        machine = _machine(session, principal, lock=True)
+        return service.next_action(session, machine, utcnow(), write=True)
 
 
 @router.get("/next", responses={204: {"description": "no action to run now"}})
@@ -76,9 +97,8 @@ async def next_action(
 ) -> Response:
     """The next action to run, as soon as there is one within `wait` seconds; else 204."""
     services.metrics.agent_requests.labels("next").inc()
-    assert principal.machine_id is not None
     give_up = time.monotonic() + wait
-    with services.bus.watch_machine(principal.machine_id) as woken:
+    with services.bus.watch_machine(principal.machine_id or "") as woken:
         while True:
             woken.clear()
             found = await run_in_threadpool(_try_next, services, principal)
@@ -102,17 +122,28 @@ def _json(payload: dict[str, Any]) -> bytes:
 class StatusReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["running", "success", "failed", "timeout"]
-    exit_code: int | None = None
+    exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     message: str | None = Field(default=None, max_length=4096)
+
+
+AttemptId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the attempt id from next")]
 
 
 @router.post("/actions/{attempt_id}/status")
 def report_status(
-    attempt_id: int, body: StatusReport, services: ServicesDep, principal: Agent
+    attempt_id: AttemptId, body: StatusReport, services: ServicesDep, principal: Agent
 ) -> dict[str, Any]:
     services.metrics.agent_requests.labels("status").inc()
+    if body.status == "running":
+        with services.db.read() as session:
+            attempt = service.attempt_for(session, _machine(session, principal), attempt_id)
+            return {
+                "id": attempt.id,
+                "state": attempt.state,
+                "workflow_state": attempt.action.workflow.state,
+            }
     with services.db.write() as session:
-        machine = _machine(session, principal)
+        machine = _machine(session, principal, lock=True)
         attempt = service.report(
             session,
             machine,
@@ -134,11 +165,11 @@ class LogLines(BaseModel):
 
 @router.post("/actions/{attempt_id}/logs")
 def append_logs(
-    attempt_id: int, body: LogLines, services: ServicesDep, principal: Agent
+    attempt_id: AttemptId, body: LogLines, services: ServicesDep, principal: Agent
 ) -> dict[str, int]:
     services.metrics.agent_requests.labels("logs").inc()
     with services.db.write() as session:
-        machine = _machine(session, principal)
+        machine = _machine(session, principal, lock=True)
         received = service.append_logs(
             session, machine, attempt_id, seq=body.seq, lines=[line[:4096] for line in body.lines]
         )

@@ -69,31 +69,31 @@ def show_workflow(
 @router.post("/{ref}/cancel")
 def cancel_workflow(ref: str, services: ServicesDep, _: Writer) -> dict[str, Any]:
     with services.db.write() as session:
-        workflow = service.get_workflow(session, ref, lock=True)
-        service.cancel(session, workflow, utcnow())
+        workflow, machine = service.lock_workflow(session, ref)
+        service.cancel(session, workflow, machine, utcnow())
         return _public(session, workflow)
 
 
 @router.post("/{ref}/resume")
 def resume_workflow(ref: str, services: ServicesDep, _: Writer) -> dict[str, Any]:
     with services.db.write() as session:
-        workflow = service.get_workflow(session, ref, lock=True)
-        service.resume(session, workflow, utcnow())
+        workflow, machine = service.lock_workflow(session, ref)
+        service.resume(session, workflow, machine, utcnow())
         return _public(session, workflow)
 
 
 @router.post("/{ref}/rerun")
 def rerun_workflow(ref: str, services: ServicesDep, _: Writer) -> dict[str, Any]:
     with services.db.write() as session:
-        workflow = service.get_workflow(session, ref, lock=True)
-        service.rerun(session, workflow)
+        workflow, machine = service.lock_workflow(session, ref)
+        service.rerun(session, workflow, machine)
         return _public(session, workflow)
 
 
 @router.delete("/{ref}", status_code=204)
 def delete_workflow(ref: str, services: ServicesDep, _: Writer) -> Response:
     with services.db.write() as session:
-        workflow = service.get_workflow(session, ref, lock=True)
+        workflow, _machine = service.lock_workflow(session, ref)
         if WorkflowState(workflow.state) not in FINAL_WORKFLOW_STATES:
             raise Conflict(
                 f"workflow {workflow.name} is {workflow.state}; cancel it first", field="state"

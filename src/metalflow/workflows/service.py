@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -49,7 +49,10 @@ def _move(workflow: Workflow, event: WorkflowEvent) -> None:
 
 
 def _move_action(action: WorkflowAction, event: ActionEvent) -> None:
-    action.state = ACTION.next(ActionState(action.state), event).value
+    try:
+        action.state = ACTION.next(ActionState(action.state), event).value
+    except IllegalTransition as exc:
+        raise Conflict(f"action {action.name}: {exc}", field="state") from exc
 
 
 def _emit(
@@ -68,16 +71,12 @@ def _emit(
 MIN_ID_PREFIX = 8
 
 
-def get_workflow(session: Session, ref: str, *, lock: bool = False) -> Workflow:
+def get_workflow(session: Session, ref: str) -> Workflow:
     """By id, name, or a unique id prefix of at least 8 characters (as `workflow list` shows)."""
     query = select(Workflow).where((Workflow.id == ref) | (Workflow.name == ref))
-    if lock:
-        query = query.with_for_update()
     workflow = session.scalar(query)
     if workflow is None and len(ref) >= MIN_ID_PREFIX:
         by_prefix = select(Workflow).where(Workflow.id.startswith(ref, autoescape=True)).limit(2)
-        if lock:
-            by_prefix = by_prefix.with_for_update()
         matches = list(session.scalars(by_prefix))
         if len(matches) > 1:
             raise Conflict(f"workflow id prefix {ref!r} is ambiguous; give more", field="workflow")
@@ -87,10 +86,17 @@ def get_workflow(session: Session, ref: str, *, lock: bool = False) -> Workflow:
     return workflow
 
 
-def active_workflow(session: Session, machine_id: str, *, lock: bool = False) -> Workflow | None:
+def lock_workflow(session: Session, ref: str) -> tuple[Workflow, Machine]:
+    """The workflow and its machine, reloaded after taking the machine's lock."""
+    workflow = get_workflow(session, ref)
+    machine = inventory.lock_machine(session, workflow.machine_id)
+    if machine is None:
+        raise NotFound(f"workflow {ref!r} not found", field="workflow")
+    return workflow, machine
+
+
+def active_workflow(session: Session, machine_id: str) -> Workflow | None:
     query = select(Workflow).where(Workflow.machine_id == machine_id, Workflow.state.in_(ACTIVE))
-    if lock:
-        query = query.with_for_update()
     return session.scalar(query)
 
 
@@ -184,7 +190,8 @@ def create_workflow(
 ) -> Workflow:
     if kind not in KINDS:
         raise Invalid(f"kind must be one of {', '.join(KINDS)}", field="kind")
-    running = active_workflow(session, machine.id, lock=True)
+    machine = inventory.lock(session, machine)
+    running = active_workflow(session, machine.id)
     if running is not None:
         raise Conflict(
             f"machine {machine.name} already runs workflow {running.name} ({running.state});"
@@ -230,11 +237,12 @@ def current_actions(workflow: Workflow) -> list[WorkflowAction]:
     return [action for action in workflow.actions if action.run == workflow.run]
 
 
+def _first_unfinished(actions: list[WorkflowAction]) -> WorkflowAction | None:
+    return next((a for a in actions if a.state != ActionState.SUCCESS.value), None)
+
+
 def _current_action(workflow: Workflow) -> WorkflowAction | None:
-    for action in current_actions(workflow):
-        if action.state != ActionState.SUCCESS.value:
-            return action
-    return None
+    return _first_unfinished(current_actions(workflow))
 
 
 def _start(session: Session, workflow: Workflow, machine: Machine, now: dt.datetime) -> None:
@@ -249,8 +257,12 @@ def _start(session: Session, workflow: Workflow, machine: Machine, now: dt.datet
     _emit(session, workflow, machine, "workflow.started", run=workflow.run)
 
 
-def assignment(action: WorkflowAction, attempt: ActionAttempt) -> dict[str, Any]:
-    """What the agent runs: one attempt of one action."""
+def assignment(action: WorkflowAction, attempt: ActionAttempt, total: int) -> dict[str, Any]:
+    """What the agent runs: one attempt of one action.
+
+    `log_seq` is how many log lines the server already holds for this attempt, so an agent
+    that is served a running attempt again continues its log where it stopped.
+    """
     return {
         "id": attempt.id,
         "attempt": attempt.number,
@@ -265,31 +277,41 @@ def assignment(action: WorkflowAction, attempt: ActionAttempt) -> dict[str, Any]
         "timeout": action.timeout,
         "terminal": action.terminal,
         "index": action.position,
-        "total": None,
+        "total": total,
+        "log_seq": attempt.log_lines,
     }
 
 
-def next_action(
-    session: Session, machine: Machine, now: dt.datetime
-) -> dict[str, Any] | dt.datetime | None:
-    """The attempt the agent should run now, or when to ask again, or None for no work."""
-    workflow = active_workflow(session, machine.id, lock=True)
+START_NEEDED: Literal["start-needed"] = "start-needed"
+NextAction = dict[str, Any] | dt.datetime | Literal["start-needed"] | None
+
+
+def next_action(session: Session, machine: Machine, now: dt.datetime, *, write: bool) -> NextAction:
+    """The attempt the agent should run now, or when to ask again, or None for no work.
+
+    With write=False nothing changes: an attempt that must be started first yields
+    START_NEEDED, so the caller takes the write path (on SQLite, the write lock) only then.
+    The caller holds the machine's lock when write=True.
+    """
+    workflow = active_workflow(session, machine.id)
     if workflow is None or not any(iface.allow_workflow for iface in machine.interfaces):
         return None
     if workflow.state == WorkflowState.PENDING.value:
+        if not write:
+            return START_NEEDED
         _start(session, workflow, machine, now)
     if workflow.state != WorkflowState.RUNNING.value:
         return None
-    action = _current_action(workflow)
+    actions = current_actions(workflow)
+    action = _first_unfinished(actions)
     if action is None:
         return None
-    total = len(current_actions(workflow))
     if action.state == ActionState.RUNNING.value:
-        served = assignment(action, action.journal[-1])
-        served["total"] = total
-        return served
+        return assignment(action, action.journal[-1], len(actions))
     if action.not_before is not None and action.not_before > now:
         return action.not_before
+    if not write:
+        return START_NEEDED
     _move_action(action, ActionEvent.START)
     action.attempts += 1
     action.started_at = now
@@ -307,16 +329,15 @@ def next_action(
         action=action.name,
         task=action.task_name,
         index=action.position,
-        total=total,
+        total=len(actions),
         attempt=attempt.number,
         image=action.image,
     )
-    served = assignment(action, attempt)
-    served["total"] = total
-    return served
+    return assignment(action, attempt, len(actions))
 
 
-def _attempt_for(session: Session, machine: Machine, attempt_id: int) -> ActionAttempt:
+def attempt_for(session: Session, machine: Machine, attempt_id: int) -> ActionAttempt:
+    """The attempt, loaded fresh after the caller locked its machine."""
     attempt = session.get(ActionAttempt, attempt_id)
     if attempt is None or attempt.action.workflow.machine_id != machine.id:
         raise NotFound(f"action {attempt_id} not found for machine {machine.name}", field="id")
@@ -333,10 +354,13 @@ def report(
     message: str | None,
     now: dt.datetime,
 ) -> ActionAttempt:
-    """Apply an agent's report; the same report twice changes nothing the second time."""
-    attempt = _attempt_for(session, machine, attempt_id)
+    """Apply an agent's report; the same report twice changes nothing the second time.
+
+    The caller holds the machine's lock, which serialises every change to its workflows.
+    """
+    attempt = attempt_for(session, machine, attempt_id)
     action = attempt.action
-    workflow = get_workflow(session, action.workflow_id, lock=True)
+    workflow = action.workflow
     if status is ActionState.RUNNING:
         return attempt
     if attempt.state != ActionState.RUNNING.value:
@@ -457,7 +481,8 @@ def _end(
 def _stop_current_action(
     workflow: Workflow, state: ActionState, message: str, now: dt.datetime
 ) -> None:
-    """End the running (or, on cancel, waiting) action of a run that ends as a whole."""
+    """End the running action of a run that ends as a whole; an action waiting out a retry's
+    backoff is cancelled, so a resume retries it afresh."""
     action = _current_action(workflow)
     if action is None:
         return
@@ -470,16 +495,16 @@ def _stop_current_action(
         action.deadline = None
         event = ActionEvent.CANCEL if state is ActionState.CANCELLED else ActionEvent.TIME_OUT
         _move_action(action, event)
-    elif state is ActionState.CANCELLED and action.state == ActionState.PENDING.value:
+    elif action.state == ActionState.PENDING.value and action.attempts:
+        action.not_before = None
         _move_action(action, ActionEvent.CANCEL)
 
 
-def cancel(session: Session, workflow: Workflow, now: dt.datetime) -> None:
+def cancel(session: Session, workflow: Workflow, machine: Machine, now: dt.datetime) -> None:
     if WorkflowState(workflow.state) not in ACTIVE_WORKFLOW_STATES:
         raise Conflict(
             f"workflow {workflow.name} is {workflow.state}; nothing to cancel", field="state"
         )
-    machine = inventory.get_machine_by_id(session, workflow.machine_id)
     _stop_current_action(workflow, ActionState.CANCELLED, "cancelled by operator", now)
     _end(session, workflow, machine, WorkflowEvent.CANCEL, "cancelled by operator", now)
 
@@ -497,9 +522,8 @@ def _latest_template_data(session: Session, workflow: Workflow) -> str:
         return workflow.template_data
 
 
-def resume(session: Session, workflow: Workflow, now: dt.datetime) -> None:
+def resume(session: Session, workflow: Workflow, machine: Machine, now: dt.datetime) -> None:
     """Continue a failed run from its failed action, with the template as it is now."""
-    machine = inventory.get_machine_by_id(session, workflow.machine_id)
     other = active_workflow(session, machine.id)
     if other is not None and other.id != workflow.id:
         raise Conflict(f"machine {machine.name} runs workflow {other.name}", field="machine")
@@ -509,7 +533,8 @@ def resume(session: Session, workflow: Workflow, now: dt.datetime) -> None:
     if failed is None:
         raise Conflict(f"workflow {workflow.name} has no unfinished action", field="state")
     data = _latest_template_data(session, workflow)
-    fresh = _action_rows(_render(data, machine, workflow.hardware_map), workflow.run)
+    spec = _render(data, machine, workflow.hardware_map)
+    fresh = _action_rows(spec, workflow.run)
     if len(fresh) <= failed.position:
         raise Invalid(
             f"the template now has {len(fresh)} actions; resuming needs action"
@@ -522,12 +547,14 @@ def resume(session: Session, workflow: Workflow, now: dt.datetime) -> None:
         setattr(failed, key, value)
     failed.task_name = fresh[failed.position].task_name
     failed.worker = fresh[failed.position].worker
-    _move_action(failed, ActionEvent.RETRY)
+    if failed.state != ActionState.PENDING.value:
+        _move_action(failed, ActionEvent.RETRY)
     failed.budget_start = failed.attempts
     failed.not_before = None
     workflow.actions.extend(fresh[failed.position + 1 :])
     template_changed = data != workflow.template_data
     workflow.template_data = data
+    workflow.global_timeout = spec.global_timeout
     workflow.reason = None
     workflow.finished_at = None
     workflow.deadline = (
@@ -545,9 +572,8 @@ def resume(session: Session, workflow: Workflow, now: dt.datetime) -> None:
     )
 
 
-def rerun(session: Session, workflow: Workflow) -> None:
+def rerun(session: Session, workflow: Workflow, machine: Machine) -> None:
     """Start the whole workflow again as a new run; earlier runs stay in the history."""
-    machine = inventory.get_machine_by_id(session, workflow.machine_id)
     other = active_workflow(session, machine.id)
     if other is not None:
         raise Conflict(f"machine {machine.name} runs workflow {other.name}", field="machine")
@@ -570,7 +596,7 @@ def append_logs(
     session: Session, machine: Machine, attempt_id: int, *, seq: int, lines: list[str]
 ) -> int:
     """Keep the last lines of each attempt; `seq` (index of the first line) makes resends no-ops."""
-    attempt = _attempt_for(session, machine, attempt_id)
+    attempt = attempt_for(session, machine, attempt_id)
     skip = max(0, attempt.log_lines - seq)
     if seq > attempt.log_lines:
         raise Conflict(
@@ -598,40 +624,52 @@ def append_logs(
 
 
 def sweep(session: Session, now: dt.datetime, *, skip_locked: bool) -> int:
-    """End what has run past its deadline: actions (then retry or fail) and whole workflows."""
-    handled = 0
-    expired_actions = select(WorkflowAction).where(
-        WorkflowAction.state == ActionState.RUNNING.value, WorkflowAction.deadline < now
+    """End what ran past its deadline: an action (then retry or fail) or a whole workflow.
+
+    Candidates are found without locks, then each machine is locked (skipping machines another
+    process holds; the next sweep gets them) and the deadline checked again under the lock.
+    """
+    late_actions = (
+        select(Workflow.machine_id)
+        .join(WorkflowAction)
+        .where(WorkflowAction.state == ActionState.RUNNING.value, WorkflowAction.deadline < now)
     )
-    if skip_locked:
-        expired_actions = expired_actions.with_for_update(skip_locked=True)
-    for action in session.scalars(expired_actions).all():
-        workflow = action.workflow
-        if workflow.state != WorkflowState.RUNNING.value:
+    late_workflows = select(Workflow.machine_id).where(
+        Workflow.state.in_(ACTIVE), Workflow.deadline < now
+    )
+    machine_ids = set(session.scalars(late_actions)) | set(session.scalars(late_workflows))
+    handled = 0
+    for machine_id in sorted(machine_ids):
+        machine = inventory.lock_machine(session, machine_id, skip_locked=skip_locked)
+        workflow = active_workflow(session, machine_id) if machine is not None else None
+        if machine is None or workflow is None:
             continue
-        machine = inventory.get_machine_by_id(session, workflow.machine_id)
-        message = f"no report within the action timeout of {action.timeout}s"
-        _finish_attempt(
-            session,
-            workflow,
-            machine,
-            action,
-            action.journal[-1],
-            ActionState.TIMEOUT,
-            None,
-            message,
-            now,
-        )
-        handled += 1
-    expired_workflows = select(Workflow).where(Workflow.state.in_(ACTIVE), Workflow.deadline < now)
-    if skip_locked:
-        expired_workflows = expired_workflows.with_for_update(skip_locked=True)
-    for workflow in session.scalars(expired_workflows).all():
-        machine = inventory.get_machine_by_id(session, workflow.machine_id)
-        _stop_current_action(workflow, ActionState.TIMEOUT, "global timeout", now)
-        reason = f"global timeout of {workflow.global_timeout}s exceeded"
-        _end(session, workflow, machine, WorkflowEvent.TIME_OUT, reason, now)
-        handled += 1
+        if workflow.deadline is not None and workflow.deadline < now:
+            _stop_current_action(workflow, ActionState.TIMEOUT, "global timeout", now)
+            reason = f"global timeout of {workflow.global_timeout}s exceeded"
+            _end(session, workflow, machine, WorkflowEvent.TIME_OUT, reason, now)
+            handled += 1
+            continue
+        action = _current_action(workflow)
+        if (
+            action is not None
+            and action.state == ActionState.RUNNING.value
+            and action.deadline is not None
+            and action.deadline < now
+        ):
+            message = f"no report within the action timeout of {action.timeout}s"
+            _finish_attempt(
+                session,
+                workflow,
+                machine,
+                action,
+                action.journal[-1],
+                ActionState.TIMEOUT,
+                None,
+                message,
+                now,
+            )
+            handled += 1
     return handled
 
 

@@ -231,8 +231,3 @@ def test_yaml_errors_carry_line() -> None:
         check_template('version: "0.1"\nname: x\ntasks:\n  - name: [oops\n')
     assert err.value.field == "template"
     assert err.value.line is not None and err.value.line >= 4
-
-
-def test_spec_round_trips_through_dict() -> None:
-    spec = render(UBUNTU)
-    assert WorkflowSpec.from_dict(spec.to_dict()) == spec

@@ -62,9 +62,21 @@ def test_defaults_merges_and_coercions() -> None:
             "tasks[0].actions[1].name",
             "duplicate action name 'wipe'",
         ),
-        ("        timeout: 60", "        timeout: -1", "tasks[0].actions[0].timeout", ">= 0"),
-        ("        timeout: 60", "        timeout: soon", "tasks[0].actions[0].timeout", ">= 0"),
-        ("        retries: 2", "        retries: true", "tasks[0].actions[0].retries", ">= 0"),
+        ("        timeout: 60", "        timeout: -1", "tasks[0].actions[0].timeout", "from 0 to"),
+        (
+            "        timeout: 60",
+            "        timeout: soon",
+            "tasks[0].actions[0].timeout",
+            "from 0 to",
+        ),
+        ("        retries: 2", "        retries: true", "tasks[0].actions[0].retries", "from 0 to"),
+        (
+            "        timeout: 60",
+            "        timeout: 99999999999",
+            "tasks[0].actions[0].timeout",
+            "2592000",
+        ),
+        ("        retries: 2", "        retries: 101", "tasks[0].actions[0].retries", "0 to 100"),
         (
             "        terminal: false",
             "        terminal: maybe",
@@ -98,7 +110,7 @@ def test_defaults_merges_and_coercions() -> None:
             "tasks[0].volumes",
             "list",
         ),
-        ("name: wipe\n", "name: wipe\nglobal_timeout: 1.5\n", "global_timeout", ">= 0"),
+        ("name: wipe\n", "name: wipe\nglobal_timeout: 1.5\n", "global_timeout", "from 0 to"),
     ],
 )
 def test_rule_violations_name_the_field(old: str, new: str, field: str, fragment: str) -> None:
