@@ -26,5 +26,7 @@ class Conflict(MetalflowError):
     status = 409
 
 
-class Invalid(MetalflowError):
+class Invalid(MetalflowError, ValueError):
+    """Also a ValueError, so pydantic validators may raise it and name the field."""
+
     status = 422

@@ -97,12 +97,15 @@ class EventFilter:
         if self.workflow is not None:
             query = query.where(Event.workflow_id == self.workflow)
         if self.kind_prefix is not None:
-            query = query.where(Event.kind.startswith(self.kind_prefix))
+            query = query.where(Event.kind.startswith(self.kind_prefix, autoescape=True))
         return query
 
 
 @dataclass(eq=False)
 class Subscription:
+    """A live stream's queue; a reader too slow to keep up is cut off (`overflowed`) and
+    resumes from the stored log with Last-Event-ID, so no event is lost silently."""
+
     filter: EventFilter
     queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
     overflowed: bool = False
@@ -176,8 +179,11 @@ class EventBus:
 def list_events(
     session: Session, event_filter: EventFilter, *, after: int = 0, limit: int = 1000
 ) -> list[Event]:
-    """The newest `limit` events after `after`, oldest first."""
-    query = event_filter.where(select(Event).where(Event.id > after))
+    """Oldest first: the first `limit` events after `after`, or without `after` the newest
+    `limit` (the tail a human asks for)."""
+    query = event_filter.where(select(Event))
+    if after:
+        return list(session.scalars(query.where(Event.id > after).order_by(Event.id).limit(limit)))
     newest = session.scalars(query.order_by(Event.id.desc()).limit(limit)).all()
     return list(reversed(newest))
 
@@ -225,7 +231,7 @@ class PostgresRelay:
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=1.0):
                             self._relay(note.payload)
-            except psycopg.Error:
+            except Exception:
                 log.warning("event=relay.reconnect", exc_info=True)
                 self._stop.wait(1.0)
 

@@ -78,6 +78,8 @@ def test_bad_input_names_the_field(api: httpx.Client) -> None:
         (M1.replace('"52:54:00:00:00:01"', "nope"), "is not a MAC address"),
         (M1.replace("192.0.2.11", "192.0.2.300"), "is not an IP address"),
         ("apiVersion: metalflow/v1\nkind: Machine\nmetadata: {}\n", "metadata.name is required"),
+        (simple_template().replace("name: ubuntu", "name: " + "x" * 300, 1), "must be 1-200"),
+        (simple_template().replace("timeout: 60", "timeout: 10000000000000"), "2592000"),
     ]
     for text, expected in cases:
         response = apply(api, text)
@@ -151,6 +153,10 @@ def test_authentication_and_agent_scope(live: LiveServer, api: httpx.Client) -> 
     impostor = AgentClient(live.url, token2, "52:54:00:00:00:01")
     assert impostor.hello().status_code == 422
     impostor.close()
+    assert api.get("/api/v1/agent/next").status_code == 403
+    huge = agent1.report(action["id"], "failed", exit_code=10**20)
+    assert huge.status_code == 422
+    assert agent1.report(10**12, "success").status_code == 422
     rotated = api.post("/api/v1/machines/m1/agent-token/rotate").json()["token"]
     assert rotated != token1
     assert agent1.http.get("/api/v1/agent/next").status_code == 401

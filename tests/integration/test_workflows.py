@@ -310,3 +310,75 @@ def test_fifty_agents_at_once(api: httpx.Client, live: LiveServer) -> None:
     assert listed["count"] == 50
     for agent in agents:
         agent.close()
+
+
+def test_concurrent_identical_reports_apply_once(api: httpx.Client, agent: AgentClient) -> None:
+    workflow = provision(api)
+    action = agent.next()
+    assert action is not None
+    statuses: list[int] = []
+
+    def send() -> None:
+        statuses.append(agent.report(action["id"], "success", exit_code=0).status_code)
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert statuses == [200] * 8
+    assert kinds(api, workflow=workflow["id"]).count("workflow.action.succeeded") == 1
+
+
+def test_resume_after_global_timeout_during_backoff(api: httpx.Client, live: LiveServer) -> None:
+    template = template_yaml(
+        "patient",
+        [{"name": "wipe", "image": "wipe", "timeout": 60, "retries": 3, "retry_backoff": 600}],
+        global_timeout=1,
+    )
+    apply(api, machine_yaml("m5", "52:54:00:00:00:05") + "---\n" + template)
+    token = api.post("/api/v1/machines/m5/agent-token").json()["token"]
+    agent = AgentClient(live.url, token, "52:54:00:00:00:05")
+    workflow = provision(api, "patient", "m5")
+    action = agent.next()
+    assert action is not None
+    agent.report(action["id"], "failed", exit_code=1)
+    timed_out = wait_for_state(api, workflow["id"], "TIMEOUT")
+    assert timed_out["actions"][0]["state"] == "CANCELLED"
+    fixed = template.replace("global_timeout: 1", "global_timeout: 600")
+    apply(api, fixed)
+    resumed = api.post(f"/api/v1/workflows/{workflow['id']}/resume")
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["global_timeout"] == 600
+    again = agent.next()
+    assert again is not None and again["attempt"] == 2
+    agent.report(again["id"], "success")
+    assert api.get(f"/api/v1/workflows/{workflow['id']}").json()["state"] == "SUCCESS"
+    agent.close()
+
+
+def test_reapply_keeps_netboot_off_and_waits_for_busy_machines(
+    api: httpx.Client, agent: AgentClient
+) -> None:
+    provision(api)
+    busy = apply(api, machine_yaml("m1", MAC, "192.0.2.11").replace("rack: r1", "rack: r9"))
+    assert busy.status_code == 409 and "changes wait" in busy.json()["detail"]["message"]
+    run_to_end(agent)
+    relabel = apply(api, machine_yaml("m1", MAC, "192.0.2.11").replace("rack: r1", "rack: r9"))
+    assert relabel.json()["results"][0]["action"] == "updated"
+    machine = api.get("/api/v1/machines/m1").json()
+    assert machine["labels"] == {"rack": "r9"}
+    assert machine["interfaces"][0]["allow_pxe"] is False
+
+
+def test_running_report_changes_nothing_and_log_seq_resumes(
+    api: httpx.Client, agent: AgentClient
+) -> None:
+    provision(api)
+    action = agent.next()
+    assert action is not None and action["log_seq"] == 0
+    agent.logs(action["id"], ["one", "two"])
+    running = agent.report(action["id"], "running")
+    assert running.json() == {"id": action["id"], "state": "RUNNING", "workflow_state": "RUNNING"}
+    again = agent.next()
+    assert again is not None and again["id"] == action["id"] and again["log_seq"] == 2

@@ -77,6 +77,21 @@ def test_kinds_are_ordered_machines_templates_workflows() -> None:
             "needs machine or a hardwareMap",
         ),
         ("", "yaml", "no documents"),
+        (
+            HARDWARE.replace("ip: {address", "ip: 192.0.2.5\n        x: {address"),
+            "spec.interfaces[0].dhcp.x",
+            "unknown field 'x'",
+        ),
+        (
+            HARDWARE.replace('vlan_id: "20"', "vlan_id: abc"),
+            "spec.interfaces[0].dhcp.vlan_id",
+            "must be a VLAN number",
+        ),
+        (
+            HARDWARE.replace("  interfaces:\n", "  interfaces: 5\n  resources:\n"),
+            "spec.interfaces",
+            "must be a list",
+        ),
     ],
 )
 def test_errors_name_the_field(text: str, field: str, words: str) -> None:

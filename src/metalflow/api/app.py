@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import IntegrityError
 
 from metalflow import __version__
 from metalflow.api import events
@@ -71,6 +72,12 @@ def create_app(services: Services) -> FastAPI:
     @app.exception_handler(MetalflowError)
     async def metalflow_error(request: Request, exc: MetalflowError) -> JSONResponse:
         return JSONResponse(status_code=exc.status, content={"detail": exc.detail()})
+
+    @app.exception_handler(IntegrityError)
+    async def integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+        """A uniqueness race the services' own checks lost to a concurrent request."""
+        detail = {"message": "a concurrent change conflicts with this one; retry", "field": None}
+        return JSONResponse(status_code=409, content={"detail": detail})
 
     @app.get("/healthz", tags=["health"])
     def healthz(request: Request) -> JSONResponse:

@@ -36,10 +36,10 @@ async def events(
     machine: str | None = None,
     workflow: str | None = None,
     kind: str | None = Query(None, description="kind prefix, e.g. workflow.action"),
-    after: int = Query(0, ge=0, description="only events with a larger id"),
+    after: int = Query(0, ge=0, le=2**62, description="only events with a larger id"),
     limit: int = Query(100, ge=1, le=10_000),
     follow: bool = Query(False, description="stream as text/event-stream"),
-    last_event_id: int | None = Header(None),
+    last_event_id: int | None = Header(None, ge=0, le=2**62),
 ) -> dict[str, Any] | StreamingResponse:
     event_filter = EventFilter(machine=machine, workflow=workflow, kind_prefix=kind)
     start = max(after, last_event_id or 0)
@@ -52,10 +52,14 @@ async def events(
         try:
             backlog = await run_in_threadpool(_read, services, event_filter, start, limit)
             last = start
-            for event in backlog:
-                last = event.id
-                yield _sse(event)
-            while not await request.is_disconnected():
+            while backlog:
+                for event in backlog:
+                    last = event.id
+                    yield _sse(event)
+                if not start or len(backlog) < limit:
+                    break
+                backlog = await run_in_threadpool(_read, services, event_filter, last, limit)
+            while not await request.is_disconnected() and not sub.overflowed:
                 try:
                     event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_SECONDS)
                 except TimeoutError:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from metalflow.errors import Invalid
 from metalflow.inventory.schemas import MachineSpec
 from metalflow.inventory.tinkerbell import hardware_to_machine_fields
+from metalflow.names import check_name
 
 METALFLOW_API = "metalflow/v1"
 TINKERBELL_API = "tinkerbell.org/v1alpha1"
@@ -80,9 +81,7 @@ def _one(index: int, raw: Any) -> Document:
     if not isinstance(raw, dict):
         raise Invalid(f"{where} must be a mapping, got {type(raw).__name__}", field=where)
     if "apiVersion" not in raw and "tasks" in raw:
-        name = raw.get("name")
-        if not isinstance(name, str) or not name:
-            raise Invalid(f"{where}: a bare template needs a name", field=f"{where}.name")
+        name = check_name(raw.get("name"), f"{where}.name")
         return TemplateDoc(index, name, yaml.safe_dump(raw, sort_keys=False), where)
     api, kind = raw.get("apiVersion"), raw.get("kind")
     if api not in KNOWN:
@@ -99,9 +98,9 @@ def _one(index: int, raw: Any) -> Document:
     if unknown:
         raise Invalid(f"{where}: unknown field {unknown[0]!r}", field=f"{where}.{unknown[0]}")
     metadata = raw.get("metadata") or {}
-    name = metadata.get("name") if isinstance(metadata, dict) else None
-    if not isinstance(name, str) or not name:
-        raise Invalid(f"{where}.metadata.name is required", field=f"{where}.metadata.name")
+    name = check_name(
+        metadata.get("name") if isinstance(metadata, dict) else None, f"{where}.metadata.name"
+    )
     spec = raw.get("spec") or {}
     if not isinstance(spec, dict):
         raise Invalid(f"{where}.spec must be a mapping", field=f"{where}.spec")

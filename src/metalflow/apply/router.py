@@ -30,6 +30,9 @@ class _DryRun(Exception):
 async def apply(
     request: Request, services: ServicesDep, _: Writer, dry_run: bool = False
 ) -> dict[str, Any]:
+    declared = request.headers.get("content-length", "0")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise Invalid(f"the request is {declared} bytes; the limit is {MAX_BODY}", field="body")
     body = await request.body()
     if len(body) > MAX_BODY:
         raise Invalid(f"the request is {len(body)} bytes; the limit is {MAX_BODY}", field="body")

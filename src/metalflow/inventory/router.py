@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from metalflow.api.deps import Reader, ServicesDep, Writer
 from metalflow.errors import Invalid
@@ -13,6 +13,7 @@ from metalflow.inventory import service
 from metalflow.inventory.lifecycle import MachineEvent
 from metalflow.inventory.schemas import MachineList, MachinePublic, TransitionRequest
 from metalflow.inventory.tables import Machine
+from metalflow.names import check_name
 from metalflow.workflows import service as workflows
 
 router = APIRouter(prefix="/machines", tags=["machines"])
@@ -56,7 +57,7 @@ def show_machine(name: str, services: ServicesDep, _: Reader) -> MachinePublic:
 @router.delete("/{name}", status_code=204)
 def delete_machine(name: str, services: ServicesDep, _: Writer) -> Response:
     with services.db.write() as session:
-        service.delete_machine(session, service.get_machine(session, name))
+        service.delete_machine(session, service.lock(session, service.get_machine(session, name)))
     return Response(status_code=204)
 
 
@@ -65,7 +66,7 @@ def transition_machine(
     name: str, body: TransitionRequest, services: ServicesDep, _: Writer
 ) -> MachinePublic:
     with services.db.write() as session:
-        machine = service.get_machine(session, name)
+        machine = service.lock(session, service.get_machine(session, name))
         service.operator_transition(session, machine, body.event, body.reason)
         return public(session, machine)
 
@@ -92,6 +93,11 @@ class ProvisionRequest(BaseModel):
     template: str
     hardware_map: dict[str, str] | None = None
     name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value, "name")
 
 
 class DeprovisionRequest(BaseModel):
@@ -129,6 +135,7 @@ def deprovision(
             )
             workflow_out = workflows.to_public(workflow, machine.name)
         else:
+            machine = service.lock(session, machine)
             service.transition(session, machine, MachineEvent.DEPROVISION)
             service.transition(session, machine, MachineEvent.DEPROVISIONED)
             service.set_netboot(machine, False)

@@ -118,8 +118,18 @@ def _interface_fields(spec: InterfaceSpec) -> dict[str, Any]:
     }
 
 
-def _sync_interfaces(session: Session, machine: Machine, wanted: list[InterfaceSpec]) -> None:
-    """Match rows by MAC so unique constraints never see a transient duplicate."""
+def _sync_interfaces(
+    session: Session,
+    machine: Machine,
+    wanted: list[InterfaceSpec],
+    declared_before: dict[str, dict[str, Any]],
+) -> None:
+    """Match rows by MAC so unique constraints never see a transient duplicate.
+
+    Workflows turn netboot on and off; a re-apply that leaves an interface's declared netboot
+    flags as they were keeps the flags the workflows set (a label edit must not send a
+    provisioned machine back to PXE).
+    """
     by_mac = {iface.mac: iface for iface in machine.interfaces}
     wanted_macs = {spec.mac for spec in wanted}
     stale = [iface for mac, iface in by_mac.items() if mac not in wanted_macs]
@@ -134,7 +144,11 @@ def _sync_interfaces(session: Session, machine: Machine, wanted: list[InterfaceS
             machine.interfaces.append(row)
         else:
             row.position = position
-            for key, value in _interface_fields(spec).items():
+            fields = _interface_fields(spec)
+            before = declared_before.get(spec.mac)
+            if before is not None and before.get("netboot") == spec.netboot.model_dump(mode="json"):
+                del fields["allow_pxe"], fields["allow_workflow"]
+            for key, value in fields.items():
                 setattr(row, key, value)
 
 
@@ -160,6 +174,18 @@ def apply_machine(
             return "unchanged"
     _check_unique_addresses(session, spec, machine.id if machine else None)
     outcome: ApplyOutcome = "updated"
+    declared_before: dict[str, dict[str, Any]] = {}
+    if machine is not None:
+        machine = lock(session, machine)
+        if MachineState(machine.state) in BUSY_STATES:
+            raise Conflict(
+                f"machine {machine.name} is {machine.state}; changes wait until its workflow"
+                " ends (or cancel it)",
+                field="metadata.name",
+            )
+        declared_before = {
+            iface["mac"]: iface for iface in machine.applied.get("spec", {}).get("interfaces", [])
+        }
     if machine is None:
         outcome = "created"
         machine = Machine(
@@ -179,7 +205,7 @@ def apply_machine(
     machine.instance_metadata = spec.metadata
     machine.user_data = spec.user_data
     machine.applied = applied
-    _sync_interfaces(session, machine, spec.interfaces)
+    _sync_interfaces(session, machine, spec.interfaces, declared_before)
     session.flush()
     events.record(
         session,

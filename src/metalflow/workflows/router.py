@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from metalflow.api.deps import Reader, ServicesDep, Writer
 from metalflow.db.base import utcnow
 from metalflow.errors import Conflict
 from metalflow.inventory import service as inventory
+from metalflow.names import check_name
 from metalflow.workflows import service
 from metalflow.workflows.states import FINAL_WORKFLOW_STATES, WorkflowState
 
@@ -23,6 +24,12 @@ class WorkflowCreate(BaseModel):
     template: str
     hardware_map: dict[str, str] | None = None
     name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value, "name")
+
     kind: str = "provision"
 
 
