@@ -11,6 +11,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
+PG_POOL_SIZE = 40
+"""Connections kept open; no overflow, since connections opened past the pool are closed again
+on return and PostgreSQL pays a backend start for each."""
+
 AfterCommit = Callable[[list[Any]], None]
 BeforeCommit = Callable[[Session, list[Any]], None]
 
@@ -37,7 +41,7 @@ class Database:
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
-            kwargs.update(pool_size=20, max_overflow=20, pool_pre_ping=True)
+            kwargs.update(pool_size=PG_POOL_SIZE, max_overflow=0, pool_pre_ping=True)
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_on_connect)

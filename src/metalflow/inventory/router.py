@@ -57,7 +57,9 @@ def show_machine(name: str, services: ServicesDep, _: Reader) -> MachinePublic:
 @router.delete("/{name}", status_code=204)
 def delete_machine(name: str, services: ServicesDep, _: Writer) -> Response:
     with services.db.write() as session:
-        service.delete_machine(session, service.lock(session, service.get_machine(session, name)))
+        machine = service.lock(session, service.get_machine(session, name))
+        service.delete_machine(session, machine)
+    services.auth.forget(machine.id)
     return Response(status_code=204)
 
 
@@ -85,6 +87,7 @@ def rotate_agent_token(name: str, services: ServicesDep, _: Writer) -> dict[str,
         machine = service.get_machine(session, name)
         machine.agent_token_generation += 1
         token = services.keyring.agent_token(machine.id, machine.agent_token_generation)
+    services.auth.forget(machine.id)
     return {"token": token}
 
 

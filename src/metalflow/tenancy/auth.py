@@ -54,32 +54,46 @@ def authorize(principal: Principal, action: Action, *, machine_id: str | None = 
 
 
 API_TOKEN_CACHE_SECONDS = 60.0
+AGENT_GENERATION_CACHE_SECONDS = 5.0
 
 
 class Authenticator:
     """Maps a bearer token to a Principal.
 
-    API token lookups are cached for a minute, so a deleted token stops working within that.
+    Lookups are cached briefly (agents poll often): a deleted API token stops working within a
+    minute; a rotated agent token at once in this process (`forget`) and within seconds in
+    other processes sharing the database.
     """
 
     def __init__(self, keyring: Keyring) -> None:
         self.keyring = keyring
         self._api_tokens: dict[str, tuple[float, Principal]] = {}
+        self._agent_generations: dict[str, tuple[float, int | None]] = {}
+
+    def forget(self, machine_id: str) -> None:
+        self._agent_generations.pop(machine_id, None)
+
+    def _agent_generation(self, session: Session, machine_id: str, now: float) -> int | None:
+        cached = self._agent_generations.get(machine_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        current = session.scalar(
+            select(Machine.agent_token_generation).where(Machine.id == machine_id)
+        )
+        self._agent_generations[machine_id] = (now + AGENT_GENERATION_CACHE_SECONDS, current)
+        return current
 
     def authenticate(self, session: Session, token: str) -> Principal | None:
         """Agent tokens carry their machine and are checked by signature, plus one lookup that the
         machine exists and has not rotated its token since."""
+        now = time.monotonic()
         parsed = self.keyring.parse_agent_token(token)
         if parsed is not None:
             machine_id, generation = parsed
-            current = session.scalar(
-                select(Machine.agent_token_generation).where(Machine.id == machine_id)
-            )
-            if current != generation:
+            if self._agent_generation(session, machine_id, now) != generation:
                 return None
             return Principal(Role.AGENT, f"agent:{machine_id}", machine_id)
         digest = hash_token(token)
-        now = time.monotonic()
         cached = self._api_tokens.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]

@@ -78,14 +78,14 @@ def hello(body: Hello, services: ServicesDep, principal: Agent) -> dict[str, Any
 
 
 def _try_next(services: Services, principal: Principal) -> service.NextAction:
-    """Read first; only starting an attempt needs the write path."""
+    """A machine with no workflow to run is answered by one read; only work takes the write
+    path (on SQLite, the write lock)."""
     with services.db.read() as session:
-        found = service.next_action(session, _machine(session, principal), utcnow(), write=False)
-    if found != service.START_NEEDED:
-        return found
+        if not service.has_active_workflow(session, principal.machine_id or ""):
+            return None
     with services.db.write() as session:
         machine = _machine(session, principal, lock=True)
-        return service.next_action(session, machine, utcnow(), write=True)
+        return service.next_action(session, machine, utcnow())
 
 
 @router.get("/next", responses={204: {"description": "no action to run now"}})

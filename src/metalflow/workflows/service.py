@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -148,7 +148,6 @@ def _action_rows(spec: WorkflowSpec, run: int) -> list[WorkflowAction]:
                     task_name=task.name,
                     worker=task.worker,
                     state=ActionState.PENDING.value,
-                    journal=[],
                     **_action_fields(action),
                 )
             )
@@ -257,6 +256,17 @@ def _start(session: Session, workflow: Workflow, machine: Machine, now: dt.datet
     _emit(session, workflow, machine, "workflow.started", run=workflow.run)
 
 
+def latest_attempt(session: Session, action: WorkflowAction) -> ActionAttempt:
+    attempt = session.scalar(
+        select(ActionAttempt).where(
+            ActionAttempt.action_id == action.id, ActionAttempt.number == action.attempts
+        )
+    )
+    if attempt is None:
+        raise Conflict(f"action {action.name} has no attempt yet", field="id")
+    return attempt
+
+
 def assignment(action: WorkflowAction, attempt: ActionAttempt, total: int) -> dict[str, Any]:
     """What the agent runs: one attempt of one action.
 
@@ -282,23 +292,23 @@ def assignment(action: WorkflowAction, attempt: ActionAttempt, total: int) -> di
     }
 
 
-START_NEEDED: Literal["start-needed"] = "start-needed"
-NextAction = dict[str, Any] | dt.datetime | Literal["start-needed"] | None
+NextAction = dict[str, Any] | dt.datetime | None
 
 
-def next_action(session: Session, machine: Machine, now: dt.datetime, *, write: bool) -> NextAction:
+def has_active_workflow(session: Session, machine_id: str) -> bool:
+    query = select(Workflow.id).where(Workflow.machine_id == machine_id, Workflow.state.in_(ACTIVE))
+    return session.scalar(query) is not None
+
+
+def next_action(session: Session, machine: Machine, now: dt.datetime) -> NextAction:
     """The attempt the agent should run now, or when to ask again, or None for no work.
 
-    With write=False nothing changes: an attempt that must be started first yields
-    START_NEEDED, so the caller takes the write path (on SQLite, the write lock) only then.
-    The caller holds the machine's lock when write=True.
+    The caller holds the machine's lock.
     """
     workflow = active_workflow(session, machine.id)
     if workflow is None or not any(iface.allow_workflow for iface in machine.interfaces):
         return None
     if workflow.state == WorkflowState.PENDING.value:
-        if not write:
-            return START_NEEDED
         _start(session, workflow, machine, now)
     if workflow.state != WorkflowState.RUNNING.value:
         return None
@@ -307,19 +317,19 @@ def next_action(session: Session, machine: Machine, now: dt.datetime, *, write: 
     if action is None:
         return None
     if action.state == ActionState.RUNNING.value:
-        return assignment(action, action.journal[-1], len(actions))
+        return assignment(action, latest_attempt(session, action), len(actions))
     if action.not_before is not None and action.not_before > now:
         return action.not_before
-    if not write:
-        return START_NEEDED
     _move_action(action, ActionEvent.START)
     action.attempts += 1
     action.started_at = now
     action.finished_at = None
     action.not_before = None
     action.deadline = now + dt.timedelta(seconds=action.timeout) if action.timeout else None
-    attempt = ActionAttempt(number=action.attempts, state=ActionState.RUNNING.value, started_at=now)
-    action.journal.append(attempt)
+    attempt = ActionAttempt(
+        action_id=action.id, number=action.attempts, state=ActionState.RUNNING.value, started_at=now
+    )
+    session.add(attempt)
     session.flush()
     _emit(
         session,
@@ -370,7 +380,7 @@ def report(
             f"action {attempt_id} already ended as {attempt.state}; it cannot become {status}",
             field="status",
         )
-    if action.journal[-1].id != attempt.id or action.state != ActionState.RUNNING.value:
+    if attempt.number != action.attempts or action.state != ActionState.RUNNING.value:
         raise Conflict(f"action {attempt_id} is not the running attempt", field="id")
     _finish_attempt(session, workflow, machine, action, attempt, status, exit_code, message, now)
     return attempt
@@ -479,7 +489,7 @@ def _end(
 
 
 def _stop_current_action(
-    workflow: Workflow, state: ActionState, message: str, now: dt.datetime
+    session: Session, workflow: Workflow, state: ActionState, message: str, now: dt.datetime
 ) -> None:
     """End the running action of a run that ends as a whole; an action waiting out a retry's
     backoff is cancelled, so a resume retries it afresh."""
@@ -487,7 +497,7 @@ def _stop_current_action(
     if action is None:
         return
     if action.state == ActionState.RUNNING.value:
-        attempt = action.journal[-1]
+        attempt = latest_attempt(session, action)
         attempt.state = state.value
         attempt.finished_at = now
         attempt.message = message
@@ -505,7 +515,7 @@ def cancel(session: Session, workflow: Workflow, machine: Machine, now: dt.datet
         raise Conflict(
             f"workflow {workflow.name} is {workflow.state}; nothing to cancel", field="state"
         )
-    _stop_current_action(workflow, ActionState.CANCELLED, "cancelled by operator", now)
+    _stop_current_action(session, workflow, ActionState.CANCELLED, "cancelled by operator", now)
     _end(session, workflow, machine, WorkflowEvent.CANCEL, "cancelled by operator", now)
 
 
@@ -645,7 +655,7 @@ def sweep(session: Session, now: dt.datetime, *, skip_locked: bool) -> int:
         if machine is None or workflow is None:
             continue
         if workflow.deadline is not None and workflow.deadline < now:
-            _stop_current_action(workflow, ActionState.TIMEOUT, "global timeout", now)
+            _stop_current_action(session, workflow, ActionState.TIMEOUT, "global timeout", now)
             reason = f"global timeout of {workflow.global_timeout}s exceeded"
             _end(session, workflow, machine, WorkflowEvent.TIME_OUT, reason, now)
             handled += 1
@@ -663,7 +673,7 @@ def sweep(session: Session, now: dt.datetime, *, skip_locked: bool) -> int:
                 workflow,
                 machine,
                 action,
-                action.journal[-1],
+                latest_attempt(session, action),
                 ActionState.TIMEOUT,
                 None,
                 message,

@@ -87,7 +87,6 @@ class WorkflowAction(Base):
         back_populates="action",
         order_by="ActionAttempt.number",
         cascade="all, delete-orphan",
-        lazy="selectin",
     )
 
 
@@ -104,7 +103,7 @@ class ActionAttempt(Base):
     finished_at: Mapped[dt.datetime | None]
     exit_code: Mapped[int | None]
     message: Mapped[str | None] = mapped_column(Text)
-    log_tail: Mapped[list[Any]] = mapped_column(default=list)
+    log_tail: Mapped[list[Any]] = mapped_column(default=list, deferred=True)
     log_lines: Mapped[int] = mapped_column(default=0)
 
     action: Mapped[WorkflowAction] = relationship(back_populates="journal")
