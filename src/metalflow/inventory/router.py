@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, field_validator
+from sqlalchemy.orm import Session
 
 from metalflow.api.deps import Reader, ServicesDep, Writer
 from metalflow.errors import Invalid
@@ -19,7 +20,7 @@ from metalflow.workflows import service as workflows
 router = APIRouter(prefix="/machines", tags=["machines"])
 
 
-def public(session: Any, machine: Machine) -> MachinePublic:
+def public(session: Session, machine: Machine) -> MachinePublic:
     active = workflows.active_workflow_ids(session, [machine.id])
     return service.to_public(machine, active.get(machine.id))
 

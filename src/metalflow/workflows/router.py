@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, field_validator
+from sqlalchemy.orm import Session
 
 from metalflow.api.deps import Reader, ServicesDep, Writer
 from metalflow.db.base import utcnow
@@ -14,6 +15,7 @@ from metalflow.inventory import service as inventory
 from metalflow.names import check_name
 from metalflow.workflows import service
 from metalflow.workflows.states import FINAL_WORKFLOW_STATES, WorkflowState
+from metalflow.workflows.tables import Workflow
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 
@@ -33,7 +35,7 @@ class WorkflowCreate(BaseModel):
     kind: str = "provision"
 
 
-def _public(session: Any, workflow: Any, *, history: bool = False) -> dict[str, Any]:
+def _public(session: Session, workflow: Workflow, *, history: bool = False) -> dict[str, Any]:
     machine = inventory.get_machine_by_id(session, workflow.machine_id)
     return service.to_public(workflow, machine.name, history=history)
 

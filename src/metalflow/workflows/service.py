@@ -20,7 +20,7 @@ from metalflow.inventory import service as inventory
 from metalflow.inventory.lifecycle import MachineEvent
 from metalflow.inventory.tables import Machine
 from metalflow.statemachine import IllegalTransition
-from metalflow.templates import TemplateError, WorkflowSpec, render_template
+from metalflow.templates import ActionSpec, TemplateError, WorkflowSpec, render_template
 from metalflow.templates.service import get_template, template_error
 from metalflow.workflows.states import (
     ACTION,
@@ -138,23 +138,22 @@ def _render(template_data: str, machine: Machine, hardware_map: dict[str, str]) 
 
 
 def _action_rows(spec: WorkflowSpec, run: int) -> list[WorkflowAction]:
-    rows: list[WorkflowAction] = []
-    for task in spec.tasks:
-        for action in task.actions:
-            rows.append(
-                WorkflowAction(
-                    run=run,
-                    position=len(rows),
-                    task_name=task.name,
-                    worker=task.worker,
-                    state=ActionState.PENDING.value,
-                    **_action_fields(action),
-                )
-            )
-    return rows
+    return [
+        WorkflowAction(run=run, position=position, state=ActionState.PENDING.value, **fields)
+        for position, fields in enumerate(_spec_fields(spec))
+    ]
 
 
-def _action_fields(action: Any) -> dict[str, Any]:
+def _spec_fields(spec: WorkflowSpec) -> list[dict[str, Any]]:
+    """The rendered actions in order, as WorkflowAction columns."""
+    return [
+        {"task_name": task.name, "worker": task.worker, **_action_fields(action)}
+        for task in spec.tasks
+        for action in task.actions
+    ]
+
+
+def _action_fields(action: ActionSpec) -> dict[str, Any]:
     return {
         "name": action.name,
         "image": action.image,
@@ -553,10 +552,8 @@ def resume(session: Session, workflow: Workflow, machine: Machine, now: dt.datet
         )
     for row in actions[failed.position + 1 :]:
         workflow.actions.remove(row)
-    for key, value in _action_fields(fresh[failed.position]).items():
+    for key, value in _spec_fields(spec)[failed.position].items():
         setattr(failed, key, value)
-    failed.task_name = fresh[failed.position].task_name
-    failed.worker = fresh[failed.position].worker
     if failed.state != ActionState.PENDING.value:
         _move_action(failed, ActionEvent.RETRY)
     failed.budget_start = failed.attempts

@@ -9,9 +9,10 @@ from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from metalflow.db.base import Base, utcnow
+from metalflow.workflows.states import ACTIVE_WORKFLOW_STATES, WorkflowState
 
-ACTIVE = ("PENDING", "PREPARING", "RUNNING", "POST")
-_ACTIVE_SQL = text("state IN ('PENDING', 'PREPARING', 'RUNNING', 'POST')")
+ACTIVE = tuple(state.value for state in WorkflowState if state in ACTIVE_WORKFLOW_STATES)
+_ACTIVE_SQL = text(f"state IN ({', '.join(repr(state) for state in ACTIVE)})")
 
 
 class Workflow(Base):
