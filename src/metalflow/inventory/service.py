@@ -6,7 +6,7 @@ import uuid
 from typing import Any, Literal
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload, undefer
 
 from metalflow import events
 from metalflow.errors import Conflict, NotFound
@@ -68,7 +68,12 @@ def lock(session: Session, machine: Machine) -> Machine:
 def list_machines(
     session: Session, *, state: str | None = None, labels: dict[str, str] | None = None
 ) -> list[Machine]:
-    query = select(Machine).order_by(Machine.name)
+    query = (
+        select(Machine)
+        .order_by(Machine.name)
+        .options(selectinload(Machine.interfaces), undefer(Machine.attributes))
+        .options(undefer(Machine.disks), undefer(Machine.instance_metadata))
+    )
     if state is not None:
         query = query.where(Machine.state == state)
     machines = list(session.scalars(query))

@@ -12,6 +12,9 @@ from metalflow.db.base import Base, utcnow
 
 
 class Machine(Base):
+    """JSON documents are deferred: the agent hot path locks and reads machines constantly and
+    needs none of them."""
+
     __tablename__ = "machines"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -23,15 +26,15 @@ class Machine(Base):
     hostname: Mapped[str | None] = mapped_column(String(253))
     state: Mapped[str] = mapped_column(String(32), index=True)
     state_reason: Mapped[str | None] = mapped_column(Text)
-    disks: Mapped[list[Any]] = mapped_column(default=list)
+    disks: Mapped[list[Any]] = mapped_column(deferred=True, default=list)
     bmc_driver: Mapped[str | None] = mapped_column(String(32))
     bmc_address: Mapped[str | None] = mapped_column(String(255))
     bmc_username: Mapped[str | None] = mapped_column(String(255))
     bmc_password_encrypted: Mapped[str | None] = mapped_column(Text)
-    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    instance_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    user_data: Mapped[str | None] = mapped_column(Text)
-    applied: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    attributes: Mapped[dict[str, Any]] = mapped_column(deferred=True, default=dict)
+    instance_metadata: Mapped[dict[str, Any]] = mapped_column(deferred=True, default=dict)
+    user_data: Mapped[str | None] = mapped_column(Text, deferred=True)
+    applied: Mapped[dict[str, Any]] = mapped_column(deferred=True, default=dict)
     agent_token_generation: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -40,7 +43,6 @@ class Machine(Base):
         back_populates="machine",
         order_by="Interface.position",
         cascade="all, delete-orphan",
-        lazy="selectin",
     )
 
 

@@ -33,7 +33,7 @@ class Workflow(Base):
         ForeignKey("machines.id", ondelete="CASCADE"), index=True
     )
     template_name: Mapped[str] = mapped_column(String(200))
-    template_data: Mapped[str] = mapped_column(Text)
+    template_data: Mapped[str] = mapped_column(Text, deferred=True)
     hardware_map: Mapped[dict[str, Any]] = mapped_column(default=dict)
     kind: Mapped[str] = mapped_column(String(16), default="provision")
     state: Mapped[str] = mapped_column(String(16), index=True)
