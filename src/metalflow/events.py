@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from sqlalchemy import BigInteger, Index, Integer, String, func, select
+from sqlalchemy import BigInteger, Index, Integer, String, func, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from metalflow.db.base import Base, utcnow
@@ -65,6 +65,7 @@ def record(
     workflow_id: str | None = None,
     **data: Any,
 ) -> Event:
+    """Queue an event; `persist` writes the transaction's events in one statement at its end."""
     event = Event(
         time=utcnow(),
         machine_id=machine_id,
@@ -73,9 +74,28 @@ def record(
         kind=kind,
         data=data,
     )
-    session.add(event)
     session.info.setdefault("outbox", []).append(event)
     return event
+
+
+_COLUMNS = ("time", "machine_id", "machine_name", "workflow_id", "kind", "data")
+
+
+def persist(session: Session, objects: list[Any]) -> None:
+    """Insert the queued events in one multi-row INSERT and give them their ids.
+
+    Events are written only, never changed, so they skip the ORM's unit of work (a
+    noticeable share of every agent request's cost).
+    """
+    queued = [obj for obj in objects if isinstance(obj, Event)]
+    if not queued:
+        return
+    rows = [{name: getattr(event, name) for name in _COLUMNS} for event in queued]
+    ids = session.scalars(
+        insert(Event).returning(Event.id, sort_by_parameter_order=True), rows
+    ).all()
+    for event, event_id in zip(queued, ids, strict=True):
+        event.id = event_id
 
 
 @dataclass(frozen=True)
@@ -210,7 +230,6 @@ class PostgresRelay:
         events = [obj for obj in objects if isinstance(obj, Event)]
         if not events:
             return
-        session.flush()
         payload = json.dumps({"origin": self.origin, "ids": [event.id for event in events]})
         session.execute(select(func.pg_notify(self.CHANNEL, payload)))
 

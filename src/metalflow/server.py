@@ -13,7 +13,7 @@ from metalflow.api.deps import Services
 from metalflow.config import Settings
 from metalflow.db.engine import Database
 from metalflow.db.migrate import upgrade
-from metalflow.events import Event, EventBus, PostgresRelay, load_events
+from metalflow.events import Event, EventBus, PostgresRelay, load_events, persist
 from metalflow.metrics import Metrics
 from metalflow.tenancy.auth import Authenticator, create_api_token, has_admin_token
 from metalflow.tenancy.secrets import (
@@ -33,7 +33,7 @@ def build_services(settings: Settings) -> Services:
     """Open (and upgrade) the database, load keys, create the first admin token if none."""
     make_data_dir(settings.data_dir)
     bus = EventBus()
-    db = Database(settings.database_url, after_commit=bus.publish)
+    db = Database(settings.database_url, after_commit=bus.publish, before_commit=[persist])
     upgrade(db)
     relay = None
     if not db.is_sqlite:
@@ -44,7 +44,7 @@ def build_services(settings: Settings) -> Services:
 
         dsn = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         relay = PostgresRelay(bus, dsn, load)
-        db.before_commit = relay.announce
+        db.before_commit.append(relay.announce)
     keyring = Keyring(load_or_create_master_key(settings.data_dir))
     with db.write() as session:
         if not db.is_sqlite:

@@ -23,9 +23,9 @@ class Database:
     """Owns the engine; `write()` is the one way to change data.
 
     Writes are serialised in-process on SQLite (it allows one writer); PostgreSQL transactions
-    run concurrently. Objects queued in `session.info["outbox"]` go to `before_commit` inside the
-    transaction (to NOTIFY other processes) and to `after_commit` once it is durable (the event
-    bus publishes them), never for a rolled-back one.
+    run concurrently. Objects queued in `session.info["outbox"]` go to the `before_commit` hooks
+    inside the transaction (write the events, NOTIFY other processes) and to `after_commit` once
+    it is durable (the event bus publishes them), never for a rolled-back one.
     """
 
     def __init__(
@@ -33,7 +33,7 @@ class Database:
         url: str,
         *,
         after_commit: AfterCommit | None = None,
-        before_commit: BeforeCommit | None = None,
+        before_commit: list[BeforeCommit] | None = None,
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
@@ -49,7 +49,7 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self.after_commit = after_commit
-        self.before_commit = before_commit
+        self.before_commit = before_commit or []
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -63,8 +63,9 @@ class Database:
             session.info["outbox"] = outbox
             with session.begin():
                 yield session
-                if outbox and self.before_commit is not None:
-                    self.before_commit(session, outbox)
+                if outbox:
+                    for hook in self.before_commit:
+                        hook(session, outbox)
         if outbox and self.after_commit is not None:
             self.after_commit(outbox)
 
