@@ -21,9 +21,6 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default is a SQLite file in the data dir"
     )
     http: str = Field(default=DEFAULT_HTTP, description="ADDR:PORT of the API and boot HTTP server")
-    public_url: str | None = Field(
-        default=None, description="URL machines use to reach this server (default from --http)"
-    )
     controller_interval: float = Field(
         default=1.0, gt=0, description="seconds between timeout and retry sweeps"
     )
