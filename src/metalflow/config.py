@@ -21,6 +21,13 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default is a SQLite file in the data dir"
     )
     http: str = Field(default=DEFAULT_HTTP, description="ADDR:PORT of the API and boot HTTP server")
+    db_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=500,
+        description="PostgreSQL connections per process; more than the cores in use only adds"
+        " contention",
+    )
     controller_interval: float = Field(
         default=1.0, gt=0, description="seconds between timeout and retry sweeps"
     )

@@ -33,7 +33,12 @@ def build_services(settings: Settings) -> Services:
     """Open (and upgrade) the database, load keys, create the first admin token if none."""
     make_data_dir(settings.data_dir)
     bus = EventBus()
-    db = Database(settings.database_url, after_commit=bus.publish, before_commit=[persist])
+    db = Database(
+        settings.database_url,
+        after_commit=bus.publish,
+        before_commit=[persist],
+        pool_size=settings.db_pool_size,
+    )
     upgrade(db)
     relay = None
     if not db.is_sqlite:

@@ -11,10 +11,6 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
-PG_POOL_SIZE = 40
-"""Connections kept open; no overflow, since connections opened past the pool are closed again
-on return and PostgreSQL pays a backend start for each."""
-
 AfterCommit = Callable[[list[Any]], None]
 BeforeCommit = Callable[[Session, list[Any]], None]
 
@@ -34,6 +30,7 @@ class Database:
         *,
         after_commit: AfterCommit | None = None,
         before_commit: list[BeforeCommit] | None = None,
+        pool_size: int = 10,
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
@@ -41,7 +38,9 @@ class Database:
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
-            kwargs.update(pool_size=PG_POOL_SIZE, max_overflow=0, pool_pre_ping=True)
+            # No overflow: connections opened past the pool are closed again on return, and
+            # PostgreSQL pays a backend start for each.
+            kwargs.update(pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_on_connect)
