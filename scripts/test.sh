@@ -8,7 +8,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/lib.sh
 
 # --- packages, venv, project ------------------------------------------------------------
-mf_apt_ensure postgresql
+# Debian's postgresql package creates and starts a "main" cluster unless told not to; the tests
+# only need the server binaries, so switch that off before the server package arrives.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    mf_apt_ensure postgresql-common
+    mf_as_root sed -i 's/^#* *create_main_cluster *=.*/create_main_cluster = false/' \
+        /etc/postgresql-common/createcluster.conf
+    mf_apt_ensure postgresql
+fi
 mf_ensure_venv
 mf_install_project test '.[test]'
 

@@ -22,6 +22,8 @@ STREAM_TIMEOUT = httpx.Timeout(30.0, read=60.0)
 
 def resource(*segments: str) -> str:
     """An API path: `resource("machines", name)` is `/api/v1/machines/<name, escaped>`."""
+    if any(not segment for segment in segments):
+        raise CliError("a name or id is empty", ExitCode.BAD_INPUT)
     return "/api/v1/" + "/".join(quote(segment, safe="") for segment in segments)
 
 
@@ -32,6 +34,12 @@ class ApiClient:
         self, url: str, token: str, *, transport: httpx.BaseTransport | None = None
     ) -> None:
         self.url = url.rstrip("/")
+        _check_url(self.url)
+        if not token.isascii() or not token.isprintable():
+            raise CliError(
+                "the API token has characters no token has; check --token or METALFLOW_TOKEN",
+                ExitCode.BAD_INPUT,
+            )
         self._http = httpx.Client(
             base_url=self.url,
             headers={"Authorization": f"Bearer {token}"},
@@ -115,6 +123,18 @@ class ApiClient:
             raise CliError(f"timed out waiting for metalflow at {self.url}") from None
         except httpx.TransportError as exc:
             raise CliError(f"lost connection to metalflow at {self.url}: {exc}") from None
+
+
+def _check_url(url: str) -> None:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise CliError(f"--url {url!r} is not a URL: {exc}", ExitCode.BAD_INPUT) from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise CliError(
+            f"--url {url!r} must look like http://HOST:PORT (e.g. http://127.0.0.1:7080)",
+            ExitCode.BAD_INPUT,
+        )
 
 
 def parse_sse(lines: Iterable[str]) -> Iterator[Json]:

@@ -1,13 +1,16 @@
-"""Template functions: Go's builtins, the sprig subset templates use, and tink's formatPartition.
+"""Template functions: Go's builtins, the sprig subset templates use, and tink's own
+formatPartition and netmaskToPrefixLength.
 
-Argument order follows sprig (`contains substr s`, `trimPrefix prefix s`), which is what
-current Tinkerbell exposes; printing follows Go's `fmt`, so rendered text matches tink's.
+Current tink registers its own two on top of sprig, so argument order follows sprig
+(`contains substr s`, `trimPrefix prefix s`); older tink registered Go's `strings.Contains`
+(`contains s substr`) instead. Printing follows Go's `fmt`, so rendered text matches tink's.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import math
 import re
@@ -397,6 +400,15 @@ def format_partition(device: Any, partition: Any) -> str:
     return f"{dev}{number}"
 
 
+def netmask_to_prefix_length(netmask: Any) -> str:
+    """`255.255.255.0` → `24`, as tink's helper for writing netplan from Hardware data."""
+    text = _need_str(netmask, "netmask")
+    try:
+        return str(ipaddress.IPv4Network(f"0.0.0.0/{text}").prefixlen)
+    except ValueError:
+        raise FunctionError(f"{text!r} is not a netmask") from None
+
+
 # ---------------------------------------------------------------- sprig subset
 
 
@@ -528,6 +540,8 @@ def has_suffix(suffix: Any, text: Any) -> bool:
 def first(values: Any) -> Any:
     if values is None:
         return None
+    if isinstance(values, Probe):
+        return values.item(0)
     if not isinstance(values, list | tuple):
         raise FunctionError(f"cannot find first on type {_go_type(values)}")
     return values[0] if values else None
@@ -536,6 +550,8 @@ def first(values: Any) -> Any:
 def last(values: Any) -> Any:
     if values is None:
         return None
+    if isinstance(values, Probe):
+        return values.item("last")
     if not isinstance(values, list | tuple):
         raise FunctionError(f"cannot find last on type {_go_type(values)}")
     return values[-1] if values else None
@@ -555,6 +571,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "ge": ge,
     "not": not_,
     "formatPartition": format_partition,
+    "netmaskToPrefixLength": netmask_to_prefix_length,
     "default": default,
     "empty": empty,
     "quote": quote,

@@ -510,9 +510,9 @@ class _Parser:
             raise GoTemplateError(f'undefined variable "{name}"', line)
 
 
-def parse(text: str, functions: Mapping[str, object] = FUNCTIONS) -> list[Node]:
+def parse(text: str) -> list[Node]:
     """Parse once so syntax errors surface before any data is known."""
-    return _Parser(lex(text), functions).parse()
+    return _Parser(lex(text), FUNCTIONS).parse()
 
 
 # ---------------------------------------------------------------- execution

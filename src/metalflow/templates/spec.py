@@ -102,7 +102,12 @@ def _is_null(node: yaml.Node) -> bool:
 
 
 def _value(node: yaml.Node) -> Any:
-    return yaml.SafeLoader("").construct_object(node, deep=True)
+    """The scalar's value, or None when an explicit tag makes it unreadable (`!!int abc`): the
+    callers then report the field as malformed."""
+    try:
+        return yaml.SafeLoader("").construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, KeyError, AttributeError, TypeError):
+        return None
 
 
 def _fields(node: yaml.Node, path: str, allowed: frozenset[str], what: str) -> dict[str, yaml.Node]:
@@ -293,6 +298,8 @@ def parse_workflow(text: str) -> WorkflowSpec:
     """Rendered YAML → spec, or TemplateError with the field path and line at fault."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise TemplateError("invalid YAML: nested too deeply") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = None if mark is None else int(mark.line) + 1

@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from typer.testing import CliRunner
 
-from metalflow.cli import context
+from metalflow.cli import app, context
 from metalflow.cli.client import parse_sse
 from tests.unit.cli.fakes import TOKEN, FakeServer, Run, machine_doc
 
@@ -196,3 +197,19 @@ def test_sse_parser_skips_comments_and_joins_data_lines() -> None:
     ]
 
     assert list(parse_sse(lines)) == [{"id": 7, "kind": "machine.created", "time": "t", "data": {}}]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--token", "t", "--url", "http://[::1", "machine", "list"], "is not a URL"),
+        (["--token", "t", "--url", "localhost:7080", "machine", "list"], "http://HOST:PORT"),
+        (["--token", "é", "machine", "list"], "characters no token has"),
+        (["--token", "t", "machine", "show", ""], "is empty"),
+    ],
+)
+def test_bad_url_token_or_name_is_bad_input(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output

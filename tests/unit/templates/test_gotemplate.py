@@ -175,3 +175,9 @@ def test_output_limit() -> None:
             {"a": list(range(100))},
             limit=1000,
         )
+
+
+def test_netmask_to_prefix_length() -> None:
+    assert run('{{ netmaskToPrefixLength "255.255.255.0" }}') == "24"
+    with pytest.raises(GoTemplateError, match="not a netmask"):
+        run('{{ netmaskToPrefixLength "255.0.255.0" }}')

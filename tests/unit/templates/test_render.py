@@ -231,3 +231,22 @@ def test_yaml_errors_carry_line() -> None:
         check_template('version: "0.1"\nname: x\ntasks:\n  - name: [oops\n')
     assert err.value.field == "template"
     assert err.value.line is not None and err.value.line >= 4
+
+
+def test_check_accepts_list_functions_on_unknown_hardware() -> None:
+    text = (
+        'version: "0.1"\nname: t\ntasks:\n  - name: t\n    worker: "{{.device_1}}"\n'
+        "    actions:\n      - name: a\n        image: wipe\n        environment:\n"
+        '          DISK: "{{ .Hardware.Disks | first }}"\n'
+        '          LAST: "{{ .Hardware.Disks | last }}"\n'
+    )
+    assert check_template(text).tasks[0].actions[0].name == "a"
+    rendered = render_template(
+        text, {"spec": {"disks": [{"device": "/dev/sda"}]}}, {"device_1": "m"}
+    )
+    assert rendered.tasks[0].actions[0].environment["DISK"] == "/dev/sda"
+
+
+def test_yaml_that_nests_too_deeply_is_a_template_error() -> None:
+    with pytest.raises(TemplateError, match="nested too deeply"):
+        check_template("[" * 50_000 + "]" * 50_000)
