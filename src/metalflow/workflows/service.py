@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from metalflow import events
 from metalflow.errors import Conflict, Invalid, NotFound
@@ -347,7 +347,11 @@ def next_action(session: Session, machine: Machine, now: dt.datetime) -> NextAct
 
 def attempt_for(session: Session, machine: Machine, attempt_id: int) -> ActionAttempt:
     """The attempt, loaded fresh after the caller locked its machine."""
-    attempt = session.get(ActionAttempt, attempt_id)
+    attempt = session.scalar(
+        select(ActionAttempt)
+        .where(ActionAttempt.id == attempt_id)
+        .options(joinedload(ActionAttempt.action).joinedload(WorkflowAction.workflow))
+    )
     if attempt is None or attempt.action.workflow.machine_id != machine.id:
         raise NotFound(f"action {attempt_id} not found for machine {machine.name}", field="id")
     return attempt
