@@ -26,6 +26,13 @@ def agent(live: LiveServer, api: httpx.Client) -> Iterator[AgentClient]:
     client.close()
 
 
+def enrol(api: httpx.Client, live: LiveServer, name: str, mac: str, template: str) -> AgentClient:
+    """Apply a machine with a template and return an agent holding the machine's token."""
+    assert apply(api, machine_yaml(name, mac) + "---\n" + template).status_code == 200
+    token = api.post(f"/api/v1/machines/{name}/agent-token").json()["token"]
+    return AgentClient(live.url, token, mac)
+
+
 def provision(api: httpx.Client, template: str = "ubuntu", machine: str = "m1") -> dict[str, Any]:
     response = api.post(f"/api/v1/machines/{machine}/provision", json={"template": template})
     assert response.status_code == 201, response.text
@@ -118,9 +125,7 @@ def test_retries_with_backoff_are_journaled(api: httpx.Client, live: LiveServer)
         "flaky",
         [{"name": "wipe", "image": "wipe", "timeout": 60, "retries": 2, "retry_backoff": 0.2}],
     )
-    apply(api, machine_yaml("m2", "52:54:00:00:00:02") + "---\n" + template)
-    token = api.post("/api/v1/machines/m2/agent-token").json()["token"]
-    agent = AgentClient(live.url, token, "52:54:00:00:00:02")
+    agent = enrol(api, live, "m2", "52:54:00:00:00:02", template)
     workflow = provision(api, "flaky", "m2")
     for attempt in (1, 2):
         action = agent.next(wait=10)
@@ -140,9 +145,7 @@ def test_retries_with_backoff_are_journaled(api: httpx.Client, live: LiveServer)
 
 def test_action_timeout_fails_workflow_and_machine(api: httpx.Client, live: LiveServer) -> None:
     template = template_yaml("slow", [{"name": "hang", "image": "hang", "timeout": 1}])
-    apply(api, machine_yaml("m3", "52:54:00:00:00:03") + "---\n" + template)
-    token = api.post("/api/v1/machines/m3/agent-token").json()["token"]
-    agent = AgentClient(live.url, token, "52:54:00:00:00:03")
+    agent = enrol(api, live, "m3", "52:54:00:00:00:03", template)
     workflow = provision(api, "slow", "m3")
     assert agent.next() is not None
     shown = wait_for_state(api, workflow["id"], "TIMEOUT")
@@ -156,9 +159,7 @@ def test_global_timeout(api: httpx.Client, live: LiveServer) -> None:
     template = template_yaml(
         "short", [{"name": "long", "image": "x", "timeout": 600}], global_timeout=1
     )
-    apply(api, machine_yaml("m4", "52:54:00:00:00:04") + "---\n" + template)
-    token = api.post("/api/v1/machines/m4/agent-token").json()["token"]
-    agent = AgentClient(live.url, token, "52:54:00:00:00:04")
+    agent = enrol(api, live, "m4", "52:54:00:00:00:04", template)
     workflow = provision(api, "short", "m4")
     action = agent.next()
     assert action is not None
@@ -336,9 +337,7 @@ def test_resume_after_global_timeout_during_backoff(api: httpx.Client, live: Liv
         [{"name": "wipe", "image": "wipe", "timeout": 60, "retries": 3, "retry_backoff": 600}],
         global_timeout=1,
     )
-    apply(api, machine_yaml("m5", "52:54:00:00:00:05") + "---\n" + template)
-    token = api.post("/api/v1/machines/m5/agent-token").json()["token"]
-    agent = AgentClient(live.url, token, "52:54:00:00:00:05")
+    agent = enrol(api, live, "m5", "52:54:00:00:00:05", template)
     workflow = provision(api, "patient", "m5")
     action = agent.next()
     assert action is not None
