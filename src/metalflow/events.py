@@ -8,13 +8,13 @@ loop; commits happen in worker threads, hence the hand-off through `call_soon_th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +127,10 @@ class Subscription:
     resumes from the stored log with Last-Event-ID, so no event is lost silently."""
 
     filter: EventFilter
-    queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(maxsize=10_000))
+    queue: asyncio.Queue[Event | None] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=10_000)
+    )
+    """None in the queue means the server is stopping."""
     overflowed: bool = False
 
 
@@ -135,6 +138,7 @@ class EventBus:
     """Fan-out of committed events to SSE subscribers and to agents waiting for work."""
 
     def __init__(self) -> None:
+        self.closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subscriptions: set[Subscription] = set()
         self._machine_waiters: dict[str, set[asyncio.Event]] = {}
@@ -171,6 +175,20 @@ class EventBus:
                 except asyncio.QueueFull:
                     sub.overflowed = True
 
+    def close_soon(self) -> None:
+        """End every stream and long poll (the server is stopping); safe from a signal handler."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._close)
+
+    def _close(self) -> None:
+        self.closed = True
+        for sub in self._subscriptions:
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.queue.put_nowait(None)
+        for waiters in self._machine_waiters.values():
+            for waiter in waiters:
+                waiter.set()
+
     def subscribe(self, event_filter: EventFilter) -> Subscription:
         sub = Subscription(event_filter)
         self._subscriptions.add(sub)
@@ -179,7 +197,7 @@ class EventBus:
     def unsubscribe(self, sub: Subscription) -> None:
         self._subscriptions.discard(sub)
 
-    @contextmanager
+    @contextlib.contextmanager
     def watch_machine(self, machine_id: str) -> Iterator[asyncio.Event]:
         """An asyncio.Event set by every committed event about this machine.
 

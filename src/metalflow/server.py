@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from types import FrameType
 
 import uvicorn
 from sqlalchemy import func, select
@@ -25,6 +26,8 @@ from metalflow.tenancy.secrets import (
 from metalflow.workflows.tables import Workflow
 
 log = logging.getLogger("metalflow")
+SHUTDOWN_GRACE_SECONDS = 5
+"""What a request still running at shutdown gets before it is cancelled."""
 ADMIN_TOKEN_LOCK = 0x6D66_6174
 """Advisory lock key: processes starting together on one PostgreSQL create one admin token."""
 
@@ -86,11 +89,26 @@ def serve(settings: Settings) -> None:
         services.db.engine.url.render_as_string(hide_password=True),
         settings.data_dir,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(services),
         host=settings.http_host,
         port=settings.http_port,
         log_level="info",
         access_log=False,
         timeout_keep_alive=75,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
+    _Server(config, services.bus).run()
+
+
+class _Server(uvicorn.Server):
+    """Ends event streams and long polls as soon as a stop is asked for, so they close cleanly
+    instead of being cancelled after the grace period."""
+
+    def __init__(self, config: uvicorn.Config, bus: EventBus) -> None:
+        super().__init__(config)
+        self.bus = bus
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.bus.close_soon()
+        super().handle_exit(sig, frame)

@@ -61,13 +61,15 @@ async def events(
                 backlog = await run_in_threadpool(_read, services, event_filter, last, limit)
             while not await request.is_disconnected() and not sub.overflowed:
                 try:
-                    event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_SECONDS)
+                    live = await asyncio.wait_for(sub.queue.get(), KEEPALIVE_SECONDS)
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
-                if event.id > last:
-                    last = event.id
-                    yield _sse(event)
+                if live is None:
+                    break
+                if live.id > last:
+                    last = live.id
+                    yield _sse(live)
         finally:
             services.bus.unsubscribe(sub)
 

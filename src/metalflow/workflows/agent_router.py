@@ -107,7 +107,7 @@ async def next_action(
                     content=_json(found), media_type="application/json", status_code=200
                 )
             remaining = give_up - time.monotonic()
-            if remaining <= 0 or await request.is_disconnected():
+            if remaining <= 0 or services.bus.closed or await request.is_disconnected():
                 return Response(status_code=204)
             if isinstance(found, dt.datetime):
                 remaining = min(remaining, max(0.0, (found - utcnow()).total_seconds()) + 0.01)
