@@ -28,6 +28,11 @@ class Settings(BaseSettings):
         description="PostgreSQL connections per process; more than the cores in use only adds"
         " contention",
     )
+    event_retention_hours: float = Field(
+        default=30 * 24,
+        ge=0,
+        description="events older than this are deleted (0 keeps them forever)",
+    )
     controller_interval: float = Field(
         default=1.0, gt=0, description="seconds between timeout and retry sweeps"
     )

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from sqlalchemy import BigInteger, Index, Integer, String, func, insert, select
+from sqlalchemy import BigInteger, Index, Integer, String, delete, func, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from metalflow.db.base import Base, utcnow
@@ -32,6 +32,7 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_machine", "machine_id", "id"),
         Index("ix_events_workflow", "workflow_id", "id"),
+        Index("ix_events_time", "time"),
     )
 
     id: Mapped[int] = mapped_column(
@@ -277,6 +278,19 @@ class PostgresRelay:
         if message.get("origin") == self.origin:
             return
         self.bus.publish(self.load([int(i) for i in message.get("ids", [])]))
+
+
+PRUNE_BATCH = 10_000
+
+
+def prune_events(session: Session, before: dt.datetime) -> int:
+    """Delete up to one batch of events older than `before`; a later call takes the rest, so
+    one pass never holds the (SQLite) write lock for long."""
+    oldest = select(Event.id).where(Event.time < before).order_by(Event.id).limit(PRUNE_BATCH)
+    ids = list(session.scalars(oldest))
+    if ids:
+        session.execute(delete(Event).where(Event.id.in_(ids)))
+    return len(ids)
 
 
 def load_events(session: Session, ids: list[int]) -> list[Event]:

@@ -35,7 +35,11 @@ def create_app(services: Services) -> FastAPI:
             services.relay.start()
         to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         controller = asyncio.create_task(
-            run_controller(services.db, services.settings.controller_interval)
+            run_controller(
+                services.db,
+                services.settings.controller_interval,
+                services.settings.event_retention_hours,
+            )
         )
         app.state.ready = True
         try:

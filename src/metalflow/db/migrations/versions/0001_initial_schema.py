@@ -46,6 +46,7 @@ def upgrade() -> None:
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.create_index("ix_events_machine", ["machine_id", "id"], unique=False)
         batch_op.create_index("ix_events_workflow", ["workflow_id", "id"], unique=False)
+        batch_op.create_index("ix_events_time", ["time"], unique=False)
 
     op.create_table(
         "machines",
@@ -256,6 +257,7 @@ def downgrade() -> None:
     op.drop_table("machines")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index("ix_events_workflow")
+        batch_op.drop_index("ix_events_time")
         batch_op.drop_index("ix_events_machine")
 
     op.drop_table("events")
