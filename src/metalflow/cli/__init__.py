@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -74,5 +75,31 @@ def root(
     ctx.call_on_close(cli.close)
 
 
+def hoist_output_option(argv: list[str]) -> list[str]:
+    """`metalflow machine list -o json` works as `metalflow -o json machine list` does.
+
+    `-o/--output` belongs to the root (one Output for every command), and Click only takes a
+    group's options before the sub-command; operators type it after the verb, as with kubectl.
+    """
+    hoisted: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--":
+            rest.extend(argv[index:])
+            break
+        if arg in ("-o", "--output"):
+            hoisted.extend(argv[index : index + 2])
+            index += 2
+            continue
+        if arg.startswith(("--output=", "-o")):
+            hoisted.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return hoisted + rest
+
+
 def main() -> None:
-    app(prog_name="metalflow")
+    app(args=hoist_output_option(sys.argv[1:]), prog_name="metalflow")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from metalflow.cli import app, context
+from metalflow.cli import app, context, hoist_output_option
 from metalflow.cli.client import parse_sse
 from tests.unit.cli.fakes import TOKEN, FakeServer, Run, machine_doc
 
@@ -213,3 +213,24 @@ def test_bad_url_token_or_name_is_bad_input(args: list[str], message: str) -> No
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["machine", "list", "-o", "json"], ["-o", "json", "machine", "list"]),
+        (["workflow", "show", "w1", "--output=yaml"], ["--output=yaml", "workflow", "show", "w1"]),
+        (["-ojson", "template", "list"], ["-ojson", "template", "list"]),
+        (["apply", "-f", "-", "--", "-o"], ["apply", "-f", "-", "--", "-o"]),
+        (["machine", "list"], ["machine", "list"]),
+    ],
+)
+def test_output_option_may_follow_the_verb(argv: list[str], expected: list[str]) -> None:
+    assert hoist_output_option(argv) == expected
+
+
+def test_output_option_after_the_verb_reaches_the_command(server: FakeServer) -> None:
+    server.reply("GET", "/api/v1/machines", {"items": [machine_doc()], "count": 1})
+    result = CliRunner().invoke(app, hoist_output_option(["machine", "list", "-o", "json"]))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["items"][0]["name"] == "m1"
