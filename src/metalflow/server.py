@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from types import FrameType
 
 import uvicorn
@@ -54,18 +53,20 @@ def build_services(settings: Settings) -> Services:
         relay = PostgresRelay(bus, dsn, load)
         db.before_commit.append(relay.announce)
     keyring = Keyring(load_or_create_master_key(settings.data_dir))
+    token = None
     with db.write() as session:
         if not db.is_sqlite:
             session.execute(select(func.pg_advisory_xact_lock(ADMIN_TOKEN_LOCK)))
         if not has_admin_token(session):
             token = create_api_token(session, "admin")
-            path = write_admin_token(settings.data_dir, token)
-            log.info("event=admin_token.created path=%s", path)
+    if token is not None:
+        path = write_admin_token(settings.data_dir, token)
+        log.info("event=admin_token.created path=%s", path)
 
     def count_workflows() -> dict[str, int]:
         with db.read() as session:
             rows = session.execute(select(Workflow.state, func.count()).group_by(Workflow.state))
-            return dict(Counter({state: count for state, count in rows}))
+            return {state: count for state, count in rows}
 
     metrics = Metrics(count_workflows)
     bus.listeners.append(metrics.on_event)
