@@ -40,7 +40,7 @@ def state(value: str | None) -> Text:
     return Text(value, style=STATE_STYLES.get(value.upper(), ""))
 
 
-def time(value: str | None) -> str:
+def timestamp(value: str | None) -> str:
     """An ISO 8601 timestamp in local time, to the second."""
     if not value:
         return NONE
@@ -105,7 +105,7 @@ def with_reason(value: str | None, reason: str | None) -> Text:
 def event_line(event: Json) -> Text:
     """`TIME  KIND  workflow=... key=value...` for one event."""
     kind = str(event.get("kind", ""))
-    line = Text.assemble((time(event.get("time")), "dim"), "  ", (kind, _kind_style(kind)))
+    line = Text.assemble((timestamp(event.get("time")), "dim"), "  ", (kind, _kind_style(kind)))
     details: dict[str, Any] = {}
     if event.get("workflow"):
         details["workflow"] = event["workflow"]
@@ -166,8 +166,8 @@ def machine(data: Json) -> RenderableType:
             ("labels", text(labels)),
             ("workflow", text(data.get("workflow"))),
             ("bmc", _bmc(bmc) if bmc else NONE),
-            ("created", time(data.get("created_at"))),
-            ("updated", time(data.get("updated_at"))),
+            ("created", timestamp(data.get("created_at"))),
+            ("updated", timestamp(data.get("updated_at"))),
         ]
     )
     interfaces = table("MAC", "IP", "NETMASK", "GATEWAY", "VLAN", "HOSTNAME", "PXE", "WORKFLOW")
@@ -205,8 +205,8 @@ def templates(data: Json) -> RenderableType:
             text(template.get("version")),
             text(template.get("tasks")),
             text(template.get("actions")),
-            time(template.get("created_at")),
-            time(template.get("updated_at")),
+            timestamp(template.get("created_at")),
+            timestamp(template.get("updated_at")),
         )
     return grid
 
@@ -247,7 +247,7 @@ def workflows(data: Json) -> RenderableType:
             text(workflow.get("template")),
             state(workflow.get("state")),
             progress(workflow),
-            time(workflow.get("created_at")),
+            timestamp(workflow.get("created_at")),
         )
     return grid
 
@@ -264,9 +264,9 @@ def workflow(data: Json) -> RenderableType:
             ("run", text(data.get("run"))),
             ("progress", progress(data)),
             ("timeout", text(data.get("global_timeout"))),
-            ("created", time(data.get("created_at"))),
-            ("started", time(data.get("started_at"))),
-            ("finished", time(data.get("finished_at"))),
+            ("created", timestamp(data.get("created_at"))),
+            ("started", timestamp(data.get("started_at"))),
+            ("finished", timestamp(data.get("finished_at"))),
             ("duration", duration(data.get("started_at"), data.get("finished_at"))),
         ]
     )

@@ -412,12 +412,8 @@ def netmask_to_prefix_length(netmask: Any) -> str:
 # ---------------------------------------------------------------- sprig subset
 
 
-def empty(value: Any) -> bool:
-    return not truth(value)
-
-
 def default(fallback: Any, *given: Any) -> Any:
-    return fallback if not given or empty(given[0]) else given[0]
+    return fallback if not given or not_(given[0]) else given[0]
 
 
 def strval(value: Any) -> str:
@@ -573,7 +569,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "formatPartition": format_partition,
     "netmaskToPrefixLength": netmask_to_prefix_length,
     "default": default,
-    "empty": empty,
+    "empty": not_,
     "quote": quote,
     "squote": squote,
     "lower": lower,
