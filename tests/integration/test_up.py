@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import stat
 import subprocess
@@ -84,4 +83,3 @@ def test_first_start_restart_and_clean_stop(tmp_path: Path) -> None:
         assert httpx.get(f"{url}/api/v1/machines", headers=headers).status_code == 200
     finally:
         stop(process)
-    assert os.listdir(data_dir)

@@ -65,6 +65,13 @@ def lock(session: Session, machine: Machine) -> Machine:
     return locked
 
 
+def machine_names(session: Session) -> dict[str, str]:
+    """id → name of every machine, without loading the machines."""
+    return {
+        machine_id: name for machine_id, name in session.execute(select(Machine.id, Machine.name))
+    }
+
+
 def list_machines(
     session: Session, *, state: str | None = None, labels: dict[str, str] | None = None
 ) -> list[Machine]:

@@ -61,7 +61,7 @@ def list_workflows(
 ) -> dict[str, Any]:
     with services.db.read() as session:
         machine_row = inventory.get_machine(session, machine) if machine else None
-        names = {m.id: m.name for m in inventory.list_machines(session)}
+        names = inventory.machine_names(session)
         rows = service.list_workflows(session, machine=machine_row, state=state)
         items = [service.to_public(w, names.get(w.machine_id, "?")) for w in rows]
     return {"items": items, "count": len(items)}

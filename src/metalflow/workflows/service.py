@@ -542,7 +542,7 @@ def resume(session: Session, workflow: Workflow, machine: Machine, now: dt.datet
         raise Conflict(f"machine {machine.name} runs workflow {other.name}", field="machine")
     _move(workflow, WorkflowEvent.RESUME)
     actions = current_actions(workflow)
-    failed = _current_action(workflow)
+    failed = _first_unfinished(actions)
     if failed is None:
         raise Conflict(f"workflow {workflow.name} has no unfinished action", field="state")
     data = _latest_template_data(session, workflow)
