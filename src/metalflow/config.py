@@ -7,8 +7,12 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from metalflow.boot.dhcp.network import DhcpMode
+
 DEFAULT_DATA_DIR = Path("metalflow-data")
 DEFAULT_HTTP = "0.0.0.0:7080"
+DEFAULT_IPXE_DIR = Path("/usr/lib/ipxe")
+DEFAULT_CONSOLE = "console=tty0 console=ttyS0,115200"
 
 
 class Settings(BaseSettings):
@@ -36,6 +40,49 @@ class Settings(BaseSettings):
     controller_interval: float = Field(
         default=1.0, gt=0, description="seconds between timeout and retry sweeps"
     )
+
+    interface: str | None = Field(
+        default=None,
+        description="network interface the DHCP and TFTP servers listen on (none: boot services"
+        " other than HTTP are off)",
+    )
+    dhcp_mode: DhcpMode = Field(
+        default=DhcpMode.RESERVATION,
+        description="reservation (full DHCP), proxy (ProxyDHCP beside the site's DHCP) or off;"
+        " for the interface's own network when boot_config names none",
+    )
+    boot_config: Path | None = Field(
+        default=None, description="YAML file with `networks:` (subnets, modes, options, pools)"
+    )
+    dhcp_pool: str | None = Field(
+        default=None,
+        description="START-END: addresses for machines not in inventory, on the interface's"
+        " network (reservation mode)",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="base URL machines reach the HTTP server at; default http://INTERFACE_IP:PORT",
+    )
+    dhcp_port: int = Field(default=67, ge=1, lt=65536, description="DHCP server port")
+    tftp_port: int = Field(default=69, ge=1, lt=65536, description="TFTP server port")
+    ipxe_dir: Path = Field(
+        default=DEFAULT_IPXE_DIR, description="iPXE binaries (Debian's ipxe package)"
+    )
+    boot_dir: Path | None = Field(
+        default=None, description="more files served over TFTP and under /boot/assets/"
+    )
+    kernel: Path | None = Field(default=None, description="install environment kernel")
+    initrd: Path | None = Field(default=None, description="install environment initramfs")
+    kernel_args: str = Field(
+        default="", description="extra kernel command line for every install environment boot"
+    )
+    console: str = Field(default=DEFAULT_CONSOLE, description="console= arguments of the kernel")
+    discovery: bool = Field(
+        default=False, description="netboot unknown machines into the install environment"
+    )
+    bios_file: str = Field(default="undionly.kpxe", description="boot file for legacy BIOS")
+    uefi_file: str = Field(default="ipxe.efi", description="boot file for UEFI x86-64")
+    arm64_file: str = Field(default="snp-arm64.efi", description="boot file for UEFI arm64")
 
     @field_validator("http")
     @classmethod

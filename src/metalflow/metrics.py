@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from metalflow.events import Event
@@ -19,6 +19,22 @@ class _WorkflowStates(Collector):
         family = GaugeMetricFamily("metalflow_workflows", "Workflows by state", labels=["state"])
         for state, count in sorted(self._count().items()):
             family.add_metric([state], count)
+        yield family
+
+
+class _Counts(Collector):
+    """Counters kept by a hot path as plain dicts (cheaper than a prometheus Counter per
+    packet), read at scrape time."""
+
+    def __init__(
+        self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, int]]
+    ) -> None:
+        self.name, self.documentation, self.label, self.read = name, documentation, label, read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, count in sorted(self.read().items()):
+            family.add_metric([value], count)
         yield family
 
 
@@ -41,6 +57,11 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_WorkflowStates(count_workflows_by_state))
+
+    def register_counts(
+        self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, int]]
+    ) -> None:
+        self.registry.register(_Counts(name, documentation, label, read))
 
     def on_event(self, event: Event) -> None:
         if event.kind == "workflow.action.succeeded":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from types import FrameType
 
 import uvicorn
@@ -10,6 +11,9 @@ from sqlalchemy import func, select
 
 from metalflow.api.app import create_app
 from metalflow.api.deps import Services
+from metalflow.boot.index import BootIndex
+from metalflow.boot.recorder import BootEventRecorder
+from metalflow.boot.runtime import BootServers, check_boot_files
 from metalflow.config import Settings
 from metalflow.db.engine import Database
 from metalflow.db.migrate import upgrade
@@ -77,13 +81,17 @@ def build_services(settings: Settings) -> Services:
         keyring=keyring,
         auth=Authenticator(keyring),
         metrics=metrics,
+        boot_index=BootIndex(),
+        boot_events=BootEventRecorder(db),
         relay=relay,
     )
 
 
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    check_boot_files(settings)
     services = build_services(settings)
+    boot = BootServers(settings, services) if settings.interface else None
     log.info(
         "event=up http=%s database=%s data_dir=%s",
         settings.http,
@@ -99,16 +107,28 @@ def serve(settings: Settings) -> None:
         timeout_keep_alive=75,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
-    _Server(config, services.bus).run()
+    _Server(config, services.bus, boot).run()
 
 
 class _Server(uvicorn.Server):
-    """Ends event streams and long polls as soon as a stop is asked for, so they close cleanly
-    instead of being cancelled after the grace period."""
+    """Runs the boot servers in uvicorn's loop once the app is up (its index loaded), and ends
+    event streams and long polls as soon as a stop is asked for, so they close cleanly instead
+    of being cancelled after the grace period."""
 
-    def __init__(self, config: uvicorn.Config, bus: EventBus) -> None:
+    def __init__(self, config: uvicorn.Config, bus: EventBus, boot: BootServers | None) -> None:
         super().__init__(config)
         self.bus = bus
+        self.boot = boot
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.boot is not None and not self.should_exit:
+            await self.boot.start()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.boot is not None:
+            await self.boot.stop()
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.bus.close_soon()

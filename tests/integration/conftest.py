@@ -172,3 +172,6 @@ class AgentClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+from tests.integration.bootlab import lab  # noqa: E402, F401  (the network-namespace fixture)

@@ -15,6 +15,7 @@ from metalflow import __version__
 from metalflow.api import events
 from metalflow.api.deps import Reader, Services, ServicesDep
 from metalflow.apply import router as apply_router
+from metalflow.boot.index import IndexRefresher
 from metalflow.errors import MetalflowError
 from metalflow.inventory import router as machines
 from metalflow.templates import router as templates
@@ -34,6 +35,13 @@ def create_app(services: Services) -> FastAPI:
         if services.relay is not None:
             services.relay.start()
         to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+        refresher = IndexRefresher(services.db, services.boot_index)
+        services.bus.listeners.append(refresher.on_event)
+        await to_thread.run_sync(refresher.load_all)
+        background = [
+            asyncio.create_task(refresher.run()),
+            asyncio.create_task(services.boot_events.run()),
+        ]
         controller = asyncio.create_task(
             run_controller(
                 services.db,
@@ -47,6 +55,10 @@ def create_app(services: Services) -> FastAPI:
         finally:
             app.state.ready = False
             controller.cancel()
+            for task in background:
+                task.cancel()
+            services.bus.listeners.remove(refresher.on_event)
+            await services.boot_events.flush()
             if services.relay is not None:
                 services.relay.stop()
 

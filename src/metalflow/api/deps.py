@@ -7,6 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
+from metalflow.boot.index import BootIndex
+from metalflow.boot.recorder import BootEventRecorder
 from metalflow.config import Settings
 from metalflow.db.engine import Database
 from metalflow.events import EventBus, PostgresRelay
@@ -23,6 +25,8 @@ class Services:
     keyring: Keyring
     auth: Authenticator
     metrics: Metrics
+    boot_index: BootIndex
+    boot_events: BootEventRecorder
     relay: PostgresRelay | None = None
 
 

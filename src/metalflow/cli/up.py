@@ -8,11 +8,27 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from metalflow.boot.dhcp.network import DhcpMode
+from metalflow.boot.errors import BootSetupError
 from metalflow.cli.context import cli_context
 from metalflow.cli.exit_codes import CliError, ExitCode
 from metalflow.config import Settings
 
-OPTIONS = {"data_dir": "--data-dir", "database": "--database", "http": "--http"}
+OPTIONS = {
+    "data_dir": "--data-dir",
+    "database": "--database",
+    "http": "--http",
+    "interface": "--interface",
+    "dhcp_mode": "--dhcp-mode",
+    "dhcp_pool": "--dhcp-pool",
+    "boot_config": "--boot-config",
+    "public_url": "--public-url",
+    "kernel": "--kernel",
+    "initrd": "--initrd",
+    "boot_dir": "--boot-dir",
+    "discovery": "--discovery",
+}
+BOOT_PANEL = "Boot services"
 
 
 def up(
@@ -34,12 +50,92 @@ def up(
             metavar="ADDR:PORT", help="Address of the API and boot HTTP server.", show_default=False
         ),
     ] = None,
+    interface: Annotated[
+        str | None,
+        typer.Option(
+            metavar="IFACE",
+            help="Run DHCP and TFTP on this interface (its IPv4 network is served).",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
+    dhcp_mode: Annotated[
+        DhcpMode | None,
+        typer.Option(
+            help="reservation: full DHCP; proxy: boot options beside the site's DHCP; off.",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
+    dhcp_pool: Annotated[
+        str | None,
+        typer.Option(
+            metavar="START-END",
+            help="Addresses for machines not in inventory (reservation mode).",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
+    boot_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML file with `networks:` (several subnets, relays, options, pools).",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            help="URL machines reach this server at (default http://INTERFACE_IP:PORT).",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
+    kernel: Annotated[
+        Path | None,
+        typer.Option(
+            help="Install environment kernel.", show_default=False, rich_help_panel=BOOT_PANEL
+        ),
+    ] = None,
+    initrd: Annotated[
+        Path | None,
+        typer.Option(
+            help="Install environment initramfs.", show_default=False, rich_help_panel=BOOT_PANEL
+        ),
+    ] = None,
+    boot_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="More files served over TFTP and under /boot/assets/.",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
+    discovery: Annotated[
+        bool | None,
+        typer.Option(
+            "--discovery/--no-discovery",
+            help="Netboot machines not in inventory into the install environment.",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
 ) -> None:
     """Run the metalflow server (API, boot services, controllers) until interrupted."""
     given: dict[str, Any] = {
         "data_dir": data_dir or cli_context(ctx).data_dir,
         "database": database,
         "http": http,
+        "interface": interface,
+        "dhcp_mode": dhcp_mode,
+        "dhcp_pool": dhcp_pool,
+        "boot_config": boot_config,
+        "public_url": public_url,
+        "kernel": kernel,
+        "initrd": initrd,
+        "boot_dir": boot_dir,
+        "discovery": discovery,
     }
     try:
         settings = Settings(**{key: value for key, value in given.items() if value is not None})
@@ -47,7 +143,10 @@ def up(
         raise CliError(settings_error(exc), ExitCode.BAD_INPUT) from None
     from metalflow.server import serve
 
-    serve(settings)
+    try:
+        serve(settings)
+    except BootSetupError as exc:
+        raise CliError(str(exc), ExitCode.BAD_INPUT) from None
 
 
 def settings_error(exc: ValidationError) -> str:

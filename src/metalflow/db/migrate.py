@@ -17,6 +17,7 @@ _PG_LOCK_KEY = 0x6D66_6C77  # "mflw"
 def target_metadata() -> MetaData:
     """Every domain's tables, imported here so Alembic sees the whole schema."""
     from metalflow import events  # noqa: F401
+    from metalflow.boot.dhcp import tables as _dhcp  # noqa: F401
     from metalflow.db.base import Base
     from metalflow.inventory import tables as _inventory  # noqa: F401
     from metalflow.templates import tables as _templates  # noqa: F401

@@ -5,12 +5,24 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,198}[a-z0-9])?$"
 _MAC = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 MAX_USER_DATA = 64 * 1024
+MAX_IPXE_SCRIPT = 64 * 1024
+IPXE_MAGIC = "#!ipxe"
+IPXE_COMMAND_SEPARATORS = frozenset({"||", "&&", ";"})
 
 
 def normalize_mac(value: str) -> str:
@@ -19,6 +31,65 @@ def normalize_mac(value: str) -> str:
         raise ValueError(f"{value!r} is not a MAC address; write it as 52:54:00:12:34:56")
     digits = raw.replace(":", "").replace("-", "")
     return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def check_script_words(value: str, what: str) -> str:
+    """Words that an iPXE script passes on as they are (kernel arguments, echo text), or refused.
+
+    iPXE has no quoting: it reads a script line by line (a trailing backslash joins the next
+    line), splits a line at whitespace, expands `${name}` as a setting, starts a new command at
+    a `||`, `&&` or `;` word and ignores the rest of the line from a word starting with `#`.
+    Any of these in what an operator writes would change the script, not the kernel command line.
+    """
+    for char in value:
+        if not (char == " " or "!" <= char <= "~"):
+            raise ValueError(
+                f"{what} must be one line of printable ASCII characters; found {char!r}"
+            )
+    if "${" in value:
+        raise ValueError(f"{what} must not contain '${{' (iPXE would expand it as a setting)")
+    if "\\" in value:
+        raise ValueError(f"{what} must not contain '\\' (iPXE reads it as a line continuation)")
+    for word in value.split():
+        if word in IPXE_COMMAND_SEPARATORS:
+            raise ValueError(
+                f"{what} must not contain the word {word!r} (iPXE would start another command)"
+            )
+        if word.startswith("#"):
+            raise ValueError(
+                f"{what} must not contain a word starting with '#' ({word!r}): iPXE would"
+                " ignore the rest of the line"
+            )
+    return value
+
+
+def check_http_url(value: str, what: str) -> str:
+    """An http(s) URL that is one iPXE word: no whitespace, no `${` expansion, no backslash."""
+    check_script_words(value, what)
+    if " " in value:
+        raise ValueError(f"{what} must not contain spaces; percent-encode them as %20")
+    try:
+        parts = urlsplit(value)
+        valid = (
+            parts.scheme in ("http", "https")
+            and bool(parts.hostname)
+            and (parts.port is None or parts.port > 0)
+        )
+    except ValueError:  # a bracketed host that is not IPv6, a port that is not a number
+        valid = False
+    if not valid:
+        raise ValueError(f"{what} must be an http:// or https:// URL with a host, got {value!r}")
+    return value
+
+
+def check_ipxe_script(value: str, what: str) -> str:
+    """A whole iPXE script: iPXE runs only a file starting with `#!ipxe` and whitespace."""
+    if not re.match(re.escape(IPXE_MAGIC) + r"\s", value):
+        raise ValueError(f"{what} must start with the line {IPXE_MAGIC!r}")
+    size = len(value.encode())
+    if size > MAX_IPXE_SCRIPT:
+        raise ValueError(f"{what} is {size} bytes; the limit is {MAX_IPXE_SCRIPT} bytes")
+    return value
 
 
 class Strict(BaseModel):
@@ -98,6 +169,35 @@ class BmcSpec(Strict):
     password: SecretStr | None = None
 
 
+class BootSpec(Strict):
+    """Per-machine netboot overrides: an own iPXE script (wins), else a URL to chain to, plus
+    kernel arguments and console for the install environment."""
+
+    ipxe_script: str | None = None
+    ipxe_url: str | None = None
+    kernel_args: str | None = None
+    console: str | None = None
+
+    @field_validator("ipxe_script")
+    @classmethod
+    def _script(cls, value: str | None) -> str | None:
+        return None if value is None else check_ipxe_script(value, "ipxe_script")
+
+    @field_validator("ipxe_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value, "ipxe_url")
+
+    @field_validator("kernel_args", "console")
+    @classmethod
+    def _words(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else check_script_words(value, str(info.field_name))
+
+    def stored(self) -> dict[str, str]:
+        """The `Machine.boot` column: only what is set."""
+        return self.model_dump(exclude_none=True)
+
+
 class MachineSpec(Strict):
     """What an operator declares about a machine; everything else is discovered or derived."""
 
@@ -110,6 +210,7 @@ class MachineSpec(Strict):
     interfaces: list[InterfaceSpec] = Field(default_factory=list)
     disks: list[DiskSpec] = Field(default_factory=list)
     bmc: BmcSpec | None = None
+    boot: BootSpec | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     user_data: str | None = Field(default=None, alias="userData")
 
@@ -164,6 +265,13 @@ class BmcPublic(BaseModel):
     has_password: bool
 
 
+class BootPublic(BaseModel):
+    ipxe_script: str | None = None
+    ipxe_url: str | None = None
+    kernel_args: str | None = None
+    console: str | None = None
+
+
 class MachinePublic(BaseModel):
     id: str
     name: str
@@ -177,6 +285,7 @@ class MachinePublic(BaseModel):
     interfaces: list[InterfacePublic]
     disks: list[dict[str, Any]]
     bmc: BmcPublic | None
+    boot: BootPublic | None
     attributes: dict[str, Any]
     metadata: dict[str, Any]
     workflow: str | None

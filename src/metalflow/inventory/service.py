@@ -13,6 +13,7 @@ from metalflow.errors import Conflict, NotFound
 from metalflow.inventory.lifecycle import BUSY_STATES, LIFECYCLE, MachineEvent, MachineState
 from metalflow.inventory.schemas import (
     BmcPublic,
+    BootPublic,
     InterfacePublic,
     InterfaceSpec,
     MachinePublic,
@@ -216,6 +217,7 @@ def apply_machine(
     machine.bmc_password_encrypted = keyring.encrypt(password) if password is not None else None
     machine.instance_metadata = spec.metadata
     machine.user_data = spec.user_data
+    machine.boot = spec.boot.stored() if spec.boot else {}
     machine.applied = applied
     _sync_interfaces(session, machine, spec.interfaces, declared_before)
     session.flush()
@@ -339,6 +341,7 @@ def to_public(machine: Machine, active_workflow: str | None) -> MachinePublic:
         )
         if machine.bmc_driver
         else None,
+        boot=BootPublic.model_validate(machine.boot) if machine.boot else None,
         attributes=machine.attributes,
         metadata=machine.instance_metadata,
         workflow=active_workflow,

@@ -35,6 +35,7 @@ class Machine(Base):
     instance_metadata: Mapped[dict[str, Any]] = mapped_column(deferred=True, default=dict)
     user_data: Mapped[str | None] = mapped_column(Text, deferred=True)
     applied: Mapped[dict[str, Any]] = mapped_column(deferred=True, default=dict)
+    boot: Mapped[dict[str, Any]] = mapped_column(default=dict)
     agent_token_generation: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from metalflow.errors import Invalid
+from metalflow.inventory.schemas import check_http_url, check_ipxe_script
 
 HARDWARE_SPEC_KEYS = frozenset(
     {
@@ -40,6 +41,7 @@ DHCP_KEYS = frozenset(
     }
 )
 NETBOOT_KEYS = frozenset({"allowPXE", "allowWorkflow", "ipxe", "osie"})
+IPXE_KEYS = frozenset({"url", "contents"})
 IP_KEYS = frozenset({"address", "family", "gateway", "netmask"})
 
 
@@ -74,11 +76,34 @@ def _vlan(value: Any, where: str) -> int | None:
         raise Invalid(f"{where} must be a VLAN number, got {value!r}", field=where) from None
 
 
+def _ipxe_boot(netboot: dict[str, Any], where: str) -> dict[str, str] | None:
+    """`netboot.ipxe` as metalflow's boot options: `contents` is the machine's own script,
+    `url` a script to chain to (Tinkerbell writes both as "" when unused)."""
+    ipxe = _check_keys(netboot.get("ipxe"), IPXE_KEYS, f"{where}.ipxe")
+    boot: dict[str, str] = {}
+    for key, option, check in (
+        ("contents", "ipxe_script", check_ipxe_script),
+        ("url", "ipxe_url", check_http_url),
+    ):
+        value = ipxe.get(key)
+        if value in (None, ""):
+            continue
+        field = f"{where}.ipxe.{key}"
+        if not isinstance(value, str):
+            raise Invalid(f"{field} must be a string", field=field)
+        try:
+            boot[option] = check(value, field)
+        except ValueError as exc:
+            raise Invalid(str(exc), field=field) from None
+    return boot or None
+
+
 def hardware_to_machine_fields(name: str, namespace: str | None, spec: Any) -> dict[str, Any]:
     """MachineSpec input (as a dict, validated by the caller) from a Hardware spec."""
     spec = _check_keys(spec, HARDWARE_SPEC_KEYS, "spec")
     interfaces = []
     arch, uefi, hostname = "x86_64", True, None
+    boot = None
     for index, item in enumerate(_list(spec.get("interfaces"), "spec.interfaces")):
         where = f"spec.interfaces[{index}]"
         iface = _check_keys(item, INTERFACE_KEYS, where)
@@ -92,6 +117,7 @@ def hardware_to_machine_fields(name: str, namespace: str | None, spec: Any) -> d
             arch = {"arm64": "aarch64"}.get(raw_arch, raw_arch) if isinstance(raw_arch, str) else ""
             uefi = bool(dhcp.get("uefi", False))
             hostname = dhcp.get("hostname")
+            boot = _ipxe_boot(netboot, f"{where}.netboot")
         interfaces.append(
             {
                 "mac": dhcp["mac"],
@@ -124,6 +150,7 @@ def hardware_to_machine_fields(name: str, namespace: str | None, spec: Any) -> d
         "hostname": hostname,
         "interfaces": interfaces,
         "disks": disks,
+        "boot": boot,
         "metadata": spec.get("metadata") or {},
         "userData": spec.get("userData"),
     }

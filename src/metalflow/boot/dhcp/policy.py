@@ -1,0 +1,613 @@
+"""What metalflow answers to a DHCP request, as a value: Reply, Ignore (with a reason) or Release.
+
+Pure: no sockets, no clock, no database. `server.py` decodes, looks the MAC up in the in-memory
+index, allocates pool addresses, then sends whatever these functions return. Two policies share
+one shape: `answer_reservation` (full DHCP) and `answer_proxy` (ProxyDHCP, PXE spec 2.1 §2.5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from ipaddress import IPv4Address, IPv4Network
+
+from metalflow.boot.dhcp.codec import (
+    BROADCAST_FLAG,
+    ZERO_ADDRESS,
+    DhcpPacket,
+    MessageType,
+    OptionCode,
+    encoded_size,
+)
+from metalflow.boot.dhcp.network import DhcpMode, NetworkConfig
+from metalflow.boot.dhcp.options import (
+    ascii_text,
+    classless_routes,
+    ip_list,
+    parse_client_machine_id,
+    pxe_vendor_options,
+    u32,
+)
+from metalflow.boot.index import InterfaceView, MachineView
+
+PXE_CLIENT = "PXEClient"
+HTTP_CLIENT = "HTTPClient"
+IPXE_USER_CLASS = b"iPXE"
+SERVER_PORT = 67
+CLIENT_PORT = 68
+BROADCAST = ("255.255.255.255", CLIENT_PORT)
+MIN_MESSAGE_SIZE = 576
+"""Every client accepts a 576-byte IP datagram (RFC 2131 §2, RFC 2132 §9.10)."""
+IP_UDP_HEADERS = 28
+"""Taken off option 57 as well: clients disagree on whether it counts IP and UDP headers."""
+DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
+_FILE_FIELD_MAX = 127
+"""The file field is 128 bytes and NUL-terminated; longer names go in option 67."""
+_MUST_KEEP = frozenset(
+    (
+        OptionCode.MESSAGE_TYPE,
+        OptionCode.SERVER_ID,
+        OptionCode.LEASE_TIME,
+        OptionCode.MESSAGE,
+        OptionCode.VENDOR_CLASS,
+        OptionCode.VENDOR_SPECIFIC,
+        OptionCode.CLIENT_MACHINE_ID,
+        OptionCode.BOOTFILE_NAME,
+        OptionCode.CLIENT_ID,
+        OptionCode.RELAY_AGENT_INFO,
+    )
+)
+"""Options never dropped to fit the client's maximum size: without them the reply is useless."""
+
+
+class Arch(IntEnum):
+    """Option 93 client system architecture (RFC 4578 §2.1, IANA "Processor Architecture Types")."""
+
+    X86_BIOS = 0
+    NEC_PC98 = 1
+    ITANIUM = 2
+    DEC_ALPHA = 3
+    ARC_X86 = 4
+    INTEL_LEAN_CLIENT = 5
+    X86_UEFI = 6
+    X64_UEFI = 7
+    XSCALE_EFI = 8
+    EFI_X86_64 = 9
+    """RFC 4578's name; IANA now lists 9 as EBC, but x64 firmware (old iPXE too) sends it."""
+    ARM32_UEFI = 10
+    ARM64_UEFI = 11
+    PPC_OPEN_FIRMWARE = 12
+    PPC_EPAPR = 13
+    POWER_OPAL = 14
+    X86_UEFI_HTTP = 15
+    X64_UEFI_HTTP = 16
+    EBC_HTTP = 17
+    ARM32_UEFI_HTTP = 18
+    ARM64_UEFI_HTTP = 19
+
+
+_ARCHES = {member.value: member for member in Arch}
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """What a request says about the client, and every reason it is not a netboot request."""
+
+    mac: str
+    arch: Arch | int | None
+    client_type: str | None
+    user_class: str | None
+    is_ipxe: bool
+    uuid: str | None
+    not_netboot_reasons: tuple[str, ...]
+
+    @property
+    def is_netboot(self) -> bool:
+        return not self.not_netboot_reasons
+
+
+def classify(packet: DhcpPacket) -> ClientInfo:
+    """Read who the client is and collect every failed netboot check (smee's IsNetbootClient)."""
+    reasons = []
+    if not packet.is_ethernet:
+        reasons.append(f"hardware type {packet.htype}/{packet.hlen} bytes is not Ethernet")
+    message_type = packet.message_type
+    if message_type is not MessageType.DISCOVER and message_type is not MessageType.REQUEST:
+        name = message_type.name if message_type is not None else "missing"
+        reasons.append(f"message type {name} is not DISCOVER or REQUEST")
+    vendor_class = packet.vendor_class
+    client_type = None
+    if vendor_class is None:
+        reasons.append("option 60 (vendor class) is missing")
+    elif vendor_class.startswith(PXE_CLIENT):
+        client_type = PXE_CLIENT
+    elif vendor_class.startswith(HTTP_CLIENT):
+        client_type = HTTP_CLIENT
+    else:
+        reasons.append(f"option 60 (vendor class) {vendor_class!r} is not PXEClient or HTTPClient")
+    arches = packet.client_arches
+    if not arches:
+        reasons.append("option 93 (client architecture) is missing or malformed")
+    if packet.option(OptionCode.CLIENT_NDI) is None:
+        reasons.append("option 94 (client network interface) is missing")
+    uuid = None
+    machine_id = packet.option(OptionCode.CLIENT_MACHINE_ID)
+    # A missing option 97 is accepted: real PXE ROMs omit it.
+    if machine_id is not None:
+        parsed = parse_client_machine_id(machine_id)
+        if parsed is None:
+            reasons.append(
+                f"option 97 (client machine id) is {len(machine_id)} bytes,"
+                " not 17 starting with type 0"
+            )
+        else:
+            uuid = str(parsed)
+    user_classes = packet.user_classes
+    return ClientInfo(
+        mac=packet.mac,
+        arch=_ARCHES.get(arches[0], arches[0]) if arches else None,
+        client_type=client_type,
+        user_class=user_classes[0].decode("latin-1") if user_classes else None,
+        is_ipxe=IPXE_USER_CLASS in user_classes or packet.ipxe_options is not None,
+        uuid=uuid,
+        not_netboot_reasons=tuple(reasons),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BootSettings:
+    """Where the boot files are; the same for every network a server answers on."""
+
+    http_url: str
+    """metalflow's HTTP boot server, e.g. "http://192.0.2.1:7080"."""
+    bios_file: str = "undionly.kpxe"
+    uefi_x64_file: str = "ipxe.efi"
+    uefi_arm64_file: str = "snp-arm64.efi"
+    uefi_ia32_file: str = "ipxe-ia32.efi"
+    http_boot_path: str = "/boot/assets"
+    """UEFI HTTP clients fetch f"{http_url}{http_boot_path}/{file for their arch}"."""
+    discovery: bool = False
+    """Machines not in the inventory netboot too (into discovery)."""
+    tftp_server: IPv4Address | None = None
+    """siaddr for TFTP; default: the server's own address on that network."""
+
+
+@dataclass(frozen=True, slots=True)
+class BootChoice:
+    filename: str
+    siaddr: IPv4Address
+    client_type: str | None
+    """Option 60 the reply must carry, if any."""
+    note: str = ""
+
+
+def _binary_for(arch: Arch | int | None, settings: BootSettings) -> str | None:
+    match arch:
+        case Arch.X86_BIOS:
+            return settings.bios_file
+        case Arch.X64_UEFI | Arch.EFI_X86_64 | Arch.X64_UEFI_HTTP:
+            return settings.uefi_x64_file
+        case Arch.ARM64_UEFI | Arch.ARM64_UEFI_HTTP:
+            return settings.uefi_arm64_file
+        case Arch.X86_UEFI | Arch.X86_UEFI_HTTP:
+            return settings.uefi_ia32_file
+        case _:
+            return None
+
+
+def choose_bootfile(info: ClientInfo, settings: BootSettings, server_ip: IPv4Address) -> BootChoice:
+    """The one file this client should load next."""
+    siaddr = settings.tftp_server or server_ip
+    base_url = settings.http_url.rstrip("/")
+    binary = _binary_for(info.arch, settings)
+    note = ""
+    if binary is None:
+        note = f"no iPXE binary for architecture {info.arch}; sent {settings.bios_file}"
+        binary = settings.bios_file
+    # Order matters: a client already running iPXE gets its script, which breaks the loop of
+    # iPXE chainloading iPXE; an HTTPClient can only fetch http:// URLs; everyone else TFTPs.
+    if info.is_ipxe:
+        return BootChoice(f"{base_url}/boot/{info.mac}.ipxe", siaddr, None)
+    if info.client_type == HTTP_CLIENT:
+        url = f"{base_url}{settings.http_boot_path}/{binary}"
+        return BootChoice(url, siaddr, HTTP_CLIENT, note)
+    return BootChoice(binary, siaddr, None, note)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """Send `packet` to `destination`; the other fields say what it is, for events and metrics."""
+
+    packet: DhcpPacket
+    destination: tuple[str, int]
+    kind: str
+    address: IPv4Address | None
+    bootfile: str | None
+    lease_time: int | None
+    note: str = ""
+    """Why there is no boot file, or what was unusual about the one sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ignore:
+    """Send nothing; `counter` is a short metric label, `reason` says why for the log."""
+
+    reason: str
+    counter: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """The client gave the address back (RELEASE) or found it in use (DECLINE)."""
+
+    mac: str
+    address: IPv4Address
+    declined: bool
+
+
+Decision = Reply | Ignore | Release
+
+
+def select_network(
+    networks: Sequence[NetworkConfig], packet: DhcpPacket, local_network: NetworkConfig | None
+) -> NetworkConfig | None:
+    """A relayed request belongs to the network holding its giaddr; others to the local link."""
+    if packet.giaddr == ZERO_ADDRESS:
+        return local_network
+    giaddr = packet.giaddr
+    return next((network for network in networks if giaddr in network.subnet), None)
+
+
+def reply_destination(
+    request: DhcpPacket, reply: DhcpPacket, source: tuple[str, int] | None = None
+) -> tuple[str, int]:
+    """Where a reply goes (RFC 2131 §4.1).
+
+    `source` is given only for a PXE boot server request on port 4011: that client has an
+    address and waits where it sent from. An unconfigured client gets a broadcast; the server
+    sends from a broadcast-capable socket, never a raw unicast to an address nobody holds yet.
+    """
+    if request.giaddr != ZERO_ADDRESS:
+        return (str(request.giaddr), SERVER_PORT)
+    if source is not None:
+        host = str(request.ciaddr) if request.ciaddr != ZERO_ADDRESS else source[0]
+        return (host, source[1])
+    if request.ciaddr != ZERO_ADDRESS and reply.message_type is not MessageType.NAK:
+        return (str(request.ciaddr), CLIENT_PORT)
+    return BROADCAST
+
+
+def reply_to(
+    request: DhcpPacket,
+    message_type: MessageType,
+    *,
+    yiaddr: IPv4Address = ZERO_ADDRESS,
+    siaddr: IPv4Address = ZERO_ADDRESS,
+    file: bytes = b"",
+    options: Sequence[tuple[int, bytes]] = (),
+) -> DhcpPacket:
+    """A reply to `request`: its xid, chaddr, flags and giaddr, option 53 first, 61 and 82 echoed.
+
+    RFC 6842 §3 wants the client identifier back; RFC 3046 §2.2 the relay agent information.
+    """
+    echoed = []
+    client_id = request.option(OptionCode.CLIENT_ID)
+    if client_id is not None:
+        echoed.append((OptionCode.CLIENT_ID, client_id))
+    relay_info = request.option(OptionCode.RELAY_AGENT_INFO)
+    if relay_info is not None and request.giaddr != ZERO_ADDRESS:
+        echoed.append((OptionCode.RELAY_AGENT_INFO, relay_info))
+    flags = request.flags
+    if message_type is MessageType.NAK and request.giaddr != ZERO_ADDRESS:
+        flags |= BROADCAST_FLAG  # RFC 2131 §4.3.2: the relay broadcasts a NAK
+    return DhcpPacket(
+        op=2,
+        htype=request.htype,
+        hlen=request.hlen,
+        hops=0,
+        xid=request.xid,
+        secs=0,
+        flags=flags,
+        ciaddr=request.ciaddr if message_type is MessageType.ACK else ZERO_ADDRESS,
+        yiaddr=yiaddr,
+        siaddr=siaddr,
+        giaddr=request.giaddr,
+        chaddr=request.chaddr,
+        sname=bytes(64),
+        file=file.ljust(128, b"\0"),
+        options=((OptionCode.MESSAGE_TYPE, bytes((message_type,))), *options, *echoed),
+    )
+
+
+def _fit(request: DhcpPacket, packet: DhcpPacket) -> DhcpPacket | None:
+    """Drop options until the reply fits the client's option 57; unrequested ones go first."""
+    limit = max(request.max_message_size or 0, MIN_MESSAGE_SIZE) - IP_UDP_HEADERS
+    options = list(packet.options)
+    if encoded_size(options) <= limit:
+        return packet
+    requested = set(request.parameter_request_list)
+    for spare_requested in (True, False):
+        for index in reversed(range(len(options))):
+            code = options[index][0]
+            if code in _MUST_KEEP or (spare_requested and code in requested):
+                continue
+            del options[index]
+            if encoded_size(options) <= limit:
+                return dataclasses.replace(packet, options=tuple(options))
+    return None
+
+
+def _finish(
+    request: DhcpPacket,
+    packet: DhcpPacket,
+    kind: str,
+    *,
+    address: IPv4Address | None = None,
+    bootfile: str | None = None,
+    lease_time: int | None = None,
+    note: str = "",
+    source: tuple[str, int] | None = None,
+) -> Decision:
+    fitted = _fit(request, packet)
+    if fitted is None:
+        limit = request.max_message_size
+        return Ignore(f"{kind} does not fit the client's maximum size {limit}", "too_large")
+    destination = reply_destination(request, fitted, source)
+    return Reply(fitted, destination, kind, address, bootfile, lease_time, note)
+
+
+def _not_for_us(request: DhcpPacket, network: NetworkConfig, mode: DhcpMode) -> Ignore | None:
+    if request.op != 1:
+        return Ignore(f"op {request.op} is not a BOOTREQUEST", "not_for_us")
+    if network.mode is not mode:
+        return Ignore(f"network {network.subnet} is in mode {network.mode}", "not_for_us")
+    if not request.is_ethernet:
+        return Ignore(
+            f"hardware type {request.htype}/{request.hlen} bytes is not Ethernet",
+            "unsupported_hardware",
+        )
+    return None
+
+
+def _boot_refusal(
+    info: ClientInfo, machine: MachineView | None, settings: BootSettings
+) -> Ignore | None:
+    """Why this client must not netboot now (the reason, and its metric label), or None."""
+    if not info.is_netboot:
+        return Ignore("not a PXE client: " + "; ".join(info.not_netboot_reasons), "not_netboot")
+    if machine is None:
+        if settings.discovery:
+            return None
+        return Ignore("unknown machine and discovery is off", "unknown_client")
+    if machine.wants_netboot(info.mac):
+        return None
+    iface = machine.interface(info.mac)
+    if iface is None or not iface.allow_pxe:
+        return Ignore("interface does not allow PXE", "pxe_disabled")
+    return Ignore("no active workflow", "no_workflow")
+
+
+def _boot_fields(choice: BootChoice) -> tuple[bytes, list[tuple[int, bytes]]]:
+    """The file field, or option 67 when the name does not fit it (RFC 2132 §9.5)."""
+    encoded = choice.filename.encode()
+    options = []
+    if choice.client_type is not None:
+        options.append((OptionCode.VENDOR_CLASS, choice.client_type.encode()))
+    if len(encoded) <= _FILE_FIELD_MAX:
+        return encoded, options
+    options.append((OptionCode.BOOTFILE_NAME, encoded))
+    return b"", options
+
+
+def _own_interface(
+    machine: MachineView | None, mac: str, network: NetworkConfig
+) -> InterfaceView | None:
+    """The machine's interface for `mac` when its address lies in this network."""
+    iface = machine.interface(mac) if machine is not None else None
+    if iface is None or iface.ip is None or iface.ip not in network.subnet:
+        return None
+    return iface
+
+
+def _config_options(
+    network: NetworkConfig,
+    server_ip: IPv4Address,
+    machine: MachineView | None,
+    iface: InterfaceView | None,
+    mac: str,
+    address: IPv4Address | None,
+    lease_time: int | None,
+) -> list[tuple[int, bytes]]:
+    """Option 54, the lease, then the network settings, each only when set.
+
+    The interface's own settings win when the address given is the interface's.
+    """
+    options: list[tuple[int, bytes]] = [(OptionCode.SERVER_ID, server_ip.packed)]
+    if lease_time is not None:
+        options.append((OptionCode.LEASE_TIME, u32(lease_time)))
+        options.append((OptionCode.RENEWAL_TIME, u32(lease_time // 2)))
+        options.append((OptionCode.REBINDING_TIME, u32(lease_time * 7 // 8)))
+    netmask = (iface.netmask if iface else None) or network.netmask
+    options.append((OptionCode.SUBNET_MASK, netmask.packed))
+    if address is not None:
+        broadcast = IPv4Address(int(address) | (~int(netmask) & 0xFFFFFFFF))
+        options.append((OptionCode.BROADCAST_ADDRESS, broadcast.packed))
+    router = (iface.gateway if iface else None) or network.gateway
+    if router is not None:
+        options.append((OptionCode.ROUTER, router.packed))
+    nameservers = (iface.nameservers if iface else ()) or network.nameservers
+    if nameservers:
+        options.append((OptionCode.DNS_SERVERS, ip_list(nameservers)))
+    if machine is not None:
+        hostname = ascii_text(machine.host_name(mac))
+        if hostname:
+            options.append((OptionCode.HOSTNAME, hostname))
+    domain = ascii_text(network.domain) if network.domain else None
+    if domain:
+        options.append((OptionCode.DOMAIN_NAME, domain))
+    if network.ntp_servers:
+        options.append((OptionCode.NTP_SERVERS, ip_list(network.ntp_servers)))
+    if network.routes:
+        routes = [(route.destination, route.gateway) for route in network.routes]
+        # RFC 3442 §2: a client given option 121 ignores option 3, so the default goes in too.
+        if router is not None and all(route.destination.prefixlen for route in network.routes):
+            routes.append((DEFAULT_ROUTE, router))
+        options.append((OptionCode.CLASSLESS_ROUTES, classless_routes(routes)))
+    return options
+
+
+def _release(request: DhcpPacket, info: ClientInfo, server_ip: IPv4Address) -> Decision:
+    server_id = request.server_id
+    if server_id is not None and server_id != server_ip:
+        return Ignore(f"addressed to server {server_id}", "other_server")
+    declined = request.message_type is MessageType.DECLINE
+    address = request.requested_ip if declined else request.ciaddr
+    if address is None or address == ZERO_ADDRESS:
+        field = "option 50" if declined else "ciaddr"
+        return Ignore(
+            f"{'DECLINE' if declined else 'RELEASE'} without {field}", "unsupported_message"
+        )
+    return Release(info.mac, address, declined)
+
+
+def answer_reservation(
+    request: DhcpPacket,
+    info: ClientInfo,
+    network: NetworkConfig,
+    server_ip: IPv4Address,
+    machine: MachineView | None,
+    pool_address: IPv4Address | None,
+    settings: BootSettings,
+) -> Decision:
+    """Full DHCP (RFC 2131 §4.3): the machine's address on this network, else `pool_address`.
+
+    The caller allocates `pool_address` from the network's pool for clients without an
+    inventory address here. An Ignore with counter "other_server" means the client chose
+    another server, so an address offered to it can be freed.
+    """
+    refusal = _not_for_us(request, network, DhcpMode.RESERVATION)
+    if refusal is not None:
+        return refusal
+    message_type = request.message_type
+    if message_type is MessageType.RELEASE or message_type is MessageType.DECLINE:
+        return _release(request, info, server_ip)
+    mac = info.mac
+    iface = _own_interface(machine, mac, network)
+    if message_type is MessageType.INFORM:
+        # RFC 2131 §3.4: configuration only; the client already has its address.
+        ciaddr = request.ciaddr if request.ciaddr != ZERO_ADDRESS else None
+        options = _config_options(network, server_ip, machine, iface, mac, ciaddr, None)
+        packet = reply_to(request, MessageType.ACK, options=options)
+        return _finish(request, packet, "dhcp.inform", note="INFORM gets no boot file")
+    if message_type is not MessageType.DISCOVER and message_type is not MessageType.REQUEST:
+        name = message_type.name if message_type is not None else "none (BOOTP)"
+        return Ignore(f"message type {name}", "unsupported_message")
+    server_id = request.server_id
+    if message_type is MessageType.REQUEST and server_id is not None and server_id != server_ip:
+        return Ignore(f"client chose server {server_id}", "other_server")
+    address = iface.ip if iface is not None else pool_address
+    if address is None:
+        return Ignore(f"no address for {mac} in {network.subnet}", "no_address")
+    if message_type is MessageType.REQUEST:
+        # The client's state decides where it names the address (RFC 2131 §4.3.2).
+        if server_id is not None:  # SELECTING
+            claimed = request.requested_ip
+        elif request.ciaddr == ZERO_ADDRESS:  # INIT-REBOOT
+            claimed = request.requested_ip
+            if claimed is None:
+                return Ignore("REQUEST without option 54, 50 or ciaddr", "unsupported_message")
+        else:  # RENEWING or REBINDING
+            claimed = request.ciaddr
+        if claimed != address:
+            message = ascii_text(f"{claimed} is not this client's address") or b""
+            nak_options = [
+                (OptionCode.SERVER_ID, server_ip.packed),
+                (OptionCode.MESSAGE, message),
+            ]
+            nak = reply_to(request, MessageType.NAK, options=nak_options)
+            return _finish(request, nak, "dhcp.nak", note=message.decode())
+    lease_time = (iface.lease_time if iface else None) or network.lease_time
+    options = _config_options(network, server_ip, machine, iface, mac, address, lease_time)
+    siaddr = ZERO_ADDRESS
+    file = b""
+    bootfile = None
+    refusal = _boot_refusal(info, machine, settings)
+    if refusal is None:
+        choice = choose_bootfile(info, settings, server_ip)
+        file, boot_options = _boot_fields(choice)
+        options.extend(boot_options)
+        siaddr, bootfile, note = choice.siaddr, choice.filename, choice.note
+    else:
+        note = refusal.reason
+    reply_type = MessageType.OFFER if message_type is MessageType.DISCOVER else MessageType.ACK
+    packet = reply_to(
+        request, reply_type, yiaddr=address, siaddr=siaddr, file=file, options=options
+    )
+    kind = "dhcp.offer" if reply_type is MessageType.OFFER else "dhcp.ack"
+    return _finish(
+        request,
+        packet,
+        kind,
+        address=address,
+        bootfile=bootfile,
+        lease_time=lease_time,
+        note=note,
+    )
+
+
+def answer_proxy(
+    request: DhcpPacket,
+    info: ClientInfo,
+    network: NetworkConfig,
+    server_ip: IPv4Address,
+    machine: MachineView | None,
+    settings: BootSettings,
+    *,
+    on_port_4011: bool,
+    source: tuple[str, int],
+) -> Decision:
+    """ProxyDHCP (PXE spec 2.1 §2.5): boot fields only, beside the site's DHCP server.
+
+    A DISCOVER on port 67 gets a proxy OFFER; the boot server REQUEST that follows on port
+    4011 gets a proxy ACK sent back to where it came from. Never an address.
+    """
+    refusal = _not_for_us(request, network, DhcpMode.PROXY)
+    if refusal is not None:
+        return refusal
+    message_type = request.message_type
+    if message_type is MessageType.DISCOVER and on_port_4011:
+        return Ignore("DISCOVER on port 4011", "unsupported_message")
+    if message_type is not MessageType.DISCOVER and message_type is not MessageType.REQUEST:
+        name = message_type.name if message_type is not None else "none (BOOTP)"
+        return Ignore(f"message type {name} in proxy mode", "unsupported_message")
+    if message_type is MessageType.REQUEST and not on_port_4011 and request.server_id != server_ip:
+        return Ignore("REQUEST on port 67 for the site's DHCP server", "not_for_us")
+    refusal = _boot_refusal(info, machine, settings)
+    if refusal is not None:
+        return refusal
+    choice = choose_bootfile(info, settings, server_ip)
+    file, boot_options = _boot_fields(choice)
+    options: list[tuple[int, bytes]] = [(OptionCode.SERVER_ID, server_ip.packed)]
+    if choice.client_type is None and info.client_type is not None:
+        options.append((OptionCode.VENDOR_CLASS, info.client_type.encode()))
+    options.extend(boot_options)
+    if info.client_type == PXE_CLIENT:
+        options.append((OptionCode.VENDOR_SPECIFIC, pxe_vendor_options()))
+    machine_id = request.option(OptionCode.CLIENT_MACHINE_ID)
+    if machine_id is not None:
+        options.append((OptionCode.CLIENT_MACHINE_ID, machine_id))
+    if message_type is MessageType.DISCOVER:
+        reply_type, kind = MessageType.OFFER, "dhcp.proxy_offer"
+    else:
+        reply_type, kind = MessageType.ACK, "dhcp.proxy_ack"
+    packet = reply_to(request, reply_type, siaddr=choice.siaddr, file=file, options=options)
+    return _finish(
+        request,
+        packet,
+        kind,
+        bootfile=choice.filename,
+        note=choice.note,
+        source=source if on_port_4011 else None,
+    )

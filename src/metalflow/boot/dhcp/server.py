@@ -1,0 +1,290 @@
+"""The DHCPv4 server: sockets, the lease store and events around the pure codec and policy.
+
+One UDP socket on port 67 bound to the boot interface (SO_BINDTODEVICE, so broadcasts from that
+link and unicasts from relays arrive, and broadcast replies leave by it), plus port 4011 in proxy
+mode. Each datagram is answered synchronously from memory; only an ACK of a pool address waits,
+for its lease's group commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fcntl
+import functools
+import ipaddress
+import logging
+import socket
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from metalflow.boot.dhcp.codec import (
+    DhcpPacket,
+    MalformedPacket,
+    MessageType,
+    OptionCode,
+    decode,
+    encode,
+)
+from metalflow.boot.dhcp.leases import LeaseStore
+from metalflow.boot.dhcp.network import DhcpMode, NetworkConfig
+from metalflow.boot.dhcp.policy import (
+    BootSettings,
+    Ignore,
+    Release,
+    Reply,
+    answer_proxy,
+    answer_reservation,
+    classify,
+    select_network,
+)
+from metalflow.boot.index import BootIndex, MachineView
+from metalflow.boot.recorder import BootEventRecorder
+
+log = logging.getLogger("metalflow.boot.dhcp")
+IPv4 = ipaddress.IPv4Address
+PROXY_PORT = 4011
+_SIOCGIFADDR = 0x8915
+_SIOCGIFNETMASK = 0x891B
+
+
+@dataclass(frozen=True)
+class InterfaceAddress:
+    name: str
+    address: IPv4
+    network: ipaddress.IPv4Network
+
+
+def interface_address(name: str) -> InterfaceAddress:
+    """The interface's primary IPv4 address and subnet (the ioctls `ifconfig` uses)."""
+    request = struct.pack("256s", name.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            address = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, request)[20:24]
+            netmask = fcntl.ioctl(sock.fileno(), _SIOCGIFNETMASK, request)[20:24]
+        except OSError as exc:
+            raise OSError(f"interface {name!r} has no IPv4 address ({exc.strerror})") from exc
+    ip = IPv4(address)
+    return InterfaceAddress(name, ip, ipaddress.IPv4Network(f"{ip}/{IPv4(netmask)}", strict=False))
+
+
+def open_socket(interface: str, host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+class DhcpServer:
+    """Answers on one interface for the networks it serves (its own, and relayed ones)."""
+
+    def __init__(
+        self,
+        *,
+        interface: InterfaceAddress,
+        networks: Sequence[NetworkConfig],
+        boot: BootSettings,
+        index: BootIndex,
+        leases: LeaseStore,
+        events: BootEventRecorder,
+        port: int = 67,
+    ) -> None:
+        self.interface = interface
+        self.networks = list(networks)
+        self.boot = boot
+        self.index = index
+        self.leases = leases
+        self.events = events
+        self.port = port
+        self.local_network = next(
+            (net for net in self.networks if interface.address in net.subnet), None
+        )
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self.replies: collections.Counter[str] = collections.Counter()
+        self._transports: list[asyncio.DatagramTransport] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        ports = [self.port]
+        if any(net.mode is DhcpMode.PROXY for net in self.networks):
+            ports.append(PROXY_PORT)
+        for port in ports:
+            sock = open_socket(self.interface.name, "0.0.0.0", port)
+            protocol = _Protocol(self, port == PROXY_PORT)
+            transport, _ = await loop.create_datagram_endpoint(
+                functools.partial(_identity, protocol), sock=sock
+            )
+            self._transports.append(transport)
+        log.info(
+            "event=dhcp.listening interface=%s address=%s ports=%s networks=%s",
+            self.interface.name,
+            self.interface.address,
+            ",".join(map(str, ports)),
+            ",".join(f"{net.subnet}:{net.mode}" for net in self.networks),
+        )
+
+    def close(self) -> None:
+        for transport in self._transports:
+            transport.close()
+        self._transports.clear()
+
+    def _ignore(self, packet: DhcpPacket | None, counter: str, reason: str) -> None:
+        self.dropped[counter] += 1
+        log.info(
+            "event=dhcp.ignored mac=%s xid=%s counter=%s reason=%s",
+            packet.mac if packet else "-",
+            f"{packet.xid:#010x}" if packet else "-",
+            counter,
+            reason,
+        )
+
+    def handle(
+        self,
+        data: bytes,
+        source: tuple[str, int],
+        transport: asyncio.DatagramTransport,
+        on_proxy_port: bool,
+    ) -> None:
+        try:
+            packet = decode(data)
+        except MalformedPacket as exc:
+            self.dropped["malformed"] += 1
+            log.debug("event=dhcp.malformed source=%s:%d reason=%s", *source, exc)
+            return
+        if packet.op != 1:
+            self.dropped["not_request"] += 1
+            return
+        network = select_network(self.networks, packet, self.local_network)
+        if network is None:
+            self._ignore(packet, "no_network", f"no network configured for giaddr {packet.giaddr}")
+            return
+        server_ip = network.server_ip or self.interface.address
+        info = classify(packet)
+        machine = self.index.by_mac(packet.mac)
+        now = time.time()
+        if network.mode is DhcpMode.PROXY:
+            decision = answer_proxy(
+                packet,
+                info,
+                network,
+                server_ip,
+                machine,
+                self.boot,
+                on_port_4011=on_proxy_port,
+                source=source,
+            )
+        else:
+            pool_address = None
+            if network.pool is not None and packet.message_type in (
+                MessageType.DISCOVER,
+                MessageType.REQUEST,
+            ):
+                iface = machine.interface(packet.mac) if machine else None
+                if iface is None or iface.ip is None or iface.ip not in network.subnet:
+                    requested = packet.requested_ip or (
+                        packet.ciaddr if int(packet.ciaddr) else None
+                    )
+                    pool_address = self.leases.candidate(network, packet.mac, requested, now)
+            decision = answer_reservation(
+                packet, info, network, server_ip, machine, pool_address, self.boot
+            )
+        if isinstance(decision, Ignore):
+            self._ignore(packet, decision.counter, decision.reason)
+            if machine is not None:
+                self.events.record(
+                    "dhcp.ignored", machine, packet.mac, mac=packet.mac, reason=decision.reason
+                )
+            return
+        if isinstance(decision, Release):
+            if self.leases.release(decision.mac, decision.address):
+                self.replies["release" if not decision.declined else "decline"] += 1
+            return
+        self._send(packet, decision, transport, machine, network, now)
+
+    def _send(
+        self,
+        request: DhcpPacket,
+        reply: Reply,
+        transport: asyncio.DatagramTransport,
+        machine: MachineView | None,
+        network: NetworkConfig,
+        now: float,
+    ) -> None:
+        wire = encode(reply.packet)
+        mac = request.mac
+        if machine is not None:
+            self.events.record(
+                reply.kind,
+                machine,
+                mac,
+                mac=mac,
+                address=str(reply.address) if reply.address else None,
+                bootfile=reply.bootfile,
+                note=reply.note or None,
+            )
+        iface = machine.interface(mac) if machine else None
+        pool_ack = (
+            reply.kind == "dhcp.ack"
+            and reply.address is not None
+            and network.pool is not None
+            and reply.address in network.pool
+            and (iface is None or iface.ip != reply.address)
+        )
+
+        def send() -> None:
+            self.replies[reply.kind] += 1
+            try:
+                transport.sendto(wire, reply.destination)
+            except OSError as exc:
+                self.dropped["send_failed"] += 1
+                log.info(
+                    "event=dhcp.send_failed mac=%s to=%s error=%s", mac, reply.destination, exc
+                )
+
+        if pool_ack and reply.address is not None:
+            hostname = request.option(OptionCode.HOSTNAME)
+            self.leases.commit(
+                network,
+                mac,
+                reply.address,
+                reply.lease_time or network.lease_time,
+                now,
+                hostname.decode("ascii", "replace") if hostname else None,
+                send,
+            )
+        else:
+            send()
+
+
+def _identity(protocol: _Protocol) -> _Protocol:
+    return protocol
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, server: DhcpServer, on_proxy_port: bool) -> None:
+        self.server = server
+        self.on_proxy_port = on_proxy_port
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, int]) -> None:
+        assert self.transport is not None
+        try:
+            self.server.handle(
+                data, (str(addr[0]), int(addr[1])), self.transport, self.on_proxy_port
+            )
+        except Exception:
+            self.server.dropped["error"] += 1
+            log.exception("event=dhcp.error source=%s", addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("event=dhcp.socket_error error=%s", exc)

@@ -1,0 +1,226 @@
+"""The boot services' view of the inventory, held in memory.
+
+DHCP, TFTP and iPXE scripts answer from here, never with a query per packet: the index loads
+every machine once, then reloads one machine whenever an event names it (events from other
+processes arrive through the PostgreSQL relay), plus a full reload every `FULL_RELOAD_SECONDS`
+as a safety net against a missed event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from anyio import to_thread
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from metalflow.db.engine import Database
+from metalflow.events import Event
+from metalflow.inventory.tables import Machine
+from metalflow.workflows.tables import ACTIVE, Workflow
+
+log = logging.getLogger("metalflow.boot.index")
+FULL_RELOAD_SECONDS = 60.0
+IGNORED_EVENT_PREFIXES = ("workflow.action.log", "boot.", "dhcp.", "tftp.")
+"""Events that never change what the boot services answer (and the ones they write)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BootOptions:
+    """Per-machine overrides of the iPXE script: its own script, a chain URL, kernel args."""
+
+    ipxe_script: str | None = None
+    ipxe_url: str | None = None
+    kernel_args: str = ""
+    console: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceView:
+    mac: str
+    ip: ipaddress.IPv4Address | None
+    netmask: ipaddress.IPv4Address | None
+    gateway: ipaddress.IPv4Address | None
+    nameservers: tuple[ipaddress.IPv4Address, ...]
+    hostname: str | None
+    lease_time: int | None
+    allow_pxe: bool
+    allow_workflow: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MachineView:
+    id: str
+    name: str
+    hostname: str | None
+    arch: str
+    uefi: bool
+    state: str
+    agent_token_generation: int
+    has_active_workflow: bool
+    interfaces: tuple[InterfaceView, ...]
+    boot: BootOptions = field(default_factory=BootOptions)
+
+    def interface(self, mac: str) -> InterfaceView | None:
+        return next((iface for iface in self.interfaces if iface.mac == mac), None)
+
+    def wants_netboot(self, mac: str) -> bool:
+        """True when this interface may PXE boot and there is work for the install environment."""
+        iface = self.interface(mac)
+        return iface is not None and iface.allow_pxe and self.has_active_workflow
+
+    def host_name(self, mac: str) -> str:
+        iface = self.interface(mac)
+        return (iface.hostname if iface else None) or self.hostname or self.name
+
+
+def _ipv4(value: str | None) -> ipaddress.IPv4Address | None:
+    if not value:
+        return None
+    address = ipaddress.ip_address(value)
+    return address if isinstance(address, ipaddress.IPv4Address) else None
+
+
+def _boot_options(raw: dict[str, Any] | None) -> BootOptions:
+    raw = raw or {}
+    return BootOptions(
+        ipxe_script=raw.get("ipxe_script"),
+        ipxe_url=raw.get("ipxe_url"),
+        kernel_args=raw.get("kernel_args") or "",
+        console=raw.get("console"),
+    )
+
+
+def view_of(machine: Machine, has_active_workflow: bool) -> MachineView:
+    return MachineView(
+        id=machine.id,
+        name=machine.name,
+        hostname=machine.hostname,
+        arch=machine.arch,
+        uefi=machine.uefi,
+        state=machine.state,
+        agent_token_generation=machine.agent_token_generation,
+        has_active_workflow=has_active_workflow,
+        interfaces=tuple(
+            InterfaceView(
+                mac=iface.mac,
+                ip=_ipv4(iface.ip),
+                netmask=_ipv4(iface.netmask),
+                gateway=_ipv4(iface.gateway),
+                nameservers=tuple(
+                    address for address in map(_ipv4, iface.nameservers) if address is not None
+                ),
+                hostname=iface.hostname,
+                lease_time=iface.lease_time,
+                allow_pxe=iface.allow_pxe,
+                allow_workflow=iface.allow_workflow,
+            )
+            for iface in machine.interfaces
+        ),
+        boot=_boot_options(machine.boot),
+    )
+
+
+def load_views(session: Session, machine_ids: Iterable[str] | None = None) -> list[MachineView]:
+    """Machines with their interfaces and whether a workflow is active, in two queries."""
+    query = select(Machine).options(selectinload(Machine.interfaces))
+    active_query = select(Workflow.machine_id).where(Workflow.state.in_(ACTIVE))
+    if machine_ids is not None:
+        ids = list(machine_ids)
+        query = query.where(Machine.id.in_(ids))
+        active_query = active_query.where(Workflow.machine_id.in_(ids))
+    active = set(session.scalars(active_query))
+    return [view_of(machine, machine.id in active) for machine in session.scalars(query)]
+
+
+class BootIndex:
+    """Lookups by MAC and by IPv4 address; replaced whole per machine, so readers never lock."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, MachineView] = {}
+        self._by_mac: dict[str, MachineView] = {}
+        self._by_ip: dict[ipaddress.IPv4Address, tuple[MachineView, InterfaceView]] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def by_mac(self, mac: str) -> MachineView | None:
+        return self._by_mac.get(mac)
+
+    def by_ip(self, ip: ipaddress.IPv4Address) -> tuple[MachineView, InterfaceView] | None:
+        return self._by_ip.get(ip)
+
+    def by_id(self, machine_id: str) -> MachineView | None:
+        return self._by_id.get(machine_id)
+
+    def replace_all(self, views: Iterable[MachineView]) -> None:
+        by_id = {view.id: view for view in views}
+        by_mac: dict[str, MachineView] = {}
+        by_ip: dict[ipaddress.IPv4Address, tuple[MachineView, InterfaceView]] = {}
+        for view in by_id.values():
+            for iface in view.interfaces:
+                by_mac[iface.mac] = view
+                if iface.ip is not None:
+                    by_ip[iface.ip] = (view, iface)
+        self._by_id, self._by_mac, self._by_ip = by_id, by_mac, by_ip
+
+    def update(self, machine_ids: Iterable[str], views: Iterable[MachineView]) -> None:
+        """Replace `machine_ids` with `views`; an id without a view was deleted."""
+        fresh = {view.id: view for view in views}
+        merged = dict(self._by_id)
+        for machine_id in machine_ids:
+            merged.pop(machine_id, None)
+        merged.update(fresh)
+        self.replace_all(merged.values())
+
+
+class IndexRefresher:
+    """Keeps a BootIndex fresh from the event bus: changed machines are reloaded in a batch."""
+
+    def __init__(self, db: Database, index: BootIndex) -> None:
+        self.db = db
+        self.index = index
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+
+    def on_event(self, event: Event) -> None:
+        if event.machine_id is None or event.kind.startswith(IGNORED_EVENT_PREFIXES):
+            return
+        self._dirty.add(event.machine_id)
+        self._wake.set()
+
+    def load_all(self) -> None:
+        with self.db.read() as session:
+            self.index.replace_all(load_views(session))
+
+    def _load_some(self, machine_ids: set[str]) -> list[MachineView]:
+        with self.db.read() as session:
+            return load_views(session, machine_ids)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_full = loop.time() + FULL_RELOAD_SECONDS
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_full - loop.time()))
+            self._wake.clear()
+            dirty: set[str] = set()
+            try:
+                if loop.time() >= next_full:
+                    self._dirty.clear()
+                    await to_thread.run_sync(self.load_all)
+                    next_full = loop.time() + FULL_RELOAD_SECONDS
+                elif self._dirty:
+                    dirty, self._dirty = self._dirty, set()
+                    views = await to_thread.run_sync(self._load_some, dirty)
+                    self.index.update(dirty, views)
+            except Exception:
+                self._dirty |= dirty
+                log.exception("event=boot.index.reload_failed")
+                await asyncio.sleep(1.0)

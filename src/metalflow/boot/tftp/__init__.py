@@ -1,0 +1,1 @@
+"""TFTP, read-only: the first hop of a network boot, which PXE ROMs can only take over TFTP."""
