@@ -61,7 +61,8 @@ def describe(data: bytes, source: tuple[str, int]) -> dict[str, Any]:
             key, *values = option
             value = values[0] if len(values) == 1 else values
             if isinstance(value, bytes):
-                value = value.hex() if not value.isascii() else value.decode()
+                text = value.decode("latin-1")
+                value = text if text.isascii() and text.isprintable() else value.hex()
             options[str(key)] = value
     return {
         "source": list(source),

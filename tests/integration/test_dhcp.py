@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.integration.bootlab import SERVER_IP, BootLab, Host, Metalflow, require, wait_for
@@ -96,7 +95,9 @@ def pxe(host: Host, *args: str) -> list[dict[str, Any]]:
 
 def events(metalflow: Metalflow, name: str) -> list[dict[str, Any]]:
     with metalflow.api() as api:
-        items: list[dict[str, Any]] = api.get(f"/api/v1/machines/{name}/events").json()["items"]
+        items: list[dict[str, Any]] = api.get(
+            "/api/v1/events", params={"machine": name, "limit": 1000}
+        ).json()["items"]
         return items
 
 
@@ -266,7 +267,10 @@ def test_proxy_mode_beside_dnsmasq(lab: BootLab, tmp_path: Path) -> None:
     assert proxy_offer["siaddr"] == SERVER_IP
     assert proxy_offer["options"]["vendor_class_id"] == "PXEClient"
     assert proxy_offer["options"]["server_id"] == SERVER_IP
-    assert proxy_offer["options"][97]  # the client's UUID, echoed
+    assert proxy_offer["options"]["vendor_specific"] == "060108ff"  # PXE discovery control 8
+    assert (
+        proxy_offer["options"]["pxe_client_machine_identifier"] == "00" + bytes(range(16)).hex()
+    )  # the UUID, echoed
 
     # The client takes its address from the site, then asks metalflow on 4011 for the boot file.
     site_lease = udhcpc(client, tmp_path)
@@ -304,6 +308,8 @@ networks:
     metalflow = lab.metalflow("--boot-config", str(config))
     relay = lab.host("52:54:00:ff:00:01")
     relay.set_address("192.0.2.9/24")
+    relay.set_address("198.18.100.1/24")
+    lab.server.run(["ip", "route", "add", "198.18.100.0/24", "via", "192.0.2.9"])
     (offer,) = pxe(
         relay,
         "relay",
@@ -331,6 +337,7 @@ def test_malformed_packets_are_dropped_and_the_server_keeps_answering(lab: BootL
     client = lab.host("52:54:00:99:00:02")
     wait_for(lambda: bool(pxe(client, "discover", "--arch", "0", "--wait", "1")), timeout=30)
     assert metalflow.process.poll() is None
-    metrics = httpx.get(f"{metalflow.url}/metrics", timeout=10).text
+    with metalflow.api() as api:
+        metrics = api.get("/metrics").text
     dropped = [line for line in metrics.splitlines() if line.startswith("metalflow_dhcp_dropped")]
     assert any('reason="malformed"' in line and not line.endswith(" 0.0") for line in dropped)

@@ -15,7 +15,7 @@ MAC = "52:54:00:12:34:56"
 
 def kinds(metalflow: Metalflow, name: str) -> list[tuple[str, dict[str, Any]]]:
     with metalflow.api() as api:
-        items = api.get(f"/api/v1/machines/{name}/events", params={"limit": 200}).json()["items"]
+        items = api.get("/api/v1/events", params={"machine": name, "limit": 1000}).json()["items"]
     return [(item["kind"], item["data"]) for item in items]
 
 

@@ -15,6 +15,7 @@ from metalflow import __version__
 from metalflow.api import events
 from metalflow.api.deps import Reader, Services, ServicesDep
 from metalflow.apply import router as apply_router
+from metalflow.boot import router as boot_router
 from metalflow.boot.index import IndexRefresher
 from metalflow.errors import MetalflowError
 from metalflow.inventory import router as machines
@@ -84,6 +85,7 @@ def create_app(services: Services) -> FastAPI:
     ):
         api.include_router(router)
     app.include_router(api)
+    app.include_router(boot_router.router)
 
     @app.exception_handler(MetalflowError)
     async def metalflow_error(request: Request, exc: MetalflowError) -> JSONResponse:

@@ -321,9 +321,8 @@ def reply_to(
     )
 
 
-def _fit(request: DhcpPacket, packet: DhcpPacket) -> DhcpPacket | None:
-    """Drop options until the reply fits the client's option 57; unrequested ones go first."""
-    limit = max(request.max_message_size or 0, MIN_MESSAGE_SIZE) - IP_UDP_HEADERS
+def _fit(request: DhcpPacket, packet: DhcpPacket, limit: int) -> DhcpPacket | None:
+    """Drop options until the reply fits in `limit` bytes; unrequested ones go first."""
     options = list(packet.options)
     if encoded_size(options) <= limit:
         return packet
@@ -350,10 +349,10 @@ def _finish(
     note: str = "",
     source: tuple[str, int] | None = None,
 ) -> Decision:
-    fitted = _fit(request, packet)
+    limit = max(request.max_message_size or 0, MIN_MESSAGE_SIZE) - IP_UDP_HEADERS
+    fitted = _fit(request, packet, limit)
     if fitted is None:
-        limit = request.max_message_size
-        return Ignore(f"{kind} does not fit the client's maximum size {limit}", "too_large")
+        return Ignore(f"{kind} does not fit in the client's {limit} bytes", "too_large")
     destination = reply_destination(request, fitted, source)
     return Reply(fitted, destination, kind, address, bootfile, lease_time, note)
 

@@ -101,6 +101,8 @@ class TftpServer:
         self.dropped: Counter[str] = Counter()
         """Ignored datagrams by DropReason, listener and transfers together."""
         self._listener: asyncio.DatagramTransport | None = None
+        self._local_host = ""
+        """The listening address, which every transfer socket binds to as well."""
         self._transfers: dict[Address, _Transfer] = {}
 
     async def start(self, host: str, port: int) -> None:
@@ -110,6 +112,7 @@ class TftpServer:
         self._listener, _ = await loop.create_datagram_endpoint(
             lambda: _Listener(self._on_request), local_addr=(host, port)
         )
+        self._local_host = self.sockname[0]
 
     async def close(self) -> None:
         """Stop listening and end every transfer, telling its client with an ERROR."""
@@ -176,7 +179,7 @@ class TftpServer:
         """RFC 1350: a transfer talks from a new port, here on the listening address."""
         loop = asyncio.get_running_loop()
         try:
-            await loop.create_datagram_endpoint(lambda: transfer, local_addr=(self.sockname[0], 0))
+            await loop.create_datagram_endpoint(lambda: transfer, local_addr=(self._local_host, 0))
         except OSError as exc:
             transfer.abort(f"no socket for the transfer: {exc}")
 

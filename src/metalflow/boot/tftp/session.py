@@ -235,8 +235,9 @@ def negotiate(
     """Take what we understand of the client's options, clamped to `limits` (RFC 2347-2349, 7440).
 
     Unknown options and values out of their RFC's range are left out of the OACK, which the RFCs
-    allow, rather than failing the transfer. tsize is answered in octet mode only: the netascii
-    size is not known without converting the whole file first.
+    allow, rather than failing the transfer. tsize is answered in octet mode only, as the netascii
+    size is not known without converting the whole file first, and not for an empty file: curl
+    (lib/tftp.c) fails a download whose OACK says tsize 0.
     """
     blksize, windowsize, timeout = DEFAULT_BLKSIZE, 1, limits.timeout
     acknowledged: dict[str, str] = {}
@@ -253,7 +254,7 @@ def negotiate(
         elif name == "timeout" and MIN_TIMEOUT <= number <= MAX_TIMEOUT:
             timeout = float(number)
             acknowledged[name] = str(number)
-        elif name == "tsize" and mode is TransferMode.OCTET:
+        elif name == "tsize" and mode is TransferMode.OCTET and size > 0:
             acknowledged[name] = str(size)
     return Negotiated(
         blksize=blksize, windowsize=windowsize, timeout=timeout, acknowledged=acknowledged

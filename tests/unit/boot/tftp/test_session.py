@@ -451,3 +451,9 @@ def test_a_lossy_link_costs_retransmissions_not_correctness() -> None:
     assert received == data
     assert session.bytes_sent > len(data)
     assert session.dropped[DropReason.STALE_ACK] > 0
+
+
+def test_tsize_is_not_offered_for_an_empty_file() -> None:
+    session = session_for(b"", {"tsize": "0"})
+    [first] = replies(session.start(0.0))
+    assert (first.opcode, first.payload) == (Opcode.DATA, b"")

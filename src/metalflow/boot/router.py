@@ -1,0 +1,221 @@
+"""Netboot over HTTP: each machine's iPXE script, the boot tree, the install environment.
+
+No authentication: firmware cannot send a token. The trade-off, as with Tinkerbell: anyone on
+the provisioning network who can GET a machine's script learns its agent token. The script
+carries it only while the machine has an active workflow (otherwise it says `exit`), and
+`POST /api/v1/machines/NAME/agent-token/rotate` revokes it.
+
+Scripts are answered from the in-memory boot index, never with a database query.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+from pathlib import Path
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, PlainTextResponse
+
+from metalflow.api.deps import Services, ServicesDep
+from metalflow.boot.assets import boot_tree
+from metalflow.boot.index import InterfaceView, MachineView
+from metalflow.boot.ipxe import InstallEnvironment, choose_script
+from metalflow.boot.tftp.tree import AccessViolation, FileNotFound
+from metalflow.config import Settings
+from metalflow.errors import MetalflowError, NotFound
+from metalflow.inventory.schemas import normalize_mac
+
+router = APIRouter(prefix="/boot", tags=["boot"])
+log = logging.getLogger("metalflow.boot.http")
+
+KERNEL_PATH = "/boot/install/vmlinuz"
+INITRD_PATH = "/boot/install/initrd.img"
+WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
+
+
+def base_url(settings: Settings, host_header: str | None) -> str:
+    """Where machines reach this server: `public_url`, else the `--http` address when it is a
+    specific one, else the Host header the machine sent (iPXE sends it)."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host = settings.http_host
+    if host not in WILDCARD_ADDRESSES:
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{settings.http_port}"
+    if host_header is None or not _HOST.fullmatch(host_header):
+        raise MetalflowError(
+            f"Host header {host_header!r} is not HOST[:PORT]; or set METALFLOW_PUBLIC_URL",
+            field="host",
+        )
+    return f"http://{host_header}"
+
+
+def install_environment(settings: Settings, host_header: str | None) -> InstallEnvironment:
+    url = base_url(settings, host_header)
+    return InstallEnvironment(
+        base_url=url,
+        kernel_url=url + KERNEL_PATH if settings.kernel else None,
+        initrd_url=url + INITRD_PATH if settings.initrd else None,
+        console=settings.console,
+        kernel_args=settings.kernel_args,
+        discovery=settings.discovery,
+    )
+
+
+def _mac(value: str) -> str:
+    try:
+        return normalize_mac(value)
+    except ValueError as exc:
+        raise MetalflowError(str(exc), field="mac") from None
+
+
+def _remote(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
+def _by_source_address(
+    services: Services, request: Request
+) -> tuple[MachineView, InterfaceView] | None:
+    try:
+        address = ipaddress.ip_address(_remote(request))
+    except ValueError:
+        return None
+    ipv4 = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else address
+    return services.boot_index.by_ip(ipv4) if ipv4 is not None else None
+
+
+def _answer(
+    services: Services, request: Request, machine: MachineView | None, mac: str | None
+) -> PlainTextResponse:
+    env = install_environment(services.settings, request.headers.get("host"))
+    decision = choose_script(
+        machine,
+        mac,
+        env,
+        lambda view: services.keyring.agent_token(view.id, view.agent_token_generation),
+    )
+    remote = _remote(request)
+    services.boot_events.record(
+        "boot.script",
+        machine,
+        f"{decision.kind}:{mac or remote}",
+        mac=mac,
+        script=decision.kind,
+        reason=decision.reason,
+        remote=remote,
+    )
+    log.info(
+        "event=boot.script mac=%s machine=%s machine_id=%s kind=%s remote=%s reason=%r",
+        mac or "-",
+        machine.name if machine else "-",
+        machine.id if machine else "-",
+        decision.kind,
+        remote,
+        decision.reason,
+    )
+    return PlainTextResponse(decision.text, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/auto.ipxe", response_class=PlainTextResponse)
+async def auto_script(
+    request: Request, services: ServicesDep, mac: str | None = None
+) -> PlainTextResponse:
+    """The script of the machine named by `?mac=`, else of the machine with the caller's
+    address; a caller neither names gets an exit script asking who it is."""
+    if mac is not None:
+        mac = _mac(mac)
+        return _answer(services, request, services.boot_index.by_mac(mac), mac)
+    found = _by_source_address(services, request)
+    if found is None:
+        return _answer(services, request, None, None)
+    machine, interface = found
+    return _answer(services, request, machine, interface.mac)
+
+
+@router.get("/{mac}.ipxe", response_class=PlainTextResponse)
+async def machine_script(mac: str, request: Request, services: ServicesDep) -> PlainTextResponse:
+    """The script for the machine with this MAC (aa:bb:cc:dd:ee:ff or aa-bb-cc-dd-ee-ff)."""
+    mac = _mac(mac)
+    return _answer(services, request, services.boot_index.by_mac(mac), mac)
+
+
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 weak comparison, as If-None-Match asks for."""
+    candidates = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in candidates or etag.removeprefix("W/") in candidates
+
+
+def _file(request: Request, path: Path) -> Response:
+    """The file with Range, ETag and Last-Modified (FileResponse), plus If-None-Match → 304."""
+    try:
+        stat_result = os.stat(path)
+    except FileNotFoundError:
+        raise NotFound(f"{path.name} disappeared while being served; retry", field="name") from None
+    response = FileResponse(path, stat_result=stat_result)
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None and _etag_matches(if_none_match, response.headers["etag"]):
+        kept = {key: response.headers[key] for key in ("etag", "last-modified")}
+        return Response(status_code=304, headers=kept)
+    return response
+
+
+@router.api_route("/assets/{name:path}", methods=["GET", "HEAD"])
+def asset(name: str, request: Request, services: ServicesDep) -> Response:
+    """A file of the boot tree TFTP serves too: the iPXE binaries and `--boot-dir`."""
+    try:
+        tree = boot_tree(services.settings)
+    except (OSError, ValueError) as exc:
+        raise NotFound(f"the boot tree is unavailable: {exc}", field="boot_dir") from None
+    try:
+        path = tree.resolve(name)
+    except FileNotFound as exc:
+        log.info("event=boot.asset.missing name=%r remote=%s", name, _remote(request))
+        raise NotFound(f"{name!r} is not in the boot tree: {exc.reason}", field="name") from None
+    except AccessViolation as exc:
+        log.info(
+            "event=boot.asset.refused name=%r remote=%s reason=%r",
+            name,
+            _remote(request),
+            exc.reason,
+        )
+        raise MetalflowError(f"{name!r} is refused: {exc.reason}", field="name") from None
+    return _file(request, path)
+
+
+def _install_file(
+    request: Request, services: Services, name: str, path: Path | None, setting: str
+) -> Response:
+    if path is None:
+        raise NotFound(f"install environment {name} not configured: set {setting}", field="name")
+    if not path.is_file():
+        raise NotFound(
+            f"install environment {name}: {path} ({setting}) is not a file", field="name"
+        )
+    found = _by_source_address(services, request)
+    services.boot_events.record(
+        "boot.asset",
+        found[0] if found else None,
+        name,
+        name=name,
+        range=request.headers.get("range") or "full",
+        remote=_remote(request),
+    )
+    return _file(request, path)
+
+
+@router.api_route(KERNEL_PATH.removeprefix("/boot"), methods=["GET", "HEAD"])
+def install_kernel(request: Request, services: ServicesDep) -> Response:
+    return _install_file(
+        request, services, "vmlinuz", services.settings.kernel, "METALFLOW_KERNEL / --kernel"
+    )
+
+
+@router.api_route(INITRD_PATH.removeprefix("/boot"), methods=["GET", "HEAD"])
+def install_initrd(request: Request, services: ServicesDep) -> Response:
+    return _install_file(
+        request, services, "initrd.img", services.settings.initrd, "METALFLOW_INITRD / --initrd"
+    )
