@@ -96,6 +96,6 @@ spec:
     assert ack["address"] == "192.0.2.40"
     assert ack["bootfile"] == f"http://192.0.2.1:7080/boot/{MAC}.ipxe"
     script = next(data for kind, data in seen if kind == "boot.script")
-    assert script["kind"] == "install"
+    assert script["script"] == "install"
     assert any(kind == "boot.asset" and "vmlinuz" in str(data.get("name")) for kind, data in seen)
     assert "192.0.2.1" in console.read_text(errors="replace")

@@ -3,16 +3,18 @@
 Only sockets, timers, file handles and records live here; the protocol is session.py's.
 
 Why not a library (PyPI sources read at tftpy 0.8.7, py3tftp 1.3.0, fbtftp 0.5, tftp 0.2.1):
-- tftpy runs a blocking select() loop meant for its own thread, negotiates only blksize and
+- tftpy serves from a blocking select() loop (TftpServer.listen), negotiates only blksize and
   tsize (no windowsize), and serves uploads too.
 - fbtftp forks a multiprocessing.Process per transfer and negotiates blksize, tsize and timeout,
   no windowsize; its classifiers stop at Python 3.9.
 - py3tftp is asyncio with windowsize, but its protocol logic lives in DatagramProtocol
   subclasses with their own timers (nothing to drive from a fake clock), it accepts uploads, and
   it calls itself "in maintenance mode" (Python 3.5-3.9).
-- tftp (jose-pr/pytftp) covers the RFCs and has an asyncio server, but is marked Alpha, needs
-  the netimps package, and brings about 15,000 lines of client, relay and capture code.
-A read-only server over a sans-I/O session is a few hundred lines we can test completely.
+- tftp (jose-pr/pytftp) claims all of these RFCs and has an asyncio server, but is marked
+  Alpha, needs the netimps package, and is about 15,000 lines with its client, relay and
+  capture decoder.
+A read-only server over a sans-I/O session is about 1,000 lines, docstrings included, that the
+tests drive both through a fake clock and with real clients.
 
 File reads run on the event loop: boot files are small and sit in the page cache, the file is
 opened once per transfer behind a 64 KiB buffer, and retransmissions resend the kept window.
