@@ -16,6 +16,9 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
         /etc/postgresql-common/createcluster.conf
     mf_apt_ensure postgresql
 fi
+# Real clients and peers for the boot-service tests (DHCP, TFTP, QEMU's iPXE ROM).
+mf_apt_ensure iproute2 isc-dhcp-client udhcpc busybox dnsmasq-base atftp tftp-hpa curl \
+    ipxe qemu-system-x86 ipxe-qemu
 mf_ensure_venv
 mf_install_project test '.[test]'
 

@@ -261,7 +261,8 @@ def test_custom_script_and_chain_url_via_apply(api: httpx.Client, boot: httpx.Cl
     dropped = apply(api, machine_yaml("chain1", "52:54:00:aa:00:03"))
     assert dropped.json()["results"][0]["action"] == "updated"
     assert api.get("/api/v1/machines/chain1").json()["boot"] is None
-    assert exit_reason(wait_for_script(boot, "exit", "52:54:00:aa:00:03")) == NO_ACTIVE_WORKFLOW
+    text = wait_for_script(boot, NO_ACTIVE_WORKFLOW, "52:54:00:aa:00:03")
+    assert exit_reason(text) == NO_ACTIVE_WORKFLOW
 
 
 def test_machine_kernel_args_and_console(api: httpx.Client, boot: httpx.Client) -> None:

@@ -163,7 +163,8 @@ def _file(request: Request, path: Path) -> Response:
     return response
 
 
-@router.api_route("/assets/{name:path}", methods=["GET", "HEAD"])
+@router.get("/assets/{name:path}")
+@router.head("/assets/{name:path}")
 def asset(name: str, request: Request, services: ServicesDep) -> Response:
     """A file of the boot tree TFTP serves too: the iPXE binaries and `--boot-dir`."""
     try:
@@ -207,14 +208,16 @@ def _install_file(
     return _file(request, path)
 
 
-@router.api_route(KERNEL_PATH.removeprefix("/boot"), methods=["GET", "HEAD"])
+@router.get(KERNEL_PATH.removeprefix("/boot"))
+@router.head(KERNEL_PATH.removeprefix("/boot"))
 def install_kernel(request: Request, services: ServicesDep) -> Response:
     return _install_file(
         request, services, "vmlinuz", services.settings.kernel, "METALFLOW_KERNEL / --kernel"
     )
 
 
-@router.api_route(INITRD_PATH.removeprefix("/boot"), methods=["GET", "HEAD"])
+@router.get(INITRD_PATH.removeprefix("/boot"))
+@router.head(INITRD_PATH.removeprefix("/boot"))
 def install_initrd(request: Request, services: ServicesDep) -> Response:
     return _install_file(
         request, services, "initrd.img", services.settings.initrd, "METALFLOW_INITRD / --initrd"
