@@ -6,6 +6,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
+# iPXE binaries served to PXE clients by `metalflow up --interface IFACE`.
+mf_apt_ensure ipxe
 mf_ensure_venv
 mf_install_project base . test
 

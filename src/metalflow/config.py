@@ -92,6 +92,13 @@ class Settings(BaseSettings):
             raise ValueError(f"--http must be ADDR:PORT, e.g. 0.0.0.0:7080 (got {value!r})")
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"--public-url must be http(s)://HOST[:PORT] (got {value!r})")
+        return value
+
     @property
     def http_host(self) -> str:
         return self.http.rpartition(":")[0].strip("[]")

@@ -30,7 +30,8 @@ class Services:
     relay: PostgresRelay | None = None
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """Async, so the boot endpoints' hot path makes no thread hop for it."""
     services: Services = request.app.state.services
     return services
 

@@ -41,7 +41,7 @@ NOT_CONFIGURED = (
     " METALFLOW_INITRD / --initrd"
 )
 WHO_ARE_YOU = "who are you? no ?mac= given and no machine has this address"
-CANNOT_RENDER = "cannot render a boot script for this machine; see the metalflow log"
+CANNOT_RENDER = "cannot render a boot script for this machine; its boot.script event says why"
 
 _NAME = re.compile(NAME_PATTERN)
 _TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]+")

@@ -31,8 +31,8 @@ from metalflow.inventory.schemas import normalize_mac
 router = APIRouter(prefix="/boot", tags=["boot"])
 log = logging.getLogger("metalflow.boot.http")
 
-KERNEL_PATH = "/boot/install/vmlinuz"
-INITRD_PATH = "/boot/install/initrd.img"
+KERNEL_ROUTE = "/install/vmlinuz"
+INITRD_ROUTE = "/install/initrd.img"
 WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
 
@@ -55,11 +55,12 @@ def base_url(settings: Settings, host_header: str | None) -> str:
 
 
 def install_environment(settings: Settings, host_header: str | None) -> InstallEnvironment:
+    """The settings every install script shares; kernel and initrd are served by this router."""
     url = base_url(settings, host_header)
     return InstallEnvironment(
         base_url=url,
-        kernel_url=url + KERNEL_PATH if settings.kernel else None,
-        initrd_url=url + INITRD_PATH if settings.initrd else None,
+        kernel_url=f"{url}{router.prefix}{KERNEL_ROUTE}" if settings.kernel else None,
+        initrd_url=f"{url}{router.prefix}{INITRD_ROUTE}" if settings.initrd else None,
         console=settings.console,
         kernel_args=settings.kernel_args,
         discovery=settings.discovery,
@@ -80,6 +81,7 @@ def _remote(request: Request) -> str:
 def _by_source_address(
     services: Services, request: Request
 ) -> tuple[MachineView, InterfaceView] | None:
+    """The machine whose interface has the caller's IPv4 address (or IPv4-mapped IPv6)."""
     try:
         address = ipaddress.ip_address(_remote(request))
     except ValueError:
@@ -166,7 +168,10 @@ def _file(request: Request, path: Path) -> Response:
 @router.get("/assets/{name:path}")
 @router.head("/assets/{name:path}")
 def asset(name: str, request: Request, services: ServicesDep) -> Response:
-    """A file of the boot tree TFTP serves too: the iPXE binaries and `--boot-dir`."""
+    """A file of the boot tree TFTP serves too: the iPXE binaries and `--boot-dir`.
+
+    The tree is built per request (a few stat calls), so files dropped into the boot dir are
+    served without a restart."""
     try:
         tree = boot_tree(services.settings)
     except (OSError, ValueError) as exc:
@@ -190,6 +195,8 @@ def asset(name: str, request: Request, services: ServicesDep) -> Response:
 def _install_file(
     request: Request, services: Services, name: str, path: Path | None, setting: str
 ) -> Response:
+    """The install environment's kernel or initrd; each fetch is a `boot.asset` event, so a
+    machine's events show how far its boot got."""
     if path is None:
         raise NotFound(f"install environment {name} not configured: set {setting}", field="name")
     if not path.is_file():
@@ -208,16 +215,16 @@ def _install_file(
     return _file(request, path)
 
 
-@router.get(KERNEL_PATH.removeprefix("/boot"))
-@router.head(KERNEL_PATH.removeprefix("/boot"))
+@router.get(KERNEL_ROUTE)
+@router.head(KERNEL_ROUTE)
 def install_kernel(request: Request, services: ServicesDep) -> Response:
     return _install_file(
         request, services, "vmlinuz", services.settings.kernel, "METALFLOW_KERNEL / --kernel"
     )
 
 
-@router.get(INITRD_PATH.removeprefix("/boot"))
-@router.head(INITRD_PATH.removeprefix("/boot"))
+@router.get(INITRD_ROUTE)
+@router.head(INITRD_ROUTE)
 def install_initrd(request: Request, services: ServicesDep) -> Response:
     return _install_file(
         request, services, "initrd.img", services.settings.initrd, "METALFLOW_INITRD / --initrd"

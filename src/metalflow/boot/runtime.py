@@ -21,6 +21,7 @@ from metalflow.boot.dhcp.network import AddressRange, DhcpMode, NetworkConfig
 from metalflow.boot.dhcp.policy import BootSettings
 from metalflow.boot.dhcp.server import DhcpServer, InterfaceAddress, interface_address
 from metalflow.boot.errors import BootSetupError
+from metalflow.boot.router import base_url
 from metalflow.boot.tftp.server import TftpServer, TransferRecord
 from metalflow.config import Settings
 from metalflow.metrics import Metrics
@@ -96,16 +97,6 @@ def networks_for(settings: Settings, local: InterfaceAddress) -> list[NetworkCon
     ]
 
 
-def base_url(settings: Settings, local: InterfaceAddress | None) -> str:
-    """The URL machines reach metalflow's HTTP server at."""
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
-    host = settings.http_host
-    if host in ("", "0.0.0.0", "::") and local is not None:
-        host = str(local.address)
-    return f"http://{host}:{settings.http_port}"
-
-
 def boot_settings(settings: Settings, url: str) -> BootSettings:
     return BootSettings(
         http_url=url,
@@ -152,7 +143,9 @@ class BootServers:
             self.dhcp = DhcpServer(
                 interface=self.local,
                 networks=[net for net in self.networks if net.mode is not DhcpMode.OFF],
-                boot=boot_settings(settings, base_url(settings, self.local)),
+                boot=boot_settings(
+                    settings, base_url(settings, f"{self.local.address}:{settings.http_port}")
+                ),
                 index=index,
                 leases=self.leases,
                 events=services.boot_events,

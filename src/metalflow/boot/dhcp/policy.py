@@ -108,15 +108,20 @@ class ClientInfo:
         return not self.not_netboot_reasons
 
 
+def _not_ethernet(packet: DhcpPacket) -> str:
+    return f"hardware type {packet.htype} with a {packet.hlen}-byte address is not Ethernet"
+
+
 def classify(packet: DhcpPacket) -> ClientInfo:
     """Read who the client is and collect every failed netboot check (smee's IsNetbootClient)."""
     reasons = []
     if not packet.is_ethernet:
-        reasons.append(f"hardware type {packet.htype}/{packet.hlen} bytes is not Ethernet")
+        reasons.append(_not_ethernet(packet))
     message_type = packet.message_type
-    if message_type is not MessageType.DISCOVER and message_type is not MessageType.REQUEST:
-        name = message_type.name if message_type is not None else "missing"
-        reasons.append(f"message type {name} is not DISCOVER or REQUEST")
+    if message_type is None:
+        reasons.append("option 53 (message type) is missing or invalid")
+    elif message_type is not MessageType.DISCOVER and message_type is not MessageType.REQUEST:
+        reasons.append(f"message type {message_type.name} is not DISCOVER or REQUEST")
     vendor_class = packet.vendor_class
     client_type = None
     if vendor_class is None:
@@ -183,33 +188,31 @@ class BootChoice:
     note: str = ""
 
 
-def _binary_for(arch: Arch | int | None, settings: BootSettings) -> str | None:
+def _binary_for(arch: Arch | int | None, settings: BootSettings) -> tuple[str, str]:
+    """The iPXE build for `arch`, and a note when there is none and BIOS is the guess."""
     match arch:
         case Arch.X86_BIOS:
-            return settings.bios_file
+            return settings.bios_file, ""
         case Arch.X64_UEFI | Arch.EFI_X86_64 | Arch.X64_UEFI_HTTP:
-            return settings.uefi_x64_file
+            return settings.uefi_x64_file, ""
         case Arch.ARM64_UEFI | Arch.ARM64_UEFI_HTTP:
-            return settings.uefi_arm64_file
+            return settings.uefi_arm64_file, ""
         case Arch.X86_UEFI | Arch.X86_UEFI_HTTP:
-            return settings.uefi_ia32_file
+            return settings.uefi_ia32_file, ""
         case _:
-            return None
+            note = f"no iPXE binary for architecture {arch}; sent {settings.bios_file}"
+            return settings.bios_file, note
 
 
 def choose_bootfile(info: ClientInfo, settings: BootSettings, server_ip: IPv4Address) -> BootChoice:
     """The one file this client should load next."""
     siaddr = settings.tftp_server or server_ip
     base_url = settings.http_url.rstrip("/")
-    binary = _binary_for(info.arch, settings)
-    note = ""
-    if binary is None:
-        note = f"no iPXE binary for architecture {info.arch}; sent {settings.bios_file}"
-        binary = settings.bios_file
     # Order matters: a client already running iPXE gets its script, which breaks the loop of
     # iPXE chainloading iPXE; an HTTPClient can only fetch http:// URLs; everyone else TFTPs.
     if info.is_ipxe:
         return BootChoice(f"{base_url}/boot/{info.mac}.ipxe", siaddr, None)
+    binary, note = _binary_for(info.arch, settings)
     if info.client_type == HTTP_CLIENT:
         url = f"{base_url}{settings.http_boot_path}/{binary}"
         return BootChoice(url, siaddr, HTTP_CLIENT, note)
@@ -292,7 +295,7 @@ def reply_to(
 
     RFC 6842 §3 wants the client identifier back; RFC 3046 §2.2 the relay agent information.
     """
-    echoed = []
+    echoed: list[tuple[int, bytes]] = []
     client_id = request.option(OptionCode.CLIENT_ID)
     if client_id is not None:
         echoed.append((OptionCode.CLIENT_ID, client_id))
@@ -363,10 +366,7 @@ def _not_for_us(request: DhcpPacket, network: NetworkConfig, mode: DhcpMode) -> 
     if network.mode is not mode:
         return Ignore(f"network {network.subnet} is in mode {network.mode}", "not_for_us")
     if not request.is_ethernet:
-        return Ignore(
-            f"hardware type {request.htype}/{request.hlen} bytes is not Ethernet",
-            "unsupported_hardware",
-        )
+        return Ignore(_not_ethernet(request), "unsupported_hardware")
     return None
 
 
@@ -391,7 +391,7 @@ def _boot_refusal(
 def _boot_fields(choice: BootChoice) -> tuple[bytes, list[tuple[int, bytes]]]:
     """The file field, or option 67 when the name does not fit it (RFC 2132 §9.5)."""
     encoded = choice.filename.encode()
-    options = []
+    options: list[tuple[int, bytes]] = []
     if choice.client_type is not None:
         options.append((OptionCode.VENDOR_CLASS, choice.client_type.encode()))
     if len(encoded) <= _FILE_FIELD_MAX:

@@ -47,6 +47,8 @@ from metalflow.boot.recorder import BootEventRecorder
 log = logging.getLogger("metalflow.boot.dhcp")
 IPv4 = ipaddress.IPv4Address
 PROXY_PORT = 4011
+LOG_REPEAT_SECONDS = 10.0
+LOG_MEMORY = 10_000
 _SIOCGIFADDR = 0x8915
 _SIOCGIFNETMASK = 0x891B
 
@@ -109,6 +111,7 @@ class DhcpServer:
         self.dropped: collections.Counter[str] = collections.Counter()
         self.replies: collections.Counter[str] = collections.Counter()
         self._transports: list[asyncio.DatagramTransport] = []
+        self._logged: dict[tuple[str, str], tuple[float, int]] = {}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -135,14 +138,25 @@ class DhcpServer:
             transport.close()
         self._transports.clear()
 
-    def _ignore(self, packet: DhcpPacket | None, counter: str, reason: str) -> None:
+    def _ignore(self, packet: DhcpPacket, counter: str, reason: str, now: float) -> None:
+        """Count every ignored packet; log it, but a client repeating itself (a PXE ROM
+        retrying, a flood) once per LOG_REPEAT_SECONDS with how often it was repeated."""
         self.dropped[counter] += 1
+        key = (packet.mac, counter)
+        seen = self._logged.get(key)
+        if seen is not None and now - seen[0] < LOG_REPEAT_SECONDS:
+            self._logged[key] = (seen[0], seen[1] + 1)
+            return
+        if len(self._logged) > LOG_MEMORY:
+            self._logged.clear()
+        self._logged[key] = (now, 0)
         log.info(
-            "event=dhcp.ignored mac=%s xid=%s counter=%s reason=%s",
-            packet.mac if packet else "-",
-            f"{packet.xid:#010x}" if packet else "-",
+            "event=dhcp.ignored mac=%s xid=%#010x counter=%s reason=%s repeated=%d",
+            packet.mac,
+            packet.xid,
             counter,
             reason,
+            seen[1] if seen else 0,
         )
 
     def handle(
@@ -161,14 +175,15 @@ class DhcpServer:
         if packet.op != 1:
             self.dropped["not_request"] += 1
             return
+        now = time.time()
         network = select_network(self.networks, packet, self.local_network)
         if network is None:
-            self._ignore(packet, "no_network", f"no network configured for giaddr {packet.giaddr}")
+            reason = f"no network configured for giaddr {packet.giaddr}"
+            self._ignore(packet, "no_network", reason, now)
             return
         server_ip = network.server_ip or self.interface.address
         info = classify(packet)
         machine = self.index.by_mac(packet.mac)
-        now = time.time()
         if network.mode is DhcpMode.PROXY:
             decision = answer_proxy(
                 packet,
@@ -196,7 +211,7 @@ class DhcpServer:
                 packet, info, network, server_ip, machine, pool_address, self.boot
             )
         if isinstance(decision, Ignore):
-            self._ignore(packet, decision.counter, decision.reason)
+            self._ignore(packet, decision.counter, decision.reason, now)
             if machine is not None:
                 self.events.record(
                     "dhcp.ignored", machine, packet.mac, mac=packet.mac, reason=decision.reason

@@ -257,9 +257,12 @@ def test_a_long_option_is_split_and_joined_again() -> None:
 
 
 def test_instances_of_a_code_are_concatenated_at_its_first_position() -> None:
-    wire = bootp_header(xid=1) + COOKIE + options_field(
-        (53, b"\x01"), (43, b"first,"), (60, b"PXEClient"), (43, b"second")
-    ) + b"\xff"
+    wire = (
+        bootp_header(xid=1)
+        + COOKIE
+        + options_field((53, b"\x01"), (43, b"first,"), (60, b"PXEClient"), (43, b"second"))
+        + b"\xff"
+    )
     assert decode(wire).options == ((53, b"\x01"), (43, b"first,second"), (60, b"PXEClient"))
 
 

@@ -1,14 +1,15 @@
-"""Answer policies as tables of (request, inventory, whole expected decision), as smee tests them."""
+"""Answer policies as tables of (request, inventory, whole expected decision), smee style."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 import pytest
 
-from metalflow.boot.dhcp.codec import DhcpPacket, decode, encode
-from metalflow.boot.dhcp.network import AddressRange, DhcpMode, NetworkConfig, Route
+from metalflow.boot.dhcp.codec import DhcpPacket, MessageType, decode, encode
+from metalflow.boot.dhcp.network import NetworkConfig, Route
 from metalflow.boot.dhcp.policy import (
     BROADCAST,
     Arch,
@@ -27,26 +28,22 @@ from metalflow.boot.dhcp.policy import (
     reply_to,
     select_network,
 )
-from metalflow.boot.index import InterfaceView, MachineView
+from metalflow.boot.index import MachineView
 from tests.unit.boot.dhcp import captures
 from tests.unit.boot.dhcp.captures import COOKIE, QEMU_MAC_TEXT, UUID_BYTES, UUID_TEXT, bootp_header
+from tests.unit.boot.dhcp.testbed import (
+    DISCOVERY,
+    LAN,
+    MANY_ROUTES,
+    PROXY,
+    RACK,
+    SERVER,
+    SETTINGS,
+    machine,
+)
 
 IP = IPv4Address
 ZERO = IP(0)
-SERVER = IP("192.0.2.1")
-SETTINGS = BootSettings(http_url="http://192.0.2.1:7080")
-DISCOVERY = BootSettings(http_url="http://192.0.2.1:7080", discovery=True)
-LAN = NetworkConfig(
-    subnet=IPv4Network("192.0.2.0/24"),
-    gateway=IP("192.0.2.254"),
-    nameservers=(IP("192.0.2.53"),),
-    domain="lab.example",
-    ntp_servers=(IP("192.0.2.123"),),
-    lease_time=3600,
-    pool=AddressRange(start=IP("192.0.2.100"), end=IP("192.0.2.199")),
-)
-RACK = NetworkConfig(subnet=IPv4Network("10.20.0.0/24"), gateway=IP("10.20.0.1"), lease_time=600)
-PROXY = NetworkConfig(subnet=IPv4Network("192.0.2.0/24"), mode=DhcpMode.PROXY)
 PXE_IDENTITY = (
     (93, b"\x00\x00"),
     (94, b"\x01\x02\x01"),
@@ -54,7 +51,11 @@ PXE_IDENTITY = (
 )
 
 # What every LAN OFFER/ACK for 192.0.2.10 carries, in order, as bytes on the wire.
-LEASE_3600 = ((51, bytes.fromhex("00000e10")), (58, bytes.fromhex("00000708")), (59, bytes.fromhex("00000c4e")))
+LEASE_3600 = (
+    (51, bytes.fromhex("00000e10")),
+    (58, bytes.fromhex("00000708")),
+    (59, bytes.fromhex("00000c4e")),
+)
 LAN_SETTINGS = (
     (1, bytes.fromhex("ffffff00")),
     (28, bytes.fromhex("c00002ff")),
@@ -63,53 +64,18 @@ LAN_SETTINGS = (
 )
 SERVER_ID = (54, bytes.fromhex("c0000201"))
 DOMAIN_AND_NTP = ((15, b"lab.example"), (42, bytes.fromhex("c000027b")))
-NOT_PXE = (
-    "not a PXE client: option 60 (vendor class) is missing;"
-    " option 93 (client architecture) is missing or malformed;"
-    " option 94 (client network interface) is missing"
+NOT_PXE_REASONS = (
+    "option 60 (vendor class) is missing",
+    "option 93 (client architecture) is missing or malformed",
+    "option 94 (client network interface) is missing",
 )
+NOT_PXE = "not a PXE client: " + "; ".join(NOT_PXE_REASONS)
 
 
-def machine(
-    mac: str = QEMU_MAC_TEXT,
-    *,
-    ip: str | None = "192.0.2.10",
-    workflow: bool = True,
-    allow_pxe: bool = True,
-    hostname: str | None = "node1",
-    netmask: str | None = None,
-    gateway: str | None = None,
-    nameservers: tuple[str, ...] = (),
-    lease_time: int | None = None,
-) -> MachineView:
-    iface = InterfaceView(
-        mac=mac,
-        ip=IP(ip) if ip else None,
-        netmask=IP(netmask) if netmask else None,
-        gateway=IP(gateway) if gateway else None,
-        nameservers=tuple(map(IP, nameservers)),
-        hostname=hostname,
-        lease_time=lease_time,
-        allow_pxe=allow_pxe,
-        allow_workflow=True,
-    )
-    return MachineView(
-        id="m-1",
-        name="rack1-u07",
-        hostname=None,
-        arch="x86_64",
-        uefi=False,
-        state="ready",
-        agent_token_generation=1,
-        has_active_workflow=workflow,
-        interfaces=(iface,),
-    )
-
-
-def request(*options: tuple[int, bytes], **header: object) -> bytes:
+def request(*options: tuple[int, bytes], **header: Any) -> bytes:
     """A request built from raw options, each (code, value)."""
     body = b"".join(bytes((code, len(value))) + value for code, value in options)
-    return bootp_header(xid=0x0000BEEF, **header) + COOKIE + body + b"\xff"  # type: ignore[arg-type]
+    return bootp_header(xid=0x0000BEEF, **header) + COOKIE + body + b"\xff"
 
 
 def expected(
@@ -193,7 +159,10 @@ RACK_MAC = "52:54:00:ab:cd:ef"
 
 RESERVATION_CASES = [
     pytest.param(
-        Case(captures.INTEL_PXE_BIOS_DISCOVER, offer(captures.INTEL_PXE_BIOS_DISCOVER, b"undionly.kpxe")),
+        Case(
+            captures.INTEL_PXE_BIOS_DISCOVER,
+            offer(captures.INTEL_PXE_BIOS_DISCOVER, b"undionly.kpxe"),
+        ),
         id="bios-rom-gets-undionly",
     ),
     pytest.param(
@@ -251,9 +220,7 @@ RESERVATION_CASES = [
                     2,
                     SERVER_ID,
                     *LEASE_3600,
-                    *LAN_SETTINGS[:1],
-                    (28, bytes.fromhex("c00002ff")),
-                    *LAN_SETTINGS[2:],
+                    *LAN_SETTINGS,
                     *DOMAIN_AND_NTP,
                     yiaddr="192.0.2.100",
                     siaddr="192.0.2.1",
@@ -314,7 +281,7 @@ RESERVATION_CASES = [
                     SERVER_ID,
                     (51, bytes.fromhex("00001c20")),
                     (58, bytes.fromhex("00000e10")),
-                    (59, bytes.fromhex("00001896")),
+                    (59, bytes.fromhex("0000189c")),
                     (1, bytes.fromhex("ffffff80")),
                     (28, bytes.fromhex("c000027f")),
                     (3, bytes.fromhex("c000027e")),
@@ -392,7 +359,9 @@ RESERVATION_CASES = [
         ),
         id="selecting-request-is-acked",
     ),
-    pytest.param(Case(SELECTING_WRONG, nak(SELECTING_WRONG, "192.0.2.11")), id="selecting-wrong-address-naks"),
+    pytest.param(
+        Case(SELECTING_WRONG, nak(SELECTING_WRONG, "192.0.2.11")), id="selecting-wrong-address-naks"
+    ),
     pytest.param(
         Case(OTHER_SERVER, Ignore("client chose server 192.0.2.2", "other_server")),
         id="request-for-another-server-is-ignored",
@@ -464,7 +433,9 @@ RESERVATION_CASES = [
         ),
         id="renewing-is-acked-by-unicast",
     ),
-    pytest.param(Case(RENEWING_WRONG, nak(RENEWING_WRONG, "192.0.2.99")), id="renewing-wrong-address-naks"),
+    pytest.param(
+        Case(RENEWING_WRONG, nak(RENEWING_WRONG, "192.0.2.99")), id="renewing-wrong-address-naks"
+    ),
     pytest.param(
         Case(
             INFORM,
@@ -583,7 +554,11 @@ PROXY_CASES = [
         Case(
             captures.INTEL_PXE_BIOS_DISCOVER,
             proxy_reply(
-                captures.INTEL_PXE_BIOS_DISCOVER, 2, b"undionly.kpxe", *PXE_PROXY_OPTIONS, UUID_OPTION
+                captures.INTEL_PXE_BIOS_DISCOVER,
+                2,
+                b"undionly.kpxe",
+                *PXE_PROXY_OPTIONS,
+                UUID_OPTION,
             ),
         ),
         False,
@@ -643,12 +618,16 @@ PROXY_CASES = [
         id="request-on-67-addressed-to-us-is-acked",
     ),
     pytest.param(
-        Case(SITE_REQUEST_67, Ignore("REQUEST on port 67 for the site's DHCP server", "not_for_us")),
+        Case(
+            SITE_REQUEST_67, Ignore("REQUEST on port 67 for the site's DHCP server", "not_for_us")
+        ),
         False,
         id="request-on-67-for-the-site-server-is-ignored",
     ),
     pytest.param(
-        Case(captures.INTEL_PXE_BIOS_DISCOVER, Ignore("DISCOVER on port 4011", "unsupported_message")),
+        Case(
+            captures.INTEL_PXE_BIOS_DISCOVER, Ignore("DISCOVER on port 4011", "unsupported_message")
+        ),
         True,
         id="discover-on-4011-is-ignored",
     ),
@@ -682,7 +661,11 @@ PROXY_CASES = [
         Case(
             captures.INTEL_PXE_BIOS_DISCOVER,
             proxy_reply(
-                captures.INTEL_PXE_BIOS_DISCOVER, 2, b"undionly.kpxe", *PXE_PROXY_OPTIONS, UUID_OPTION
+                captures.INTEL_PXE_BIOS_DISCOVER,
+                2,
+                b"undionly.kpxe",
+                *PXE_PROXY_OPTIONS,
+                UUID_OPTION,
             ),
             machine=None,
             settings=DISCOVERY,
@@ -737,7 +720,7 @@ def test_answer_proxy(case: Case, on_port_4011: bool) -> None:
         ),
         pytest.param(
             captures.DHCLIENT_INIT_REBOOT,
-            ClientInfo(WEB03, None, None, None, False, None, tuple(NOT_PXE[19:].split("; "))),
+            ClientInfo(WEB03, None, None, None, False, None, NOT_PXE_REASONS),
             id="dhclient",
         ),
         pytest.param(
@@ -770,7 +753,9 @@ def test_classify(wire: bytes, want: ClientInfo) -> None:
     assert classify(decode(wire)) == want
 
 
-def info(arch: int | None, *, client_type: str | None = "PXEClient", ipxe: bool = False) -> ClientInfo:
+def info(
+    arch: int | None, *, client_type: str | None = "PXEClient", ipxe: bool = False
+) -> ClientInfo:
     return ClientInfo(QEMU_MAC_TEXT, arch, client_type, None, ipxe, None, ())
 
 
@@ -786,7 +771,10 @@ def info(arch: int | None, *, client_type: str | None = "PXEClient", ipxe: bool 
             info(10),
             SETTINGS,
             BootChoice(
-                "undionly.kpxe", SERVER, None, "no iPXE binary for architecture 10; sent undionly.kpxe"
+                "undionly.kpxe",
+                SERVER,
+                None,
+                "no iPXE binary for architecture 10; sent undionly.kpxe",
             ),
         ),
         (
@@ -841,40 +829,34 @@ def test_reply_destination(
 
 def test_relayed_nak_asks_the_relay_to_broadcast() -> None:
     asked = decode(captures.RELAYED_REQUEST)
-    from metalflow.boot.dhcp.codec import MessageType
-
     assert reply_to(asked, MessageType.NAK).flags == 0x8000
     assert reply_to(asked, MessageType.ACK).flags == 0
-
-
-MANY_ROUTES = NetworkConfig(
-    subnet=IPv4Network("192.0.2.0/24"),
-    gateway=IP("192.0.2.254"),
-    domain="a-rather-long-search-domain." * 6 + "example",
-    routes=tuple(
-        Route(destination=IPv4Network(f"10.{n}.0.0/16"), gateway=IP("192.0.2.253")) for n in range(40)
-    ),
-)
 
 
 @pytest.mark.parametrize(
     ("prl", "kept"),
     [
-        pytest.param(b"\x01\x03", [53, 54, 51, 58, 59, 1, 28, 3, 12], id="unrequested-go-first"),
-        pytest.param(b"\x01\x03\x0f\x79", [53, 54, 51, 58, 59, 1, 28, 3, 12, 15], id="then-requested"),
+        # 121 (not requested) goes, then the rest fits, unrequested 15 included.
+        pytest.param(
+            b"\x01\x03", [53, 54, 51, 58, 59, 1, 28, 3, 12, 15], id="unrequested-go-first"
+        ),
+        # Every unrequested option goes (12, 28, 59, 58), then requested ones from the end (121).
+        pytest.param(b"\x01\x03\x0f\x79", [53, 54, 51, 1, 3, 15], id="then-requested-ones"),
     ],
 )
 def test_a_reply_is_trimmed_to_the_client_maximum(prl: bytes, kept: list[int]) -> None:
     wire = request((53, b"\x01"), (57, (576).to_bytes(2, "big")), (55, prl))
     asked = decode(wire)
-    decision = answer_reservation(asked, classify(asked), MANY_ROUTES, SERVER, machine(), None, SETTINGS)
+    decision = answer_reservation(
+        asked, classify(asked), MANY_ROUTES, SERVER, machine(), None, SETTINGS
+    )
     assert isinstance(decision, Reply)
     assert [code for code, _ in decision.packet.options] == kept
     assert len(encode(decision.packet)) <= 576 - 28
 
 
 def test_a_reply_that_cannot_fit_is_not_sent() -> None:
-    wire = request((53, b"\x01"), (61, bytes(600)))
+    wire = request((53, b"\x01"), (61, bytes(255)), (61, bytes(255)))  # one 510-byte client id
     asked = decode(wire)
     decision = answer_reservation(asked, classify(asked), LAN, SERVER, machine(), None, SETTINGS)
     assert decision == Ignore("dhcp.offer does not fit in the client's 548 bytes", "too_large")
@@ -907,6 +889,8 @@ def test_routes_carry_the_default_route_too() -> None:
         routes=(Route(destination=IPv4Network("10.0.0.0/8"), gateway=IP("192.0.2.253")),),
     )
     asked = decode(captures.INTEL_PXE_BIOS_DISCOVER)
-    decision = answer_reservation(asked, classify(asked), network, SERVER, machine(), None, SETTINGS)
+    decision = answer_reservation(
+        asked, classify(asked), network, SERVER, machine(), None, SETTINGS
+    )
     assert isinstance(decision, Reply)
     assert decision.packet.option(121) == bytes.fromhex("080ac00002fd 00c00002fe")
