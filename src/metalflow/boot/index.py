@@ -71,9 +71,13 @@ class MachineView:
         return next((iface for iface in self.interfaces if iface.mac == mac), None)
 
     def wants_netboot(self, mac: str) -> bool:
-        """True when this interface may PXE boot and there is work for the install environment."""
+        """True when this interface may PXE boot and there is something to boot: a workflow for
+        the install environment, or the machine's own iPXE script or chain URL."""
         iface = self.interface(mac)
-        return iface is not None and iface.allow_pxe and self.has_active_workflow
+        has_own_script = self.boot.ipxe_script is not None or self.boot.ipxe_url is not None
+        return (
+            iface is not None and iface.allow_pxe and (self.has_active_workflow or has_own_script)
+        )
 
     def host_name(self, mac: str) -> str:
         iface = self.interface(mac)

@@ -231,15 +231,15 @@ def _decide(
             kernel_args=env.kernel_args,
         )
         return ScriptDecision("discovery", text, f"unknown machine {mac}: discovery")
+    interface = machine.interface(mac)
+    if interface is None or not interface.allow_pxe:
+        return _exit("exit", NETBOOT_DISABLED)
     if machine.boot.ipxe_script is not None:
         text = check_ipxe_script(machine.boot.ipxe_script, "ipxe_script")
         return ScriptDecision("custom", text, "the machine's own iPXE script")
     if machine.boot.ipxe_url is not None:
         url = machine.boot.ipxe_url
         return ScriptDecision("chain", chain_script(url), f"chain to {url}")
-    interface = machine.interface(mac)
-    if interface is None or not interface.allow_pxe:
-        return _exit("exit", NETBOOT_DISABLED)
     if not machine.has_active_workflow:
         return _exit("exit", NO_ACTIVE_WORKFLOW)
     if env.kernel_url is None or env.initrd_url is None:

@@ -154,11 +154,17 @@ def test_discovery_without_install_environment_exits() -> None:
     assert decision.text == exit_text(f"unknown machine {MAC}: {NOT_CONFIGURED}")
 
 
-def test_custom_script_is_served_as_written_and_wins_over_everything() -> None:
+def test_custom_script_is_served_as_written_and_wins_over_chain_and_workflow() -> None:
     script = "#!ipxe\necho hello ${net0/mac}\nsanboot --no-describe --drive 0x80\n"
-    view = machine(active=False, allow_pxe=False, boot=BootOptions(script, "http://x/y.ipxe"))
+    view = machine(active=True, boot=BootOptions(script, "http://x/y.ipxe"))
     decision = choose_script(view, MAC, ENV, token_of)
     assert decision == ScriptDecision("custom", script, "the machine's own iPXE script")
+
+
+def test_netboot_disabled_wins_over_the_machines_own_script() -> None:
+    script = "#!ipxe\nsanboot --no-describe --drive 0x80\n"
+    view = machine(active=False, allow_pxe=False, boot=BootOptions(script, "http://x/y.ipxe"))
+    assert choose_script(view, MAC, ENV, token_of).kind == "exit"
 
 
 def test_chain_url() -> None:
