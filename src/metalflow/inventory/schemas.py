@@ -109,7 +109,7 @@ class InterfaceSpec(Strict):
     nameservers: list[str] = Field(default_factory=list)
     hostname: str | None = None
     vlan: int | None = Field(default=None, ge=1, le=4094)
-    lease_time: int | None = Field(default=None, ge=60)
+    lease_time: int | None = Field(default=None, ge=60, le=2**32 - 1)
     netboot: NetbootSpec = Field(default_factory=NetbootSpec)
 
     @field_validator("mac")

@@ -22,10 +22,6 @@ def ip_list(addresses: Iterable[IPv4Address]) -> bytes:
     return b"".join(address.packed for address in addresses)
 
 
-def u16(value: int) -> bytes:
-    return value.to_bytes(2, "big")
-
-
 def u32(value: int) -> bytes:
     """Options 51, 58, 59: seconds as an unsigned 32-bit integer (RFC 2132 §9.2, §9.11)."""
     return value.to_bytes(4, "big")
@@ -37,7 +33,7 @@ def ascii_text(value: str) -> bytes | None:
 
 
 def classless_routes(routes: Iterable[tuple[IPv4Network, IPv4Address]]) -> bytes:
-    """Option 121 (RFC 3442 §3): prefix length, the significant octets of the destination, router.
+    """Option 121 (RFC 3442): prefix length, the significant octets of the destination, router.
 
     A client that gets option 121 ignores option 3, so callers include the default route.
     """

@@ -43,6 +43,7 @@ MIN_MESSAGE_SIZE = 576
 IP_UDP_HEADERS = 28
 """Taken off option 57 as well: clients disagree on whether it counts IP and UDP headers."""
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
+INFINITE_LEASE = 0xFFFFFFFF
 _FILE_FIELD_MAX = 127
 """The file field is 128 bytes and NUL-terminated; longer names go in option 67."""
 _MUST_KEEP = frozenset(
@@ -450,7 +451,7 @@ def _config_options(
         options.append((OptionCode.NTP_SERVERS, ip_list(network.ntp_servers)))
     if network.routes:
         routes = [(route.destination, route.gateway) for route in network.routes]
-        # RFC 3442 §2: a client given option 121 ignores option 3, so the default goes in too.
+        # RFC 3442: a client given option 121 ignores option 3, so the default goes in too.
         if router is not None and all(route.destination.prefixlen for route in network.routes):
             routes.append((DEFAULT_ROUTE, router))
         options.append((OptionCode.CLASSLESS_ROUTES, classless_routes(routes)))
@@ -527,7 +528,8 @@ def answer_reservation(
             ]
             nak = reply_to(request, MessageType.NAK, options=nak_options)
             return _finish(request, nak, "dhcp.nak", note=message.decode())
-    lease_time = (iface.lease_time if iface else None) or network.lease_time
+    # The inventory bounds lease_time from below only; 0xFFFFFFFF means infinite (RFC 2132 §9.2).
+    lease_time = min((iface.lease_time if iface else None) or network.lease_time, INFINITE_LEASE)
     options = _config_options(network, server_ip, machine, iface, mac, address, lease_time)
     siaddr = ZERO_ADDRESS
     file = b""

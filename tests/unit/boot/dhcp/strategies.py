@@ -162,8 +162,8 @@ def machines(draw: st.DrawFn) -> MachineView | None:
         hostname=draw(st.none() | st.text(max_size=300)),
         netmask=draw(st.sampled_from([None, "255.255.255.0", "255.255.255.252", "0.0.0.0"])),
         gateway=draw(st.sampled_from([None, "192.0.2.254", "10.20.0.1"])),
-        nameservers=draw(st.lists(st.sampled_from(["192.0.2.53", "9.9.9.9"]), max_size=70)),
-        lease_time=draw(st.none() | st.integers(60, 2**31)),
+        nameservers=tuple(draw(st.lists(st.sampled_from(["192.0.2.53", "9.9.9.9"]), max_size=70))),
+        lease_time=draw(st.none() | st.integers(60, 2**40)),
     )
 
 

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address
 from typing import Any
 
 import pytest
-from scapy.all import BOOTP, DHCP
+from scapy.layers.dhcp import BOOTP, DHCP
 
 from metalflow.boot.dhcp.codec import (
     DhcpPacket,

@@ -882,7 +882,7 @@ def test_a_boot_url_too_long_for_the_file_field_goes_in_option_67() -> None:
 
 
 def test_routes_carry_the_default_route_too() -> None:
-    """RFC 3442 §2: a client given option 121 ignores option 3."""
+    """RFC 3442: a client given option 121 ignores option 3."""
     network = NetworkConfig(
         subnet=IPv4Network("192.0.2.0/24"),
         gateway=IP("192.0.2.254"),
@@ -894,3 +894,11 @@ def test_routes_carry_the_default_route_too() -> None:
     )
     assert isinstance(decision, Reply)
     assert decision.packet.option(121) == bytes.fromhex("080ac00002fd 00c00002fe")
+
+
+def test_an_oversized_inventory_lease_becomes_infinite() -> None:
+    asked = decode(captures.INTEL_PXE_BIOS_DISCOVER)
+    node = machine(lease_time=2**33)
+    decision = answer_reservation(asked, classify(asked), LAN, SERVER, node, None, SETTINGS)
+    assert isinstance(decision, Reply) and decision.lease_time == 0xFFFFFFFF
+    assert decision.packet.option(51) == b"\xff\xff\xff\xff"
