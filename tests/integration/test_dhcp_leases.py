@@ -223,7 +223,7 @@ def test_leases_arriving_during_a_write_go_into_the_next_one(
     async def scenario() -> None:
         async with writing(store):
             lease(store, acks, clients[0])
-            await asyncio.to_thread(entered.wait)
+            await until(entered.is_set)
             for client in clients[1:]:
                 lease(store, acks, client)
             release.set()
@@ -356,7 +356,7 @@ def test_a_failed_write_is_retried_with_everything_queued_meanwhile(
         async with writing(store):
             for client in first:
                 lease(store, acks, client)
-            await asyncio.to_thread(entered.wait)
+            await until(entered.is_set)
             for client in later:
                 lease(store, acks, client)
             lease(store, acks, renewed, now=NOW + 10)

@@ -1,4 +1,10 @@
-"""Original, for mutation checks."""
+"""Dynamic-pool leases: answered from memory, made durable before the ACK by group commit.
+
+An ACK for a pool address is sent only once its lease is committed, so a restart never forgets
+an address a client holds. Commits are batched: while one transaction is being written, every
+lease that arrives queues for the next one, so under load one commit carries hundreds of leases
+(as ISC dhcpd's delayed-ack does) instead of one commit per lease.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +27,15 @@ from metalflow.db.engine import Database
 log = logging.getLogger("metalflow.boot.dhcp")
 IPv4 = ipaddress.IPv4Address
 OFFER_HOLD_SECONDS = 30.0
+"""How long an offered pool address stays set aside for the client it was offered to."""
 MAX_BATCH = 2000
+"""Leases per transaction: bounded so the statements stay within SQLite's parameter limit."""
 RETRY_SECONDS = 1.0
+"""Pause after a failed lease write before the same leases are written again."""
+MAC_LENGTH = 17
+"""dhcp_leases.mac holds an Ethernet MAC; a longer hardware address could never be stored."""
+HOSTNAME_LENGTH = 253
+"""dhcp_leases.hostname's length: a longer name from the client is cut to fit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,25 +44,42 @@ class Lease:
     address: IPv4
     subnet: ipaddress.IPv4Network
     expires_at: float
+    """Seconds since the epoch (wall clock), as stored."""
     hostname: str | None = None
 
 
-@dataclass
-class _Write:
-    lease: Lease | None
+@dataclass(frozen=True, slots=True)
+class _Offer:
     mac: str
-    done: list[Callable[[], None]]
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Ack:
+    """An ACK waiting for the lease of `address` to be durable."""
+
+    address: IPv4
+    send: Callable[[], None]
 
 
 class LeaseStore:
+    """Pool leases of every network; `is_reserved` says which addresses inventory owns."""
+
     def __init__(self, db: Database, is_reserved: Callable[[IPv4], bool]) -> None:
         self.db = db
         self.is_reserved = is_reserved
         self._by_mac: dict[str, Lease] = {}
         self._by_address: dict[IPv4, Lease] = {}
-        self._offers: dict[IPv4, tuple[str, float]] = {}
+        # One offer per address and per MAC (a client's newest offer replaces its older one),
+        # so both maps stay within the pools' sizes however often clients DISCOVER.
+        self._offers: dict[IPv4, _Offer] = {}
+        self._offered: dict[str, IPv4] = {}
         self._cursor: dict[ipaddress.IPv4Network, int] = {}
-        self._queue: dict[str, _Write] = {}
+        # MACs whose row must be brought to their in-memory lease (or deleted), with the ACKs
+        # waiting for it. The row is written from the lease held when the batch starts, so a
+        # lease superseded while queued (moved, released, taken over after expiry) is never
+        # written and its ACK never sent.
+        self._queue: dict[str, list[_Ack]] = {}
         self._wake = asyncio.Event()
         self.commits = 0
         self.committed_leases = 0
@@ -74,7 +104,7 @@ class LeaseStore:
     def lease_of(self, mac: str) -> Lease | None:
         return self._by_mac.get(mac)
 
-    def _is_free_for(self, mac, network, now):
+    def _is_free_for(self, mac: str, network: NetworkConfig, now: float) -> Callable[[IPv4], bool]:
         taken = {network.server_ip, network.gateway, network.subnet.network_address}
         taken.add(network.subnet.broadcast_address)
 
@@ -85,64 +115,92 @@ class LeaseStore:
             if lease is not None and lease.mac != mac and lease.expires_at > now:
                 return False
             offer = self._offers.get(address)
-            return offer is None or offer[0] == mac or offer[1] <= now
+            return offer is None or offer.mac == mac or offer.until <= now
 
         return is_free
 
-    def candidate(self, network, mac, requested, now):
+    def candidate(
+        self, network: NetworkConfig, mac: str, requested: IPv4 | None, now: float
+    ) -> IPv4 | None:
+        """The address this client gets now: its current lease, else the requested address,
+        else its earlier offer, else a free pool address; held for it for OFFER_HOLD_SECONDS.
+        None when the pool is exhausted or the MAC could not be stored."""
         pool = network.pool
-        if pool is None:
+        if pool is None or not mac or len(mac) > MAC_LENGTH:
             return None
         is_free = self._is_free_for(mac, network, now)
         lease = self._by_mac.get(mac)
-        if lease is not None and lease.address in pool and is_free(lease.address):
-            address = lease.address
-        else:
+        preferred = (lease.address if lease else None, requested, self._offered.get(mac))
+        address = next(
+            (a for a in preferred if a is not None and a in pool and is_free(a)),
+            None,
+        )
+        if address is None:
             start = self._cursor.get(network.subnet, 0)
-            address = pick_address(pool, is_free, requested=requested, start=start)
-            if address is not None:
-                self._cursor[network.subnet] = int(address) - int(pool.start) + 1
-        if address is not None:
-            self._offers[address] = (mac, now + OFFER_HOLD_SECONDS)
-            if len(self._offers) > 2 * pool.size:
-                self._offers = {a: o for a, o in self._offers.items() if o[1] > now}
+            address = pick_address(pool, is_free, start=start)
+            if address is None:
+                return None
+            self._cursor[network.subnet] = int(address) - int(pool.start) + 1
+        self._hold(mac, address, now + OFFER_HOLD_SECONDS)
         return address
 
-    def commit(self, network, mac, address, lease_time, now, hostname, then):
+    def _hold(self, mac: str, address: IPv4, until: float) -> None:
+        self._drop_offer(mac)
+        previous = self._offers.get(address)
+        if previous is not None:
+            self._drop_offer(previous.mac)
+        self._offers[address] = _Offer(mac, until)
+        self._offered[mac] = address
+
+    def _drop_offer(self, mac: str) -> None:
+        address = self._offered.pop(mac, None)
+        if address is not None:
+            del self._offers[address]
+
+    def commit(
+        self,
+        network: NetworkConfig,
+        mac: str,
+        address: IPv4,
+        lease_time: int,
+        now: float,
+        hostname: str | None,
+        then: Callable[[], None],
+    ) -> None:
+        """Take the lease in memory at once; call `then` when it is durable."""
         old = self._by_mac.get(mac)
         if old is not None and old.address != address:
-            self._by_address.pop(old.address, None)
-        lease = Lease(mac, address, network.subnet, now + lease_time, hostname)
+            del self._by_address[old.address]
         displaced = self._by_address.get(address)
         if displaced is not None and displaced.mac != mac:
-            self._by_mac.pop(displaced.mac, None)
+            del self._by_mac[displaced.mac]
+            self._enqueue(displaced.mac, None)
+        lease = Lease(mac, address, network.subnet, now + lease_time, _storable(hostname))
         self._by_mac[mac] = lease
         self._by_address[address] = lease
-        self._offers.pop(address, None)
-        self._enqueue(mac, lease, then)
+        self._drop_offer(mac)
+        offer = self._offers.get(address)
+        if offer is not None:
+            self._drop_offer(offer.mac)
+        self._enqueue(mac, _Ack(address, then))
 
-    def release(self, mac, address):
+    def release(self, mac: str, address: IPv4) -> bool:
         lease = self._by_mac.get(mac)
         if lease is None or lease.address != address:
             return False
         del self._by_mac[mac]
-        self._by_address.pop(address, None)
-        self._enqueue(mac, None, None)
+        del self._by_address[address]
+        self._enqueue(mac, None)
         return True
 
-    def _enqueue(self, mac, lease, then):
-        write = self._queue.get(mac)
-        if write is None:
-            write = self._queue[mac] = _Write(lease, mac, [])
-        else:
-            write.lease = lease
-        if then is not None:
-            write.done.append(then)
+    def _enqueue(self, mac: str, ack: _Ack | None) -> None:
+        acks = self._queue.setdefault(mac, [])
+        if ack is not None:
+            acks.append(ack)
         self._wake.set()
 
-    def _write(self, batch):
-        macs = [write.mac for write in batch]
-        leases = [write.lease for write in batch if write.lease is not None]
+    def _write(self, macs: list[str], leases: list[Lease]) -> None:
+        """Replace the rows of `macs`, and any row holding one of their addresses, by `leases`."""
         addresses = [str(lease.address) for lease in leases]
         with self.db.write() as session:
             session.execute(
@@ -168,29 +226,50 @@ class LeaseStore:
                 )
 
     async def run(self) -> None:
+        """Write queued leases, one transaction per batch, then release their ACKs."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            batch = list(itertools.islice(self._queue.values(), MAX_BATCH))
-            for write in batch:
-                del self._queue[write.mac]
+            macs = list(itertools.islice(self._queue, MAX_BATCH))
+            acks = {mac: self._queue.pop(mac) for mac in macs}
             if self._queue:
                 self._wake.set()
+            written = {mac: self._by_mac.get(mac) for mac in macs}
+            leases = [lease for lease in written.values() if lease is not None]
             try:
-                await to_thread.run_sync(self._write, batch)
+                await to_thread.run_sync(self._write, macs, leases)
             except Exception:
-                log.exception("event=dhcp.lease_write_failed leases=%d", len(batch))
-                for write in batch:
-                    newer = self._queue.get(write.mac)
-                    if newer is None:
-                        self._queue[write.mac] = write
-                    else:
-                        newer.done[:0] = write.done
+                log.exception("event=dhcp.lease_write_failed leases=%d", len(macs))
+                retry = {mac: acks[mac] + self._queue.pop(mac, []) for mac in macs}
+                self._queue = retry | self._queue
                 self._wake.set()
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
             self.commits += 1
-            self.committed_leases += len(batch)
-            for write in batch:
-                for callback in write.done:
-                    callback()
+            self.committed_leases += len(macs)
+            for mac in macs:
+                self._send_acks(mac, written[mac], acks[mac])
+
+    def _send_acks(self, mac: str, written: Lease | None, acks: list[_Ack]) -> None:
+        """Send the ACKs the written lease makes true, unless the client has moved on since:
+        an ACK for an address it no longer holds could hand that address out twice."""
+        held = self._by_mac.get(mac)
+        if written is None or held is None or held.address != written.address:
+            return
+        for ack in acks:
+            if ack.address != written.address:
+                continue
+            try:
+                ack.send()
+            except Exception:
+                log.exception("event=dhcp.lease_ack_failed mac=%s", mac)
+
+
+def _storable(hostname: str | None) -> str | None:
+    """The client's hostname as the column can hold it: PostgreSQL rejects NUL characters (some
+    clients NUL-terminate option 12) and names past the column's length, and one such row would
+    fail every retry of its batch."""
+    if hostname is None:
+        return None
+    printable = "".join(char for char in hostname if char.isprintable())
+    return printable[:HOSTNAME_LENGTH] or None
