@@ -28,6 +28,9 @@ log = logging.getLogger("metalflow.boot.dhcp")
 IPv4 = ipaddress.IPv4Address
 OFFER_HOLD_SECONDS = 30.0
 """How long an offered pool address stays set aside for the client it was offered to."""
+DECLINE_HOLD_SECONDS = 600.0
+"""How long an address a client declined stays out of the pool."""
+MAX_DECLINED = 10_000
 MAX_BATCH = 2000
 """Leases per transaction: bounded so the statements stay within SQLite's parameter limit."""
 RETRY_SECONDS = 1.0
@@ -74,6 +77,7 @@ class LeaseStore:
         # so both maps stay within the pools' sizes however often clients DISCOVER.
         self._offers: dict[IPv4, _Offer] = {}
         self._offered: dict[str, IPv4] = {}
+        self._declined: dict[IPv4, float] = {}
         self._cursor: dict[ipaddress.IPv4Network, int] = {}
         # MACs whose row must be brought to their in-memory lease (or deleted), with the ACKs
         # waiting for it. The row is written from the lease held when the batch starts, so a
@@ -113,6 +117,8 @@ class LeaseStore:
                 return False
             lease = self._by_address.get(address)
             if lease is not None and lease.mac != mac and lease.expires_at > now:
+                return False
+            if self._declined.get(address, 0.0) > now:
                 return False
             offer = self._offers.get(address)
             return offer is None or offer.mac == mac or offer.until <= now
@@ -191,6 +197,16 @@ class LeaseStore:
         del self._by_mac[mac]
         del self._by_address[address]
         self._enqueue(mac, None)
+        return True
+
+    def decline(self, mac: str, address: IPv4, now: float) -> bool:
+        """The client found the address in use (RFC 2131 §4.3.3): free its lease, and keep the
+        address from everyone for DECLINE_HOLD_SECONDS, since some other host holds it."""
+        if not self.release(mac, address):
+            return False
+        if len(self._declined) >= MAX_DECLINED:
+            self._declined = {a: until for a, until in self._declined.items() if until > now}
+        self._declined[address] = now + DECLINE_HOLD_SECONDS
         return True
 
     def _enqueue(self, mac: str, ack: _Ack | None) -> None:

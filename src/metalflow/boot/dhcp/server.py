@@ -99,7 +99,10 @@ class DhcpServer:
         port: int = 67,
     ) -> None:
         self.interface = interface
-        self.networks = list(networks)
+        self.networks = [
+            net if net.server_ip else net.model_copy(update={"server_ip": interface.address})
+            for net in networks
+        ]
         self.boot = boot
         self.index = index
         self.leases = leases
@@ -218,8 +221,17 @@ class DhcpServer:
                 )
             return
         if isinstance(decision, Release):
-            if self.leases.release(decision.mac, decision.address):
-                self.replies["release" if not decision.declined else "decline"] += 1
+            if decision.declined:
+                if self.leases.decline(decision.mac, decision.address, now):
+                    self.replies["decline"] += 1
+                    log.warning(
+                        "event=dhcp.declined mac=%s address=%s reason=the client found the"
+                        " address in use; it stays out of the pool for a while",
+                        decision.mac,
+                        decision.address,
+                    )
+            elif self.leases.release(decision.mac, decision.address):
+                self.replies["release"] += 1
             return
         self._send(packet, decision, transport, machine, network, now)
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from metalflow.boot.dhcp.leases import OFFER_HOLD_SECONDS, LeaseStore
+from metalflow.boot.dhcp.leases import DECLINE_HOLD_SECONDS, OFFER_HOLD_SECONDS, LeaseStore
 from metalflow.boot.dhcp.network import AddressRange, NetworkConfig
 from metalflow.boot.dhcp.pool import pick_address
 from metalflow.db.engine import Database
@@ -216,3 +216,18 @@ def test_no_pool_no_address() -> None:
     store = LeaseStore(unopenable_database(), RESERVED.__contains__)
     network = NetworkConfig(subnet=SUBNET, gateway=IPv4("10.0.0.1"))
     assert store.candidate(network, MACS[0], IPv4("10.0.0.3"), 0.0) is None
+
+
+def test_a_declined_address_stays_out_of_the_pool_for_a_while() -> None:
+    store = LeaseStore(unopenable_database(), RESERVED.__contains__)
+    now = 1_800_000_000.0
+    address = store.candidate(NETWORK, MACS[0], None, now)
+    assert address is not None
+    store.commit(NETWORK, MACS[0], address, 3600, now, None, lambda: None)
+    assert store.decline(MACS[0], address, now)
+    assert store.lease_of(MACS[0]) is None
+    soon = [store.candidate(NETWORK, mac, address, now + 1) for mac in MACS[1:]]
+    assert address not in soon
+    later = now + DECLINE_HOLD_SECONDS + 1
+    assert store.candidate(NETWORK, MACS[0], address, later) == address
+    assert not store.decline(MACS[1], address, later), "only the holder can decline its lease"
