@@ -645,7 +645,8 @@ def report(results: dict[str, tuple[Trial | None, list[Trial]]], versions: dict[
             f"{best.drops * 100:>7.2f}%{best.ack_delay_ms:>8.2f}{best.server_cpu * 100:>8.0f}%"
             f"{low:>13}  {versions.get(name, '')}"
         )
-    out.append("(≥: no failing rate found — the load generator or --max-rate was the limit)")
+    if any(ceiling.values()):
+        out.append("(≥: no failing rate found — the load generator or --max-rate was the limit)")
     out.append("")
     for mine in ("metalflow-sqlite", "metalflow-postgresql"):
         for peer in ("kea", "dnsmasq"):

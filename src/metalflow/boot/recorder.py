@@ -39,6 +39,8 @@ class BootEventRecorder:
         self._pending: dict[tuple[str | None, str, str], _Pending] = {}
         self._wake = asyncio.Event()
         self.dropped = 0
+        self.log_fold = RepeatFold()
+        """For the boot log lines that go with these events."""
 
     def record(self, kind: str, machine: MachineView | None, detail: str = "", **data: Any) -> None:
         """Queue an event; `detail` separates events of one kind that must not be merged."""
@@ -85,3 +87,25 @@ class BootEventRecorder:
                 await self.flush()
             except Exception:
                 log.exception("event=boot.events.write_failed")
+
+
+class RepeatFold:
+    """Decides which boot log lines to write: the first of each key, then at most one per
+    `window` seconds carrying how often it repeated since. A PXE ROM retrying, a machine in a
+    boot loop or a flood of junk then costs a counter, not a line (and a write) per packet."""
+
+    def __init__(self, window: float = 10.0, memory: int = 10_000) -> None:
+        self.window = window
+        self.memory = memory
+        self._seen: dict[object, tuple[float, int]] = {}
+
+    def check(self, key: object, now: float) -> int | None:
+        """None: stay quiet; else log now, with this many repeats folded into the line."""
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.window:
+            self._seen[key] = (seen[0], seen[1] + 1)
+            return None
+        if len(self._seen) >= self.memory:
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        return seen[1] if seen is not None else 0

@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import re
+import time
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
@@ -110,15 +111,19 @@ def _answer(
         reason=decision.reason,
         remote=remote,
     )
-    log.info(
-        "event=boot.script mac=%s machine=%s machine_id=%s kind=%s remote=%s reason=%r",
-        mac or "-",
-        machine.name if machine else "-",
-        machine.id if machine else "-",
-        decision.kind,
-        remote,
-        decision.reason,
-    )
+    repeated = services.boot_events.log_fold.check((mac, remote, decision.kind), time.monotonic())
+    if repeated is not None:
+        log.info(
+            "event=boot.script mac=%s machine=%s machine_id=%s kind=%s remote=%s reason=%r"
+            " repeated=%d",
+            mac or "-",
+            machine.name if machine else "-",
+            machine.id if machine else "-",
+            decision.kind,
+            remote,
+            decision.reason,
+            repeated,
+        )
     return PlainTextResponse(decision.text, headers={"Cache-Control": "no-store"})
 
 

@@ -42,13 +42,14 @@ from metalflow.boot.dhcp.policy import (
     select_network,
 )
 from metalflow.boot.index import BootIndex, MachineView
-from metalflow.boot.recorder import BootEventRecorder
+from metalflow.boot.recorder import BootEventRecorder, RepeatFold
 
 log = logging.getLogger("metalflow.boot.dhcp")
 IPv4 = ipaddress.IPv4Address
 PROXY_PORT = 4011
-LOG_REPEAT_SECONDS = 10.0
-LOG_MEMORY = 10_000
+RECEIVE_BUFFER = 512 * 1024
+"""Room for a burst (a rack powering on) but not for seconds of backlog: past capacity a
+request that waited that long is one its client has already given up on."""
 _SIOCGIFADDR = 0x8915
 _SIOCGIFNETMASK = 0x891B
 
@@ -78,7 +79,7 @@ def open_socket(interface: str, host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
     sock.bind((host, port))
     sock.setblocking(False)
     return sock
@@ -114,7 +115,7 @@ class DhcpServer:
         self.dropped: collections.Counter[str] = collections.Counter()
         self.replies: collections.Counter[str] = collections.Counter()
         self._transports: list[asyncio.DatagramTransport] = []
-        self._logged: dict[tuple[str, str], tuple[float, int]] = {}
+        self._log_fold = RepeatFold()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -142,25 +143,17 @@ class DhcpServer:
         self._transports.clear()
 
     def _ignore(self, packet: DhcpPacket, counter: str, reason: str, now: float) -> None:
-        """Count every ignored packet; log it, but a client repeating itself (a PXE ROM
-        retrying, a flood) once per LOG_REPEAT_SECONDS with how often it was repeated."""
         self.dropped[counter] += 1
-        key = (packet.mac, counter)
-        seen = self._logged.get(key)
-        if seen is not None and now - seen[0] < LOG_REPEAT_SECONDS:
-            self._logged[key] = (seen[0], seen[1] + 1)
-            return
-        if len(self._logged) > LOG_MEMORY:
-            self._logged.clear()
-        self._logged[key] = (now, 0)
-        log.info(
-            "event=dhcp.ignored mac=%s xid=%#010x counter=%s reason=%s repeated=%d",
-            packet.mac,
-            packet.xid,
-            counter,
-            reason,
-            seen[1] if seen else 0,
-        )
+        repeated = self._log_fold.check((packet.mac, counter), now)
+        if repeated is not None:
+            log.info(
+                "event=dhcp.ignored mac=%s xid=%#010x counter=%s reason=%s repeated=%d",
+                packet.mac,
+                packet.xid,
+                counter,
+                reason,
+                repeated,
+            )
 
     def handle(
         self,
