@@ -14,7 +14,7 @@ from metalflow.api.app import create_app
 from metalflow.api.deps import Services
 from metalflow.boot.index import BootIndex
 from metalflow.boot.recorder import BootEventRecorder
-from metalflow.boot.runtime import BootServers, check_boot_files
+from metalflow.boot.runtime import BootServers, check_boot_files, plan_boot
 from metalflow.config import Settings
 from metalflow.db.engine import Database
 from metalflow.db.migrate import upgrade
@@ -91,8 +91,9 @@ def build_services(settings: Settings) -> Services:
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     check_boot_files(settings)
+    plan = plan_boot(settings, settings.interface) if settings.interface else None
     services = build_services(settings)
-    boot = BootServers(settings, services) if settings.interface else None
+    boot = BootServers(settings, services, plan) if plan is not None else None
     log.info(
         "event=up http=%s database=%s data_dir=%s",
         settings.http,

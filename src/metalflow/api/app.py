@@ -74,6 +74,9 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     app.state.ready = False
 
+    # First: machines fetch their scripts and files far more often than operators call the
+    # API, and routes are matched in order.
+    app.include_router(boot_router.router)
     api = APIRouter(prefix=API_PREFIX)
     for router in (
         machines.router,
@@ -85,7 +88,6 @@ def create_app(services: Services) -> FastAPI:
     ):
         api.include_router(router)
     app.include_router(api)
-    app.include_router(boot_router.router)
 
     @app.exception_handler(MetalflowError)
     async def metalflow_error(request: Request, exc: MetalflowError) -> JSONResponse:

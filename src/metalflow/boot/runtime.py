@@ -7,6 +7,7 @@ import asyncio
 import collections
 import ipaddress
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,20 +121,30 @@ def check_boot_files(settings: Settings) -> None:
         raise BootSetupError(f"--boot-dir {settings.boot_dir}: no such directory", field="boot_dir")
 
 
-class BootServers:
-    """DHCP (unless mode off everywhere) and TFTP on `settings.interface`."""
+@dataclass(frozen=True)
+class BootPlan:
+    """What the boot servers will serve, checked before anything is opened or written."""
 
-    def __init__(self, settings: Settings, services: Services) -> None:
-        assert settings.interface is not None
+    local: InterfaceAddress
+    networks: list[NetworkConfig]
+
+
+def plan_boot(settings: Settings, interface: str) -> BootPlan:
+    try:
+        local = interface_address(interface)
+    except OSError as exc:
+        raise BootSetupError(f"--interface {interface}: {exc}", field="interface") from None
+    return BootPlan(local, networks_for(settings, local))
+
+
+class BootServers:
+    """DHCP (unless mode off everywhere) and TFTP on the planned interface."""
+
+    def __init__(self, settings: Settings, services: Services, plan: BootPlan) -> None:
         self.settings = settings
         self.services = services
-        try:
-            self.local = interface_address(settings.interface)
-        except OSError as exc:
-            raise BootSetupError(
-                f"--interface {settings.interface}: {exc}", field="interface"
-            ) from None
-        self.networks = networks_for(settings, self.local)
+        self.local = plan.local
+        self.networks = plan.networks
         index = services.boot_index
         self.leases = LeaseStore(services.db, lambda address: index.by_ip(address) is not None)
         self.dhcp: DhcpServer | None = None
