@@ -175,7 +175,14 @@ def test_pool_leases_renew_and_survive_a_restart(lab: BootLab, tmp_path: Path) -
     lab.stop(metalflow)
     metalflow = lab.metalflow("--dhcp-pool", "192.0.2.100-192.0.2.110", data_dir=metalflow.data_dir)
     assert udhcpc(client, tmp_path)["ip"] == first["ip"], "the lease came back after a restart"
-    assert udhcpc(other, tmp_path)["ip"] != first["ip"], "a held address is not given away"
+    second = udhcpc(other, tmp_path)["ip"]
+    assert second != first["ip"], "a held address is not given away"
+    with metalflow.api() as api:
+        leases = api.get("/api/v1/dhcp/leases").json()["items"]
+    assert {(lease["mac"], lease["address"]) for lease in leases} == {
+        (client.mac, first["ip"]),
+        (other.mac, second),
+    }
 
 
 @pytest.mark.parametrize(

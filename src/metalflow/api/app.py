@@ -16,6 +16,7 @@ from metalflow.api import events
 from metalflow.api.deps import Reader, Services, ServicesDep
 from metalflow.apply import router as apply_router
 from metalflow.boot import router as boot_router
+from metalflow.boot.dhcp import router as dhcp_router
 from metalflow.boot.index import IndexRefresher
 from metalflow.errors import MetalflowError
 from metalflow.inventory import router as machines
@@ -85,6 +86,7 @@ def create_app(services: Services) -> FastAPI:
         agent_router.router,
         events.router,
         apply_router.router,
+        dhcp_router.router,
     ):
         api.include_router(router)
     app.include_router(api)

@@ -211,6 +211,19 @@ def templates(data: Json) -> RenderableType:
     return grid
 
 
+def leases(data: Json) -> RenderableType:
+    grid = table("ADDRESS", "MAC", "SUBNET", "HOSTNAME", "EXPIRES")
+    for lease in data["items"]:
+        grid.add_row(
+            lease["address"],
+            lease["mac"],
+            lease["subnet"],
+            text(lease.get("hostname")),
+            timestamp(lease.get("expires_at")),
+        )
+    return grid
+
+
 # workflows
 
 
