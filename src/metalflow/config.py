@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from metalflow.boot.dhcp.network import DhcpMode
+from metalflow.inventory.schemas import check_http_url, check_script_words
 
 DEFAULT_DATA_DIR = Path("metalflow-data")
 DEFAULT_HTTP = "0.0.0.0:7080"
@@ -95,8 +97,28 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _public_url_is_http(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError(f"--public-url must be http(s)://HOST[:PORT] (got {value!r})")
+        if value is not None:
+            try:
+                check_http_url(value, "--public-url")
+            except ValueError as exc:
+                raise ValueError(f"{exc}; e.g. http://192.0.2.1:7080") from None
+        return value
+
+    @field_validator("kernel_args", "console")
+    @classmethod
+    def _script_words(cls, value: str, info: ValidationInfo) -> str:
+        """They go into every install script as they are: refused here, not at each boot."""
+        return check_script_words(value, f"--{str(info.field_name).replace('_', '-')}")
+
+    @field_validator("bios_file", "uefi_file", "arm64_file")
+    @classmethod
+    def _boot_file_name(cls, value: str, info: ValidationInfo) -> str:
+        """A name in the boot tree, sent in DHCP's file field (128 bytes) as it is."""
+        if not re.fullmatch(r"[A-Za-z0-9._-][A-Za-z0-9._/-]{0,126}", value) or ".." in value:
+            raise ValueError(
+                f"METALFLOW_{str(info.field_name).upper()} must be a file name in the boot tree"
+                f" (letters, digits, . _ - /, no '..'), e.g. ipxe.efi; got {value!r}"
+            )
         return value
 
     @property

@@ -22,6 +22,10 @@ class NotFound(MetalflowError):
     status = 404
 
 
+class Forbidden(MetalflowError):
+    status = 403
+
+
 class Conflict(MetalflowError):
     status = 409
 

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from metalflow.api.app import create_app
 from metalflow.api.deps import Services
+from metalflow.boot.errors import BootSetupError
 from metalflow.boot.index import BootIndex
 from metalflow.boot.recorder import BootEventRecorder
 from metalflow.boot.runtime import BootServers, check_boot_files, plan_boot
@@ -109,7 +110,10 @@ def serve(settings: Settings) -> None:
         timeout_keep_alive=75,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
-    _Server(config, services.bus, boot).run()
+    server = _Server(config, services.bus, boot)
+    server.run()
+    if server.boot_error is not None:
+        raise server.boot_error
 
 
 class _Server(uvicorn.Server):
@@ -121,15 +125,24 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.bus = bus
         self.boot = boot
+        self.boot_error: BootSetupError | None = None
 
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.boot is not None and not self.should_exit:
-            await self.boot.start()
+    async def main_loop(self) -> None:
+        """Start the boot servers once the app is up; if their ports cannot be had, stop the
+        way Ctrl-C does (the app's shutdown runs) and let `serve` report why."""
+        if self.boot is not None:
+            try:
+                await self.boot.start()
+            except BootSetupError as exc:
+                self.boot_error = exc
+                self.boot = None
+                return
         # What start-up built (modules, the app, the boot index) lives as long as the process:
-        # frozen out of the collector's generations, full collections stop rescanning it (their
-        # pauses were the p99 of the boot endpoints in bench/ipxe_script.py).
+        # collected once, then frozen out of the collector's generations, full collections stop
+        # rescanning it (their pauses were the p99 of the boot endpoints in bench/ipxe_script.py).
+        gc.collect()
         gc.freeze()
+        await super().main_loop()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.boot is not None:

@@ -362,7 +362,7 @@ def test_nothing_outside_the_boot_tree(live: LiveServer, boot: httpx.Client) -> 
         "/boot/assets/menus",
         "/boot/assets/%00undionly.kpxe",
     ]:
-        assert raw_get(live, path) == 400, path
+        assert raw_get(live, path) == 403, path
     for path in [
         "/boot/assets//etc/passwd",
         "/boot/assets/%2fetc%2fpasswd",

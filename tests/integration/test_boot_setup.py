@@ -31,7 +31,7 @@ def up(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
             "--dhcp-pool address 192.0.2.10 is outside 127.0.0.0/8",
         ),
         (["--kernel", "/nonexistent/vmlinuz"], None, "--kernel /nonexistent/vmlinuz: no such file"),
-        (["--public-url", "ftp://x"], None, "--public-url must be http(s)://"),
+        (["--public-url", "ftp://x"], None, "--public-url must be an http:// or https:// URL"),
         (
             ["--interface", "lo"],
             "networks:\n  - subnet: 192.0.2.0/24\n    lease_time: 5\n",

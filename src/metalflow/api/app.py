@@ -39,7 +39,7 @@ def create_app(services: Services) -> FastAPI:
         to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         refresher = IndexRefresher(services.db, services.boot_index)
         services.bus.listeners.append(refresher.on_event)
-        await to_thread.run_sync(refresher.load_all)
+        await refresher.load_all()
         background = [
             asyncio.create_task(refresher.run()),
             asyncio.create_task(services.boot_events.run()),

@@ -71,13 +71,13 @@ class MachineView:
         return next((iface for iface in self.interfaces if iface.mac == mac), None)
 
     def wants_netboot(self, mac: str) -> bool:
-        """True when this interface may PXE boot and there is something to boot: a workflow for
-        the install environment, or the machine's own iPXE script or chain URL."""
+        """True when this interface may PXE boot and there is something to boot: a workflow the
+        interface may run (Tinkerbell's allowWorkflow), or the machine's own script or URL."""
         iface = self.interface(mac)
+        if iface is None or not iface.allow_pxe:
+            return False
         has_own_script = self.boot.ipxe_script is not None or self.boot.ipxe_url is not None
-        return (
-            iface is not None and iface.allow_pxe and (self.has_active_workflow or has_own_script)
-        )
+        return has_own_script or (self.has_active_workflow and iface.allow_workflow)
 
     def host_name(self, mac: str) -> str:
         iface = self.interface(mac)
@@ -89,6 +89,11 @@ def _ipv4(value: str | None) -> ipaddress.IPv4Address | None:
         return None
     address = ipaddress.ip_address(value)
     return address if isinstance(address, ipaddress.IPv4Address) else None
+
+
+def _netmask(value: str | None) -> ipaddress.IPv4Address | None:
+    """Dotted or, as rows written before it was normalised may hold, a prefix length."""
+    return ipaddress.IPv4Network(f"0.0.0.0/{value}").netmask if value else None
 
 
 def _boot_options(raw: dict[str, Any] | None) -> BootOptions:
@@ -115,7 +120,7 @@ def view_of(machine: Machine, has_active_workflow: bool) -> MachineView:
             InterfaceView(
                 mac=iface.mac,
                 ip=_ipv4(iface.ip),
-                netmask=_ipv4(iface.netmask),
+                netmask=_netmask(iface.netmask),
                 gateway=_ipv4(iface.gateway),
                 nameservers=tuple(
                     address for address in map(_ipv4, iface.nameservers) if address is not None
@@ -140,48 +145,65 @@ def load_views(session: Session, machine_ids: Iterable[str] | None = None) -> li
         query = query.where(Machine.id.in_(ids))
         active_query = active_query.where(Workflow.machine_id.in_(ids))
     active = set(session.scalars(active_query))
-    return [view_of(machine, machine.id in active) for machine in session.scalars(query)]
+    views = []
+    for machine in session.scalars(query):
+        try:
+            views.append(view_of(machine, machine.id in active))
+        except ValueError as exc:
+            log.error(
+                "event=boot.index.machine_skipped machine=%s machine_id=%s reason=%s",
+                machine.name,
+                machine.id,
+                exc,
+            )
+    return views
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    by_id: dict[str, MachineView]
+    by_mac: dict[str, MachineView]
+    by_ip: dict[ipaddress.IPv4Address, tuple[MachineView, InterfaceView]]
+
+
+def _snapshot(views: Iterable[MachineView]) -> _Snapshot:
+    by_id = {view.id: view for view in views}
+    by_mac: dict[str, MachineView] = {}
+    by_ip: dict[ipaddress.IPv4Address, tuple[MachineView, InterfaceView]] = {}
+    for view in by_id.values():
+        for iface in view.interfaces:
+            by_mac[iface.mac] = view
+            if iface.ip is not None:
+                by_ip[iface.ip] = (view, iface)
+    return _Snapshot(by_id, by_mac, by_ip)
 
 
 class BootIndex:
-    """Lookups by MAC and by IPv4 address; replaced whole per machine, so readers never lock."""
+    """Lookups by MAC and by IPv4 address. One snapshot is replaced whole, by one assignment
+    on the event loop, so a reader never sees one map new and another old."""
 
     def __init__(self) -> None:
-        self._by_id: dict[str, MachineView] = {}
-        self._by_mac: dict[str, MachineView] = {}
-        self._by_ip: dict[ipaddress.IPv4Address, tuple[MachineView, InterfaceView]] = {}
+        self._snapshot = _snapshot(())
 
     def __len__(self) -> int:
-        return len(self._by_id)
+        return len(self._snapshot.by_id)
 
     def by_mac(self, mac: str) -> MachineView | None:
-        return self._by_mac.get(mac)
+        return self._snapshot.by_mac.get(mac)
 
     def by_ip(self, ip: ipaddress.IPv4Address) -> tuple[MachineView, InterfaceView] | None:
-        return self._by_ip.get(ip)
-
-    def by_id(self, machine_id: str) -> MachineView | None:
-        return self._by_id.get(machine_id)
+        return self._snapshot.by_ip.get(ip)
 
     def replace_all(self, views: Iterable[MachineView]) -> None:
-        by_id = {view.id: view for view in views}
-        by_mac: dict[str, MachineView] = {}
-        by_ip: dict[ipaddress.IPv4Address, tuple[MachineView, InterfaceView]] = {}
-        for view in by_id.values():
-            for iface in view.interfaces:
-                by_mac[iface.mac] = view
-                if iface.ip is not None:
-                    by_ip[iface.ip] = (view, iface)
-        self._by_id, self._by_mac, self._by_ip = by_id, by_mac, by_ip
+        self._snapshot = _snapshot(views)
 
     def update(self, machine_ids: Iterable[str], views: Iterable[MachineView]) -> None:
         """Replace `machine_ids` with `views`; an id without a view was deleted."""
-        fresh = {view.id: view for view in views}
-        merged = dict(self._by_id)
+        merged = dict(self._snapshot.by_id)
         for machine_id in machine_ids:
             merged.pop(machine_id, None)
-        merged.update(fresh)
-        self.replace_all(merged.values())
+        merged.update({view.id: view for view in views})
+        self._snapshot = _snapshot(merged.values())
 
 
 class IndexRefresher:
@@ -199,13 +221,13 @@ class IndexRefresher:
         self._dirty.add(event.machine_id)
         self._wake.set()
 
-    def load_all(self) -> None:
-        with self.db.read() as session:
-            self.index.replace_all(load_views(session))
-
-    def _load_some(self, machine_ids: set[str]) -> list[MachineView]:
+    def _load(self, machine_ids: set[str] | None) -> list[MachineView]:
         with self.db.read() as session:
             return load_views(session, machine_ids)
+
+    async def load_all(self) -> None:
+        """Read in a worker thread, swap on the loop."""
+        self.index.replace_all(await to_thread.run_sync(self._load, None))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -217,12 +239,12 @@ class IndexRefresher:
             dirty: set[str] = set()
             try:
                 if loop.time() >= next_full:
-                    self._dirty.clear()
-                    await to_thread.run_sync(self.load_all)
                     next_full = loop.time() + FULL_RELOAD_SECONDS
+                    self._dirty.clear()
+                    await self.load_all()
                 elif self._dirty:
                     dirty, self._dirty = self._dirty, set()
-                    views = await to_thread.run_sync(self._load_some, dirty)
+                    views = await to_thread.run_sync(self._load, dirty)
                     self.index.update(dirty, views)
             except Exception:
                 self._dirty |= dirty

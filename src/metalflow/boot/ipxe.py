@@ -36,6 +36,7 @@ INITRD_NAME = "initrd.img"
 NOT_IN_INVENTORY = "not in inventory"
 NETBOOT_DISABLED = "netboot disabled for this interface"
 NO_ACTIVE_WORKFLOW = "nothing to do: no active workflow"
+WORKFLOW_DISABLED = "workflows disabled for this interface (allowWorkflow: false)"
 NOT_CONFIGURED = (
     "install environment not configured: set METALFLOW_KERNEL / --kernel and"
     " METALFLOW_INITRD / --initrd"
@@ -242,6 +243,8 @@ def _decide(
         return ScriptDecision("chain", chain_script(url), f"chain to {url}")
     if not machine.has_active_workflow:
         return _exit("exit", NO_ACTIVE_WORKFLOW)
+    if not interface.allow_workflow:
+        return _exit("exit", WORKFLOW_DISABLED)
     if env.kernel_url is None or env.initrd_url is None:
         return _exit("exit", NOT_CONFIGURED)
     text = install_script(
@@ -265,8 +268,8 @@ def choose_script(
     agent_token: Callable[[MachineView], str],
 ) -> ScriptDecision:
     """The one decision of what a netbooting machine gets, in order: unknown MAC (discovery or
-    exit), the machine's own script, its chain URL, netboot disabled, no active workflow, no
-    install environment configured, else the install environment.
+    exit), netboot disabled, the machine's own script, its chain URL, no active workflow,
+    workflows disabled, no install environment configured, else the install environment.
 
     `mac` is None when the caller could not tell which machine asks. Never raises: a value
     that cannot go into a script yields an exit script, the detail in `reason`.

@@ -20,6 +20,9 @@ from metalflow.db.engine import Database
 
 log = logging.getLogger("metalflow.boot")
 FLUSH_SECONDS = 0.2
+UNKNOWN_CALLERS = "unknown-callers"
+"""The `detail` of events without a machine: all of one kind merge into one per flush (the
+latest caller's data, with a count), so unauthenticated callers cannot flood the event log."""
 MAX_PENDING = 10_000
 """Past this many distinct pending events new ones are dropped (and counted), not queued."""
 
@@ -91,20 +94,38 @@ class BootEventRecorder:
 
 class RepeatFold:
     """Decides which boot log lines to write: the first of each key, then at most one per
-    `window` seconds carrying how often it repeated since. A PXE ROM retrying, a machine in a
-    boot loop or a flood of junk then costs a counter, not a line (and a write) per packet."""
+    `window` seconds carrying how often it repeated since, and no more than `budget` lines per
+    window in all (a flood of ever new MACs has no repeats to fold). A PXE ROM retrying, a
+    machine in a boot loop or junk traffic then costs a counter, not a line per packet."""
 
-    def __init__(self, window: float = 10.0, memory: int = 10_000) -> None:
+    def __init__(self, window: float = 10.0, memory: int = 10_000, budget: int = 200) -> None:
         self.window = window
         self.memory = memory
+        self.budget = budget
         self._seen: dict[object, tuple[float, int]] = {}
+        self._window_start = float("-inf")
+        self._lines = 0
+        self._suppressed = 0
 
     def check(self, key: object, now: float) -> int | None:
         """None: stay quiet; else log now, with this many repeats folded into the line."""
+        if now - self._window_start >= self.window:
+            if self._suppressed:
+                log.info(
+                    "event=boot.log.suppressed lines=%d window_seconds=%g budget=%d",
+                    self._suppressed,
+                    self.window,
+                    self.budget,
+                )
+            self._window_start, self._lines, self._suppressed = now, 0, 0
         seen = self._seen.get(key)
         if seen is not None and now - seen[0] < self.window:
             self._seen[key] = (seen[0], seen[1] + 1)
             return None
+        if self._lines >= self.budget:
+            self._suppressed += 1
+            return None
+        self._lines += 1
         if len(self._seen) >= self.memory:
             self._seen.clear()
         self._seen[key] = (now, 0)

@@ -24,9 +24,10 @@ from metalflow.api.deps import Services, ServicesDep
 from metalflow.boot.assets import boot_tree
 from metalflow.boot.index import InterfaceView, MachineView
 from metalflow.boot.ipxe import InstallEnvironment, choose_script
+from metalflow.boot.recorder import UNKNOWN_CALLERS
 from metalflow.boot.tftp.tree import AccessViolation, FileNotFound
 from metalflow.config import Settings
-from metalflow.errors import MetalflowError, NotFound
+from metalflow.errors import Forbidden, MetalflowError, NotFound
 from metalflow.inventory.schemas import normalize_mac
 
 router = APIRouter(prefix="/boot", tags=["boot"])
@@ -34,6 +35,8 @@ log = logging.getLogger("metalflow.boot.http")
 
 KERNEL_ROUTE = "/install/vmlinuz"
 INITRD_ROUTE = "/install/initrd.img"
+MAX_RANGE_IN_EVENT = 64
+"""A Range header is the client's text: cut before it goes into an event."""
 WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
 
@@ -105,7 +108,7 @@ def _answer(
     services.boot_events.record(
         "boot.script",
         machine,
-        f"{decision.kind}:{mac or remote}",
+        f"{decision.kind}:{mac}" if machine is not None else UNKNOWN_CALLERS,
         mac=mac,
         script=decision.kind,
         reason=decision.reason,
@@ -179,7 +182,7 @@ def _file(request: Request, path: Path) -> Response:
 
 @router.get("/assets/{name:path}")
 @router.head("/assets/{name:path}")
-def asset(name: str, request: Request, services: ServicesDep) -> Response:
+async def asset(name: str, request: Request, services: ServicesDep) -> Response:
     """A file of the boot tree TFTP serves too: the iPXE binaries and `--boot-dir`.
 
     The tree is built per request (a few stat calls), so files dropped into the boot dir are
@@ -187,12 +190,20 @@ def asset(name: str, request: Request, services: ServicesDep) -> Response:
     try:
         tree = boot_tree(services.settings)
     except (OSError, ValueError) as exc:
-        raise NotFound(f"the boot tree is unavailable: {exc}", field="boot_dir") from None
+        log.error("event=boot.asset.tree_unavailable reason=%r", str(exc))
+        raise NotFound("the boot tree is unavailable (see the server log)", field="name") from None
+    # The reasons (real paths among them) go to the log only, as over TFTP: the caller is
+    # unauthenticated.
     try:
         path = tree.resolve(name)
     except FileNotFound as exc:
-        log.info("event=boot.asset.missing name=%r remote=%s", name, _remote(request))
-        raise NotFound(f"{name!r} is not in the boot tree: {exc.reason}", field="name") from None
+        log.info(
+            "event=boot.asset.missing name=%r remote=%s reason=%r",
+            name,
+            _remote(request),
+            exc.reason,
+        )
+        raise NotFound(f"{name!r} is not in the boot tree", field="name") from None
     except AccessViolation as exc:
         log.info(
             "event=boot.asset.refused name=%r remote=%s reason=%r",
@@ -200,7 +211,7 @@ def asset(name: str, request: Request, services: ServicesDep) -> Response:
             _remote(request),
             exc.reason,
         )
-        raise MetalflowError(f"{name!r} is refused: {exc.reason}", field="name") from None
+        raise Forbidden(f"{name!r} is outside the boot tree or not a file", field="name") from None
     return _file(request, path)
 
 
@@ -216,20 +227,21 @@ def _install_file(
             f"install environment {name}: {path} ({setting}) is not a file", field="name"
         )
     found = _by_source_address(services, request)
-    services.boot_events.record(
-        "boot.asset",
-        found[0] if found else None,
-        name,
-        name=name,
-        range=request.headers.get("range") or "full",
-        remote=_remote(request),
-    )
+    if found is not None:
+        services.boot_events.record(
+            "boot.asset",
+            found[0],
+            name,
+            name=name,
+            range=(request.headers.get("range") or "full")[:MAX_RANGE_IN_EVENT],
+            remote=_remote(request),
+        )
     return _file(request, path)
 
 
 @router.get(KERNEL_ROUTE)
 @router.head(KERNEL_ROUTE)
-def install_kernel(request: Request, services: ServicesDep) -> Response:
+async def install_kernel(request: Request, services: ServicesDep) -> Response:
     return _install_file(
         request, services, "vmlinuz", services.settings.kernel, "METALFLOW_KERNEL / --kernel"
     )
@@ -237,7 +249,7 @@ def install_kernel(request: Request, services: ServicesDep) -> Response:
 
 @router.get(INITRD_ROUTE)
 @router.head(INITRD_ROUTE)
-def install_initrd(request: Request, services: ServicesDep) -> Response:
+async def install_initrd(request: Request, services: ServicesDep) -> Response:
     return _install_file(
         request, services, "initrd.img", services.settings.initrd, "METALFLOW_INITRD / --initrd"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 from anyio import to_thread
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from metalflow.api.deps import Services
 from metalflow.boot.assets import boot_tree
@@ -22,6 +23,7 @@ from metalflow.boot.dhcp.network import AddressRange, DhcpMode, NetworkConfig
 from metalflow.boot.dhcp.policy import BootSettings
 from metalflow.boot.dhcp.server import DhcpServer, InterfaceAddress, interface_address
 from metalflow.boot.errors import BootSetupError
+from metalflow.boot.recorder import UNKNOWN_CALLERS
 from metalflow.boot.router import base_url
 from metalflow.boot.tftp.server import TftpServer, TransferRecord
 from metalflow.config import Settings
@@ -34,7 +36,7 @@ class BootConfig(BaseModel):
     """The `--boot-config` file."""
 
     model_config = ConfigDict(extra="forbid")
-    networks: list[NetworkConfig]
+    networks: list[NetworkConfig] = Field(min_length=1)
 
 
 def _field(loc: tuple[int | str, ...]) -> str:
@@ -84,7 +86,21 @@ def parse_pool(value: str, subnet: ipaddress.IPv4Network) -> AddressRange:
 def networks_for(settings: Settings, local: InterfaceAddress) -> list[NetworkConfig]:
     """The configured networks, or else the interface's own network in `--dhcp-mode`."""
     if settings.boot_config is not None:
-        return load_boot_config(settings.boot_config)
+        if settings.dhcp_pool or settings.dhcp_mode is not DhcpMode.RESERVATION:
+            raise BootSetupError(
+                "--boot-config sets mode and pool per network; drop --dhcp-mode/--dhcp-pool",
+                field="boot_config",
+            )
+        networks = load_boot_config(settings.boot_config)
+        if not any(local.address in net.subnet for net in networks):
+            log.warning(
+                "event=boot.config.no_local_network interface=%s address=%s reason=no network"
+                " in --boot-config holds the interface's address: only relayed requests are"
+                " answered",
+                local.name,
+                local.address,
+            )
+        return networks
     pool = parse_pool(settings.dhcp_pool, local.network) if settings.dhcp_pool else None
     if pool is not None and settings.dhcp_mode is not DhcpMode.RESERVATION:
         raise BootSetupError("--dhcp-pool needs --dhcp-mode reservation", field="dhcp_pool")
@@ -190,7 +206,7 @@ class BootServers:
         self.services.boot_events.record(
             "tftp.transfer",
             found[0] if found else None,
-            f"{record.filename}:{record.outcome}",
+            f"{record.filename}:{record.outcome}" if found else UNKNOWN_CALLERS,
             file=record.filename,
             outcome=record.outcome,
             bytes=record.bytes_sent,
@@ -199,11 +215,21 @@ class BootServers:
         )
 
     async def start(self) -> None:
-        if self.dhcp is not None:
-            await to_thread.run_sync(self.leases.load)
-            self._lease_writer = asyncio.create_task(self.leases.run())
-            await self.dhcp.start()
-        await self.tftp.start(str(self.local.address), self.settings.tftp_port)
+        """Open the sockets; a port that cannot be had is a BootSetupError naming it."""
+        try:
+            if self.dhcp is not None:
+                await to_thread.run_sync(self.leases.load)
+                self._lease_writer = asyncio.create_task(self.leases.run())
+                await self.dhcp.start()
+            await self.tftp.start(str(self.local.address), self.settings.tftp_port)
+        except OSError as exc:
+            await self.stop()
+            raise BootSetupError(
+                f"--interface {self.local.name}: cannot open the DHCP/TFTP ports"
+                f" (DHCP {self.settings.dhcp_port}, TFTP {self.settings.tftp_port}): {exc}"
+                " (another DHCP or TFTP server running? not root?)",
+                field="interface",
+            ) from None
         log.info(
             "event=boot.up interface=%s address=%s tftp=%s:%d",
             self.local.name,
@@ -213,8 +239,13 @@ class BootServers:
         )
 
     async def stop(self) -> None:
+        """Close the sockets, then write the leases still queued (releases among them)."""
         if self.dhcp is not None:
             self.dhcp.close()
         if self._lease_writer is not None:
             self._lease_writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_writer
+            self._lease_writer = None
+            await self.leases.drain()
         await self.tftp.close()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy.orm import Session
 
+from metalflow import events
 from metalflow.api.deps import Reader, ServicesDep, Writer
 from metalflow.errors import Invalid
 from metalflow.inventory import service
@@ -88,6 +89,9 @@ def rotate_agent_token(name: str, services: ServicesDep, _: Writer) -> dict[str,
         machine = service.get_machine(session, name)
         machine.agent_token_generation += 1
         token = services.keyring.agent_token(machine.id, machine.agent_token_generation)
+        events.record(
+            session, "machine.token_rotated", machine_id=machine.id, machine_name=machine.name
+        )
     services.auth.forget(machine.id)
     return {"token": token}
 

@@ -144,10 +144,10 @@ class InterfaceSpec(Strict):
         if value is None:
             return None
         try:
-            ipaddress.IPv4Network(f"0.0.0.0/{value}")
+            network = ipaddress.IPv4Network(f"0.0.0.0/{value}")
         except ValueError:
             raise ValueError(f"{value!r} is not a netmask; write e.g. 255.255.255.0") from None
-        return value
+        return str(network.netmask)
 
 
 class DiskSpec(Strict):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from metalflow.errors import Invalid
-from metalflow.inventory.schemas import check_http_url, check_ipxe_script
+from metalflow.inventory.schemas import IPXE_MAGIC, check_http_url, check_ipxe_script
 
 HARDWARE_SPEC_KEYS = frozenset(
     {
@@ -91,6 +91,9 @@ def _ipxe_boot(netboot: dict[str, Any], where: str) -> dict[str, str] | None:
         field = f"{where}.ipxe.{key}"
         if not isinstance(value, str):
             raise Invalid(f"{field} must be a string", field=field)
+        if key == "contents" and not value.lstrip().startswith(IPXE_MAGIC):
+            # Tinkerbell's smee puts the `#!ipxe` header above `contents` itself.
+            value = f"{IPXE_MAGIC}\n{value}"
         try:
             boot[option] = check(value, field)
         except ValueError as exc:

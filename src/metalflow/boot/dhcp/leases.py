@@ -212,6 +212,25 @@ class LeaseStore:
         self._enqueue(mac, None)
         return True
 
+    def held_address(self, network: NetworkConfig, mac: str, now: float) -> IPv4 | None:
+        """The address this client holds from us on this network (a lease, else a live offer),
+        allocating nothing: what a REQUEST is checked against."""
+        pool = network.pool
+        if pool is None:
+            return None
+        lease = self._by_mac.get(mac)
+        if lease is not None and lease.address in pool and lease.expires_at > now:
+            return lease.address
+        address = self._offered.get(mac)
+        offer = self._offers.get(address) if address is not None else None
+        if address is not None and offer is not None and offer.until > now and address in pool:
+            return address
+        return None
+
+    def forget_offer(self, mac: str) -> None:
+        """The client chose another server: its offered address is free again."""
+        self._drop_offer(mac)
+
     def decline(self, mac: str, address: IPv4, now: float) -> bool:
         """The client found the address in use (RFC 2131 §4.3.3): free its lease, and keep the
         address from everyone for DECLINE_HOLD_SECONDS, since some other host holds it."""
@@ -281,6 +300,20 @@ class LeaseStore:
             self.committed_leases += len(macs)
             for mac in macs:
                 self._send_acks(mac, written[mac], acks[mac])
+
+    async def drain(self) -> None:
+        """Write what is still queued, without waiting to gather (shutdown: the writer task is
+        gone and the sockets are closed, so no ACK is sent)."""
+        while self._queue:
+            macs = list(itertools.islice(self._queue, MAX_BATCH))
+            for mac in macs:
+                del self._queue[mac]
+            leases = [lease for mac in macs if (lease := self._by_mac.get(mac)) is not None]
+            try:
+                await to_thread.run_sync(self._write, macs, leases)
+            except Exception:
+                log.exception("event=dhcp.lease_write_failed leases=%d at=shutdown", len(macs))
+                return
 
     def _send_acks(self, mac: str, written: Lease | None, acks: list[_Ack]) -> None:
         """Send the ACKs the written lease makes true, unless the client has moved on since:

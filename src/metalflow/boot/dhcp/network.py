@@ -62,7 +62,7 @@ class NetworkConfig(BaseModel):
     domain: str | None = None
     ntp_servers: tuple[IPv4, ...] = ()
     routes: tuple[Route, ...] = ()
-    lease_time: int = Field(default=86400, ge=60, le=2**31)
+    lease_time: int = Field(default=86400, ge=60, le=2**32 - 1)
     pool: AddressRange | None = Field(
         default=None, description="addresses for machines not in inventory (discovery)"
     )

@@ -294,14 +294,15 @@ def reply_to(
 ) -> DhcpPacket:
     """A reply to `request`: its xid, chaddr, flags and giaddr, option 53 first, 61 and 82 echoed.
 
-    RFC 6842 §3 wants the client identifier back; RFC 3046 §2.2 the relay agent information.
+    RFC 6842 §3 wants the client identifier back; RFC 3046 §2.2 the relay agent information,
+    with giaddr 0 too: a snooping switch adds option 82 without relaying, and strips it again.
     """
     echoed: list[tuple[int, bytes]] = []
     client_id = request.option(OptionCode.CLIENT_ID)
     if client_id is not None:
         echoed.append((OptionCode.CLIENT_ID, client_id))
     relay_info = request.option(OptionCode.RELAY_AGENT_INFO)
-    if relay_info is not None and request.giaddr != ZERO_ADDRESS:
+    if relay_info is not None:
         echoed.append((OptionCode.RELAY_AGENT_INFO, relay_info))
     flags = request.flags
     if message_type is MessageType.NAK and request.giaddr != ZERO_ADDRESS:
@@ -422,13 +423,15 @@ def _config_options(
 ) -> list[tuple[int, bytes]]:
     """Option 54, the lease, then the network settings, each only when set.
 
-    The interface's own settings win when the address given is the interface's.
+    The interface's own settings win when the address given is the interface's. An infinite
+    lease has no T1 or T2: the client never renews it (RFC 2131 §4.4.5).
     """
     options: list[tuple[int, bytes]] = [(OptionCode.SERVER_ID, server_ip.packed)]
     if lease_time is not None:
         options.append((OptionCode.LEASE_TIME, u32(lease_time)))
-        options.append((OptionCode.RENEWAL_TIME, u32(lease_time // 2)))
-        options.append((OptionCode.REBINDING_TIME, u32(lease_time * 7 // 8)))
+        if lease_time != INFINITE_LEASE:
+            options.append((OptionCode.RENEWAL_TIME, u32(lease_time // 2)))
+            options.append((OptionCode.REBINDING_TIME, u32(lease_time * 7 // 8)))
     netmask = (iface.netmask if iface else None) or network.netmask
     options.append((OptionCode.SUBNET_MASK, netmask.packed))
     if address is not None:
@@ -472,6 +475,42 @@ def _release(request: DhcpPacket, info: ClientInfo, server_ip: IPv4Address) -> D
     return Release(info.mac, address, declined)
 
 
+def _check_request(
+    request: DhcpPacket, server_ip: IPv4Address, mac: str, address: IPv4Address | None
+) -> Decision | None:
+    """A NAK or Ignore for a REQUEST that must not be ACKed, or None (RFC 2131 §4.3.2).
+
+    The client's state decides where it names the address. `address` is the one known for
+    it here, or None; a client we know nothing about gets silence, never a NAK, except when
+    SELECTING, which the caller reports as "no_address".
+    """
+    if request.server_id is not None:  # SELECTING
+        claimed = request.requested_ip
+        if claimed is None:
+            return Ignore(
+                "SELECTING REQUEST without option 50 (requested IP address)",
+                "unsupported_message",
+            )
+        if address is None:
+            return None
+    elif request.ciaddr == ZERO_ADDRESS:  # INIT-REBOOT
+        claimed = request.requested_ip
+        if claimed is None:
+            return Ignore("REQUEST without option 54, 50 or ciaddr", "unsupported_message")
+        if address is None:
+            return Ignore(f"INIT-REBOOT for {claimed} from {mac}, unknown here", "unknown_client")
+    else:  # RENEWING or REBINDING
+        claimed = request.ciaddr
+        if address is None:
+            return Ignore(f"renewal of {claimed} from {mac}, unknown here", "unknown_client")
+    if claimed == address:
+        return None
+    message = ascii_text(f"{claimed} is not this client's address") or b""
+    nak_options = [(OptionCode.SERVER_ID, server_ip.packed), (OptionCode.MESSAGE, message)]
+    nak = reply_to(request, MessageType.NAK, options=nak_options)
+    return _finish(request, nak, "dhcp.nak", note=message.decode())
+
+
 def answer_reservation(
     request: DhcpPacket,
     info: ClientInfo,
@@ -483,9 +522,13 @@ def answer_reservation(
 ) -> Decision:
     """Full DHCP (RFC 2131 §4.3): the machine's address on this network, else `pool_address`.
 
-    The caller allocates `pool_address` from the network's pool for clients without an
-    inventory address here. An Ignore with counter "other_server" means the client chose
-    another server, so an address offered to it can be freed.
+    `pool_address` matters only for clients without an inventory address here. For a
+    DISCOVER the caller passes a candidate to offer, freshly allocated from the pool if need
+    be; for a REQUEST only the address the client holds a lease or a live offer for, never a
+    fresh one. A REQUEST from a client with no address known here is ignored, not NAKed
+    (RFC 2131 §4.3.2), so servers that do not share state can coexist on one link. An Ignore
+    with counter "other_server" means the client chose another server, so an address offered
+    to it can be freed.
     """
     refusal = _not_for_us(request, network, DhcpMode.RESERVATION)
     if refusal is not None:
@@ -508,27 +551,14 @@ def answer_reservation(
     if message_type is MessageType.REQUEST and server_id is not None and server_id != server_ip:
         return Ignore(f"client chose server {server_id}", "other_server")
     address = iface.ip if iface is not None else pool_address
+    if message_type is MessageType.REQUEST:
+        checked = _check_request(request, server_ip, mac, address)
+        if checked is not None:
+            return checked
     if address is None:
         return Ignore(f"no address for {mac} in {network.subnet}", "no_address")
-    if message_type is MessageType.REQUEST:
-        # The client's state decides where it names the address (RFC 2131 §4.3.2).
-        if server_id is not None:  # SELECTING
-            claimed = request.requested_ip
-        elif request.ciaddr == ZERO_ADDRESS:  # INIT-REBOOT
-            claimed = request.requested_ip
-            if claimed is None:
-                return Ignore("REQUEST without option 54, 50 or ciaddr", "unsupported_message")
-        else:  # RENEWING or REBINDING
-            claimed = request.ciaddr
-        if claimed != address:
-            message = ascii_text(f"{claimed} is not this client's address") or b""
-            nak_options = [
-                (OptionCode.SERVER_ID, server_ip.packed),
-                (OptionCode.MESSAGE, message),
-            ]
-            nak = reply_to(request, MessageType.NAK, options=nak_options)
-            return _finish(request, nak, "dhcp.nak", note=message.decode())
-    # The inventory bounds lease_time from below only; 0xFFFFFFFF means infinite (RFC 2132 §9.2).
+    # The inventory and NetworkConfig cap lease_time at 2**32-1; min() keeps any larger value
+    # from older data encodable. 0xFFFFFFFF means infinite (RFC 2132 §9.2).
     lease_time = min((iface.lease_time if iface else None) or network.lease_time, INFINITE_LEASE)
     options = _config_options(network, server_ip, machine, iface, mac, address, lease_time)
     siaddr = ZERO_ADDRESS

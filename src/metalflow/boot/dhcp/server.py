@@ -193,20 +193,23 @@ class DhcpServer:
             )
         else:
             pool_address = None
-            if network.pool is not None and packet.message_type in (
-                MessageType.DISCOVER,
-                MessageType.REQUEST,
-            ):
-                iface = machine.interface(packet.mac) if machine else None
-                if iface is None or iface.ip is None or iface.ip not in network.subnet:
-                    requested = packet.requested_ip or (
-                        packet.ciaddr if int(packet.ciaddr) else None
+            iface = machine.interface(packet.mac) if machine else None
+            reserved_here = (
+                iface is not None and iface.ip is not None and iface.ip in network.subnet
+            )
+            if network.pool is not None and not reserved_here:
+                if packet.message_type is MessageType.DISCOVER:
+                    pool_address = self.leases.candidate(
+                        network, packet.mac, packet.requested_ip, now
                     )
-                    pool_address = self.leases.candidate(network, packet.mac, requested, now)
+                elif packet.message_type is MessageType.REQUEST:
+                    pool_address = self.leases.held_address(network, packet.mac, now)
             decision = answer_reservation(
                 packet, info, network, server_ip, machine, pool_address, self.boot
             )
         if isinstance(decision, Ignore):
+            if decision.counter == "other_server":
+                self.leases.forget_offer(packet.mac)
             self._ignore(packet, decision.counter, decision.reason, now)
             if machine is not None:
                 self.events.record(

@@ -57,6 +57,11 @@ _CLIENT_MESSAGES = {
 }
 """What a refused client is told; the reason (which may name paths) goes to the log only."""
 _READ_BUFFER = 64 * 1024
+BUSY_MESSAGE = "server busy, retry later"
+_BUSY_LOG_INTERVAL = 10.0
+"""Seconds between two `tftp.busy` log lines for one client address."""
+_BUSY_LOG_CLIENTS = 256
+"""Client addresses whose last `tftp.busy` line is remembered; past that, busy is only counted."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,7 +85,12 @@ class TransferRecord:
 
 
 class TftpServer:
-    """Listens on one UDP port and starts a ReadSession on a fresh port for every RRQ."""
+    """Listens on one UDP port and starts a ReadSession on a fresh port for every RRQ.
+
+    Every transfer holds a socket and an open file until it ends, so their number is capped in
+    all (`max_transfers`) and per client IP address (`max_transfers_per_client`); an RRQ over
+    either cap is answered with ERROR 0 "server busy, retry later" and counted as dropped "busy".
+    """
 
     def __init__(
         self,
@@ -89,16 +99,26 @@ class TftpServer:
         max_blksize: int = 1468,
         max_windowsize: int = 64,
         timeout: float = 1.0,
+        max_timeout: int = 5,
         retries: int = 5,
+        max_transfers: int = 256,
+        max_transfers_per_client: int = 16,
         on_transfer: Callable[[TransferRecord], None] | None = None,
     ) -> None:
+        if max_transfers < 1:
+            raise ValueError("max_transfers must be at least 1")
+        if max_transfers_per_client < 1:
+            raise ValueError("max_transfers_per_client must be at least 1")
         self._tree = tree
         self._limits = SessionLimits(
             max_blksize=max_blksize,
             max_windowsize=max_windowsize,
             timeout=timeout,
+            max_timeout=max_timeout,
             retries=retries,
         )
+        self._max_transfers = max_transfers
+        self._max_transfers_per_client = max_transfers_per_client
         self._on_transfer = on_transfer
         self.dropped: Counter[str] = Counter()
         """Ignored datagrams by DropReason, listener and transfers together."""
@@ -106,6 +126,10 @@ class TftpServer:
         self._local_host = ""
         """The listening address, which every transfer socket binds to as well."""
         self._transfers: dict[Address, _Transfer] = {}
+        self._per_client: dict[str, int] = {}
+        """Running transfers by client IP address; an address leaves it when its count is 0."""
+        self._busy_logged: dict[str, float] = {}
+        """When each client address was last logged as busy, oldest first; see `_log_busy`."""
 
     async def start(self, host: str, port: int) -> None:
         if self._listener is not None:
@@ -155,6 +179,9 @@ class TftpServer:
             message = "mail mode is not supported"
             self._refuse(client, request, ErrorCode.ILLEGAL_OPERATION, message, message)
             return
+        if self._busy(client[0]):
+            self._refuse_busy(client, request)
+            return
         try:
             file, size = _open_regular(self._tree, request.filename)
         except TreeError as exc:
@@ -173,6 +200,7 @@ class TftpServer:
             client=client, session=session, file=file, size=size, on_end=self._transfer_ended
         )
         self._transfers[client] = transfer
+        self._per_client[client[0]] = self._per_client.get(client[0], 0) + 1
         transfer.opening = asyncio.get_running_loop().create_task(
             self._open_transfer_socket(transfer)
         )
@@ -184,6 +212,47 @@ class TftpServer:
             await loop.create_datagram_endpoint(lambda: transfer, local_addr=(self._local_host, 0))
         except OSError as exc:
             transfer.abort(f"no socket for the transfer: {exc}")
+
+    def _busy(self, host: str) -> bool:
+        return (
+            len(self._transfers) >= self._max_transfers
+            or self._per_client.get(host, 0) >= self._max_transfers_per_client
+        )
+
+    def _refuse_busy(self, client: Address, request: ReadRequest) -> None:
+        """RFC 1350's error code 0 ("not defined, see error message"), from the listening port.
+
+        No TransferRecord: a flood of RRQs must not become a flood of events.
+        """
+        if self._listener is not None:
+            self._listener.sendto(encode_error(ErrorCode.NOT_DEFINED, BUSY_MESSAGE), client)
+        self.dropped[DropReason.BUSY] += 1
+        self._log_busy(client, request, asyncio.get_running_loop().time())
+
+    def _log_busy(self, client: Address, request: ReadRequest, now: float) -> None:
+        """At most one line per client address per `_BUSY_LOG_INTERVAL` seconds.
+
+        `_busy_logged` is kept oldest first (an address is moved to the end when logged again),
+        so expired entries are dropped from its front, and it holds at most `_BUSY_LOG_CLIENTS`
+        addresses: more busy clients than that within the interval are counted, not logged.
+        """
+        logged = self._busy_logged
+        while logged:
+            oldest = next(iter(logged))
+            if now - logged[oldest] < _BUSY_LOG_INTERVAL:
+                break
+            del logged[oldest]
+        host = client[0]
+        if host in logged or len(logged) >= _BUSY_LOG_CLIENTS:
+            return
+        logged[host] = now
+        log.info(
+            "event=tftp.busy client=%s:%d file=%r transfers=%d client_transfers=%d",
+            *client,
+            request.filename,
+            len(self._transfers),
+            self._per_client.get(host, 0),
+        )
 
     def _refuse(
         self,
@@ -219,6 +288,12 @@ class TftpServer:
 
     def _transfer_ended(self, transfer: _Transfer, record: TransferRecord) -> None:
         del self._transfers[transfer.client]
+        host = transfer.client[0]
+        remaining = self._per_client[host] - 1
+        if remaining:
+            self._per_client[host] = remaining
+        else:
+            del self._per_client[host]
         if record.outcome is Outcome.COMPLETE:
             log.debug(
                 "event=tftp.complete client=%s:%d file=%r size=%d duration=%.3f"

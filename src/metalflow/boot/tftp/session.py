@@ -60,6 +60,8 @@ class DropReason(StrEnum):
     """A retransmitted RRQ for a transfer that is already running."""
     STALE_ACK = "stale_ack"
     """An ACK for a block that is already acknowledged or was never sent."""
+    BUSY = "busy"
+    """An RRQ over the server's transfer limits; answered with ERROR 0 from the listening port."""
 
 
 class Outcome(StrEnum):
@@ -206,6 +208,9 @@ class SessionLimits:
     max_windowsize: int = 64
     timeout: float = 1.0
     """Seconds before an unacknowledged window is sent again, unless the client asks otherwise."""
+    max_timeout: int = 5
+    """The longest `timeout` option taken: a client asking up to 255 s would keep a transfer's
+    socket and file open for 255 s x (retries + 1), about 25 minutes at the default retries."""
     retries: int = 5
     """Retransmissions of one window before the transfer is given up."""
 
@@ -216,6 +221,8 @@ class SessionLimits:
             raise ValueError(f"max_windowsize must be 1..{MAX_WINDOWSIZE}")
         if self.timeout <= 0:
             raise ValueError("timeout must be positive")
+        if not MIN_TIMEOUT <= self.max_timeout <= MAX_TIMEOUT:
+            raise ValueError(f"max_timeout must be {MIN_TIMEOUT}..{MAX_TIMEOUT}")
         if self.retries < 0:
             raise ValueError("retries must not be negative")
 
@@ -235,9 +242,12 @@ def negotiate(
     """Take what we understand of the client's options, clamped to `limits` (RFC 2347-2349, 7440).
 
     Unknown options and values out of their RFC's range are left out of the OACK, which the RFCs
-    allow, rather than failing the transfer. tsize is answered in octet mode only, as the netascii
-    size is not known without converting the whole file first, and not for an empty file: curl
-    (lib/tftp.c) fails a download whose OACK says tsize 0.
+    allow, rather than failing the transfer. A timeout over `limits.max_timeout` is left out too,
+    not lowered: RFC 2349 says the timeout in the OACK "must match the value specified by the
+    client", and RFC 2347 lets the server leave out an option it does not accept, in which case
+    the transfer runs at the server's own `limits.timeout`. tsize is answered in octet mode only,
+    as the netascii size is not known without converting the whole file first, and not for an
+    empty file: curl (lib/tftp.c) fails a download whose OACK says tsize 0.
     """
     blksize, windowsize, timeout = DEFAULT_BLKSIZE, 1, limits.timeout
     acknowledged: dict[str, str] = {}
@@ -251,7 +261,7 @@ def negotiate(
         elif name == "windowsize" and 1 <= number <= MAX_WINDOWSIZE:
             windowsize = min(number, limits.max_windowsize)
             acknowledged[name] = str(windowsize)
-        elif name == "timeout" and MIN_TIMEOUT <= number <= MAX_TIMEOUT:
+        elif name == "timeout" and MIN_TIMEOUT <= number <= limits.max_timeout:
             timeout = float(number)
             acknowledged[name] = str(number)
         elif name == "tsize" and mode is TransferMode.OCTET and size > 0:

@@ -154,6 +154,11 @@ INFORM = request((53, b"\x08"), ciaddr="192.0.2.10")
 RELEASE = request((53, b"\x07"), SERVER_ID, ciaddr="192.0.2.10")
 DECLINE = request((53, b"\x04"), SERVER_ID, (50, IP("192.0.2.10").packed))
 BOOTP_REQUEST = request()
+SELECTING_WITHOUT_50 = request((53, b"\x03"), SERVER_ID, *PXE_IDENTITY)
+REBINDING = request((53, b"\x03"), ciaddr="192.0.2.100", flags=0x8000)
+RELAY_INFO = (82, bytes.fromhex("0106657468302f31"))  # circuit id "eth0/1"
+SNOOPED_DISCOVER = request((53, b"\x01"), *PXE_IDENTITY, RELAY_INFO)
+INFINITE_LEASE = (51, bytes.fromhex("ffffffff"))
 WEB03 = "00:16:3e:5e:6c:00"
 RACK_MAC = "52:54:00:ab:cd:ef"
 
@@ -402,10 +407,129 @@ RESERVATION_CASES = [
     pytest.param(
         Case(
             captures.DHCLIENT_INIT_REBOOT,
-            Ignore("no address for 00:16:3e:5e:6c:00 in 192.0.2.0/24", "no_address"),
+            Ignore(
+                "INIT-REBOOT for 192.0.2.11 from 00:16:3e:5e:6c:00, unknown here", "unknown_client"
+            ),
             machine=None,
         ),
         id="init-reboot-unknown-stays-silent",
+    ),
+    pytest.param(
+        Case(
+            captures.DHCLIENT_INIT_REBOOT,
+            Ignore(
+                "INIT-REBOOT for 192.0.2.11 from 00:16:3e:5e:6c:00, unknown here", "unknown_client"
+            ),
+            machine=machine(WEB03, ip="198.51.100.7"),
+        ),
+        id="init-reboot-known-only-on-another-network-stays-silent",
+    ),
+    pytest.param(
+        Case(
+            captures.DHCLIENT_INIT_REBOOT,
+            Reply(
+                expected(
+                    captures.DHCLIENT_INIT_REBOOT,
+                    5,
+                    SERVER_ID,
+                    *LEASE_3600,
+                    *LAN_SETTINGS,
+                    *DOMAIN_AND_NTP,
+                    yiaddr="192.0.2.11",
+                ),
+                BROADCAST,
+                "dhcp.ack",
+                IP("192.0.2.11"),
+                None,
+                3600,
+                NOT_PXE,
+            ),
+            machine=None,
+            pool=IP("192.0.2.11"),
+        ),
+        id="init-reboot-with-its-pool-lease-is-acked",
+    ),
+    pytest.param(
+        Case(
+            captures.DHCLIENT_INIT_REBOOT,
+            nak(captures.DHCLIENT_INIT_REBOOT, "192.0.2.11"),
+            machine=None,
+            pool=IP("192.0.2.150"),
+        ),
+        id="init-reboot-leased-another-pool-address-naks",
+    ),
+    pytest.param(
+        Case(
+            RENEWING,
+            Ignore("renewal of 192.0.2.10 from 52:54:00:12:34:56, unknown here", "unknown_client"),
+            machine=None,
+        ),
+        id="renewing-unknown-stays-silent",
+    ),
+    pytest.param(
+        Case(
+            REBINDING,
+            Ignore("renewal of 192.0.2.100 from 52:54:00:12:34:56, unknown here", "unknown_client"),
+            machine=machine(ip=None),
+        ),
+        id="rebinding-without-a-lease-stays-silent",
+    ),
+    pytest.param(
+        Case(
+            REBINDING,
+            Reply(
+                expected(
+                    REBINDING,
+                    5,
+                    SERVER_ID,
+                    *LEASE_3600,
+                    *LAN_SETTINGS,
+                    *DOMAIN_AND_NTP,
+                    yiaddr="192.0.2.100",
+                    ciaddr="192.0.2.100",
+                ),
+                ("192.0.2.100", 68),
+                "dhcp.ack",
+                IP("192.0.2.100"),
+                None,
+                3600,
+                NOT_PXE,
+            ),
+            machine=None,
+            pool=IP("192.0.2.100"),
+        ),
+        id="rebinding-with-its-pool-lease-is-acked",
+    ),
+    pytest.param(
+        Case(
+            REBINDING,
+            nak(REBINDING, "192.0.2.100"),
+            machine=None,
+            pool=IP("192.0.2.101"),
+        ),
+        id="rebinding-leased-another-pool-address-naks",
+    ),
+    pytest.param(
+        Case(
+            SELECTING_WITHOUT_50,
+            Ignore(
+                "SELECTING REQUEST without option 50 (requested IP address)",
+                "unsupported_message",
+            ),
+        ),
+        id="selecting-without-option-50-is-ignored",
+    ),
+    pytest.param(
+        Case(
+            SELECTING,
+            Ignore("no address for 52:54:00:12:34:56 in 192.0.2.0/24", "no_address"),
+            machine=None,
+        ),
+        id="selecting-without-an-offer-is-ignored",
+    ),
+    pytest.param(
+        Case(SELECTING, nak(SELECTING, "192.0.2.10"), machine=None, pool=IP("192.0.2.100")),
+        id="selecting-other-than-the-offer-naks",
     ),
     pytest.param(
         Case(
@@ -507,6 +631,36 @@ RESERVATION_CASES = [
             network=RACK,
         ),
         id="relayed-request-goes-to-the-relay-with-option-82",
+    ),
+    pytest.param(
+        Case(SNOOPED_DISCOVER, offer(SNOOPED_DISCOVER, b"undionly.kpxe", RELAY_INFO)),
+        id="option-82-from-a-snooping-switch-is-echoed-with-giaddr-0",
+    ),
+    pytest.param(
+        Case(
+            captures.INTEL_PXE_BIOS_DISCOVER,
+            Reply(
+                expected(
+                    captures.INTEL_PXE_BIOS_DISCOVER,
+                    2,
+                    SERVER_ID,
+                    INFINITE_LEASE,
+                    *LAN_SETTINGS,
+                    (12, b"node1"),
+                    *DOMAIN_AND_NTP,
+                    yiaddr="192.0.2.10",
+                    siaddr="192.0.2.1",
+                    file=b"undionly.kpxe",
+                ),
+                BROADCAST,
+                "dhcp.offer",
+                IP("192.0.2.10"),
+                "undionly.kpxe",
+                0xFFFFFFFF,
+            ),
+            machine=machine(lease_time=0xFFFFFFFF),
+        ),
+        id="infinite-lease-has-no-t1-or-t2",
     ),
 ]
 
@@ -902,3 +1056,4 @@ def test_an_oversized_inventory_lease_becomes_infinite() -> None:
     decision = answer_reservation(asked, classify(asked), LAN, SERVER, node, None, SETTINGS)
     assert isinstance(decision, Reply) and decision.lease_time == 0xFFFFFFFF
     assert decision.packet.option(51) == b"\xff\xff\xff\xff"
+    assert decision.packet.option(58) is None and decision.packet.option(59) is None

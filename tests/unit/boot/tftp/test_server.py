@@ -5,13 +5,22 @@ from __future__ import annotations
 import logging
 import random
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from metalflow.boot.tftp import server as server_module
 from metalflow.boot.tftp.server import READ_ONLY_MESSAGE, TftpServer, TransferRecord
-from metalflow.boot.tftp.session import DropReason, ErrorCode, Opcode, Outcome
+from metalflow.boot.tftp.session import (
+    DropReason,
+    ErrorCode,
+    Opcode,
+    Outcome,
+    ReadRequest,
+    TransferMode,
+)
 from metalflow.boot.tftp.tree import VirtualTree
 from tests.unit.boot.tftp import (
     ServerThread,
@@ -194,3 +203,174 @@ def test_refusals_are_logged_at_info(
 def test_sockname_before_start_is_an_error(tree: VirtualTree) -> None:
     with pytest.raises(RuntimeError):
         _ = TftpServer(tree).sockname
+
+
+def test_a_timeout_over_the_cap_is_left_out_of_the_oack(
+    running: ServerThread, client: socket.socket
+) -> None:
+    options = {"timeout": "255", "blksize": "1024"}
+    client.sendto(request("small", options=options), ("127.0.0.1", running.port))
+    data, transfer = client.recvfrom(1024)
+    assert decode_reply(data).options == {"blksize": "1024"}
+    client.sendto(ack(0), transfer)
+    data, _ = client.recvfrom(2048)
+    client.sendto(ack(decode_reply(data).block), transfer)
+    wait_until(lambda: len(running.records) == 1)
+    assert running.records[0].outcome is Outcome.COMPLETE
+
+
+@pytest.fixture
+def patient(tree: VirtualTree) -> Iterator[ServerThread]:
+    """Transfers that outlive the test unless it ACKs them; close() ends the rest."""
+    with ServerThread(tree, timeout=10.0, retries=1) as thread:
+        yield thread
+    assert thread.loop_errors == []
+
+
+class Held:
+    """A transfer of "small" from `host` that waits for the client's ACK of its only block."""
+
+    def __init__(self, running: ServerThread, host: str) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.settimeout(5)
+        self.sock.bind((host, 0))
+        self.sock.sendto(request("small"), ("127.0.0.1", running.port))
+        data, self.sender = self.sock.recvfrom(1024)
+        self.reply = decode_reply(data)
+
+    def finish(self) -> None:
+        assert self.reply.block == 1
+        self.sock.sendto(ack(1), self.sender)
+
+
+@pytest.fixture
+def hold() -> Iterator[Callable[[ServerThread, str], Held]]:
+    held: list[Held] = []
+
+    def start(running: ServerThread, host: str) -> Held:
+        held.append(Held(running, host))
+        return held[-1]
+
+    yield start
+    for transfer in held:
+        transfer.sock.close()
+
+
+def assert_busy(running: ServerThread, transfer: Held) -> None:
+    assert transfer.sender == ("127.0.0.1", running.port)
+    assert (transfer.reply.code, transfer.reply.message) == (0, "server busy, retry later")
+
+
+def test_a_client_address_over_its_limit_is_busy_while_others_are_served(
+    patient: ServerThread, hold: Callable[[ServerThread, str], Held]
+) -> None:
+    first = [hold(patient, "127.0.0.1") for _ in range(16)]
+    assert all(transfer.reply.block == 1 for transfer in first)
+    assert_busy(patient, hold(patient, "127.0.0.1"))
+    for host in ("127.0.0.2", "127.0.0.3"):
+        other = hold(patient, host)
+        assert other.reply.block == 1
+        other.finish()
+    assert patient.read(lambda: patient.server.dropped[DropReason.BUSY]) == 1
+    wait_until(lambda: len(patient.records) == 2)
+    assert [record.client[0] for record in patient.records] == ["127.0.0.2", "127.0.0.3"]
+    assert patient.read(lambda: patient.server.active_transfers) == 16
+
+
+def test_the_total_limit_counts_every_client(
+    tree: VirtualTree, hold: Callable[[ServerThread, str], Held]
+) -> None:
+    with ServerThread(tree, timeout=10.0, retries=1, max_transfers=3) as thread:
+        held = [hold(thread, f"127.0.0.{index}") for index in (1, 2, 3)]
+        assert all(transfer.reply.block == 1 for transfer in held)
+        assert_busy(thread, hold(thread, "127.0.0.4"))
+        assert_busy(thread, hold(thread, "127.0.0.1"))
+        assert thread.read(lambda: thread.server.dropped[DropReason.BUSY]) == 2
+        assert thread.records == []
+
+
+def test_ended_transfers_free_their_slots(
+    tree: VirtualTree, hold: Callable[[ServerThread, str], Held]
+) -> None:
+    with ServerThread(
+        tree, timeout=10.0, retries=1, max_transfers=3, max_transfers_per_client=2
+    ) as thread:
+        a, b = hold(thread, "127.0.0.1"), hold(thread, "127.0.0.1")
+        assert_busy(thread, hold(thread, "127.0.0.1"))
+        a.finish()
+        wait_until(lambda: thread.read(lambda: thread.server.active_transfers) == 1)
+        assert hold(thread, "127.0.0.1").reply.block == 1
+        c = hold(thread, "127.0.0.2")
+        assert_busy(thread, hold(thread, "127.0.0.3"))
+        b.sock.sendto(error(ErrorCode.NOT_DEFINED, "cancelled"), b.sender)
+        wait_until(lambda: thread.read(lambda: thread.server.active_transfers) == 2)
+        assert hold(thread, "127.0.0.3").reply.block == 1
+        c.finish()
+        wait_until(lambda: thread.read(lambda: thread.server.active_transfers) == 2)
+        assert thread.read(lambda: dict(thread.server._per_client)) == {
+            "127.0.0.1": 1,
+            "127.0.0.3": 1,
+        }
+        thread.run(thread.server.close())
+        assert thread.read(lambda: dict(thread.server._per_client)) == {}
+
+
+def test_a_timed_out_transfer_frees_its_slot(
+    tree: VirtualTree, hold: Callable[[ServerThread, str], Held]
+) -> None:
+    with ServerThread(tree, timeout=0.1, retries=0, max_transfers_per_client=1) as thread:
+        hold(thread, "127.0.0.1")
+        wait_until(lambda: len(thread.records) == 1)
+        assert thread.records[0].outcome is Outcome.TIMEOUT
+        assert download(thread.port, "small") == b"hello"
+        assert thread.read(lambda: dict(thread.server._per_client)) == {}
+
+
+def test_busy_is_logged_once_per_client_address(
+    tree: VirtualTree,
+    hold: Callable[[ServerThread, str], Held],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with (
+        ServerThread(tree, timeout=10.0, retries=1, max_transfers=1) as thread,
+        caplog.at_level(logging.INFO, logger="metalflow.boot.tftp"),
+    ):
+        hold(thread, "127.0.0.1")
+        for host in ("127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2", "127.0.0.1"):
+            assert_busy(thread, hold(thread, host))
+        assert thread.read(lambda: thread.server.dropped[DropReason.BUSY]) == 5
+        lines = [record.getMessage() for record in caplog.records if "tftp.busy" in record.msg]
+    assert len(lines) == 2
+    assert lines[0].startswith("event=tftp.busy client=127.0.0.1:")
+    assert lines[1].startswith("event=tftp.busy client=127.0.0.2:")
+    assert "file='small' transfers=1 client_transfers=0" in lines[1]
+
+
+def test_the_busy_log_memory_is_bounded_and_expires(
+    tree: VirtualTree, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "_BUSY_LOG_CLIENTS", 2)
+    server = TftpServer(tree)
+    rrq = ReadRequest(filename="small", mode=TransferMode.OCTET)
+
+    def log_at(host: str, now: float) -> None:
+        server._log_busy((host, 1000), rrq, now)
+
+    with caplog.at_level(logging.INFO, logger="metalflow.boot.tftp"):
+        log_at("10.0.0.1", 0.0)
+        log_at("10.0.0.2", 1.0)
+        log_at("10.0.0.3", 2.0)  # full: counted by the caller, not logged
+        log_at("10.0.0.1", 9.9)
+        assert len(server._busy_logged) == 2
+        log_at("10.0.0.3", 10.0)  # 10.0.0.1 has expired and made room
+        log_at("10.0.0.1", 10.5)  # still full: 10.0.0.2 expires at 11.0
+        log_at("10.0.0.1", 11.0)
+    logged = [record.getMessage().split()[1] for record in caplog.records]
+    assert logged == [f"client=10.0.0.{host}:1000" for host in (1, 2, 3, 1)]
+    assert list(server._busy_logged) == ["10.0.0.3", "10.0.0.1"]
+
+
+@pytest.mark.parametrize("limits", [{"max_transfers": 0}, {"max_transfers_per_client": 0}])
+def test_invalid_transfer_limits_are_refused(tree: VirtualTree, limits: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        TftpServer(tree, **limits)

@@ -189,6 +189,25 @@ def test_timeout_option_sets_the_retransmission_interval() -> None:
     assert session.on_timeout(5.0) == oack
 
 
+@pytest.mark.parametrize(
+    ("asked", "max_timeout", "acknowledged"),
+    [("5", 5, "5"), ("6", 5, None), ("255", 5, None), ("255", 255, "255"), ("1", 1, "1")],
+)
+def test_a_timeout_over_max_timeout_is_not_acknowledged(
+    asked: str, max_timeout: int, acknowledged: str | None
+) -> None:
+    """RFC 2349: an acknowledged timeout must be the client's; so a longer one is left out."""
+    limits = SessionLimits(timeout=2.0, max_timeout=max_timeout)
+    session = session_for(b"x" * 100, {"timeout": asked, "blksize": "1024"}, limits=limits)
+    [oack] = replies(session.start(0.0))
+    if acknowledged is None:
+        assert oack.options == {"blksize": "1024"}
+        assert session.next_deadline == 2.0
+    else:
+        assert oack.options == {"timeout": acknowledged, "blksize": "1024"}
+        assert session.next_deadline == int(acknowledged)
+
+
 def test_retries_exhausted_gives_up_without_sending() -> None:
     session = session_for(b"a" * 600, limits=SessionLimits(retries=2))
     first = session.start(0.0)
@@ -312,6 +331,8 @@ def test_start_twice_and_mail_mode_are_caller_bugs() -> None:
         {"max_blksize": 65465},
         {"max_windowsize": 0},
         {"timeout": 0.0},
+        {"max_timeout": 0},
+        {"max_timeout": 256},
         {"retries": -1},
     ],
 )
