@@ -76,6 +76,13 @@ def build_services(settings: Settings) -> Services:
 
     metrics = Metrics(count_workflows)
     bus.listeners.append(metrics.on_event)
+    boot_events = BootEventRecorder(db)
+    metrics.register_counts(
+        "metalflow_boot_events_dropped",
+        "Boot events not written: too many distinct ones pending at once",
+        "reason",
+        lambda: {"pending_full": boot_events.dropped},
+    )
     return Services(
         settings=settings,
         db=db,
@@ -84,7 +91,7 @@ def build_services(settings: Settings) -> Services:
         auth=Authenticator(keyring),
         metrics=metrics,
         boot_index=BootIndex(),
-        boot_events=BootEventRecorder(db),
+        boot_events=boot_events,
         relay=relay,
     )
 

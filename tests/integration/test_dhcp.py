@@ -179,6 +179,8 @@ def test_pool_leases_renew_and_survive_a_restart(lab: BootLab, tmp_path: Path) -
     assert second != first["ip"], "a held address is not given away"
     with metalflow.api() as api:
         leases = api.get("/api/v1/dhcp/leases").json()["items"]
+        metrics = api.get("/metrics").text
+    assert 'metalflow_dhcp_lease_writes_total{what="leases"} 2.0' in metrics
     assert {(lease["mac"], lease["address"]) for lease in leases} == {
         (client.mac, first["ip"]),
         (other.mac, second),

@@ -193,6 +193,13 @@ class BootServers:
                 "reason",
                 lambda: dhcp.dropped,
             )
+            leases = self.leases
+            metrics.register_counts(
+                "metalflow_dhcp_lease_writes",
+                "Group commits of pool leases, and the lease changes they carried",
+                "what",
+                lambda: {"commits": leases.commits, "leases": leases.committed_leases},
+            )
         metrics.register_counts(
             "metalflow_tftp_dropped", "TFTP packets dropped", "reason", lambda: self.tftp.dropped
         )
