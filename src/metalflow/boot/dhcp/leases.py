@@ -82,7 +82,7 @@ class LeaseStore:
         self._offers: dict[IPv4, _Offer] = {}
         self._offered: dict[str, IPv4] = {}
         self._declined: dict[IPv4, float] = {}
-        self._taken: dict[ipaddress.IPv4Network, frozenset[IPv4]] = {}
+        self._taken: dict[int, tuple[NetworkConfig, frozenset[IPv4]]] = {}
         self._cursor: dict[ipaddress.IPv4Network, int] = {}
         # MACs whose row must be brought to their in-memory lease (or deleted), with the ACKs
         # waiting for it. The row is written from the lease held when the batch starts, so a
@@ -114,13 +114,15 @@ class LeaseStore:
         return self._by_mac.get(mac)
 
     def _never_leased(self, network: NetworkConfig) -> frozenset[IPv4]:
-        taken = self._taken.get(network.subnet)
-        if taken is None:
+        """Keyed by the network's identity (the entry holds it): hashing an IPv4Network on
+        every packet showed in profiles."""
+        cached = self._taken.get(id(network))
+        if cached is None or cached[0] is not network:
             subnet = network.subnet
             fixed = (network.server_ip, network.gateway, subnet.network_address)
             taken = frozenset(a for a in (*fixed, subnet.broadcast_address) if a is not None)
-            self._taken[subnet] = taken
-        return taken
+            cached = self._taken[id(network)] = (network, taken)
+        return cached[1]
 
     def _is_free_for(self, mac: str, network: NetworkConfig, now: float) -> Callable[[IPv4], bool]:
         taken = self._never_leased(network)

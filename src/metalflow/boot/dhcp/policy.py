@@ -437,16 +437,41 @@ def _config_options(
     if address is not None:
         broadcast = IPv4Address(int(address) | (~int(netmask) & 0xFFFFFFFF))
         options.append((OptionCode.BROADCAST_ADDRESS, broadcast.packed))
+    if machine is None and iface is None:
+        cached = _NETWORK_OPTIONS.get(id(network))
+        if cached is None or cached[0] is not network:
+            if len(_NETWORK_OPTIONS) >= MAX_NETWORKS_CACHED:
+                _NETWORK_OPTIONS.clear()
+            cached = (network, tuple(_settings_options(network, None, None)))
+            _NETWORK_OPTIONS[id(network)] = cached
+        options.extend(cached[1])
+    else:
+        hostname = machine.host_name(mac) if machine is not None else None
+        options.extend(_settings_options(network, iface, hostname))
+    return options
+
+
+_NETWORK_OPTIONS: dict[int, tuple[NetworkConfig, tuple[tuple[int, bytes], ...]]] = {}
+"""The settings options of a network for clients it knows nothing else about (pool clients),
+encoded once: networks are immutable, and this is most of a pool reply's options. Keyed by
+identity (hashing a NetworkConfig hashes every field), the entry holding the network itself."""
+MAX_NETWORKS_CACHED = 1024
+
+
+def _settings_options(
+    network: NetworkConfig, iface: InterfaceView | None, hostname: str | None
+) -> list[tuple[int, bytes]]:
+    """Router, DNS, hostname, domain, NTP and routes, each only when set."""
+    options: list[tuple[int, bytes]] = []
     router = (iface.gateway if iface else None) or network.gateway
     if router is not None:
         options.append((OptionCode.ROUTER, router.packed))
     nameservers = (iface.nameservers if iface else ()) or network.nameservers
     if nameservers:
         options.append((OptionCode.DNS_SERVERS, ip_list(nameservers)))
-    if machine is not None:
-        hostname = ascii_text(machine.host_name(mac))
-        if hostname:
-            options.append((OptionCode.HOSTNAME, hostname))
+    encoded_hostname = ascii_text(hostname) if hostname else None
+    if encoded_hostname:
+        options.append((OptionCode.HOSTNAME, encoded_hostname))
     domain = ascii_text(network.domain) if network.domain else None
     if domain:
         options.append((OptionCode.DOMAIN_NAME, domain))

@@ -47,6 +47,7 @@ from metalflow.boot.recorder import BootEventRecorder, RepeatFold
 log = logging.getLogger("metalflow.boot.dhcp")
 IPv4 = ipaddress.IPv4Address
 PROXY_PORT = 4011
+MAX_RELAYS_REMEMBERED = 4096
 RECEIVE_BUFFER = 512 * 1024
 """Room for a burst (a rack powering on) but not for seconds of backlog: past capacity a
 request that waited that long is one its client has already given up on."""
@@ -116,6 +117,7 @@ class DhcpServer:
         self.replies: collections.Counter[str] = collections.Counter()
         self._transports: list[asyncio.DatagramTransport] = []
         self._log_fold = RepeatFold()
+        self._network_by_relay: dict[IPv4, NetworkConfig | None] = {}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -155,6 +157,19 @@ class DhcpServer:
                 repeated,
             )
 
+    def _network_of(self, packet: DhcpPacket) -> NetworkConfig | None:
+        """select_network, remembered per relay address (a handful in any site)."""
+        giaddr = packet.giaddr
+        if not int(giaddr):
+            return self.local_network
+        if giaddr in self._network_by_relay:
+            return self._network_by_relay[giaddr]
+        if len(self._network_by_relay) >= MAX_RELAYS_REMEMBERED:
+            self._network_by_relay.clear()
+        network = select_network(self.networks, packet, self.local_network)
+        self._network_by_relay[giaddr] = network
+        return network
+
     def handle(
         self,
         data: bytes,
@@ -172,7 +187,7 @@ class DhcpServer:
             self.dropped["not_request"] += 1
             return
         now = time.time()
-        network = select_network(self.networks, packet, self.local_network)
+        network = self._network_of(packet)
         if network is None:
             reason = f"no network configured for giaddr {packet.giaddr}"
             self._ignore(packet, "no_network", reason, now)
