@@ -107,6 +107,7 @@ def _boot_options(raw: dict[str, Any] | None) -> BootOptions:
 
 
 def view_of(machine: Machine, has_active_workflow: bool) -> MachineView:
+    """The machine as the boot services need it; raises ValueError on an unreadable address."""
     return MachineView(
         id=machine.id,
         name=machine.name,

@@ -37,6 +37,8 @@ class _Pending:
 
 
 class BootEventRecorder:
+    """Queues boot events from the loop; `run` writes them, `flush` on shutdown."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
         self._pending: dict[tuple[str | None, str, str], _Pending] = {}

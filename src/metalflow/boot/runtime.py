@@ -46,6 +46,7 @@ def _field(loc: tuple[int | str, ...]) -> str:
 
 
 def load_boot_config(path: Path) -> list[NetworkConfig]:
+    """The networks of a `--boot-config` file; any fault names the file and the field."""
     try:
         raw: Any = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -64,6 +65,7 @@ def load_boot_config(path: Path) -> list[NetworkConfig]:
 
 
 def parse_pool(value: str, subnet: ipaddress.IPv4Network) -> AddressRange:
+    """`--dhcp-pool START-END`, inside the interface's own subnet."""
     start, sep, end = value.partition("-")
     try:
         pool = AddressRange(start=ipaddress.IPv4Address(start.strip()), end=end.strip())
