@@ -177,6 +177,7 @@ class DhcpServer:
         transport: asyncio.DatagramTransport,
         on_proxy_port: bool,
     ) -> None:
+        """Answer one datagram, or drop it and count why; never raises for what a client sent."""
         try:
             packet = decode(data)
         except MalformedPacket as exc:
@@ -194,7 +195,8 @@ class DhcpServer:
             return
         server_ip = network.server_ip or self.interface.address
         info = classify(packet)
-        machine = self.index.by_mac(packet.mac)
+        mac = info.mac
+        machine = self.index.by_mac(mac)
         if network.mode is DhcpMode.PROXY:
             decision = answer_proxy(
                 packet,
@@ -208,28 +210,24 @@ class DhcpServer:
             )
         else:
             pool_address = None
-            iface = machine.interface(packet.mac) if machine else None
+            iface = machine.interface(mac) if machine else None
             reserved_here = (
                 iface is not None and iface.ip is not None and iface.ip in network.subnet
             )
             if network.pool is not None and not reserved_here:
                 if packet.message_type is MessageType.DISCOVER:
-                    pool_address = self.leases.candidate(
-                        network, packet.mac, packet.requested_ip, now
-                    )
+                    pool_address = self.leases.candidate(network, mac, packet.requested_ip, now)
                 elif packet.message_type is MessageType.REQUEST:
-                    pool_address = self.leases.held_address(network, packet.mac, now)
+                    pool_address = self.leases.held_address(network, mac, now)
             decision = answer_reservation(
                 packet, info, network, server_ip, machine, pool_address, self.boot
             )
         if isinstance(decision, Ignore):
             if decision.counter == "other_server":
-                self.leases.forget_offer(packet.mac)
+                self.leases.forget_offer(mac)
             self._ignore(packet, decision.counter, decision.reason, now)
             if machine is not None:
-                self.events.record(
-                    "dhcp.ignored", machine, packet.mac, mac=packet.mac, reason=decision.reason
-                )
+                self.events.record("dhcp.ignored", machine, mac, mac=mac, reason=decision.reason)
             return
         if isinstance(decision, Release):
             if decision.declined:
@@ -244,11 +242,12 @@ class DhcpServer:
             elif self.leases.release(decision.mac, decision.address):
                 self.replies["release"] += 1
             return
-        self._send(packet, decision, transport, machine, network, now)
+        self._send(packet, mac, decision, transport, machine, network, now)
 
     def _send(
         self,
         request: DhcpPacket,
+        mac: str,
         reply: Reply,
         transport: asyncio.DatagramTransport,
         machine: MachineView | None,
@@ -256,7 +255,6 @@ class DhcpServer:
         now: float,
     ) -> None:
         wire = encode(reply.packet)
-        mac = request.mac
         if machine is not None:
             self.events.record(
                 reply.kind,
