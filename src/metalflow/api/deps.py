@@ -31,7 +31,7 @@ class Services:
 
 
 async def get_services(request: Request) -> Services:
-    """Async, so the boot endpoints' hot path makes no thread hop for it."""
+    """Async: FastAPI would run a plain `def` dependency in a worker thread, for nothing."""
     services: Services = request.app.state.services
     return services
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from metalflow.api.deps import Services, ServicesDep
+from metalflow.api.deps import Services, ServicesDep, get_services
 from metalflow.boot.assets import boot_tree
 from metalflow.boot.index import InterfaceView, MachineView
 from metalflow.boot.ipxe import InstallEnvironment, choose_script
@@ -130,18 +130,13 @@ def _answer(
     return PlainTextResponse(decision.text, headers={"Cache-Control": "no-store"})
 
 
-def _services(request: Request) -> Services:
-    """The services without FastAPI's dependency solving, which was a seventh of a script
-    request's cost in bench/ipxe_script.py."""
-    services: Services = request.app.state.services
-    return services
-
-
 @router.get("/auto.ipxe", response_class=PlainTextResponse)
 async def auto_script(request: Request, mac: str | None = None) -> PlainTextResponse:
     """The script of the machine named by `?mac=`, else of the machine with the caller's
     address; a caller neither names gets an exit script asking who it is."""
-    services = _services(request)
+    # Called, not declared as a dependency: FastAPI's dependency solving was a seventh of a
+    # script request's cost in bench/ipxe_script.py.
+    services = await get_services(request)
     if mac is not None:
         mac = _mac(mac)
         return _answer(services, request, services.boot_index.by_mac(mac), mac)
@@ -155,7 +150,9 @@ async def auto_script(request: Request, mac: str | None = None) -> PlainTextResp
 @router.get("/{mac}.ipxe", response_class=PlainTextResponse)
 async def machine_script(mac: str, request: Request) -> PlainTextResponse:
     """The script for the machine with this MAC (aa:bb:cc:dd:ee:ff or aa-bb-cc-dd-ee-ff)."""
-    services = _services(request)
+    # Called, not declared as a dependency: FastAPI's dependency solving was a seventh of a
+    # script request's cost in bench/ipxe_script.py.
+    services = await get_services(request)
     mac = _mac(mac)
     return _answer(services, request, services.boot_index.by_mac(mac), mac)
 
