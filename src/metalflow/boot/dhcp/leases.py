@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from anyio import to_thread
-from sqlalchemy import Table, delete, insert, or_, select
+from sqlalchemy import Table, delete, or_, select
 
 from metalflow.boot.dhcp.network import NetworkConfig
 from metalflow.boot.dhcp.pool import pick_address
@@ -37,6 +37,7 @@ MAX_BATCH = 2000
 GATHER_SECONDS = 0.005
 """How long the writer lets leases gather before a commit: under load one commit then carries
 many leases instead of the writer committing back to back for a few each."""
+_LEASE_COLUMNS = ("mac", "address", "subnet", "expires_at", "hostname", "updated_at")
 RETRY_SECONDS = 1.0
 """Pause after a failed lease write before the same leases are written again."""
 MAC_LENGTH = 17
@@ -252,30 +253,41 @@ class LeaseStore:
     def _write(self, macs: list[str], leases: list[Lease]) -> None:
         """Replace the rows of `macs`, and any row holding one of their addresses, by `leases`.
 
-        Core statements on the table, not the ORM: the writer runs next to the packet loop and
-        every statement's cost is CPU the loop does not get."""
+        The rows go to the driver's executemany as plain tuples (the timestamps through the
+        column type's own bind processor, so both databases store what the ORM reads back):
+        the writer shares the GIL with the packet loop, and SQLAlchemy's per-row parameter
+        processing was most of its cost."""
         table = cast(Table, DhcpLease.__table__)
         addresses = [str(lease.address) for lease in leases]
         with self.db.write() as session:
             session.execute(
                 delete(table).where(or_(table.c.mac.in_(macs), table.c.address.in_(addresses)))
             )
-            if leases:
-                now = dt.datetime.now(dt.UTC)
-                session.execute(
-                    insert(table),
-                    [
-                        {
-                            "mac": lease.mac,
-                            "address": str(lease.address),
-                            "subnet": str(lease.subnet),
-                            "expires_at": dt.datetime.fromtimestamp(lease.expires_at, dt.UTC),
-                            "hostname": lease.hostname,
-                            "updated_at": now,
-                        }
-                        for lease in leases
-                    ],
+            if not leases:
+                return
+            connection = session.connection()
+            dialect = connection.dialect
+            timestamp = table.c.expires_at.type.bind_processor(dialect) or _unchanged
+            marker = "?" if dialect.paramstyle == "qmark" else "%s"
+            statement = (
+                f"INSERT INTO {table.name} ({', '.join(_LEASE_COLUMNS)})"
+                f" VALUES ({', '.join([marker] * len(_LEASE_COLUMNS))})"
+            )
+            now = timestamp(dt.datetime.now(dt.UTC))
+            subnets: dict[ipaddress.IPv4Network, str] = {}
+            rows = [
+                (
+                    lease.mac,
+                    address,
+                    subnets.get(lease.subnet)
+                    or subnets.setdefault(lease.subnet, str(lease.subnet)),
+                    timestamp(dt.datetime.fromtimestamp(lease.expires_at, dt.UTC)),
+                    lease.hostname,
+                    now,
                 )
+                for lease, address in zip(leases, addresses, strict=True)
+            ]
+            connection.exec_driver_sql(statement, rows)
 
     async def run(self) -> None:
         """Write queued leases, one transaction per batch, then release their ACKs."""
@@ -330,6 +342,10 @@ class LeaseStore:
                 ack.send()
             except Exception:
                 log.exception("event=dhcp.lease_ack_failed mac=%s", mac)
+
+
+def _unchanged(value: object) -> object:
+    return value
 
 
 def _storable(hostname: str | None) -> str | None:
