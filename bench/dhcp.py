@@ -21,6 +21,7 @@ SIGINT/SIGTERM. See bench/README.md.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import contextlib
 import json
@@ -199,6 +200,38 @@ class NetnsLab:
         self.created.clear()
 
 
+def unpack_debs(packages: Sequence[str], peers_dir: Path) -> Path:
+    """`apt-get download` + `dpkg-deb -x` of `packages` into peers_dir/root (never installed:
+    the peers conflict as Debian packages, and a benchmark must not start services)."""
+    need("apt-get", "apt")
+    need("dpkg-deb", "dpkg")
+    root = peers_dir / "root"
+    peers_dir.mkdir(parents=True, exist_ok=True)
+    log(f"fetching {' '.join(packages)} into {peers_dir} (apt-get download, not installed)")
+    result = subprocess.run(
+        ["apt-get", "download", *packages],
+        cwd=peers_dir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode:
+        raise SetupError(
+            "apt-get download failed (try `apt-get update` first):\n" + result.stderr.strip()
+        )
+    for deb in sorted(peers_dir.glob("*.deb")):
+        sh("dpkg-deb", "-x", str(deb), str(root))
+    return root
+
+
+def pick_cpus(no_pin: bool) -> tuple[int | None, int | None]:
+    """(load generator CPU, server CPU): the first two CPUs, or no pinning."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2 and not no_pin:
+        return cpus[0], cpus[1]
+    return None, None
+
+
 def wait_until(
     predicate: Callable[[], bool],
     timeout: float,
@@ -231,7 +264,7 @@ def tail(path: Path, chars: int = 3000) -> str:
 # servers under test
 
 
-class DhcpUnderTest:
+class DhcpUnderTest(abc.ABC):
     """One DHCP server implementation: started afresh (empty leases) for every trial."""
 
     name = ""
@@ -247,8 +280,9 @@ class DhcpUnderTest:
     def version(self) -> str:
         return ""
 
+    @abc.abstractmethod
     def command(self, trial_dir: Path) -> tuple[list[str], dict[str, str]]:
-        raise NotImplementedError
+        """The server's command line and extra environment for one trial."""
 
     def start(self) -> None:
         self.trial += 1
@@ -719,9 +753,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: needs root (network namespaces, port 67)", file=sys.stderr)
         return 2
     raise_on_sigterm()
-    cpus = sorted(os.sched_getaffinity(0))
-    pin = len(cpus) >= 2 and not args.no_pin
-    gen_cpu, server_cpu = (cpus[0], cpus[1]) if pin else (None, None)
+    gen_cpu, server_cpu = pick_cpus(args.no_pin)
+    pin = server_cpu is not None
     workdir = Path(tempfile.mkdtemp(prefix="metalflow-bench-dhcp."))
     lab: NetnsLab | None = None
     postgres: Postgres | None = None

@@ -33,7 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from dhcp import METALFLOW, SetupError, log, need, raise_on_sigterm, sh, wait_until
+from dhcp import (  # bench/dhcp.py (same directory)
+    METALFLOW,
+    SetupError,
+    log,
+    need,
+    pick_cpus,
+    raise_on_sigterm,
+    sh,
+    unpack_debs,
+    wait_until,
+)
 from fleet import children_of, cpu_seconds, free_port
 
 MAC = "52:54:00:be:0c:01"
@@ -156,23 +166,7 @@ def nginx_binary(peers_dir: Path) -> Path:
     unpacked = peers_dir / "root/usr/sbin/nginx"
     if unpacked.exists():
         return unpacked
-    need("apt-get", "apt")
-    need("dpkg-deb", "dpkg")
-    peers_dir.mkdir(parents=True, exist_ok=True)
-    log(f"fetching nginx nginx-common into {peers_dir} (apt-get download, not installed)")
-    result = subprocess.run(
-        ["apt-get", "download", "nginx", "nginx-common"],
-        cwd=peers_dir,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if result.returncode:
-        raise SetupError(
-            "apt-get download nginx failed (try `apt-get update`):\n" + result.stderr.strip()
-        )
-    for deb in sorted(peers_dir.glob("*.deb")):
-        sh("dpkg-deb", "-x", str(deb), str(peers_dir / "root"))
+    unpack_debs(("nginx", "nginx-common"), peers_dir)
     if not unpacked.exists():
         raise SetupError(f"no usr/sbin/nginx in the unpacked packages under {peers_dir}")
     return unpacked
@@ -369,9 +363,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     raise_on_sigterm()
-    cpus = sorted(os.sched_getaffinity(0))
-    pin = len(cpus) >= 2 and not args.no_pin
-    gen_cpu, server_cpu = (cpus[0], cpus[1]) if pin else (None, None)
+    gen_cpu, server_cpu = pick_cpus(args.no_pin)
+    pin = server_cpu is not None
     workdir = Path(tempfile.mkdtemp(prefix="metalflow-bench-ipxe."))
     procs = Processes()
     failed = True

@@ -41,8 +41,10 @@ from dhcp import (  # bench/dhcp.py (same directory): the namespace lab and help
     SetupError,
     log,
     need,
+    pick_cpus,
     raise_on_sigterm,
     sh,
+    unpack_debs,
     wait_until,
 )
 from fleet import cpu_seconds
@@ -63,24 +65,7 @@ def fetch_peers(peers_dir: Path) -> Path:
     root = peers_dir / "root"
     if (root / "usr/sbin/atftpd").exists() and (root / "usr/sbin/in.tftpd").exists():
         return root
-    need("apt-get", "apt")
-    need("dpkg-deb", "dpkg")
-    peers_dir.mkdir(parents=True, exist_ok=True)
-    log(f"fetching {' '.join(PEER_PACKAGES)} into {peers_dir} (apt-get download, not installed)")
-    result = subprocess.run(
-        ["apt-get", "download", *PEER_PACKAGES],
-        cwd=peers_dir,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if result.returncode:
-        raise SetupError(
-            "apt-get download failed (try `apt-get update` first):\n" + result.stderr.strip()
-        )
-    for deb in sorted(peers_dir.glob("*.deb")):
-        sh("dpkg-deb", "-x", str(deb), str(root))
-    return root
+    return unpack_debs(PEER_PACKAGES, peers_dir)
 
 
 @dataclass
@@ -296,9 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: needs root (network namespaces, port 69)", file=sys.stderr)
         return 2
     raise_on_sigterm()
-    cpus = sorted(os.sched_getaffinity(0))
-    pin = len(cpus) >= 2 and not args.no_pin
-    gen_cpu, server_cpu = (cpus[0], cpus[1]) if pin else (None, None)
+    gen_cpu, server_cpu = pick_cpus(args.no_pin)
+    pin = server_cpu is not None
     workdir = Path(tempfile.mkdtemp(prefix="metalflow-bench-tftp."))
     workdir.chmod(0o755)  # tftpd-hpa and atftpd serve as nobody
     lab: NetnsLab | None = None

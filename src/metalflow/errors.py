@@ -5,6 +5,8 @@ The API maps them to HTTP statuses in one place; the CLI shows their message on 
 
 from __future__ import annotations
 
+from pydantic_core import ErrorDetails
+
 
 class MetalflowError(Exception):
     status = 400
@@ -34,3 +36,9 @@ class Invalid(MetalflowError, ValueError):
     """Also a ValueError, so pydantic validators may raise it and name the field."""
 
     status = 422
+
+
+def validation_message(error: ErrorDetails) -> str:
+    """A pydantic error's text, without the "Value error, " pydantic puts before the message
+    of a validator's own ValueError (ours already say what is wrong and how to fix it)."""
+    return str(error["msg"]).removeprefix("Value error, ")

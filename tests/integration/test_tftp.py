@@ -21,7 +21,7 @@ import pytest
 from metalflow.boot.tftp.server import READ_ONLY_MESSAGE
 from metalflow.boot.tftp.session import Outcome
 from metalflow.boot.tftp.tree import VirtualTree
-from tests.unit.boot.tftp import ServerThread, wait_until
+from tests.unit.boot.tftp import ServerThread, require_ipxe, wait_until
 
 INSTALL_HINT = "apt-get install atftp tftp-hpa curl"
 IPXE = Path("/usr/lib/ipxe/undionly.kpxe")
@@ -46,7 +46,7 @@ def require(tool: str) -> str:
         message = f"{tool} is not installed: {INSTALL_HINT}"
         if os.environ.get("CI"):
             pytest.fail(message)
-        pytest.skip(message)
+        pytest.skip(message + " (skipped outside CI only)")
     return path
 
 
@@ -147,8 +147,8 @@ def test_tftp_hpa_netascii_round_trips_line_ends(served: Served, out: Path) -> N
     assert out.read_bytes() == FILES["text.txt"]
 
 
-@pytest.mark.skipif(not IPXE.exists(), reason="ipxe is not installed")
 def test_an_ipxe_binary_mounted_as_a_single_file(served: Served, out: Path) -> None:
+    require_ipxe()
     result = atftp(served, "/undionly.kpxe", out, "blksize 1468")
     assert result.returncode == 0, result.stderr
     assert out.read_bytes() == IPXE.read_bytes()

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from metalflow.errors import Invalid
+from metalflow.errors import Invalid, validation_message
 from metalflow.inventory.schemas import MachineSpec
 from metalflow.inventory.tinkerbell import hardware_to_machine_fields
 from metalflow.names import check_name
@@ -128,7 +128,7 @@ def _machine_spec(fields: dict[str, Any], where: str) -> MachineSpec:
         error = exc.errors()[0]
         loc = ".".join(str(part) for part in error["loc"])
         path = f"{where}.spec.{loc}" if loc else f"{where}.spec"
-        message = error["msg"].removeprefix("Value error, ")
+        message = validation_message(error)
         if error["type"] == "extra_forbidden":
             message = "unknown field"
         raise Invalid(f"{path}: {message}", field=path) from None

@@ -27,6 +27,7 @@ from metalflow.boot.recorder import UNKNOWN_CALLERS
 from metalflow.boot.router import base_url
 from metalflow.boot.tftp.server import TftpServer, TransferRecord
 from metalflow.config import Settings
+from metalflow.errors import validation_message
 from metalflow.metrics import Metrics
 
 log = logging.getLogger("metalflow.boot")
@@ -60,7 +61,7 @@ def load_boot_config(path: Path) -> list[NetworkConfig]:
     except ValidationError as exc:
         error = exc.errors()[0]
         where = _field(error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
+        message = validation_message(error)
         raise BootSetupError(f"--boot-config {path}: {where}: {message}", field=where) from None
 
 

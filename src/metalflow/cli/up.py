@@ -13,6 +13,7 @@ from metalflow.boot.errors import BootSetupError
 from metalflow.cli.context import cli_context
 from metalflow.cli.exit_codes import CliError, ExitCode
 from metalflow.config import Settings
+from metalflow.errors import validation_message
 
 OPTIONS = {
     "data_dir": "--data-dir",
@@ -154,5 +155,5 @@ def settings_error(exc: ValidationError) -> str:
     error = exc.errors()[0]
     name = str(error["loc"][0]) if error["loc"] else ""
     option = OPTIONS.get(name, f"METALFLOW_{name.upper()}")
-    message = str(error["msg"]).removeprefix("Value error, ")
+    message = validation_message(error)
     return message if option in message else f"{option}: {message}"

@@ -4,19 +4,35 @@ on its own event loop thread (pytest-asyncio is not used), and a small blocking 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
+
+import pytest
 
 from metalflow.boot.tftp.server import TftpServer, TransferRecord
 from metalflow.boot.tftp.session import BLOCK_NUMBERS, ErrorCode, Opcode
 from metalflow.boot.tftp.tree import VirtualTree
 
 T = TypeVar("T")
+IPXE_DIR = Path("/usr/lib/ipxe")
+
+
+def require_ipxe() -> Path:
+    """Debian's iPXE binaries; missing fails under CI (scripts/test.sh installs them), skips
+    only outside it."""
+    if not (IPXE_DIR / "undionly.kpxe").is_file():
+        message = f"{IPXE_DIR}/undionly.kpxe is missing: apt-get install ipxe"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message + " (skipped outside CI only)")
+    return IPXE_DIR
 
 
 def request(

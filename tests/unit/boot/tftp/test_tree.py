@@ -15,6 +15,7 @@ from metalflow.boot.tftp.tree import (
     VirtualTree,
     split_name,
 )
+from tests.unit.boot.tftp import require_ipxe
 
 
 @pytest.fixture
@@ -161,9 +162,8 @@ def test_invalid_configuration_is_refused(
         VirtualTree(files=files, directories=directories)
 
 
-@pytest.mark.skipif(not Path("/usr/lib/ipxe/undionly.kpxe").exists(), reason="ipxe not installed")
 def test_the_distribution_ipxe_binaries(tmp_path: Path) -> None:
-    ipxe = Path("/usr/lib/ipxe")
+    ipxe = require_ipxe()
     tree = VirtualTree(
         files={name: ipxe / name for name in ("undionly.kpxe", "ipxe.efi", "snponly.efi")},
         directories={"": tmp_path},
