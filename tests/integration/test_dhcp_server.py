@@ -8,7 +8,6 @@ import asyncio
 import ipaddress
 import random
 from pathlib import Path
-from typing import Any, cast
 
 from metalflow.boot.dhcp.codec import DhcpPacket, MessageType, OptionCode, decode, encode
 from metalflow.boot.dhcp.leases import LeaseStore
@@ -24,12 +23,13 @@ IPv4 = ipaddress.IPv4Address
 KNOWN_MAC = "52:54:00:00:00:31"
 
 
-class CapturingTransport:
+class CapturingSender:
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, tuple[str, int]]] = []
 
-    def sendto(self, data: bytes, address: tuple[str, int]) -> None:
+    def sendto(self, data: bytes, address: tuple[str, int], /) -> int:
         self.sent.append((data, address))
+        return len(data)
 
 
 def discover(mac: str, *, arch: int | None = 0, giaddr: str = "0.0.0.0") -> DhcpPacket:
@@ -55,7 +55,7 @@ def discover(mac: str, *, arch: int | None = 0, giaddr: str = "0.0.0.0") -> Dhcp
         chaddr=bytes.fromhex(mac.replace(":", "")) + bytes(10),
         sname=bytes(64),
         file=bytes(128),
-        options=tuple((int(code), value) for code, value in options),
+        options={int(code): value for code, value in options},
     )
 
 
@@ -126,8 +126,7 @@ def build_server(tmp_path: Path) -> DhcpServer:
 def test_100k_random_and_mutated_packets_never_crash_the_server(tmp_path: Path) -> None:
     async def run() -> None:
         server = build_server(tmp_path)
-        transport = CapturingTransport()
-        send = cast(Any, transport)
+        sender = CapturingSender()
         seeds = [
             encode(discover(KNOWN_MAC)),
             encode(discover("52:54:00:00:00:99", arch=7)),
@@ -141,12 +140,12 @@ def test_100k_random_and_mutated_packets_never_crash_the_server(tmp_path: Path) 
                 if count % 5 == 0
                 else mutate(rng, rng.choice(seeds))
             )
-            server.handle(data, ("192.0.2.77", 68), send, on_proxy_port=count % 7 == 0)
+            server.handle(data, ("192.0.2.77", 68), sender, on_proxy_port=count % 7 == 0)
         assert server.dropped["malformed"] > 10_000
 
-        transport.sent.clear()
-        server.handle(seeds[0], ("0.0.0.0", 68), send, on_proxy_port=False)
-        (reply, destination) = transport.sent[-1]
+        sender.sent.clear()
+        server.handle(seeds[0], ("0.0.0.0", 68), sender, on_proxy_port=False)
+        (reply, destination) = sender.sent[-1]
         offer = decode(reply)
         assert offer.yiaddr == IPv4("192.0.2.31")
         assert offer.file.rstrip(b"\x00") == b"undionly.kpxe"

@@ -3,18 +3,21 @@
 Pure: no sockets, no clock, no database. `server.py` decodes, looks the MAC up in the in-memory
 index, allocates pool addresses, then sends whatever these functions return. Two policies share
 one shape: `answer_reservation` (full DHCP) and `answer_proxy` (ProxyDHCP, PXE spec 2.1 §2.5).
+The values are slotted dataclasses, not frozen ones, for the reason `DhcpPacket` gives.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import functools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from ipaddress import IPv4Address, IPv4Network
 
 from metalflow.boot.dhcp.codec import (
     BROADCAST_FLAG,
+    MESSAGE_TYPE_NAMES,
     ZERO_ADDRESS,
     DhcpPacket,
     MessageType,
@@ -44,6 +47,7 @@ IP_UDP_HEADERS = 28
 """Taken off option 57 as well: clients disagree on whether it counts IP and UDP headers."""
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 INFINITE_LEASE = 0xFFFFFFFF
+_EMPTY_SNAME = bytes(64)
 _FILE_FIELD_MAX = 127
 """The file field is 128 bytes and NUL-terminated; longer names go in option 67."""
 _MUST_KEEP = frozenset(
@@ -92,7 +96,7 @@ class Arch(IntEnum):
 _ARCHES = {member.value: member for member in Arch}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientInfo:
     """What a request says about the client, and every reason it is not a netboot request."""
 
@@ -121,8 +125,9 @@ def classify(packet: DhcpPacket) -> ClientInfo:
     message_type = packet.message_type
     if message_type is None:
         reasons.append("option 53 (message type) is missing or invalid")
-    elif message_type is not MessageType.DISCOVER and message_type is not MessageType.REQUEST:
-        reasons.append(f"message type {message_type.name} is not DISCOVER or REQUEST")
+    elif message_type != MessageType.DISCOVER and message_type != MessageType.REQUEST:
+        name = MESSAGE_TYPE_NAMES[message_type]
+        reasons.append(f"message type {name} is not DISCOVER or REQUEST")
     vendor_class = packet.vendor_class
     client_type = None
     if vendor_class is None:
@@ -180,7 +185,7 @@ class BootSettings:
     """siaddr for TFTP; default: the server's own address on that network."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BootChoice:
     filename: str
     siaddr: IPv4Address
@@ -220,7 +225,7 @@ def choose_bootfile(info: ClientInfo, settings: BootSettings, server_ip: IPv4Add
     return BootChoice(binary, siaddr, None, note)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
     """Send `packet` to `destination`; the other fields say what it is, for events and metrics."""
 
@@ -234,7 +239,7 @@ class Reply:
     """Why there is no boot file, or what was unusual about the one sent."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ignore:
     """Send nothing; `counter` is a short metric label, `reason` says why for the log."""
 
@@ -242,7 +247,7 @@ class Ignore:
     counter: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Release:
     """The client gave the address back (RELEASE) or found it in use (DECLINE)."""
 
@@ -274,38 +279,46 @@ def reply_destination(
     sends from a broadcast-capable socket, never a raw unicast to an address nobody holds yet.
     """
     if request.giaddr != ZERO_ADDRESS:
-        return (str(request.giaddr), SERVER_PORT)
+        return (_dotted(request.giaddr), SERVER_PORT)
     if source is not None:
-        host = str(request.ciaddr) if request.ciaddr != ZERO_ADDRESS else source[0]
+        host = _dotted(request.ciaddr) if request.ciaddr != ZERO_ADDRESS else source[0]
         return (host, source[1])
-    if request.ciaddr != ZERO_ADDRESS and reply.message_type is not MessageType.NAK:
-        return (str(request.ciaddr), CLIENT_PORT)
+    if request.ciaddr != ZERO_ADDRESS and reply.message_type != MessageType.NAK:
+        return (_dotted(request.ciaddr), CLIENT_PORT)
     return BROADCAST
+
+
+@functools.lru_cache(maxsize=4096)
+def _dotted(address: IPv4Address) -> str:
+    """str(address), remembered: a server sends to a few relays and many renewing clients, and
+    formatting an address costs more than the rest of choosing the destination."""
+    return str(address)
 
 
 def reply_to(
     request: DhcpPacket,
-    message_type: MessageType,
+    message_type: int,
     *,
     yiaddr: IPv4Address = ZERO_ADDRESS,
     siaddr: IPv4Address = ZERO_ADDRESS,
     file: bytes = b"",
-    options: Sequence[tuple[int, bytes]] = (),
+    options: Iterable[tuple[int, bytes]] = (),
 ) -> DhcpPacket:
     """A reply to `request`: its xid, chaddr, flags and giaddr, option 53 first, 61 and 82 echoed.
 
     RFC 6842 §3 wants the client identifier back; RFC 3046 §2.2 the relay agent information,
     with giaddr 0 too: a snooping switch adds option 82 without relaying, and strips it again.
     """
-    echoed: list[tuple[int, bytes]] = []
-    client_id = request.option(OptionCode.CLIENT_ID)
+    reply_options = {OptionCode.MESSAGE_TYPE: bytes((message_type,))}
+    reply_options.update(options)
+    client_id = request.options.get(OptionCode.CLIENT_ID)
     if client_id is not None:
-        echoed.append((OptionCode.CLIENT_ID, client_id))
-    relay_info = request.option(OptionCode.RELAY_AGENT_INFO)
+        reply_options[OptionCode.CLIENT_ID] = client_id
+    relay_info = request.options.get(OptionCode.RELAY_AGENT_INFO)
     if relay_info is not None:
-        echoed.append((OptionCode.RELAY_AGENT_INFO, relay_info))
+        reply_options[OptionCode.RELAY_AGENT_INFO] = relay_info
     flags = request.flags
-    if message_type is MessageType.NAK and request.giaddr != ZERO_ADDRESS:
+    if message_type == MessageType.NAK and request.giaddr != ZERO_ADDRESS:
         flags |= BROADCAST_FLAG  # RFC 2131 §4.3.2: the relay broadcasts a NAK
     return DhcpPacket(
         op=2,
@@ -315,31 +328,28 @@ def reply_to(
         xid=request.xid,
         secs=0,
         flags=flags,
-        ciaddr=request.ciaddr if message_type is MessageType.ACK else ZERO_ADDRESS,
+        ciaddr=request.ciaddr if message_type == MessageType.ACK else ZERO_ADDRESS,
         yiaddr=yiaddr,
         siaddr=siaddr,
         giaddr=request.giaddr,
         chaddr=request.chaddr,
-        sname=bytes(64),
+        sname=_EMPTY_SNAME,
         file=file.ljust(128, b"\0"),
-        options=((OptionCode.MESSAGE_TYPE, bytes((message_type,))), *options, *echoed),
+        options=reply_options,
     )
 
 
 def _fit(request: DhcpPacket, packet: DhcpPacket, limit: int) -> DhcpPacket | None:
     """Drop options until the reply fits in `limit` bytes; unrequested ones go first."""
-    options = list(packet.options)
-    if encoded_size(options) <= limit:
-        return packet
+    options = dict(packet.options)
     requested = set(request.parameter_request_list)
     for spare_requested in (True, False):
-        for index in reversed(range(len(options))):
-            code = options[index][0]
+        for code in reversed(list(options)):
             if code in _MUST_KEEP or (spare_requested and code in requested):
                 continue
-            del options[index]
+            del options[code]
             if encoded_size(options) <= limit:
-                return dataclasses.replace(packet, options=tuple(options))
+                return dataclasses.replace(packet, options=options)
     return None
 
 
@@ -355,11 +365,13 @@ def _finish(
     source: tuple[str, int] | None = None,
 ) -> Decision:
     limit = max(request.max_message_size or 0, MIN_MESSAGE_SIZE) - IP_UDP_HEADERS
-    fitted = _fit(request, packet, limit)
-    if fitted is None:
-        return Ignore(f"{kind} does not fit in the client's {limit} bytes", "too_large")
-    destination = reply_destination(request, fitted, source)
-    return Reply(fitted, destination, kind, address, bootfile, lease_time, note)
+    if encoded_size(packet.options) > limit:
+        fitted = _fit(request, packet, limit)
+        if fitted is None:
+            return Ignore(f"{kind} does not fit in the client's {limit} bytes", "too_large")
+        packet = fitted
+    destination = reply_destination(request, packet, source)
+    return Reply(packet, destination, kind, address, bootfile, lease_time, note)
 
 
 def _not_for_us(request: DhcpPacket, network: NetworkConfig, mode: DhcpMode) -> Ignore | None:
@@ -428,15 +440,12 @@ def _config_options(
     """
     options: list[tuple[int, bytes]] = [(OptionCode.SERVER_ID, server_ip.packed)]
     if lease_time is not None:
-        options.append((OptionCode.LEASE_TIME, u32(lease_time)))
-        if lease_time != INFINITE_LEASE:
-            options.append((OptionCode.RENEWAL_TIME, u32(lease_time // 2)))
-            options.append((OptionCode.REBINDING_TIME, u32(lease_time * 7 // 8)))
+        options.extend(_lease_options(lease_time))
     netmask = (iface.netmask if iface else None) or network.netmask
     options.append((OptionCode.SUBNET_MASK, netmask.packed))
     if address is not None:
-        broadcast = IPv4Address(int(address) | (~int(netmask) & 0xFFFFFFFF))
-        options.append((OptionCode.BROADCAST_ADDRESS, broadcast.packed))
+        broadcast = int(address) | (~int(netmask) & 0xFFFFFFFF)
+        options.append((OptionCode.BROADCAST_ADDRESS, broadcast.to_bytes(4, "big")))
     if machine is None and iface is None:
         cached = _NETWORK_OPTIONS.get(id(network))
         if cached is None or cached[0] is not network:
@@ -449,6 +458,18 @@ def _config_options(
         hostname = machine.host_name(mac) if machine is not None else None
         options.extend(_settings_options(network, iface, hostname))
     return options
+
+
+@functools.lru_cache(maxsize=256)
+def _lease_options(lease_time: int) -> tuple[tuple[int, bytes], ...]:
+    """Options 51, 58 and 59: a handful of lease times serve a whole site."""
+    if lease_time == INFINITE_LEASE:
+        return ((OptionCode.LEASE_TIME, u32(lease_time)),)
+    return (
+        (OptionCode.LEASE_TIME, u32(lease_time)),
+        (OptionCode.RENEWAL_TIME, u32(lease_time // 2)),
+        (OptionCode.REBINDING_TIME, u32(lease_time * 7 // 8)),
+    )
 
 
 _NETWORK_OPTIONS: dict[int, tuple[NetworkConfig, tuple[tuple[int, bytes], ...]]] = {}
@@ -490,7 +511,7 @@ def _release(request: DhcpPacket, info: ClientInfo, server_ip: IPv4Address) -> D
     server_id = request.server_id
     if server_id is not None and server_id != server_ip:
         return Ignore(f"addressed to server {server_id}", "other_server")
-    declined = request.message_type is MessageType.DECLINE
+    declined = request.message_type == MessageType.DECLINE
     address = request.requested_ip if declined else request.ciaddr
     if address is None or address == ZERO_ADDRESS:
         field = "option 50" if declined else "ciaddr"
@@ -559,24 +580,24 @@ def answer_reservation(
     if refusal is not None:
         return refusal
     message_type = request.message_type
-    if message_type is MessageType.RELEASE or message_type is MessageType.DECLINE:
+    if message_type == MessageType.RELEASE or message_type == MessageType.DECLINE:
         return _release(request, info, server_ip)
     mac = info.mac
     iface = _own_interface(machine, mac, network)
-    if message_type is MessageType.INFORM:
+    if message_type == MessageType.INFORM:
         # RFC 2131 §3.4: configuration only; the client already has its address.
         ciaddr = request.ciaddr if request.ciaddr != ZERO_ADDRESS else None
         options = _config_options(network, server_ip, machine, iface, mac, ciaddr, None)
         packet = reply_to(request, MessageType.ACK, options=options)
         return _finish(request, packet, "dhcp.inform", note="INFORM gets no boot file")
-    if message_type is not MessageType.DISCOVER and message_type is not MessageType.REQUEST:
-        name = message_type.name if message_type is not None else "none (BOOTP)"
+    if message_type != MessageType.DISCOVER and message_type != MessageType.REQUEST:
+        name = MESSAGE_TYPE_NAMES[message_type] if message_type is not None else "none (BOOTP)"
         return Ignore(f"message type {name}", "unsupported_message")
     server_id = request.server_id
-    if message_type is MessageType.REQUEST and server_id is not None and server_id != server_ip:
+    if message_type == MessageType.REQUEST and server_id is not None and server_id != server_ip:
         return Ignore(f"client chose server {server_id}", "other_server")
     address = iface.ip if iface is not None else pool_address
-    if message_type is MessageType.REQUEST:
+    if message_type == MessageType.REQUEST:
         checked = _check_request(request, server_ip, mac, address)
         if checked is not None:
             return checked
@@ -597,11 +618,11 @@ def answer_reservation(
         siaddr, bootfile, note = choice.siaddr, choice.filename, choice.note
     else:
         note = refusal.reason
-    reply_type = MessageType.OFFER if message_type is MessageType.DISCOVER else MessageType.ACK
+    reply_type = MessageType.OFFER if message_type == MessageType.DISCOVER else MessageType.ACK
     packet = reply_to(
         request, reply_type, yiaddr=address, siaddr=siaddr, file=file, options=options
     )
-    kind = "dhcp.offer" if reply_type is MessageType.OFFER else "dhcp.ack"
+    kind = "dhcp.offer" if reply_type == MessageType.OFFER else "dhcp.ack"
     return _finish(
         request,
         packet,
@@ -633,12 +654,12 @@ def answer_proxy(
     if refusal is not None:
         return refusal
     message_type = request.message_type
-    if message_type is MessageType.DISCOVER and on_port_4011:
+    if message_type == MessageType.DISCOVER and on_port_4011:
         return Ignore("DISCOVER on port 4011", "unsupported_message")
-    if message_type is not MessageType.DISCOVER and message_type is not MessageType.REQUEST:
-        name = message_type.name if message_type is not None else "none (BOOTP)"
+    if message_type != MessageType.DISCOVER and message_type != MessageType.REQUEST:
+        name = MESSAGE_TYPE_NAMES[message_type] if message_type is not None else "none (BOOTP)"
         return Ignore(f"message type {name} in proxy mode", "unsupported_message")
-    if message_type is MessageType.REQUEST and not on_port_4011 and request.server_id != server_ip:
+    if message_type == MessageType.REQUEST and not on_port_4011 and request.server_id != server_ip:
         return Ignore("REQUEST on port 67 for the site's DHCP server", "not_for_us")
     refusal = _boot_refusal(info, machine, settings)
     if refusal is not None:
@@ -654,7 +675,7 @@ def answer_proxy(
     machine_id = request.option(OptionCode.CLIENT_MACHINE_ID)
     if machine_id is not None:
         options.append((OptionCode.CLIENT_MACHINE_ID, machine_id))
-    if message_type is MessageType.DISCOVER:
+    if message_type == MessageType.DISCOVER:
         reply_type, kind = MessageType.OFFER, "dhcp.proxy_offer"
     else:
         reply_type, kind = MessageType.ACK, "dhcp.proxy_ack"

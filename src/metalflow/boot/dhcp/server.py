@@ -4,6 +4,11 @@ One UDP socket on port 67 bound to the boot interface (SO_BINDTODEVICE, so broad
 link and unicasts from relays arrive, and broadcast replies leave by it), plus port 4011 in proxy
 mode. Each datagram is answered synchronously from memory; only an ACK of a pool address waits,
 for its lease's group commit.
+
+The sockets are read with `loop.add_reader` rather than asyncio's datagram transport: the
+transport reads one datagram per wakeup of the loop and queues what it cannot send at once,
+while a burst of DHCP requests is best read in a batch and a reply the kernel cannot take is
+best dropped (the client retransmits) than delivered late.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import fcntl
-import functools
 import ipaddress
 import logging
 import socket
@@ -19,7 +23,7 @@ import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol
 
 from metalflow.boot.dhcp.codec import (
     DhcpPacket,
@@ -51,6 +55,9 @@ MAX_RELAYS_REMEMBERED = 4096
 RECEIVE_BUFFER = 512 * 1024
 """Room for a burst (a rack powering on) but not for seconds of backlog: past capacity a
 request that waited that long is one its client has already given up on."""
+READ_BURST = 64
+"""Datagrams answered per wakeup before the loop runs its other work (HTTP, TFTP, timers)."""
+MAX_DATAGRAM = 65535
 _SIOCGIFADDR = 0x8915
 _SIOCGIFNETMASK = 0x891B
 
@@ -73,6 +80,12 @@ def interface_address(name: str) -> InterfaceAddress:
             raise OSError(f"interface {name!r} has no IPv4 address ({exc.strerror})") from exc
     ip = IPv4(address)
     return InterfaceAddress(name, ip, ipaddress.IPv4Network(f"{ip}/{IPv4(netmask)}", strict=False))
+
+
+class Sender(Protocol):
+    """Where replies go out: the server's socket, or a test's stand-in."""
+
+    def sendto(self, data: bytes, address: tuple[str, int], /) -> int: ...
 
 
 def open_socket(interface: str, host: str, port: int) -> socket.socket:
@@ -115,7 +128,7 @@ class DhcpServer:
         )
         self.dropped: collections.Counter[str] = collections.Counter()
         self.replies: collections.Counter[str] = collections.Counter()
-        self._transports: list[asyncio.DatagramTransport] = []
+        self._sockets: list[socket.socket] = []
         self._log_fold = RepeatFold()
         self._network_by_relay: dict[IPv4, NetworkConfig | None] = {}
 
@@ -126,11 +139,8 @@ class DhcpServer:
             ports.append(PROXY_PORT)
         for port in ports:
             sock = open_socket(self.interface.name, "0.0.0.0", port)
-            protocol = _Protocol(self, port == PROXY_PORT)
-            transport, _ = await loop.create_datagram_endpoint(
-                functools.partial(_identity, protocol), sock=sock
-            )
-            self._transports.append(transport)
+            self._sockets.append(sock)
+            loop.add_reader(sock.fileno(), self._read_ready, sock, port == PROXY_PORT)
         log.info(
             "event=dhcp.listening interface=%s address=%s ports=%s networks=%s",
             self.interface.name,
@@ -140,9 +150,26 @@ class DhcpServer:
         )
 
     def close(self) -> None:
-        for transport in self._transports:
-            transport.close()
-        self._transports.clear()
+        loop = asyncio.get_running_loop()
+        for sock in self._sockets:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        self._sockets.clear()
+
+    def _read_ready(self, sock: socket.socket, on_proxy_port: bool) -> None:
+        for _ in range(READ_BURST):
+            try:
+                data, address = sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # an ICMP error for an earlier reply, reported on this socket
+                log.debug("event=dhcp.socket_error error=%s", exc)
+                continue
+            try:
+                self.handle(data, address, sock, on_proxy_port)
+            except Exception:
+                self.dropped["error"] += 1
+                log.exception("event=dhcp.error source=%s", address)
 
     def _ignore(self, packet: DhcpPacket, counter: str, reason: str, now: float) -> None:
         self.dropped[counter] += 1
@@ -162,8 +189,10 @@ class DhcpServer:
         giaddr = packet.giaddr
         if not int(giaddr):
             return self.local_network
-        if giaddr in self._network_by_relay:
+        try:
             return self._network_by_relay[giaddr]
+        except KeyError:
+            pass
         if len(self._network_by_relay) >= MAX_RELAYS_REMEMBERED:
             self._network_by_relay.clear()
         network = select_network(self.networks, packet, self.local_network)
@@ -174,7 +203,7 @@ class DhcpServer:
         self,
         data: bytes,
         source: tuple[str, int],
-        transport: asyncio.DatagramTransport,
+        sender: Sender,
         on_proxy_port: bool,
     ) -> None:
         """Answer one datagram, or drop it and count why; never raises for what a client sent."""
@@ -215,9 +244,10 @@ class DhcpServer:
                 iface is not None and iface.ip is not None and iface.ip in network.subnet
             )
             if network.pool is not None and not reserved_here:
-                if packet.message_type is MessageType.DISCOVER:
+                message_type = packet.message_type
+                if message_type == MessageType.DISCOVER:
                     pool_address = self.leases.candidate(network, mac, packet.requested_ip, now)
-                elif packet.message_type is MessageType.REQUEST:
+                elif message_type == MessageType.REQUEST:
                     pool_address = self.leases.held_address(network, mac, now)
             decision = answer_reservation(
                 packet, info, network, server_ip, machine, pool_address, self.boot
@@ -242,14 +272,14 @@ class DhcpServer:
             elif self.leases.release(decision.mac, decision.address):
                 self.replies["release"] += 1
             return
-        self._send(packet, mac, decision, transport, machine, network, now)
+        self._send(packet, mac, decision, sender, machine, network, now)
 
     def _send(
         self,
         request: DhcpPacket,
         mac: str,
         reply: Reply,
-        transport: asyncio.DatagramTransport,
+        sender: Sender,
         machine: MachineView | None,
         network: NetworkConfig,
         now: float,
@@ -275,14 +305,21 @@ class DhcpServer:
         )
 
         def send() -> None:
-            self.replies[reply.kind] += 1
             try:
-                transport.sendto(wire, reply.destination)
-            except OSError as exc:
+                sender.sendto(wire, reply.destination)
+            except OSError as exc:  # the send buffer is full (BlockingIOError), or no route
                 self.dropped["send_failed"] += 1
-                log.info(
-                    "event=dhcp.send_failed mac=%s to=%s error=%s", mac, reply.destination, exc
-                )
+                repeated = self._log_fold.check((mac, "send_failed"), time.time())
+                if repeated is not None:
+                    log.info(
+                        "event=dhcp.send_failed mac=%s to=%s error=%s repeated=%d",
+                        mac,
+                        reply.destination,
+                        exc,
+                        repeated,
+                    )
+                return
+            self.replies[reply.kind] += 1
 
         if pool_ack and reply.address is not None:
             hostname = request.option(OptionCode.HOSTNAME)
@@ -297,30 +334,3 @@ class DhcpServer:
             )
         else:
             send()
-
-
-def _identity(protocol: _Protocol) -> _Protocol:
-    return protocol
-
-
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, server: DhcpServer, on_proxy_port: bool) -> None:
-        self.server = server
-        self.on_proxy_port = on_proxy_port
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, int]) -> None:
-        assert self.transport is not None
-        try:
-            self.server.handle(
-                data, (str(addr[0]), int(addr[1])), self.transport, self.on_proxy_port
-            )
-        except Exception:
-            self.server.dropped["error"] += 1
-            log.exception("event=dhcp.error source=%s", addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("event=dhcp.socket_error error=%s", exc)

@@ -46,12 +46,8 @@ SETTINGS_CHOICES = (
 option_codes = st.integers(1, 254).filter(lambda code: code != 52)
 
 
-def unique_options(
-    values: st.SearchStrategy[bytes],
-) -> st.SearchStrategy[tuple[tuple[int, bytes], ...]]:
-    return st.dictionaries(option_codes, values, max_size=12).map(
-        lambda found: tuple(found.items())
-    )
+def unique_options(values: st.SearchStrategy[bytes]) -> st.SearchStrategy[dict[int, bytes]]:
+    return st.dictionaries(option_codes, values, max_size=12)
 
 
 packets = st.builds(
@@ -128,8 +124,8 @@ def requests(draw: st.DrawFn) -> DhcpPacket:
     options.extend(
         (code, draw(values)) for code, values in OTHER_OPTIONS.items() if draw(st.booleans())
     )
-    options.extend(draw(unique_options(st.binary(max_size=300))))
-    unique = tuple({code: value for code, value in reversed(options)}.items())
+    options.extend(draw(unique_options(st.binary(max_size=300))).items())
+    unique = {code: value for code, value in reversed(options)}
     mac = bytes.fromhex(draw(st.sampled_from(MACS)).replace(":", ""))
     return DhcpPacket(
         op=draw(mostly(1, st.just(2))),
