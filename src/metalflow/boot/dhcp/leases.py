@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import cast
 
 from anyio import to_thread
-from sqlalchemy import Table, delete, or_, select
+from sqlalchemy import Table, select
 
-from metalflow.boot.dhcp.network import NetworkConfig
+from metalflow.boot.dhcp.network import AddressRange, NetworkConfig
 from metalflow.boot.dhcp.pool import pick_address
 from metalflow.boot.dhcp.tables import DhcpLease
 from metalflow.db.engine import Database
@@ -33,7 +33,7 @@ DECLINE_HOLD_SECONDS = 600.0
 """How long an address a client declined stays out of the pool."""
 MAX_DECLINED = 10_000
 MAX_BATCH = 2000
-"""Leases per transaction: bounded so the statements stay within SQLite's parameter limit."""
+"""Leases per transaction: bounded so one transaction never holds the database for long."""
 GATHER_SECONDS = 0.005
 """How long the writer lets leases gather before a commit: under load one commit then carries
 many leases instead of the writer committing back to back for a few each."""
@@ -46,8 +46,10 @@ HOSTNAME_LENGTH = 253
 """dhcp_leases.hostname's length: a longer name from the client is cut to fit."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Lease:
+    """One pool lease. Slotted, not frozen (see DhcpPacket); replaced, never changed."""
+
     mac: str
     address: IPv4
     subnet: ipaddress.IPv4Network
@@ -56,13 +58,13 @@ class Lease:
     hostname: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Offer:
     mac: str
     until: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Ack:
     """An ACK waiting for the lease of `address` to be durable."""
 
@@ -70,21 +72,35 @@ class _Ack:
     send: Callable[[], None]
 
 
+@dataclass(slots=True)
+class _Pool:
+    """Per network: what it never leases (as integers) and where the next scan starts."""
+
+    network: NetworkConfig
+    never_leased: frozenset[int]
+    first: int
+    last: int
+    cursor: int = 0
+
+
 class LeaseStore:
-    """Pool leases of every network; `is_reserved` says which addresses inventory owns."""
+    """Pool leases of every network; `is_reserved` says which addresses inventory owns.
+
+    Inside, addresses are keyed as integers: hashing an IPv4Address runs Python code (it
+    hashes its hex string), and a DISCOVER looks up half a dozen keys.
+    """
 
     def __init__(self, db: Database, is_reserved: Callable[[IPv4], bool]) -> None:
         self.db = db
         self.is_reserved = is_reserved
         self._by_mac: dict[str, Lease] = {}
-        self._by_address: dict[IPv4, Lease] = {}
+        self._by_address: dict[int, Lease] = {}
         # One offer per address and per MAC (a client's newest offer replaces its older one),
         # so both maps stay within the pools' sizes however often clients DISCOVER.
-        self._offers: dict[IPv4, _Offer] = {}
-        self._offered: dict[str, IPv4] = {}
-        self._declined: dict[IPv4, float] = {}
-        self._taken: dict[int, tuple[NetworkConfig, frozenset[IPv4]]] = {}
-        self._cursor: dict[ipaddress.IPv4Network, int] = {}
+        self._offers: dict[int, _Offer] = {}
+        self._offered: dict[str, int] = {}
+        self._declined: dict[int, float] = {}
+        self._pools: dict[int, _Pool] = {}
         # MACs whose row must be brought to their in-memory lease (or deleted), with the ACKs
         # waiting for it. The row is written from the lease held when the batch starts, so a
         # lease superseded while queued (moved, released, taken over after expiry) is never
@@ -109,37 +125,35 @@ class LeaseStore:
                 hostname=row.hostname,
             )
             self._by_mac[lease.mac] = lease
-            self._by_address[lease.address] = lease
+            self._by_address[int(lease.address)] = lease
 
     def lease_of(self, mac: str) -> Lease | None:
         return self._by_mac.get(mac)
 
-    def _never_leased(self, network: NetworkConfig) -> frozenset[IPv4]:
-        """Keyed by the network's identity (the entry holds it): hashing an IPv4Network on
-        every packet showed in profiles."""
-        cached = self._taken.get(id(network))
-        if cached is None or cached[0] is not network:
+    def _pool(self, network: NetworkConfig, pool: AddressRange) -> _Pool:
+        """Keyed by the network's identity (the entry holds it): hashing a NetworkConfig
+        hashes every field."""
+        state = self._pools.get(id(network))
+        if state is None or state.network is not network:
             subnet = network.subnet
             fixed = (network.server_ip, network.gateway, subnet.network_address)
-            taken = frozenset(a for a in (*fixed, subnet.broadcast_address) if a is not None)
-            cached = self._taken[id(network)] = (network, taken)
-        return cached[1]
+            never = frozenset(int(a) for a in (*fixed, subnet.broadcast_address) if a is not None)
+            state = _Pool(network, never, int(pool.start), int(pool.end))
+            self._pools[id(network)] = state
+        return state
 
-    def _is_free_for(self, mac: str, network: NetworkConfig, now: float) -> Callable[[IPv4], bool]:
-        taken = self._never_leased(network)
-
-        def is_free(address: IPv4) -> bool:
-            if address in taken or self.is_reserved(address):
-                return False
-            lease = self._by_address.get(address)
-            if lease is not None and lease.mac != mac and lease.expires_at > now:
-                return False
-            if self._declined.get(address, 0.0) > now:
-                return False
-            offer = self._offers.get(address)
-            return offer is None or offer.mac == mac or offer.until <= now
-
-        return is_free
+    def _is_free(self, key: int, mac: str, state: _Pool, now: float) -> bool:
+        if key in state.never_leased:
+            return False
+        lease = self._by_address.get(key)
+        if lease is not None and lease.mac != mac and lease.expires_at > now:
+            return False
+        if self._declined.get(key, 0.0) > now:
+            return False
+        offer = self._offers.get(key)
+        if offer is not None and offer.mac != mac and offer.until > now:
+            return False
+        return not self.is_reserved(IPv4(key))
 
     def candidate(
         self, network: NetworkConfig, mac: str, requested: IPv4 | None, now: float
@@ -150,34 +164,48 @@ class LeaseStore:
         pool = network.pool
         if pool is None or not mac or len(mac) > MAC_LENGTH:
             return None
-        is_free = self._is_free_for(mac, network, now)
+        state = self._pool(network, pool)
         lease = self._by_mac.get(mac)
-        preferred = (lease.address if lease else None, requested, self._offered.get(mac))
-        address = next(
-            (a for a in preferred if a is not None and a in pool and is_free(a)),
+        preferred = (
+            int(lease.address) if lease else None,
+            int(requested) if requested is not None else None,
+            self._offered.get(mac),
+        )
+        key = next(
+            (
+                k
+                for k in preferred
+                if k is not None
+                and state.first <= k <= state.last
+                and self._is_free(k, mac, state, now)
+            ),
             None,
         )
-        if address is None:
-            start = self._cursor.get(network.subnet, 0)
-            address = pick_address(pool, is_free, start=start)
-            if address is None:
+        if key is None:
+            picked = pick_address(
+                pool,
+                lambda address: self._is_free(int(address), mac, state, now),
+                start=state.cursor,
+            )
+            if picked is None:
                 return None
-            self._cursor[network.subnet] = int(address) - int(pool.start) + 1
-        self._hold(mac, address, now + OFFER_HOLD_SECONDS)
-        return address
+            key = int(picked)
+            state.cursor = key - state.first + 1
+        self._hold(mac, key, now + OFFER_HOLD_SECONDS)
+        return IPv4(key)
 
-    def _hold(self, mac: str, address: IPv4, until: float) -> None:
+    def _hold(self, mac: str, key: int, until: float) -> None:
         self._drop_offer(mac)
-        previous = self._offers.get(address)
+        previous = self._offers.get(key)
         if previous is not None:
             self._drop_offer(previous.mac)
-        self._offers[address] = _Offer(mac, until)
-        self._offered[mac] = address
+        self._offers[key] = _Offer(mac, until)
+        self._offered[mac] = key
 
     def _drop_offer(self, mac: str) -> None:
-        address = self._offered.pop(mac, None)
-        if address is not None:
-            del self._offers[address]
+        key = self._offered.pop(mac, None)
+        if key is not None:
+            del self._offers[key]
 
     def commit(
         self,
@@ -190,18 +218,19 @@ class LeaseStore:
         then: Callable[[], None],
     ) -> None:
         """Take the lease in memory at once; call `then` when it is durable."""
+        key = int(address)
         old = self._by_mac.get(mac)
         if old is not None and old.address != address:
-            del self._by_address[old.address]
-        displaced = self._by_address.get(address)
+            del self._by_address[int(old.address)]
+        displaced = self._by_address.get(key)
         if displaced is not None and displaced.mac != mac:
             del self._by_mac[displaced.mac]
             self._enqueue(displaced.mac, None)
         lease = Lease(mac, address, network.subnet, now + lease_time, _storable(hostname))
         self._by_mac[mac] = lease
-        self._by_address[address] = lease
+        self._by_address[key] = lease
         self._drop_offer(mac)
-        offer = self._offers.get(address)
+        offer = self._offers.get(key)
         if offer is not None:
             self._drop_offer(offer.mac)
         self._enqueue(mac, _Ack(address, then))
@@ -211,7 +240,7 @@ class LeaseStore:
         if lease is None or lease.address != address:
             return False
         del self._by_mac[mac]
-        del self._by_address[address]
+        del self._by_address[int(address)]
         self._enqueue(mac, None)
         return True
 
@@ -222,12 +251,15 @@ class LeaseStore:
         if pool is None:
             return None
         lease = self._by_mac.get(mac)
-        if lease is not None and lease.address in pool and lease.expires_at > now:
+        if lease is not None and lease.expires_at > now and lease.address in pool:
             return lease.address
-        address = self._offered.get(mac)
-        offer = self._offers.get(address) if address is not None else None
-        if address is not None and offer is not None and offer.until > now and address in pool:
-            return address
+        key = self._offered.get(mac)
+        offer = self._offers.get(key) if key is not None else None
+        if key is None or offer is None:
+            return None
+        state = self._pool(network, pool)
+        if offer.until > now and state.first <= key <= state.last:
+            return IPv4(key)
         return None
 
     def forget_offer(self, mac: str) -> None:
@@ -241,7 +273,7 @@ class LeaseStore:
             return False
         if len(self._declined) >= MAX_DECLINED:
             self._declined = {a: until for a, until in self._declined.items() if until > now}
-        self._declined[address] = now + DECLINE_HOLD_SECONDS
+        self._declined[int(address)] = now + DECLINE_HOLD_SECONDS
         return True
 
     def _enqueue(self, mac: str, ack: _Ack | None) -> None:
@@ -253,20 +285,30 @@ class LeaseStore:
     def _write(self, macs: list[str], leases: list[Lease]) -> None:
         """Replace the rows of `macs`, and any row holding one of their addresses, by `leases`.
 
-        The rows go to the driver's executemany as plain tuples (the timestamps through the
-        column type's own bind processor, so both databases store what the ORM reads back):
-        the writer shares the GIL with the packet loop, and SQLAlchemy's per-row parameter
-        processing was most of its cost."""
+        Plain driver statements, rows as tuples (the timestamps through the column type's own
+        bind processor, so both databases store what the ORM reads back): the writer shares
+        the GIL, and on a one-core server the core, with the packet loop, and SQLAlchemy's
+        per-parameter processing and the compiling of IN lists were most of its cost. SQLite
+        deletes by executemany (in-process, no round trips); PostgreSQL in one statement with
+        the keys as two arrays."""
         table = cast(Table, DhcpLease.__table__)
         addresses = [str(lease.address) for lease in leases]
         with self.db.write() as session:
-            session.execute(
-                delete(table).where(or_(table.c.mac.in_(macs), table.c.address.in_(addresses)))
-            )
-            if not leases:
-                return
             connection = session.connection()
             dialect = connection.dialect
+            if dialect.name == "postgresql":
+                connection.exec_driver_sql(
+                    f"DELETE FROM {table.name} WHERE mac = ANY(%s) OR address = ANY(%s)",
+                    (macs, addresses),
+                )
+            else:
+                delete = f"DELETE FROM {table.name} WHERE {{}} = ?"
+                connection.exec_driver_sql(delete.format("mac"), [(mac,) for mac in macs])
+                if addresses:
+                    keys = [(address,) for address in addresses]
+                    connection.exec_driver_sql(delete.format("address"), keys)
+            if not leases:
+                return
             timestamp = table.c.expires_at.type.bind_processor(dialect) or _unchanged
             marker = "?" if dialect.paramstyle == "qmark" else "%s"
             statement = (
