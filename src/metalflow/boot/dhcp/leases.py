@@ -288,31 +288,32 @@ class LeaseStore:
         Plain driver statements, rows as tuples (the timestamps through the column type's own
         bind processor, so both databases store what the ORM reads back): the writer shares
         the GIL, and on a one-core server the core, with the packet loop, and SQLAlchemy's
-        per-parameter processing and the compiling of IN lists were most of its cost. SQLite
-        deletes by executemany (in-process, no round trips); PostgreSQL in one statement with
-        the keys as two arrays."""
+        per-parameter processing and the compiling of IN lists were most of its cost. SQLite's
+        INSERT OR REPLACE drops the rows a new one collides with (same MAC or same address)
+        itself; PostgreSQL deletes them first in one statement, the keys as two arrays."""
         table = cast(Table, DhcpLease.__table__)
         addresses = [str(lease.address) for lease in leases]
         with self.db.write() as session:
             connection = session.connection()
             dialect = connection.dialect
+            insert = "INSERT"
             if dialect.name == "postgresql":
                 connection.exec_driver_sql(
                     f"DELETE FROM {table.name} WHERE mac = ANY(%s) OR address = ANY(%s)",
                     (macs, addresses),
                 )
             else:
-                delete = f"DELETE FROM {table.name} WHERE {{}} = ?"
-                connection.exec_driver_sql(delete.format("mac"), [(mac,) for mac in macs])
-                if addresses:
-                    keys = [(address,) for address in addresses]
-                    connection.exec_driver_sql(delete.format("address"), keys)
+                insert = "INSERT OR REPLACE"
+                leased = {lease.mac for lease in leases}
+                gone = [(mac,) for mac in macs if mac not in leased]
+                if gone:
+                    connection.exec_driver_sql(f"DELETE FROM {table.name} WHERE mac = ?", gone)
             if not leases:
                 return
             timestamp = table.c.expires_at.type.bind_processor(dialect) or _unchanged
             marker = "?" if dialect.paramstyle == "qmark" else "%s"
             statement = (
-                f"INSERT INTO {table.name} ({', '.join(_LEASE_COLUMNS)})"
+                f"{insert} INTO {table.name} ({', '.join(_LEASE_COLUMNS)})"
                 f" VALUES ({', '.join([marker] * len(_LEASE_COLUMNS))})"
             )
             now = timestamp(dt.datetime.now(dt.UTC))
