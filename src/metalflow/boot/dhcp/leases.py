@@ -38,6 +38,8 @@ GATHER_SECONDS = 0.005
 """How long the writer lets leases gather before a commit: under load one commit then carries
 many leases instead of the writer committing back to back for a few each."""
 _LEASE_COLUMNS = ("mac", "address", "subnet", "expires_at", "hostname", "updated_at")
+_LEASE_COLUMN_TYPES = ("varchar", "varchar", "varchar", "timestamptz", "varchar", "timestamptz")
+"""PostgreSQL's types of _LEASE_COLUMNS, for the arrays a batch is inserted from."""
 RETRY_SECONDS = 1.0
 """Pause after a failed lease write before the same leases are written again."""
 MAC_LENGTH = 17
@@ -285,37 +287,20 @@ class LeaseStore:
     def _write(self, macs: list[str], leases: list[Lease]) -> None:
         """Replace the rows of `macs`, and any row holding one of their addresses, by `leases`.
 
-        Plain driver statements, rows as tuples (the timestamps through the column type's own
-        bind processor, so both databases store what the ORM reads back): the writer shares
-        the GIL, and on a one-core server the core, with the packet loop, and SQLAlchemy's
-        per-parameter processing and the compiling of IN lists were most of its cost. SQLite's
-        INSERT OR REPLACE drops the rows a new one collides with (same MAC or same address)
-        itself; PostgreSQL deletes them first in one statement, the keys as two arrays."""
+        Plain driver statements (the timestamps through the column type's own bind processor,
+        so both databases store what the ORM reads back): the writer shares the GIL, and on a
+        one-core server the core, with the packet loop, and SQLAlchemy's per-parameter
+        processing and the compiling of IN lists were most of its cost. SQLite's INSERT OR
+        REPLACE drops the rows a new one collides with (same MAC or same address) itself, the
+        rows going to executemany in-process. PostgreSQL gets two statements whatever the batch
+        size, the keys and the columns as arrays: row by row, the backend's per-statement work
+        on the same core was the ceiling."""
         table = cast(Table, DhcpLease.__table__)
         addresses = [str(lease.address) for lease in leases]
         with self.db.write() as session:
             connection = session.connection()
             dialect = connection.dialect
-            insert = "INSERT"
-            if dialect.name == "postgresql":
-                connection.exec_driver_sql(
-                    f"DELETE FROM {table.name} WHERE mac = ANY(%s) OR address = ANY(%s)",
-                    (macs, addresses),
-                )
-            else:
-                insert = "INSERT OR REPLACE"
-                leased = {lease.mac for lease in leases}
-                gone = [(mac,) for mac in macs if mac not in leased]
-                if gone:
-                    connection.exec_driver_sql(f"DELETE FROM {table.name} WHERE mac = ?", gone)
-            if not leases:
-                return
             timestamp = table.c.expires_at.type.bind_processor(dialect) or _unchanged
-            marker = "?" if dialect.paramstyle == "qmark" else "%s"
-            statement = (
-                f"{insert} INTO {table.name} ({', '.join(_LEASE_COLUMNS)})"
-                f" VALUES ({', '.join([marker] * len(_LEASE_COLUMNS))})"
-            )
             now = timestamp(dt.datetime.now(dt.UTC))
             subnets: dict[ipaddress.IPv4Network, str] = {}
             rows = [
@@ -330,7 +315,28 @@ class LeaseStore:
                 )
                 for lease, address in zip(leases, addresses, strict=True)
             ]
-            connection.exec_driver_sql(statement, rows)
+            columns = ", ".join(_LEASE_COLUMNS)
+            if dialect.name == "postgresql":
+                connection.exec_driver_sql(
+                    f"DELETE FROM {table.name} WHERE mac = ANY(%s) OR address = ANY(%s)",
+                    (macs, addresses),
+                )
+                if rows:
+                    arrays = ", ".join(f"%s::{kind}[]" for kind in _LEASE_COLUMN_TYPES)
+                    connection.exec_driver_sql(
+                        f"INSERT INTO {table.name} ({columns}) SELECT * FROM unnest({arrays})",
+                        tuple(list(column) for column in zip(*rows, strict=True)),
+                    )
+                return
+            leased = {lease.mac for lease in leases}
+            gone = [(mac,) for mac in macs if mac not in leased]
+            if gone:
+                connection.exec_driver_sql(f"DELETE FROM {table.name} WHERE mac = ?", gone)
+            if rows:
+                markers = ", ".join("?" * len(_LEASE_COLUMNS))
+                connection.exec_driver_sql(
+                    f"INSERT OR REPLACE INTO {table.name} ({columns}) VALUES ({markers})", rows
+                )
 
     async def run(self) -> None:
         """Write queued leases, one transaction per batch, then release their ACKs."""

@@ -38,7 +38,8 @@ class AddressRange(BaseModel):
         return self
 
     def __contains__(self, address: object) -> bool:
-        return isinstance(address, IPv4) and self.start <= address <= self.end
+        # As integers: IPv4Address's <= is two Python-level comparisons (functools.total_ordering).
+        return isinstance(address, IPv4) and int(self.start) <= int(address) <= int(self.end)
 
     @property
     def size(self) -> int:
