@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, selectinload, undefer
 
 from metalflow import events
 from metalflow.errors import Conflict, NotFound
+from metalflow.inventory.discovery import read_discovery
 from metalflow.inventory.lifecycle import BUSY_STATES, LIFECYCLE, MachineEvent, MachineState
 from metalflow.inventory.schemas import (
     BmcPublic,
@@ -229,6 +230,51 @@ def apply_machine(
         source=source,
     )
     return outcome
+
+
+def discover_machine(session: Session, mac: str, attributes: dict[str, Any]) -> Machine:
+    """Register a machine that booted into discovery, in state `new`, from what it reported.
+
+    A MAC already in the inventory is refused: that machine's install environment carries its
+    own agent token, and a second registration would take its interfaces away. Discovering the
+    same machine again (its earlier registration deleted) gives it the same name.
+    """
+    found = read_discovery(mac, attributes)
+    taken = session.scalar(select(Interface).where(Interface.mac.in_(found.macs)))
+    if taken is not None:
+        owner = session.get(Machine, taken.machine_id)
+        raise Conflict(
+            f"MAC {taken.mac} belongs to machine {owner.name if owner else taken.machine_id};"
+            " a known machine boots with its own agent token, not through discovery",
+            field="mac",
+        )
+    if session.scalar(select(Machine.id).where(Machine.name == found.name)) is not None:
+        raise Conflict(
+            f"a machine named {found.name} exists without this MAC; delete or rename it",
+            field="mac",
+        )
+    machine = Machine(
+        id=uuid.uuid4().hex,
+        name=found.name,
+        state=MachineState.NEW.value,
+        arch=found.arch,
+        uefi=found.uefi,
+        disks=list(found.disks),
+        attributes=attributes,
+        interfaces=[Interface(position=i, mac=m) for i, m in enumerate(found.macs)],
+    )
+    session.add(machine)
+    session.flush()
+    events.record(
+        session,
+        "machine.discovered",
+        machine_id=machine.id,
+        machine_name=machine.name,
+        mac=mac,
+        interfaces=len(found.macs),
+        disks=len(found.disks),
+    )
+    return machine
 
 
 def transition(

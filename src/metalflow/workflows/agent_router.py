@@ -1,6 +1,7 @@
 """The agent protocol (docs/agent-protocol.md): hello, long-poll for the next action, report.
 
 Identified by the machine's agent token; `authorize` lets a token reach only its own machine.
+`discover` is the one call without a token: it is how an unknown machine gets one.
 """
 
 from __future__ import annotations
@@ -75,6 +76,30 @@ def hello(body: Hello, services: ServicesDep, principal: Agent) -> dict[str, Any
         machine = _machine(session, principal, lock=True)
         service.hello(session, machine, body.mac, body.attributes)
         return {"machine": machine.name, "id": machine.id, "state": machine.state}
+
+
+@router.post("/discover", status_code=201)
+def discover(body: Hello, services: ServicesDep) -> dict[str, Any]:
+    """An unknown machine's agent registers it and receives its agent token.
+
+    Unauthenticated, as MAAS enlistment and Ironic inspection are: the machine has no
+    credentials yet. It is accepted only while discovery is on, and never for a MAC the
+    inventory already has (see inventory.discover_machine).
+    """
+    services.metrics.agent_requests.labels("discover").inc()
+    if not services.settings.discovery:
+        raise HTTPException(
+            403,
+            detail={
+                "message": "discovery is off; start metalflow up with --discovery to register"
+                " unknown machines",
+                "field": None,
+            },
+        )
+    with services.db.write() as session:
+        machine = inventory.discover_machine(session, body.mac, body.attributes)
+        token = services.keyring.agent_token(machine.id, machine.agent_token_generation)
+        return {"machine": machine.name, "id": machine.id, "state": machine.state, "token": token}
 
 
 def _try_next(services: Services, principal: Principal) -> service.NextAction:
