@@ -38,8 +38,9 @@ NETBOOT_DISABLED = "netboot disabled for this interface"
 NO_ACTIVE_WORKFLOW = "nothing to do: no active workflow"
 WORKFLOW_DISABLED = "workflows disabled for this interface (allowWorkflow: false)"
 NOT_CONFIGURED = (
-    "install environment not configured: set METALFLOW_KERNEL / --kernel and"
-    " METALFLOW_INITRD / --initrd"
+    "install environment not configured: run `metalflow installenv build` (metalflow up serves"
+    " the build from its data dir), or set METALFLOW_KERNEL / --kernel and METALFLOW_INITRD /"
+    " --initrd"
 )
 WHO_ARE_YOU = "who are you? no ?mac= given and no machine has this address"
 CANNOT_RENDER = "cannot render a boot script for this machine; its boot.script event says why"

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from metalflow import installenv
 from metalflow.boot.dhcp.network import DhcpMode
 from metalflow.boot.errors import BootSetupError
 from metalflow.cli.context import cli_context
@@ -96,13 +97,18 @@ def up(
     kernel: Annotated[
         Path | None,
         typer.Option(
-            help="Install environment kernel.", show_default=False, rich_help_panel=BOOT_PANEL
+            help="Install environment kernel [default: what `metalflow installenv build` built"
+            " in the data dir].",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
         ),
     ] = None,
     initrd: Annotated[
         Path | None,
         typer.Option(
-            help="Install environment initramfs.", show_default=False, rich_help_panel=BOOT_PANEL
+            help="Install environment initramfs [default: as for --kernel].",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
         ),
     ] = None,
     boot_dir: Annotated[
@@ -142,6 +148,12 @@ def up(
         settings = Settings(**{key: value for key, value in given.items() if value is not None})
     except ValidationError as exc:
         raise CliError(settings_error(exc), ExitCode.BAD_INPUT) from None
+    if settings.kernel is None and settings.initrd is None:
+        found = installenv.built(settings.data_dir)
+        if found is not None:
+            settings = settings.model_copy(
+                update={"kernel": found.kernel_path, "initrd": found.initrd_path}
+            )
     from metalflow.server import serve
 
     try:

@@ -1,0 +1,65 @@
+"""Session fixtures for the end-to-end tests: the test OS image, built once per set of inputs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from tests.e2e.osimage import (
+    OVMF_CODE,
+    OVMF_VARS,
+    QEMU,
+    MissingPrerequisite,
+    OsImage,
+    build_os_image,
+    require_tool,
+)
+
+CACHE_ENV = "METALFLOW_E2E_CACHE"
+DEFAULT_CACHE = Path("/tmp/metalflow-e2e-cache")
+
+
+def missing(message: str) -> NoReturn:
+    """Fail under CI, where the packages must be there; skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message + " (skipped outside CI only)")
+
+
+@pytest.fixture(scope="session")
+def image_builder() -> Callable[[str], OsImage]:
+    """build_os_image into the shared cache (env METALFLOW_E2E_CACHE), per extra command line."""
+    cache_dir = Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
+    built: dict[str, OsImage] = {}
+
+    def build(extra_cmdline: str) -> OsImage:
+        if extra_cmdline not in built:
+            try:
+                built[extra_cmdline] = build_os_image(cache_dir, extra_cmdline=extra_cmdline)
+            except MissingPrerequisite as exc:
+                missing(str(exc))
+        return built[extra_cmdline]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def os_image(image_builder: Callable[[str], OsImage]) -> OsImage:
+    """The test OS image with the default kernel command line."""
+    return image_builder("")
+
+
+@pytest.fixture(scope="session")
+def qemu() -> None:
+    """QEMU and OVMF are present (their absence fails under CI)."""
+    try:
+        require_tool(QEMU, "qemu-system-x86")
+    except MissingPrerequisite as exc:
+        missing(str(exc))
+    for path in (OVMF_CODE, OVMF_VARS):
+        if not path.is_file():
+            missing(f"{path} not found: install the Debian package ovmf")

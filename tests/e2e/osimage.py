@@ -1,0 +1,843 @@
+"""A tiny real OS disk image for the end-to-end tests, and a way to boot it in QEMU.
+
+The image is what metalflow's agent writes to a VM's disk (image2disk); the tests then watch the VM
+boot it. One MBR disk with one active FAT16 partition of type 0xEF boots under both BIOS (syslinux)
+and UEFI (systemd-boot at \\EFI\\BOOT\\BOOTX64.EFI); both load the same Debian cloud kernel and a
+busybox initramfs whose /init reports on ttyS0 and powers the VM off. Recipe and measurements:
+shared/notes/test-os-image.md. Everything is built in files (mkfs.vfat -C, mtools, sfdisk on a
+file): no mount, no loop device. The Debian packages are downloaded and unpacked, never installed.
+
+Lines the test OS prints on the serial console (one per line):
+  OSIMG-BOOTED cmdline=...                 after the virtio modules are loaded
+  OSIMG-MARKER <contents>                  /metalflow-marker.txt at the partition's root, if any
+  OSIMG-NO-MARKER device=... | OSIMG-NO-BOOT-PARTITION
+  OSIMG-DHCP-FAILED ...                    no NIC, or no lease within osimg.dhcp_timeout seconds
+  OSIMG-PHONE-HOME-OK hostname=H mac=M ip=I | OSIMG-PHONE-HOME-FAILED step=metadata|post url=U
+  OSIMG-POWEROFF                           right before `poweroff -f`
+Kernel command line flags: osimg.md=BASE (metadata base URL, default http://DHCP-SERVER-ID:50061;
+hostname from BASE/2009-04-04/meta-data/hostname), osimg.ph=URL (default BASE/phone-home, gets a
+JSON POST {hostname, mac, ip}), osimg.dhcp_timeout=SECONDS (default 10).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# Fixed values so that the same inputs give the same bytes.
+SOURCE_DATE_EPOCH = 1735689600  # 2025-01-01T00:00:00Z
+VOLUME_ID = "7E570001"
+DISK_ID = 0x7E570001
+VOLUME_LABEL = "TESTOS"
+MIB = 1024 * 1024
+PARTITION_START = MIB  # 1 MiB, sector 2048, as `mcopy -i image@@1M` expects
+BASE_CMDLINE = "console=ttyS0 quiet panic=5"
+MARKER_FILE = "metalflow-marker.txt"
+RAW_NAME = "metalflow-test-os.raw"
+# -19 gains 1.3 MB (the kernel is LZ4 already) for ~10 s more on two busy CPUs.
+ZSTD_LEVEL = 12
+STALE_IMAGE_SECONDS = 7 * 24 * 3600
+
+KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
+PACKAGES = ("busybox-static", "syslinux", "syslinux-common", "systemd-boot-efi")
+# Loaded in this order (dependencies first). The cloud kernel has virtio only as modules.
+CORE_MODULES = (
+    "virtio_ring",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+    "virtio_blk",
+    "vfat",
+    "nls_cp437",
+    "nls_ascii",
+    "nls_utf8",
+    "nls_iso8859_1",
+)
+# Only loaded when no /dev/vda1 shows up: a disk on virtio-scsi or IDE is /dev/sda.
+DISK_FALLBACK_MODULES = ("virtio_scsi", "sd_mod", "ata_piix")
+
+# Host tools -> the Debian package that has them.
+HOST_TOOLS = {
+    "mkfs.vfat": "dosfstools",
+    "mcopy": "mtools",
+    "mmd": "mtools",
+    "mattrib": "mtools",
+    "sfdisk": "fdisk",
+    "cpio": "cpio",
+    "zstd": "zstd",
+    "apt-get": "apt",
+    "apt-cache": "apt",
+    "dpkg-deb": "dpkg",
+    "dpkg-query": "dpkg",
+}
+# Their versions go into the cache key: a different mkfs or mtools may lay out other bytes.
+HOST_PACKAGES = ("dosfstools", "mtools", "fdisk", "cpio", "zstd")
+
+QEMU = "qemu-system-x86_64"
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+
+class MissingPrerequisite(RuntimeError):
+    """Something the host must provide is absent; the message names the Debian package."""
+
+
+class BuildError(RuntimeError):
+    """A build step failed; the message carries the step's stderr."""
+
+
+@dataclass(frozen=True)
+class OsImage:
+    """The built image: a raw disk and its zstd copy, with the digests tests compare against."""
+
+    raw: Path
+    zst: Path
+    raw_sha256: str
+    zst_sha256: str
+    raw_size: int
+    zst_size: int
+    kernel_release: str
+    cmdline: str
+    build_seconds: float  # of the build that made it, which may have been an earlier run
+
+
+@dataclass(frozen=True)
+class _Package:
+    name: str
+    version: str
+    sha256: str
+
+
+# --- host tools -------------------------------------------------------------------------------
+
+
+def _which(tool: str) -> str | None:
+    """Like shutil.which, but also looks in the sbin directories, where mkfs.vfat lives."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    return shutil.which(tool, path=path)
+
+
+def require_tool(tool: str, package: str) -> str:
+    """The tool's path, or MissingPrerequisite naming the package to install."""
+    found = _which(tool)
+    if found is None:
+        raise MissingPrerequisite(f"{tool} not found: install the Debian package {package}")
+    return found
+
+
+def _host_tools() -> dict[str, str]:
+    return {tool: require_tool(tool, package) for tool, package in HOST_TOOLS.items()}
+
+
+def _build_env() -> dict[str, str]:
+    """Fixed time, zone and locale: FAT stores local times, mtools honours SOURCE_DATE_EPOCH."""
+    env = dict(os.environ)
+    env.update(
+        SOURCE_DATE_EPOCH=str(SOURCE_DATE_EPOCH),
+        TZ="UTC",
+        LC_ALL="C",
+        MTOOLS_SKIP_CHECK="1",
+    )
+    return env
+
+
+def _run(
+    argv: Sequence[str | Path],
+    *,
+    cwd: Path | None = None,
+    stdin: bytes | None = None,
+) -> bytes:
+    """Run one build step and return its stdout; a failure raises with the step's stderr."""
+    proc = subprocess.run(
+        [str(arg) for arg in argv],
+        cwd=cwd,
+        input=stdin,
+        env=_build_env(),
+        capture_output=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        command = " ".join(str(arg) for arg in argv)
+        stderr = proc.stderr.decode(errors="replace").strip()
+        raise BuildError(f"`{command}` failed with exit code {proc.returncode}: {stderr}")
+    return proc.stdout
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- Debian packages ---------------------------------------------------------------------------
+
+
+def _apt_show(tools: Mapping[str, str], names: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The candidate version's control fields per package, from the local apt lists."""
+    try:
+        out = _run([tools["apt-cache"], "show", "--no-all-versions", *names])
+    except BuildError as exc:
+        raise MissingPrerequisite(
+            f"apt does not know {' '.join(names)} (run `apt-get update`?): {exc}"
+        ) from exc
+    fields: dict[str, dict[str, str]] = {}
+    for paragraph in out.decode().split("\n\n"):
+        parsed = dict(
+            line.split(": ", 1) for line in paragraph.splitlines() if re.match(r"^[\w-]+: ", line)
+        )
+        if "Package" in parsed:
+            fields.setdefault(parsed["Package"], parsed)
+    return fields
+
+
+def _apt_fingerprint() -> str:
+    """What apt's candidate versions depend on: its lists, its configuration, dpkg's status."""
+    entries: list[str] = []
+    for top in (Path("/var/lib/apt/lists"), Path("/etc/apt"), Path("/var/lib/dpkg/status")):
+        for path in sorted([top, *top.rglob("*")] if top.is_dir() else [top]):
+            if path.is_file():
+                info = path.stat()
+                entries.append(f"{path}\0{info.st_size}\0{info.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+
+
+def _resolve_packages(tools: Mapping[str, str], cache_dir: Path) -> list[_Package]:
+    """The packages to use, remembered per apt state (each apt-cache call takes ~1 s here)."""
+    fingerprint = _apt_fingerprint()
+    remembered = cache_dir / "resolved.json"
+    if remembered.is_file():
+        data = json.loads(remembered.read_text())
+        if data.get("fingerprint") == fingerprint:
+            return [_Package(**package) for package in data["packages"]]
+    packages = _ask_apt(tools)
+    data = {"fingerprint": fingerprint, "packages": [asdict(package) for package in packages]}
+    remembered.write_text(json.dumps(data, indent=2) + "\n")
+    return packages
+
+
+def _ask_apt(tools: Mapping[str, str]) -> list[_Package]:
+    """The kernel package behind the metapackage, then the others, at apt's candidate versions."""
+    meta = _apt_show(tools, [KERNEL_METAPACKAGE])[KERNEL_METAPACKAGE]
+    kernel = re.search(r"\b(linux-image-\d[\w.+-]*)", meta.get("Depends", ""))
+    if kernel is None:
+        raise BuildError(f"{KERNEL_METAPACKAGE} depends on no linux-image-N package: {meta}")
+    names = [kernel.group(1), *PACKAGES]
+    shown = _apt_show(tools, names)
+    missing = [name for name in names if name not in shown]
+    if missing:
+        raise MissingPrerequisite(f"apt has no candidate for {missing} (run `apt-get update`?)")
+    return [_Package(name, shown[name]["Version"], shown[name]["SHA256"]) for name in names]
+
+
+def _fetch_deb(tools: Mapping[str, str], cache_dir: Path, package: _Package) -> Path:
+    """The package's .deb in the cache, downloaded and checked against apt's SHA256 if absent."""
+    debs = cache_dir / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    deb = debs / f"{package.name}_{package.sha256}.deb"
+    if deb.exists() and _sha256(deb) == package.sha256:
+        return deb
+    with tempfile.TemporaryDirectory(dir=debs, prefix=".download-") as tmp:
+        argv = [tools["apt-get"], "-q", "-o", "APT::Sandbox::User=root", "download"]
+        try:
+            _run([*argv, f"{package.name}={package.version}"], cwd=Path(tmp))
+        except BuildError as exc:
+            raise MissingPrerequisite(f"cannot download {package.name} (network?): {exc}") from exc
+        (downloaded,) = Path(tmp).glob("*.deb")
+        if _sha256(downloaded) != package.sha256:
+            raise BuildError(f"{downloaded.name} does not match apt's SHA256 {package.sha256}")
+        downloaded.replace(deb)
+    return deb
+
+
+def _unpack(tools: Mapping[str, str], cache_dir: Path, package: _Package, deb: Path) -> Path:
+    """The package's files, unpacked once into the cache with `dpkg-deb -x`."""
+    pkgs = cache_dir / "pkgs"
+    pkgs.mkdir(parents=True, exist_ok=True)
+    tree = pkgs / f"{package.name}_{package.sha256}"
+    if tree.is_dir():
+        return tree
+    tmp = Path(tempfile.mkdtemp(dir=pkgs, prefix=".unpack-"))
+    try:
+        _run([tools["dpkg-deb"], "-x", deb, tmp])
+        tmp.rename(tree)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tree
+
+
+# --- kernel modules ----------------------------------------------------------------------------
+
+
+def _module_name(path: Path) -> str:
+    return path.name.removesuffix(".ko").replace("-", "_")
+
+
+def _module_depends(ko: Path) -> list[str]:
+    """The depends= field of the module's .modinfo (Debian ships no modules.dep in the deb)."""
+    found = re.search(rb"(?:^|\x00)depends=([^\x00]*)", ko.read_bytes())
+    if found is None or not found.group(1):
+        return []
+    return [name.replace("-", "_") for name in found.group(1).decode().split(",")]
+
+
+def _load_order(index: Mapping[str, Path], wanted: Sequence[str], loaded: set[str]) -> list[str]:
+    """wanted and their dependencies, each after what it needs, skipping the already loaded."""
+    order: list[str] = []
+
+    def visit(name: str, chain: tuple[str, ...]) -> None:
+        if name in loaded:
+            return
+        if name not in index:
+            raise BuildError(f"kernel module {name} (needed by {' > '.join(chain)}) not found")
+        loaded.add(name)
+        for dep in _module_depends(index[name]):
+            visit(dep, (*chain, name))
+        order.append(name)
+
+    for name in wanted:
+        visit(name, ())
+    return order
+
+
+# --- initramfs ---------------------------------------------------------------------------------
+
+INIT = r"""#!/bin/sh
+# The metalflow test OS: show that the disk booted, print the boot partition's marker file,
+# phone home over DHCP, then power off. Every outcome is one OSIMG-* line on the console.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+CMDLINE=$(cat /proc/cmdline)
+
+load_modules() {
+    for module in "$@"; do
+        insmod "/lib/modules/$module.ko" || echo "OSIMG-INSMOD-FAILED $module"
+    done
+}
+
+load_modules @CORE_MODULES@
+echo "OSIMG-BOOTED cmdline=$CMDLINE"
+
+MD=
+PH=
+DHCP_TIMEOUT=10
+set -f
+for arg in $CMDLINE; do
+    case "$arg" in
+        osimg.md=*) MD=${arg#osimg.md=} ;;
+        osimg.ph=*) PH=${arg#osimg.ph=} ;;
+        osimg.dhcp_timeout=*) DHCP_TIMEOUT=${arg#osimg.dhcp_timeout=} ;;
+    esac
+done
+set +f
+case "$DHCP_TIMEOUT" in
+    '' | *[!0-9]*) DHCP_TIMEOUT=10 ;;
+esac
+
+# first_block_device SECONDS DEVICE...: print the first DEVICE that appears within SECONDS.
+first_block_device() {
+    tries=$(($1 * 10))
+    shift
+    while [ "$tries" -gt 0 ]; do
+        for dev in "$@"; do
+            if [ -b "$dev" ]; then
+                echo "$dev"
+                return 0
+            fi
+        done
+        sleep 0.1
+        tries=$((tries - 1))
+    done
+    return 1
+}
+
+show_marker() {
+    dev=$(first_block_device 2 /dev/vda1 /dev/sda1)
+    if [ -z "$dev" ]; then
+        load_modules @DISK_FALLBACK_MODULES@
+        dev=$(first_block_device 5 /dev/vda1 /dev/sda1)
+    fi
+    if [ -z "$dev" ] || ! mount -t vfat -o ro "$dev" /boot-partition; then
+        echo "OSIMG-NO-BOOT-PARTITION"
+        return
+    fi
+    if [ -f /boot-partition/@MARKER_FILE@ ]; then
+        echo "OSIMG-MARKER $(cat /boot-partition/@MARKER_FILE@)"
+    else
+        echo "OSIMG-NO-MARKER device=$dev"
+    fi
+    umount /boot-partition
+}
+
+phone_home() {
+    iface=
+    for path in /sys/class/net/*; do
+        if [ "${path##*/}" != lo ] && [ -e "$path" ]; then
+            iface=${path##*/}
+            break
+        fi
+    done
+    if [ -z "$iface" ]; then
+        echo "OSIMG-DHCP-FAILED reason=no-nic"
+        return
+    fi
+    ip link set lo up
+    ip link set "$iface" up
+    timeout $((DHCP_TIMEOUT + 5)) udhcpc -f -q -n -i "$iface" -s /bin/dhcp.sh \
+        -t "$DHCP_TIMEOUT" -T 1
+    if [ ! -f /run/lease ]; then
+        echo "OSIMG-DHCP-FAILED iface=$iface timeout=$DHCP_TIMEOUT"
+        return
+    fi
+    . /run/lease
+    mac=$(cat "/sys/class/net/$iface/address")
+    [ -n "$MD" ] || MD="http://$LEASE_SERVER:50061"
+    [ -n "$PH" ] || PH="$MD/phone-home"
+    url="$MD/2009-04-04/meta-data/hostname"
+    # busybox 1.35's `wget -T` segfaults: bound it with timeout instead.
+    if ! hostname=$(timeout 10 wget -q -O - "$url"); then
+        echo "OSIMG-PHONE-HOME-FAILED step=metadata url=$url"
+        return
+    fi
+    hostname=$(printf '%s' "$hostname" | head -n 1 | tr -cd 'A-Za-z0-9._-')
+    json=$(printf '{"hostname":"%s","mac":"%s","ip":"%s"}' "$hostname" "$mac" "$LEASE_IP")
+    if timeout 10 wget -q -O /dev/null --header "Content-Type: application/json" \
+        --post-data "$json" "$PH"; then
+        echo "OSIMG-PHONE-HOME-OK hostname=$hostname mac=$mac ip=$LEASE_IP"
+    else
+        echo "OSIMG-PHONE-HOME-FAILED step=post url=$PH"
+    fi
+}
+
+show_marker
+phone_home
+echo "OSIMG-POWEROFF"
+poweroff -f
+while :; do sleep 60; done
+"""
+
+DHCP_SCRIPT = r"""#!/bin/sh
+# udhcpc's event script: configure the lease and leave address and server id for /init.
+case "$1" in
+    deconfig)
+        ip addr flush dev "$interface"
+        ip link set "$interface" up
+        ;;
+    bound | renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/$mask" dev "$interface"
+        if [ -n "$router" ]; then
+            ip route add default via "${router%% *}" dev "$interface"
+        fi
+        printf "LEASE_IP='%s'\nLEASE_SERVER='%s'\n" "$ip" "$serverid" >/run/lease
+        ;;
+esac
+"""
+
+
+def _init_script(core: Sequence[str], fallback: Sequence[str]) -> str:
+    return (
+        INIT.replace("@CORE_MODULES@", " ".join(core))
+        .replace("@DISK_FALLBACK_MODULES@", " ".join(fallback))
+        .replace("@MARKER_FILE@", MARKER_FILE)
+    )
+
+
+def _stage_initramfs(root: Path, busybox: Path, kernel_tree: Path, release: str) -> None:
+    """The initramfs tree: busybox and its applet links, /dev/console, modules, /init."""
+    for directory in ("bin", "dev", "proc", "sys", "run", "tmp", "boot-partition", "lib/modules"):
+        (root / directory).mkdir(parents=True)
+    shutil.copyfile(busybox, root / "bin/busybox")
+    (root / "bin/busybox").chmod(0o755)
+    applets = _run([root / "bin/busybox", "--list-full"]).decode().split()
+    for applet in applets:
+        link = root / applet
+        if "/" not in applet or link.exists():
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to("/bin/busybox")
+    os.mknod(root / "dev/console", 0o600 | stat.S_IFCHR, os.makedev(5, 1))
+
+    module_dir = kernel_tree / "lib/modules" / release
+    index = {_module_name(ko): ko for ko in module_dir.rglob("*.ko")}
+    loaded: set[str] = set()
+    core = _load_order(index, CORE_MODULES, loaded)
+    fallback = _load_order(index, DISK_FALLBACK_MODULES, loaded)
+    for name in (*core, *fallback):
+        shutil.copyfile(index[name], root / "lib/modules" / f"{name}.ko")
+
+    (root / "init").write_text(_init_script(core, fallback))
+    (root / "bin/dhcp.sh").write_text(DHCP_SCRIPT)
+    for script in (root / "init", root / "bin/dhcp.sh"):
+        script.chmod(0o755)
+
+
+def _cpio_gz(tools: Mapping[str, str], root: Path) -> bytes:
+    """A gzip'd newc archive of root with fixed owners, modes, times and inode numbers."""
+    paths: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        paths.extend(Path(dirpath, name) for name in (*dirnames, *filenames))
+    for path in (*paths, root):
+        mode = path.lstat().st_mode
+        if stat.S_ISDIR(mode) or (stat.S_ISREG(mode) and mode & 0o100):
+            path.chmod(0o755)
+        elif stat.S_ISREG(mode):
+            path.chmod(0o644)
+        os.utime(path, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH), follow_symlinks=False)
+    listing = sorted(str(path.relative_to(root)) for path in paths)
+    archive = _run(
+        [tools["cpio"], "-o", "-H", "newc", "-R", "0:0", "--reproducible", "--quiet"],
+        cwd=root,
+        stdin="\n".join(listing).encode() + b"\n",
+    )
+    return gzip.compress(archive, compresslevel=9, mtime=0)
+
+
+# --- the disk ----------------------------------------------------------------------------------
+
+
+def _boot_configs(cmdline: str) -> dict[str, str]:
+    """Partition path -> contents of the syslinux and systemd-boot configurations."""
+    return {
+        "syslinux.cfg": (
+            "DEFAULT linux\nPROMPT 0\nTIMEOUT 0\nLABEL linux\n"
+            f"  KERNEL /vmlinuz\n  APPEND initrd=/initrd.img {cmdline}\n"
+        ),
+        "loader/loader.conf": "timeout 0\ndefault test.conf\n",
+        "loader/entries/test.conf": (
+            f"title metalflow test OS\nlinux /vmlinuz\ninitrd /initrd.img\noptions {cmdline}\n"
+        ),
+    }
+
+
+def _make_disk(
+    tools: Mapping[str, str],
+    work: Path,
+    *,
+    kernel: Path,
+    initrd: Path,
+    syslinux: Path,
+    mbr: Path,
+    bootx64: Path,
+    cmdline: str,
+) -> Path:
+    """The hybrid disk: MBR + mbr.bin, one active FAT16 0xEF partition with both loaders."""
+    payload = sum(path.stat().st_size for path in (kernel, initrd, bootx64)) + MIB // 4
+    partition_mib = -(-(payload + MIB) // MIB)
+    fat = work / "partition.fat"
+    _run(
+        [
+            tools["mkfs.vfat"],
+            "-C",
+            "-F",
+            "16",
+            "--invariant",  # fixed times and IDs; before -i, which it would override
+            "-i",
+            VOLUME_ID,
+            "-n",
+            VOLUME_LABEL,
+            fat,
+            str(partition_mib * 1024),
+        ]
+    )
+    copies = {kernel: "::/vmlinuz", initrd: "::/initrd.img", bootx64: "::/EFI/BOOT/BOOTX64.EFI"}
+    for name, text in _boot_configs(cmdline).items():
+        config = work / name.replace("/", "_")
+        config.write_text(text)
+        copies[config] = f"::/{name}"
+    _run([tools["mmd"], "-i", fat, "::/EFI", "::/EFI/BOOT", "::/loader", "::/loader/entries"])
+    for source, target in copies.items():
+        _run([tools["mcopy"], "-i", fat, source, target])
+    _run([syslinux, "--install", fat])
+
+    disk = work / RAW_NAME
+    with disk.open("wb") as f:
+        f.truncate(PARTITION_START + partition_mib * MIB + MIB)
+    sectors = partition_mib * MIB // 512
+    layout = (
+        f"label: dos\nlabel-id: {DISK_ID:#010x}\nunit: sectors\n"
+        f"start={PARTITION_START // 512}, size={sectors}, type=ef, bootable\n"
+    )
+    _run([tools["sfdisk"], "-q", "--no-reread", "--no-tell-kernel", disk], stdin=layout.encode())
+    with disk.open("r+b") as out, fat.open("rb") as src:
+        out.write(mbr.read_bytes()[:440])
+        out.seek(PARTITION_START)
+        shutil.copyfileobj(src, out, MIB)
+    return disk
+
+
+# --- cache and entry point ---------------------------------------------------------------------
+
+
+def _prune(cache_dir: Path, packages: Sequence[_Package], current: Path) -> None:
+    """Drop what this build no longer needs: every kernel update or recipe change leaves some.
+
+    Unpacked and downloaded packages other than the current ones go at once, images that no
+    run used for a week go too, and so do leftovers of builds that were killed midway.
+    """
+    wanted = {f"{package.name}_{package.sha256}" for package in packages}
+    for stale in (*(cache_dir / "pkgs").glob("*"), *(cache_dir / "debs").glob("*.deb")):
+        if stale.name.removesuffix(".deb") not in wanted:
+            _remove(stale)
+    os.utime(current / "manifest.json")
+    cutoff = time.time() - STALE_IMAGE_SECONDS
+    for image in (cache_dir / "images").iterdir():
+        if image != current and (image / "manifest.json").stat().st_mtime < cutoff:
+            _remove(image)
+    for leftover in cache_dir.glob(".build-*"):
+        _remove(leftover)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def _locked(cache_dir: Path) -> Iterator[None]:
+    """One builder at a time per cache directory (parallel test runs may share it)."""
+    with (cache_dir / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _host_versions(tools: Mapping[str, str]) -> dict[str, str]:
+    proc = subprocess.run(
+        [tools["dpkg-query"], "-W", "-f", "${Package}=${Version}\n", *HOST_PACKAGES],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+
+
+def _cache_key(packages: Sequence[_Package], host: Mapping[str, str], cmdline: str) -> str:
+    material = {
+        "recipe": _sha256(Path(__file__)),
+        "packages": {p.name: p.sha256 for p in packages},
+        "host": dict(host),
+        "cmdline": cmdline,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _cached(directory: Path) -> OsImage | None:
+    """The image in directory if its manifest still matches the files' bytes."""
+    manifest = directory / "manifest.json"
+    if not manifest.is_file():
+        return None
+    data = json.loads(manifest.read_text())
+    image = OsImage(**{**data, "raw": directory / data["raw"], "zst": directory / data["zst"]})
+    for path, size, digest in (
+        (image.raw, image.raw_size, image.raw_sha256),
+        (image.zst, image.zst_size, image.zst_sha256),
+    ):
+        if not path.is_file() or path.stat().st_size != size or _sha256(path) != digest:
+            return None
+    return image
+
+
+def build_os_image(cache_dir: Path, *, extra_cmdline: str = "") -> OsImage:
+    """Build the test OS image into cache_dir, or return the cached one built from the same inputs.
+
+    The key covers this recipe, the Debian packages' digests, the host tools' versions and the
+    command line, so a rerun is fast and a changed input rebuilds. Needs root (mknod
+    /dev/console) and apt lists that know the packages; downloads go into cache_dir/debs.
+    """
+    tools = _host_tools()
+    if os.geteuid() != 0:
+        raise MissingPrerequisite("building the test OS image needs root (mknod /dev/console)")
+    cmdline = f"{BASE_CMDLINE} {extra_cmdline}".strip()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(cache_dir):
+        packages = _resolve_packages(tools, cache_dir)
+        key = _cache_key(packages, _host_versions(tools), cmdline)
+        final = cache_dir / "images" / key
+        cached = _cached(final)
+        if cached is not None:
+            _prune(cache_dir, packages, final)
+            return cached
+        started = time.monotonic()
+        trees = {
+            p.name: _unpack(tools, cache_dir, p, _fetch_deb(tools, cache_dir, p)) for p in packages
+        }
+        kernel_tree = trees[packages[0].name]
+        (vmlinuz,) = (kernel_tree / "boot").glob("vmlinuz-*")
+        release = vmlinuz.name.removeprefix("vmlinuz-")
+
+        work = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".build-"))
+        try:
+            staging = work / "initramfs"
+            _stage_initramfs(staging, trees["busybox-static"] / "bin/busybox", kernel_tree, release)
+            initrd = work / "initrd.img"
+            initrd.write_bytes(_cpio_gz(tools, staging))
+            raw = _make_disk(
+                tools,
+                work,
+                kernel=vmlinuz,
+                initrd=initrd,
+                syslinux=trees["syslinux"] / "usr/bin/syslinux",
+                mbr=trees["syslinux-common"] / "usr/lib/syslinux/mbr/mbr.bin",
+                bootx64=trees["systemd-boot-efi"] / "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+                cmdline=cmdline,
+            )
+            out = work / "out"
+            out.mkdir()
+            raw = raw.replace(out / RAW_NAME)
+            zst = out / f"{RAW_NAME}.zst"
+            # A fixed thread count, so that any machine writes the same bytes.
+            _run([tools["zstd"], "-q", f"-{ZSTD_LEVEL}", "-T2", "--no-progress", raw, "-o", zst])
+            image = OsImage(
+                raw=raw,
+                zst=zst,
+                raw_sha256=_sha256(raw),
+                zst_sha256=_sha256(zst),
+                raw_size=raw.stat().st_size,
+                zst_size=zst.stat().st_size,
+                kernel_release=release,
+                cmdline=cmdline,
+                build_seconds=round(time.monotonic() - started, 2),
+            )
+            manifest = {**asdict(image), "raw": raw.name, "zst": zst.name}
+            (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            shutil.rmtree(final, ignore_errors=True)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            out.rename(final)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        built = _cached(final)
+        if built is None:
+            raise BuildError(f"the image just built in {final} does not match its manifest")
+        _prune(cache_dir, packages, final)
+        return built
+
+
+# --- booting it --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Boot:
+    """How a VM run ended: QEMU's exit code (None if it was killed at the timeout) and its log."""
+
+    returncode: int | None
+    seconds: float
+    log: str
+
+    @property
+    def powered_off(self) -> bool:
+        """The test OS reached its poweroff and QEMU exited by itself."""
+        return self.returncode == 0 and "OSIMG-POWEROFF" in self.log
+
+
+def firmware_args(workdir: Path, *, uefi: bool, firmware_log: bool = False) -> list[str]:
+    """QEMU arguments for SeaBIOS (QEMU's default) or OVMF with a private copy of its variables.
+
+    firmware_log sends the firmware's own console to the serial port as well.
+    """
+    args: list[str] = []
+    if firmware_log:
+        sercon = workdir / "sercon-port"
+        sercon.write_bytes(b"\xf8\x03")
+        args += ["-fw_cfg", f"name=etc/sercon-port,file={sercon}"]
+    if uefi:
+        for path in (OVMF_CODE, OVMF_VARS):
+            if not path.is_file():
+                raise MissingPrerequisite(f"{path} not found: install the Debian package ovmf")
+        variables = workdir / "OVMF_VARS_4M.fd"
+        shutil.copyfile(OVMF_VARS, variables)
+        args += [
+            "-drive",
+            f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            "-drive",
+            f"if=pflash,format=raw,unit=1,file={variables}",
+        ]
+    return args
+
+
+def boot_disk(
+    disk: Path,
+    workdir: Path,
+    *,
+    uefi: bool,
+    timeout: float = 120,
+    network: Sequence[str] = ("-nic", "none"),
+    disk_bus: str = "virtio",
+    firmware_log: bool = False,
+) -> Boot:
+    """Boot disk in QEMU (TCG, no reboot) until it exits or timeout; kill it at the timeout.
+
+    disk_bus is "virtio" (virtio-blk, /dev/vda) or "ide" (/dev/sda). QEMU may write to disk.
+    """
+    qemu = require_tool(QEMU, "qemu-system-x86")
+    log = workdir / f"serial-{'uefi' if uefi else 'bios'}-{time.monotonic_ns()}.log"
+    if disk_bus == "virtio":
+        drive = [
+            "-drive",
+            f"file={disk},format=raw,if=none,id=d0",
+            "-device",
+            "virtio-blk-pci,drive=d0",
+        ]
+    elif disk_bus == "ide":
+        drive = ["-drive", f"file={disk},format=raw,if=ide"]
+    else:
+        raise ValueError(f"unknown disk bus {disk_bus!r}")
+    argv = [
+        qemu,
+        "-accel",
+        "tcg",
+        "-machine",
+        "pc",
+        "-m",
+        "512",
+        "-smp",
+        "1",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        f"file:{log}",
+        "-no-reboot",
+        *firmware_args(workdir, uefi=uefi, firmware_log=firmware_log),
+        *drive,
+        *network,
+    ]
+    started = time.monotonic()
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        try:
+            _, stderr = proc.communicate(timeout=timeout)
+            returncode: int | None = proc.returncode
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, stderr = proc.communicate()
+            returncode = None
+    seconds = time.monotonic() - started
+    text = log.read_text(errors="replace") if log.exists() else ""
+    if stderr:
+        text += "\n--- qemu stderr ---\n" + stderr.decode(errors="replace")
+    return Boot(returncode, round(seconds, 2), text)
