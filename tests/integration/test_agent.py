@@ -29,9 +29,10 @@ from metalflow.agent.actions.image import image2disk
 from metalflow.agent.client import Client, Conflict, ProtocolError, Stopped
 from metalflow.agent.runner import Runner
 from metalflow.agent.system import System
+from metalflow.config import Settings
 from tests.integration.agent_http import Images, Script, scripted, serve
-from tests.integration.conftest import LiveServer, apply
-from tests.integration.manifests import machine_yaml
+from tests.integration.conftest import LiveServer, apply, start_server
+from tests.integration.manifests import machine_yaml, template_yaml
 
 MIB = 1 << 20
 SRC = Path(__file__).resolve().parents[2] / "src" / "metalflow"
@@ -432,6 +433,44 @@ def test_agent_zipapp_provisions_a_machine(
     assert machine["attributes"]["arch"] and "disks" in machine["attributes"]
     written = disk.read_bytes()
     assert written[: len(data)] == data and written[-MIB:] == bytes(MIB)
+
+
+def test_an_unknown_machine_discovers_itself_then_runs_its_workflow(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """No token: the agent registers the machine, waits for work, then runs it."""
+    server = start_server(settings.model_copy(update={"discovery": True}))
+    mac = "52:54:00:00:0d:99"
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text(
+        f"console=ttyS0 metalflow.url={server.url} metalflow.mac={mac} metalflow.discovery=1\n"
+    )
+    argv = [sys.executable, "-I", "-S", str(build_zipapp(tmp_path / "agent.pyz"))]
+    argv += ["--wait", "2", "--dry-run-power", "--cmdline", str(cmdline)]
+    agent = subprocess.Popen(argv, env={"PATH": os.environ["PATH"]}, stderr=subprocess.PIPE)
+    name = "discovered-525400000d99"
+    try:
+        with server.client() as api:
+            deadline = time.monotonic() + 60
+            while api.get(f"/api/v1/machines/{name}").status_code != 200:
+                assert agent.poll() is None, agent.stderr.read() if agent.stderr else ""
+                assert time.monotonic() < deadline, "the agent did not register the machine"
+                time.sleep(0.2)
+            machine = api.get(f"/api/v1/machines/{name}").json()
+            assert machine["state"] == "new"
+            assert machine["interfaces"][0]["mac"] == mac
+            reboot = {"name": "reboot", "image": "ghcr.io/tinkerbell/actions/reboot:latest"}
+            assert apply(api, template_yaml("os", [reboot])).status_code == 200
+            started = api.post(f"/api/v1/machines/{name}/provision", json={"template": "os"})
+            assert started.status_code == 201, started.text
+            assert agent.wait(timeout=60) == 0
+            assert api.get(f"/api/v1/machines/{name}").json()["state"] == "provisioned"
+            assert "arch" in api.get(f"/api/v1/machines/{name}").json()["attributes"]
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        server.stop()
 
 
 def test_agent_reports_a_failed_image_and_the_workflow_fails(

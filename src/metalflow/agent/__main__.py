@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from . import VERSION, hardware
-from .client import Client
+from .client import Client, ProtocolError
 from .cmdline import ConfigError, read_proc_cmdline, resolve
 from .runner import Runner, stderr_log
 from .system import System
@@ -22,8 +22,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="metalflow-agent",
         description="Run this machine's metalflow workflow. Unset options come from"
-        " METALFLOW_AGENT_URL/_TOKEN/_MAC/_MACHINE, then from metalflow.url=, metalflow.token=,"
-        " metalflow.mac= and metalflow.machine= on the kernel command line.",
+        " METALFLOW_AGENT_URL/_TOKEN/_MAC/_MACHINE/_DISCOVERY, then from metalflow.url=,"
+        " metalflow.token=, metalflow.mac=, metalflow.machine= and metalflow.discovery= on the"
+        " kernel command line. Without a token, metalflow.discovery=1 registers this machine.",
     )
     p.add_argument("--url", help="metalflow server, e.g. http://192.0.2.1:8080")
     p.add_argument("--token", help="the machine's agent token (mfa....)")
@@ -55,16 +56,28 @@ def main(argv: list[str] | None = None) -> int:
     log = stderr_log(machine=config.machine, mac=config.mac)
     attributes = hardware.collect(Path(args.root))
     client = Client(config.url, config.token, stop=threading.Event(), log=log)
-    runner = Runner(
-        client,
-        System(dry_run_power=args.dry_run_power),
-        attributes=attributes,
-        mac=config.mac,
-        wait=args.wait,
-        log=log,
-    )
+    mac = config.mac
     log(f"metalflow-agent {VERSION} talking to {config.url}")
     try:
+        if not config.token:
+            mac = mac or next(iter(hardware.macs_by_preference(attributes)), None)
+            if mac is None:
+                print("metalflow-agent: discovery needs a MAC: no NIC found", file=sys.stderr)
+                return 2
+            try:
+                found = client.discover(mac, attributes)
+            except ProtocolError as error:
+                print(f"metalflow-agent: discovery refused: {error}", file=sys.stderr)
+                return 2
+            log(f"discovered as machine {found['machine']} ({found['state']})")
+        runner = Runner(
+            client,
+            System(dry_run_power=args.dry_run_power),
+            attributes=attributes,
+            mac=mac,
+            wait=args.wait,
+            log=log,
+        )
         return runner.run()
     except KeyboardInterrupt:
         return 130

@@ -74,7 +74,8 @@ class Client:
     def _once(self, method: str, path: str, body: Any, timeout: float) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url + path, data=data, method=method)
-        request.add_header("Authorization", f"Bearer {self.token}")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
         request.add_header("User-Agent", f"metalflow-agent/{VERSION}")
         if data is not None:
             request.add_header("Content-Type", "application/json")
@@ -116,6 +117,13 @@ class Client:
                 self.log(f"{method} {path} failed ({error}); retrying in {pause:.1f}s")
                 if self.stop.wait(pause):
                     raise Stopped() from None
+
+    def discover(self, mac: str, attributes: dict[str, Any]) -> dict[str, Any]:
+        """Register this unknown machine; the token in the answer is used from then on."""
+        body = {"mac": mac, "attributes": attributes, "agent_version": VERSION}
+        _, result = self.request("POST", "/api/v1/agent/discover", body)
+        self.token = str(result["token"])
+        return dict(result)
 
     def hello(self, mac: str, attributes: dict[str, Any]) -> dict[str, Any]:
         body = {"mac": mac, "attributes": attributes, "agent_version": VERSION}

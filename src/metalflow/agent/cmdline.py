@@ -11,7 +11,8 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-KEYS = ("url", "token", "mac", "machine")
+KEYS = ("url", "token", "mac", "machine", "discovery")
+TRUE = ("1", "true", "yes", "on")
 PREFIX = "metalflow."
 ENV_PREFIX = "METALFLOW_AGENT_"
 
@@ -24,8 +25,10 @@ class ConfigError(ValueError):
 class Config:
     url: str
     token: str
+    """Empty when the machine boots for discovery: `discover` hands out its token."""
     mac: str | None = None
     machine: str | None = None
+    discovery: bool = False
 
 
 def parse_cmdline(text: str) -> dict[str, str]:
@@ -59,7 +62,8 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str], cmdline
     merged = parse_cmdline(cmdline)
     merged.update(from_environment(environ))
     merged.update({k: v for k, v in flags.items() if v})
-    for name in ("url", "token"):
+    discovery = merged.get("discovery", "").lower() in TRUE
+    for name in ("url",) if discovery else ("url", "token"):
         if not merged.get(name):
             raise ConfigError(
                 f"no {name}: pass --{name}, set {ENV_PREFIX}{name.upper()}, or boot with"
@@ -69,7 +73,11 @@ def resolve(flags: Mapping[str, str | None], environ: Mapping[str, str], cmdline
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"url {url!r} must start with http:// or https://")
     return Config(
-        url=url, token=merged["token"], mac=merged.get("mac"), machine=merged.get("machine")
+        url=url,
+        token=merged.get("token", ""),
+        mac=merged.get("mac"),
+        machine=merged.get("machine"),
+        discovery=discovery,
     )
 
 

@@ -60,6 +60,14 @@ def test_missing_token_names_every_way_to_set_it() -> None:
     assert "metalflow.token=" in message
 
 
+def test_a_discovery_boot_needs_no_token() -> None:
+    cmdline = "metalflow.url=http://h:1 metalflow.mac=52:54:00:00:00:01 metalflow.discovery=1"
+    config = resolve({}, {}, cmdline)
+    assert (config.token, config.discovery, config.mac) == ("", True, "52:54:00:00:00:01")
+    with pytest.raises(ConfigError, match="no token"):
+        resolve({}, {}, "metalflow.url=http://h:1 metalflow.discovery=0")
+
+
 def test_bad_url_is_refused() -> None:
     with pytest.raises(ConfigError, match="must start with http"):
         resolve({"url": "192.0.2.1:8080", "token": TOKEN}, {}, "")
