@@ -262,8 +262,7 @@ class TftpServer:
         message: str,
         reason: str,
     ) -> None:
-        if self._listener is not None:
-            self._listener.sendto(encode_error(code, message), client)
+        # Logged before the client can see the error: a log line never trails what it explains.
         log.info(
             "event=tftp.refused client=%s:%d file=%r code=%d reason=%r",
             *client,
@@ -271,6 +270,8 @@ class TftpServer:
             code,
             reason,
         )
+        if self._listener is not None:
+            self._listener.sendto(encode_error(code, message), client)
         self._report(
             TransferRecord(
                 client=client,
