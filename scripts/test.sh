@@ -19,9 +19,9 @@ fi
 # Real clients and peers for the boot-service tests (DHCP, TFTP, QEMU's iPXE ROM).
 mf_apt_ensure iproute2 isc-dhcp-client udhcpc busybox dnsmasq-base atftp tftp-hpa curl \
     ipxe qemu-system-x86 ipxe-qemu
-# The agent's disk actions, the install environment's cpio cross-check, the e2e test OS image
-# (FAT partition without mounting, syslinux/systemd-boot come as .debs) and UEFI firmware.
-mf_apt_ensure cpio zstd dosfstools mtools fdisk e2fsprogs util-linux ovmf
+# The agent's disk actions, the install environment's cpio and readelf cross-checks, the e2e
+# test OS image (FAT partition without mounting; syslinux/systemd-boot come as .debs), OVMF.
+mf_apt_ensure cpio zstd dosfstools mtools fdisk e2fsprogs util-linux ovmf binutils
 # Both are built from .debs that `apt-get download` fetches: it needs the package lists.
 ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || mf_as_root apt-get update -q >&2
 mf_ensure_venv

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
 
 import pytest
 
@@ -18,16 +17,10 @@ from tests.e2e.osimage import (
     build_os_image,
     require_tool,
 )
+from tests.prerequisites import unavailable
 
 CACHE_ENV = "METALFLOW_E2E_CACHE"
 DEFAULT_CACHE = Path("/tmp/metalflow-e2e-cache")
-
-
-def missing(message: str) -> NoReturn:
-    """Fail under CI, where the packages must be there; skip elsewhere."""
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message + " (skipped outside CI only)")
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +34,7 @@ def image_builder() -> Callable[[str], OsImage]:
             try:
                 built[extra_cmdline] = build_os_image(cache_dir, extra_cmdline=extra_cmdline)
             except MissingPrerequisite as exc:
-                missing(str(exc))
+                unavailable(str(exc))
         return built[extra_cmdline]
 
     return build
@@ -59,7 +52,7 @@ def qemu() -> None:
     try:
         require_tool(QEMU, "qemu-system-x86")
     except MissingPrerequisite as exc:
-        missing(str(exc))
+        unavailable(str(exc))
     for path in (OVMF_CODE, OVMF_VARS):
         if not path.is_file():
-            missing(f"{path} not found: install the Debian package ovmf")
+            unavailable(f"{path} not found: install the Debian package ovmf")

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import missing
 from tests.e2e.osimage import (
     DISK_ID,
     MARKER_FILE,
@@ -30,6 +29,7 @@ from tests.e2e.osimage import (
     boot_disk,
     require_tool,
 )
+from tests.prerequisites import unavailable
 
 BOOT_TIMEOUT = 120
 SLIRP_HOST = "10.0.2.2"  # QEMU user networking: the DHCP server id, which is the host's loopback
@@ -176,7 +176,9 @@ def metadata_server() -> Iterator[MetadataServer]:
     try:
         server = http.server.ThreadingHTTPServer(("127.0.0.1", METADATA_PORT), Handler)
     except OSError as exc:
-        missing(f"port {METADATA_PORT} on 127.0.0.1 is taken, the VM's phone-home needs it: {exc}")
+        unavailable(
+            f"port {METADATA_PORT} on 127.0.0.1 is taken, the VM's phone-home needs it: {exc}"
+        )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,28 +24,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.prerequisites import needs_root, needs_tool
+
 METALFLOW = str(Path(sys.executable).with_name("metalflow"))
 SERVER_IP = "192.0.2.1"
 _counter = itertools.count()
-
-
-def require(tool: str, package: str) -> str:
-    """The tool's path; without it fail under CI (skip only outside CI), naming the package."""
-    path = shutil.which(tool)
-    if path is None:
-        message = f"{tool} is missing: apt-get install {package} (scripts/test.sh installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message + " (skipped outside CI only)")
-    return path
-
-
-def require_root() -> None:
-    if os.geteuid() != 0:
-        message = "network namespace tests need root (run scripts/test.sh as root)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message + " (skipped outside CI only)")
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -217,8 +199,8 @@ class BootLab:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[BootLab]:
-    require_root()
-    require("ip", "iproute2")
+    needs_root("a network namespace test")
+    needs_tool("ip", "iproute2")
     boot_lab = BootLab(tmp_path)
     try:
         yield boot_lab

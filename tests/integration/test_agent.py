@@ -33,20 +33,10 @@ from metalflow.config import Settings
 from tests.integration.agent_http import Images, Script, scripted, serve
 from tests.integration.conftest import LiveServer, apply, start_server
 from tests.integration.manifests import machine_yaml, template_yaml
+from tests.prerequisites import needs_root, needs_tool, unavailable
 
 MIB = 1 << 20
 SRC = Path(__file__).resolve().parents[2] / "src" / "metalflow"
-
-
-def need(tool: str, package: str) -> str:
-    """The tool's path; without it, fail under CI (saying how to get it) or skip."""
-    path = shutil.which(tool)
-    if path:
-        return path
-    message = f"{tool} is not installed: apt-get install {package}"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message + " (skipped outside CI only)")
 
 
 def image_bytes(size: int = 3 * MIB + 12345) -> bytes:
@@ -61,10 +51,7 @@ def zstd_compress(data: bytes) -> bytes:
     except ImportError:
         tool = shutil.which("zstd")
         if tool is None:
-            message = "neither the zstandard module nor the zstd program is installed"
-            if os.environ.get("CI"):
-                pytest.fail(message + ": apt-get install zstd")
-            pytest.skip(message + " (skipped outside CI only)")
+            unavailable("neither the zstandard module nor zstd is installed: apt-get install zstd")
         return subprocess.run([tool, "-c"], input=data, capture_output=True, check=True).stdout
     compressed: bytes = zstandard.ZstdCompressor().compress(data)
     return compressed
@@ -266,13 +253,9 @@ def test_cexec_without_chroot_logs_output() -> None:
 def loop_fs(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
     """A loop device holding a fresh filesystem of the requested type."""
     fs_type, mkfs, package = request.param
-    if os.geteuid() != 0:
-        message = "writefile needs root for losetup and mount"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    losetup = need("losetup", "util-linux")
-    tool = need(mkfs, package)
+    needs_root("writefile (losetup and mount)")
+    losetup = needs_tool("losetup", "util-linux")
+    tool = needs_tool(mkfs, package)
     image = tmp_path / f"part.{fs_type}"
     with image.open("wb") as handle:
         handle.truncate(64 * MIB)
@@ -585,8 +568,8 @@ def copy_with_libraries(binary: str, root: Path) -> None:
 @pytest.mark.parametrize("loop_fs", [("ext4", "mkfs.ext4", "e2fsprogs")], indirect=True)
 def test_cexec_in_a_chroot_on_a_loop_device(loop_fs: tuple[str, str], tmp_path: Path) -> None:
     device, fs_type = loop_fs
-    busybox = need("busybox", "busybox")
-    need("ldd", "libc-bin")
+    busybox = needs_tool("busybox", "busybox")
+    needs_tool("ldd", "libc-bin")
     root = tmp_path / "root"
     root.mkdir()
     subprocess.run(["mount", "-t", fs_type, device, str(root)], check=True)
@@ -656,8 +639,8 @@ def test_agent_restarted_mid_action_continues_the_same_attempt(
 
 
 def test_partition_then_format_a_disk_file(tmp_path: Path) -> None:
-    sfdisk = need("sfdisk", "fdisk")
-    need("mkfs.ext4", "e2fsprogs")
+    sfdisk = needs_tool("sfdisk", "fdisk")
+    needs_tool("mkfs.ext4", "e2fsprogs")
     disk = garbage_disk(tmp_path / "disk", 64 * MIB)
     layout = "size=16MiB, type=uefi, name=esp\ntype=linux, name=root\n"
     ctx, lines = ctx_for({"DEST_DISK": str(disk), "PARTITIONS": layout}, "partition")

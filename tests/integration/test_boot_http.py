@@ -4,7 +4,6 @@ are served with Range and ETag, nothing outside the boot tree is reachable."""
 from __future__ import annotations
 
 import http.client
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from metalflow.config import Settings
 from metalflow.errors import MetalflowError
 from tests.integration.conftest import AgentClient, LiveServer, apply, start_server
 from tests.integration.manifests import TINKERBELL_STACK, machine_yaml, simple_template
+from tests.prerequisites import unavailable
 
 MAC = "52:54:00:aa:00:01"
 SYSTEM_IPXE = Path("/usr/lib/ipxe/undionly.kpxe")
@@ -396,10 +396,7 @@ def test_install_files_with_range_and_events(
 def test_system_ipxe_binaries(serve: Callable[..., LiveServer]) -> None:
     """Debian's ipxe package, as `metalflow up` serves it by default."""
     if not SYSTEM_IPXE.is_file():
-        message = f"{SYSTEM_IPXE} is missing: apt-get install ipxe"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message + " (skipped outside CI only)")
+        unavailable(f"{SYSTEM_IPXE} is missing: apt-get install ipxe")
     live = serve(ipxe_dir=SYSTEM_IPXE.parent, boot_dir=None)
     with httpx.Client(base_url=live.url) as boot:
         response = boot.get("/boot/assets/undionly.kpxe")

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.bootlab import SERVER_IP, BootLab, Host, Metalflow, require, wait_for
+from tests.integration.bootlab import SERVER_IP, BootLab, Host, Metalflow, wait_for
 from tests.integration.manifests import simple_template
+from tests.prerequisites import needs_tool
 
 pytestmark = pytest.mark.usefixtures("lab")
 PXE_CLIENT = str(Path(__file__).with_name("pxe_client.py"))
@@ -58,7 +59,7 @@ def provision(metalflow: Metalflow, name: str) -> None:
 
 def udhcpc(host: Host, tmp: Path, *extra: str) -> dict[str, str]:
     """One busybox udhcpc run (-q: quit once bound); the options it was given, by name."""
-    require("udhcpc", "udhcpc")
+    needs_tool("udhcpc", "udhcpc")
     script = tmp / "udhcpc.sh"
     script.write_text(UDHCPC_SCRIPT)
     script.chmod(0o755)
@@ -104,7 +105,7 @@ def events(metalflow: Metalflow, name: str) -> list[dict[str, Any]]:
 def test_reservation_gives_dhclient_and_udhcpc_the_machine_address_and_options(
     lab: BootLab, tmp_path: Path
 ) -> None:
-    dhclient = require("dhclient", "isc-dhcp-client")
+    dhclient = needs_tool("dhclient", "isc-dhcp-client")
     metalflow = lab.metalflow()
     first, second = lab.host("52:54:00:aa:00:01"), lab.host("52:54:00:aa:00:02")
     apply(
@@ -238,7 +239,7 @@ def test_interface_without_pxe_gets_an_address_and_no_boot_file(lab: BootLab) ->
 
 
 def test_proxy_mode_beside_dnsmasq(lab: BootLab, tmp_path: Path) -> None:
-    dnsmasq = require("dnsmasq", "dnsmasq-base")
+    dnsmasq = needs_tool("dnsmasq", "dnsmasq-base")
     site = lab.host("52:54:00:ee:00:01")
     site.set_address("192.0.2.2/24")
     site.popen(

@@ -7,7 +7,6 @@ second or two; the builder itself decides whether inputs changed.
 from __future__ import annotations
 
 import gzip
-import os
 import re
 import shutil
 import stat
@@ -21,32 +20,19 @@ import pytest
 from metalflow import installenv
 from metalflow.installenv import BuildResult, build
 from metalflow.installenv.init import BUSYBOX_APPLETS
+from tests.prerequisites import needs_tool
 from tests.unit.installenv.newc import Member, read_newc
+from tests.unit.installenv.test_modules import VIRTIO_ORDER
 
 STABLE_DIR = Path(tempfile.gettempdir()) / "metalflow-installenv-test"
 MAX_INITRD = 15_000_000
 BOOT_TIMEOUT = 180
-VIRTIO_ORDER = [
-    "virtio_ring",
-    "virtio_pci_modern_dev",
-    "virtio_pci_legacy_dev",
-    "virtio",
-    "virtio_pci",
-    "failover",
-    "net_failover",
-    "virtio_net",
-    "virtio_blk",
-]
 STAND_IN_MAIN = "def main() -> int:\n    print('stand-in agent')\n    return 0\n"
 
 
 def require(*tools: str, package: str) -> None:
-    missing = [tool for tool in tools if shutil.which(tool) is None]
-    if missing:
-        message = f"{', '.join(missing)} not found: apt-get install {package}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message + " (skipped outside CI only)")
+    for tool in tools:
+        needs_tool(tool, package)
 
 
 def stand_in_agent(root: Path, main: str = STAND_IN_MAIN) -> Path:
@@ -77,7 +63,7 @@ def test_build_outputs(built: BuildResult) -> None:
     assert 0 < built.size_bytes < MAX_INITRD
     assert built.size_bytes == built.initrd_path.stat().st_size
     assert built.kernel_path.read_bytes()[0x202:0x206] == b"HdrS"  # x86 boot protocol header
-    assert [name for name in built.modules if name in VIRTIO_ORDER] == VIRTIO_ORDER
+    assert tuple(name for name in built.modules if name in VIRTIO_ORDER) == VIRTIO_ORDER
     assert {"libc6", "libssl3", "zlib1g", "busybox-static"} <= set(built.packages)
 
 

@@ -7,8 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.integration.bootlab import BootLab, Metalflow, require, wait_for
+from tests.integration.bootlab import BootLab, Metalflow, wait_for
 from tests.integration.manifests import simple_template
+from tests.prerequisites import needs_tool
 
 MAC = "52:54:00:12:34:56"
 
@@ -20,7 +21,7 @@ def kinds(metalflow: Metalflow, name: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_ipxe_rom_gets_address_script_kernel_and_initrd(lab: BootLab, tmp_path: Path) -> None:
-    qemu = require("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu")
+    qemu = needs_tool("qemu-system-x86_64", "qemu-system-x86 ipxe-qemu")
     kernel, initrd = tmp_path / "vmlinuz", tmp_path / "initrd.img"
     kernel.write_bytes(b"not a kernel" * 1000)
     initrd.write_bytes(b"\x00" * 4096)

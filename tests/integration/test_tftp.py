@@ -7,9 +7,7 @@ tftp-hpa's client exits 0 even after an ERROR, so its output is checked instead.
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +19,10 @@ import pytest
 from metalflow.boot.tftp.server import READ_ONLY_MESSAGE
 from metalflow.boot.tftp.session import Outcome
 from metalflow.boot.tftp.tree import VirtualTree
+from tests.prerequisites import needs_tool
 from tests.unit.boot.tftp import ServerThread, require_ipxe, wait_until
 
-INSTALL_HINT = "apt-get install atftp tftp-hpa curl"
+CLIENT_PACKAGES = {"curl": "curl", "atftp": "atftp", "tftp": "tftp-hpa"}
 IPXE = Path("/usr/lib/ipxe/undionly.kpxe")
 CURL_NOT_FOUND = 68
 CURL_ACCESS_VIOLATION = 69
@@ -40,14 +39,7 @@ NAMES = ["big.bin", "small.bin", "exact.bin", "empty.bin"]
 
 
 def require(tool: str) -> str:
-    """The client's path; missing fails in CI (the image must have it) and skips elsewhere."""
-    path = shutil.which(tool)
-    if path is None:
-        message = f"{tool} is not installed: {INSTALL_HINT}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message + " (skipped outside CI only)")
-    return path
+    return needs_tool(tool, CLIENT_PACKAGES[tool])
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -14,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metalflow.installenv import cpio
+from tests.prerequisites import needs_tool
 from tests.unit.installenv.newc import read_newc
 
 
@@ -104,13 +104,7 @@ def test_output_does_not_depend_on_input_order(tree: dict[str, bytes], rng: Rand
 
 
 def gnu_cpio() -> str:
-    path = shutil.which("cpio")
-    if path is None:
-        message = "GNU cpio is not installed: apt-get install cpio"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message + " (skipped outside CI only)")
-    return path
+    return needs_tool("cpio", "cpio")
 
 
 def test_gnu_cpio_lists_and_extracts_the_archive(tmp_path: Path) -> None:

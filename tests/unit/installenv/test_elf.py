@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from metalflow.installenv import elf
+from tests.prerequisites import needs_tool
 from tests.unit.installenv.elfbuild import make_elf
 
 names = st.text(alphabet="abcdefgh_.", min_size=1, max_size=10).filter(lambda n: n != ".shstrtab")
@@ -60,9 +60,9 @@ def test_32_bit_files_are_refused() -> None:
         elf.sections(b"\x7fELF\x01\x01" + b"\0" * 60)
 
 
-@pytest.mark.skipif(shutil.which("readelf") is None, reason="needs binutils' readelf to compare")
 def test_needed_agrees_with_readelf() -> None:
     binary = Path(sys.executable).resolve()
-    out = subprocess.run(["readelf", "-d", str(binary)], capture_output=True, text=True).stdout
+    readelf = needs_tool("readelf", "binutils")
+    out = subprocess.run([readelf, "-d", str(binary)], capture_output=True, text=True).stdout
     expected = [line.split("[")[1].rstrip("]") for line in out.splitlines() if "(NEEDED)" in line]
     assert elf.needed(binary.read_bytes()) == expected

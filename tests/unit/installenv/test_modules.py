@@ -59,19 +59,23 @@ def test_parse_builtin() -> None:
     assert modules.parse_builtin(text) == {"ext4", "nvme_core"}
 
 
+VIRTIO_ORDER = (
+    "virtio_ring",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+    "virtio_blk",
+)
+"""The load order of the cloud kernel's virtio modules (../shared/notes/netboot-lab.md)."""
+
+
 def test_virtio_load_order_matches_the_lab_notes() -> None:
     result = modules.resolve(["virtio_pci", "virtio_net", "virtio_blk"], VIRTIO, [])
-    assert result.order == (
-        "virtio_ring",
-        "virtio_pci_modern_dev",
-        "virtio_pci_legacy_dev",
-        "virtio",
-        "virtio_pci",
-        "failover",
-        "net_failover",
-        "virtio_net",
-        "virtio_blk",
-    )
+    assert result.order == VIRTIO_ORDER
     assert result.missing == () and result.builtin == ()
 
 

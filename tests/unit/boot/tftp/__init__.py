@@ -4,7 +4,6 @@ on its own event loop thread (pytest-asyncio is not used), and a small blocking 
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import struct
 import threading
@@ -14,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-
 from metalflow.boot.tftp.server import TftpServer, TransferRecord
 from metalflow.boot.tftp.session import BLOCK_NUMBERS, ErrorCode, Opcode
 from metalflow.boot.tftp.tree import VirtualTree
+from tests.prerequisites import unavailable
 
 T = TypeVar("T")
 IPXE_DIR = Path("/usr/lib/ipxe")
@@ -28,10 +26,7 @@ def require_ipxe() -> Path:
     """Debian's iPXE binaries; missing fails under CI (scripts/test.sh installs them), skips
     only outside it."""
     if not (IPXE_DIR / "undionly.kpxe").is_file():
-        message = f"{IPXE_DIR}/undionly.kpxe is missing: apt-get install ipxe"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message + " (skipped outside CI only)")
+        unavailable(f"{IPXE_DIR}/undionly.kpxe is missing: apt-get install ipxe")
     return IPXE_DIR
 
 
