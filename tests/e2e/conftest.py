@@ -15,9 +15,8 @@ from tests.e2e.osimage import (
     MissingPrerequisite,
     OsImage,
     build_os_image,
-    require_tool,
 )
-from tests.prerequisites import unavailable
+from tests.prerequisites import needs_tool, unavailable
 
 CACHE_ENV = "METALFLOW_E2E_CACHE"
 DEFAULT_CACHE = Path("/tmp/metalflow-e2e-cache")
@@ -49,10 +48,7 @@ def os_image(image_builder: Callable[[str], OsImage]) -> OsImage:
 @pytest.fixture(scope="session")
 def qemu() -> None:
     """QEMU and OVMF are present (their absence fails under CI)."""
-    try:
-        require_tool(QEMU, "qemu-system-x86")
-    except MissingPrerequisite as exc:
-        unavailable(str(exc))
+    needs_tool(QEMU, "qemu-system-x86")
     for path in (OVMF_CODE, OVMF_VARS):
         if not path.is_file():
             unavailable(f"{path} not found: install the Debian package ovmf")

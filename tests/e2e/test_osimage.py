@@ -27,9 +27,8 @@ from tests.e2e.osimage import (
     Boot,
     OsImage,
     boot_disk,
-    require_tool,
 )
-from tests.prerequisites import unavailable
+from tests.prerequisites import needs_tool, unavailable
 
 BOOT_TIMEOUT = 120
 SLIRP_HOST = "10.0.2.2"  # QEMU user networking: the DHCP server id, which is the host's loopback
@@ -81,7 +80,7 @@ def test_image_is_a_hybrid_mbr_disk_with_one_active_esp(os_image: OsImage) -> No
     assert boot_sector[43:54] == VOLUME_LABEL.ljust(11).encode()
 
     listing = subprocess.run(
-        [require_tool("mdir", "mtools"), "-i", f"{os_image.raw}@@1M", "-/", "-a", "-b", "::/"],
+        [needs_tool("mdir", "mtools"), "-i", f"{os_image.raw}@@1M", "-/", "-a", "-b", "::/"],
         capture_output=True,
         text=True,
         check=True,
@@ -105,7 +104,7 @@ def test_compressed_copy_and_digests_match(os_image: OsImage) -> None:
     assert os_image.zst.stat().st_size == os_image.zst_size < os_image.raw_size
     assert hashlib.sha256(os_image.zst.read_bytes()).hexdigest() == os_image.zst_sha256
     unpacked = subprocess.run(
-        [require_tool("zstd", "zstd"), "-dc", os_image.zst], capture_output=True, check=True
+        [needs_tool("zstd", "zstd"), "-dc", os_image.zst], capture_output=True, check=True
     ).stdout
     assert hashlib.sha256(unpacked).hexdigest() == os_image.raw_sha256
 
@@ -132,7 +131,7 @@ def test_shows_the_marker_file_of_its_boot_partition(
     marker = tmp_path / MARKER_FILE
     marker.write_text(contents + "\n")
     subprocess.run(
-        [require_tool("mcopy", "mtools"), "-i", f"{disk}@@1M", marker, f"::/{MARKER_FILE}"],
+        [needs_tool("mcopy", "mtools"), "-i", f"{disk}@@1M", marker, f"::/{MARKER_FILE}"],
         check=True,
         env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
     )
