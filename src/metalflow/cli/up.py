@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from metalflow import installenv
 from metalflow.boot.dhcp.network import DhcpMode
 from metalflow.boot.errors import BootSetupError
 from metalflow.cli.context import cli_context
@@ -147,8 +148,6 @@ def up(
         settings = Settings(**{key: value for key, value in given.items() if value is not None})
     except ValidationError as exc:
         raise CliError(settings_error(exc), ExitCode.BAD_INPUT) from None
-    from metalflow import installenv  # imported here, as serve is: other commands need neither
-
     if settings.kernel is None and settings.initrd is None:
         found = installenv.built(settings.data_dir)
         if found is not None:
