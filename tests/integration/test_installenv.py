@@ -20,6 +20,7 @@ import pytest
 from metalflow import installenv
 from metalflow.installenv import BuildResult, build
 from metalflow.installenv.init import BUSYBOX_APPLETS
+from metalflow.installenv.tools import TOOLS
 from tests.prerequisites import needs_tool
 from tests.unit.installenv.newc import Member, read_newc
 from tests.unit.installenv.test_modules import VIRTIO_ORDER
@@ -89,6 +90,10 @@ def test_initramfs_contents(built: BuildResult, tmp_path: Path) -> None:
     assert not [name for name in members if "__pycache__" in name or "/test/" in name]
     assert not [name for name in members if name.startswith("usr/lib/python3.11/tkinter")]
     assert f"usr/lib/modules/{built.kernel_version}/kernel/drivers/net/virtio_net.ko" in members
+    for tool in TOOLS:
+        assert members[f"usr/sbin/{tool.name}"].mode == stat.S_IFREG | 0o755
+        for alias in tool.aliases:
+            assert members[f"usr/sbin/{alias}"].data == tool.name.encode()
     busybox = tmp_path / "busybox"
     busybox.write_bytes(members["usr/bin/busybox"].data)
     busybox.chmod(0o755)
@@ -174,6 +179,7 @@ def assert_selftest_passed(result: BuildResult, serial: str) -> None:
     assert ok is not None, serial[-3000:]
     assert int(ok.group(1)) > 100, "the CA bundle is missing or not where OpenSSL looks"
     assert "metalflow-init: agent ok" in serial, serial[-3000:]
+    assert "metalflow-init: tools checked" in serial, serial[-3000:]
     assert "FAILED" not in serial, serial[-3000:]
     assert "Kernel panic" not in serial
 

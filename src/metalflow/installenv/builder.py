@@ -27,7 +27,7 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from metalflow.installenv import agent, cpio, debs, elf, init, modules, python, rootfs
+from metalflow.installenv import agent, cpio, debs, elf, init, modules, python, rootfs, tools
 from metalflow.installenv.errors import InstallEnvError
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,13 @@ def build(
 
     base.mkdir(parents=True, exist_ok=True)
     with _staging(base) as staging:
-        names = [kernel_name, BUSYBOX_PACKAGE, CA_PACKAGE, *python.PYTHON_PACKAGES]
+        names = [
+            kernel_name,
+            BUSYBOX_PACKAGE,
+            CA_PACKAGE,
+            *python.PYTHON_PACKAGES,
+            *tools.packages(),
+        ]
         packages = _fetch(names, target, base / "cache" / "debs", staging)
         result = _assemble(
             staging, packages, target, kernel, agent_zip, compression, builder, out_dir
@@ -236,14 +242,39 @@ def _python_root(root: Path) -> Path:
 
 
 def _elf_roots(root: Path) -> list[str]:
-    """The interpreter and the extension modules that stay after pruning."""
+    """The interpreter, the extension modules that stay after pruning and the action tools."""
     stdlib = _python_root(root)
     roots = [f"usr/bin/python{python.PYTHON_VERSION}"]
     if (stdlib / "lib-dynload").is_dir():
         for path in sorted((stdlib / "lib-dynload").iterdir()):
             if python.keep_stdlib(PurePosixPath(path.relative_to(stdlib).as_posix())):
                 roots.append(path.relative_to(root).as_posix())
+    roots += [found.as_posix() for _, found in _located_tools(root) if found is not None]
     return roots
+
+
+def _located_tools(root: Path) -> list[tuple[tools.Tool, PurePosixPath | None]]:
+    return [
+        (tool, tools.locate(tool, lambda path: rootfs.resolve_in_root(root, path) is not None))
+        for tool in tools.TOOLS
+    ]
+
+
+def _tool_entries(root: Path) -> list[cpio.Entry]:
+    entries: list[cpio.Entry] = []
+    for tool, found in _located_tools(root):
+        entry = (
+            None if found is None else _file_entry(root, found, f"{tools.INSTALL_DIR}/{tool.name}")
+        )
+        if entry is None:
+            raise InstallEnvError(
+                f"the package {tool.package} has no {tool.name}; delete the cache and retry"
+            )
+        entries.append(entry)
+        entries += [
+            cpio.symlink(f"{tools.INSTALL_DIR}/{alias}", tool.name) for alias in tool.aliases
+        ]
+    return entries
 
 
 def _kernel_version(root: Path) -> str:
@@ -427,6 +458,7 @@ def _assemble(
         *_busybox_entries(root),
         *_ca_entries(root),
         *_python_entries(root, libraries, target, staging / "bytecode"),
+        *_tool_entries(root),
         *module_entries,
         cpio.file("init", init.render_init(init.InitConfig(module_paths)).encode(), 0o755),
         cpio.file(init.AGENT_PATH.lstrip("/"), agent_zip),

@@ -11,6 +11,8 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from metalflow.installenv import tools
+
 AGENT_PATH = "/usr/lib/metalflow/agent.pyz"
 UDHCPC_SCRIPT = "/usr/share/udhcpc/default.script"
 PREFIX = "metalflow-init:"
@@ -43,8 +45,10 @@ BUSYBOX_APPLETS = (
     "sh",
     "ash",
     "awk",
+    "blockdev",
     "cat",
     "chmod",
+    "chroot",
     "cp",
     "cttyhack",
     "cut",
@@ -238,6 +242,12 @@ if [ "$selftest" = 1 ]; then
     say "selftest"
     python3 -c {selftest} || say "selftest FAILED: python3 does not start"
     python3 -c {agent_check} || say "selftest FAILED: the agent does not import"
+    for tool in {" ".join(shlex.quote(c) for c in tools.selftest_commands())}; do
+        $tool >/dev/null 2>&1
+        status=$?
+        [ "$status" -lt 126 ] || say "selftest FAILED: $tool exits $status (missing library?)"
+    done
+    say "tools checked"
     say "selftest done, powering off"
     sync
     poweroff -f

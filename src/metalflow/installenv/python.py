@@ -160,5 +160,15 @@ SONAME_PACKAGES: dict[str, str] = {
     "libuuid.so.1": "libuuid1",
     "libmpdec.so.3": "libmpdec3",
     "libzstd.so.1": "libzstd1",
+    "liblz4.so.1": "liblz4-1",
+    "libfdisk.so.1": "libfdisk1",
+    "libsmartcols.so.1": "libsmartcols1",
+    "libblkid.so.1": "libblkid1",
+    "libtinfo.so.6": "libtinfo6",
+    "libreadline.so.8": "libreadline8",
+    "libext2fs.so.2": "libext2fs2",
+    "libcom_err.so.2": "libcom-err2",
+    "libe2p.so.2": "libext2fs2",
 }
-"""Debian 12 package shipping each soname the kept files need; the build fails naming any other."""
+"""Debian 12 package shipping each soname the kept files and tools need; the build fails
+naming any other."""

@@ -2,9 +2,9 @@
 reboot, poweroff with the environment variables of Tinkerbell's hub actions; partition and
 format (which the hub lacks as separate actions) with variables named in the same style.
 
-mount/umount/wipefs/chroot/kexec are called as programs (through ``Context.system``):
-the stdlib has no mount(2) binding, and ctypes calls into libc would tie the agent to one
-libc and still need the same privileges.
+mount/umount/wipefs/chroot are called as programs (through ``Context.system``): the stdlib
+has no mount(2) binding, and ctypes calls into libc would tie the agent to one libc and still
+need the same privileges. kexec is two plain system calls (see ``system.py``).
 """
 
 from __future__ import annotations
@@ -176,20 +176,22 @@ def kexec(ctx: Context) -> After:
     kernel = ctx.require("KERNEL_PATH", "/boot/vmlinuz")
     initrd = ctx.optional("INITRD_PATH")
     cmdline = ctx.optional("CMD_LINE")
-    tool = ctx.need_tool("kexec", "kexec-tools")
     with mounted(ctx, device, fs_type) as root:
-        argv = [tool, "-l", inside(root, kernel)]
-        if initrd:
-            argv.append(f"--initrd={inside(root, initrd)}")
-        argv.append(f"--command-line={cmdline}")
-        for path in argv[2:3] + ([inside(root, initrd)] if initrd else []):
+        paths = [inside(root, kernel), *([inside(root, initrd)] if initrd else [])]
+        for path in paths:
             if not os.path.isfile(path):
                 raise ActionError(
                     f"kexec: {path[len(root) :]} is not a file on {device}; check KERNEL_PATH"
                     " and INITRD_PATH",
                     exit_code=2,
                 )
-        ctx.run(*argv)
+        try:
+            ctx.system.kexec_load(paths[0], paths[1] if initrd else None, cmdline or "", ctx.log)
+        except OSError as error:
+            raise ActionError(
+                f"kexec: the kernel refused to load {kernel}: {error} (it needs"
+                " CONFIG_KEXEC_FILE, and under Secure Boot a signed kernel)"
+            ) from None
     return lambda: ctx.system.kexec(ctx.log)
 
 

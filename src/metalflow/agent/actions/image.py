@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import fcntl
 import hashlib
 import http.client
 import importlib
@@ -17,6 +18,7 @@ import lzma
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -34,6 +36,8 @@ CHUNK = 1 << 20
 WRITE_BUFFER = 4 << 20
 MIB = 1 << 20
 WIPE_BYTES = 1 << 20
+BLKRRPART = 0x125F
+"""ioctl: re-read the partition table, so the image's partitions appear as devices."""
 RESUMES = 5
 RETRY_PAUSE = 1.0
 READ_TIMEOUT = 60.0
@@ -395,9 +399,20 @@ def image2disk(ctx: Context) -> None:
     try:
         written = _stream(ctx, url, fd, size, want_compressed, expected, dest)
         os.fsync(fd)
+        if stat.S_ISBLK(os.fstat(fd).st_mode):
+            _reread_partitions(ctx, fd, dest)
     finally:
         os.close(fd)
     ctx.log(f"wrote {written} bytes to {dest}")
+
+
+def _reread_partitions(ctx: Context, fd: int, dest: str) -> None:
+    """Without this the kernel keeps the old disk's partitions until a reboot, and a writefile
+    to the new image's first partition would see the wrong (or no) filesystem."""
+    try:
+        fcntl.ioctl(fd, BLKRRPART)
+    except OSError as error:
+        ctx.log(f"note: the kernel did not re-read the partition table of {dest}: {error}")
 
 
 def _stream(
