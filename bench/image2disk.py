@@ -432,14 +432,14 @@ def decoder() -> str:
 
 def versions() -> str:
     found = [f"Python {sys.version.split()[0]}", f"metalflow {metalflow.__version__}"]
-    for argv, pattern in (
-        (["curl", "--version"], r"curl \S+"),
-        (["zstd", "-V"], r"v\d+\.\d+\.\d+"),
-        (["dd", "--version"], r"dd \(coreutils\) \S+"),
+    for name, argv, pattern in (
+        ("curl", ["curl", "--version"], r"curl (\S+)"),
+        ("zstd", ["zstd", "-V"], r"v(\d+\.\d+\.\d+)"),
+        ("dd (coreutils)", ["dd", "--version"], r"dd \(coreutils\) (\S+)"),
     ):
         match = re.search(pattern, sh(*argv, check=False).stdout)
-        found.append(match.group(0) if match else f"{argv[0]} ?")
-    return "; ".join(f"zstd {v}" if v.startswith("v") else v for v in found)
+        found.append(f"{name} {match.group(1) if match else '?'}")
+    return "; ".join(found)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

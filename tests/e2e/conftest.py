@@ -8,14 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.osimage import (
-    OVMF_CODE,
-    OVMF_VARS,
-    QEMU,
-    MissingPrerequisite,
-    OsImage,
-    build_os_image,
-)
+from metalflow.sandbox.osimage import MissingPrerequisite, OsImage, build_os_image
+from metalflow.sandbox.vm import OVMF_CODE, OVMF_VARS, QEMU
 from tests.prerequisites import needs_tool, unavailable
 
 CACHE_ENV = "METALFLOW_E2E_CACHE"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.osimage import (
+from metalflow.sandbox.osimage import (
     DISK_ID,
     MARKER_FILE,
     PARTITION_START,

@@ -1,11 +1,12 @@
-"""A tiny real OS disk image for the end-to-end tests, and a way to boot it in QEMU.
+"""A tiny real OS disk image, the one `metalflow sandbox` installs and the end-to-end tests watch.
 
-The image is what metalflow's agent writes to a VM's disk (image2disk); the tests then watch the VM
-boot it. One MBR disk with one active FAT16 partition of type 0xEF boots under both BIOS (syslinux)
-and UEFI (systemd-boot at \\EFI\\BOOT\\BOOTX64.EFI); both load the same Debian cloud kernel and a
-busybox initramfs whose /init reports on ttyS0 and powers the VM off. Recipe and measurements:
-shared/notes/test-os-image.md. Everything is built in files (mkfs.vfat -C, mtools, sfdisk on a
-file): no mount, no loop device. The Debian packages are downloaded and unpacked, never installed.
+The image is what metalflow's agent writes to a VM's disk (image2disk); the VM then boots it.
+One MBR disk with one active FAT16 partition of type 0xEF boots under both BIOS (syslinux) and
+UEFI (systemd-boot at \\EFI\\BOOT\\BOOTX64.EFI); both load the same Debian cloud kernel and a
+busybox initramfs whose /init reports on ttyS0 and powers the VM off (shared/notes/test-os-image.md
+has the recipe and the measurements). Everything is built in files (mkfs.vfat -C, mtools, sfdisk
+on a file): no mount, no loop device. The Debian packages are downloaded and unpacked, never
+installed.
 
 Lines the test OS prints on the serial console (one per line):
   OSIMG-BOOTED cmdline=...                 after the virtio modules are loaded
@@ -36,6 +37,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from metalflow.sandbox.vm import QEMU, firmware_args
 
 # Fixed values so that the same inputs give the same bytes.
 SOURCE_DATE_EPOCH = 1735689600  # 2025-01-01T00:00:00Z
@@ -89,10 +92,6 @@ HOST_TOOLS = {
 }
 # Their versions go into the cache key: a different mkfs or mtools may lay out other bytes.
 HOST_PACKAGES = ("dosfstools", "mtools", "fdisk", "cpio", "zstd")
-
-QEMU = "qemu-system-x86_64"
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
 
 class MissingPrerequisite(RuntimeError):
@@ -752,31 +751,6 @@ class Boot:
     def powered_off(self) -> bool:
         """The test OS reached its poweroff and QEMU exited by itself."""
         return self.returncode == 0 and "OSIMG-POWEROFF" in self.log
-
-
-def firmware_args(workdir: Path, *, uefi: bool, firmware_log: bool = False) -> list[str]:
-    """QEMU arguments for SeaBIOS (QEMU's default) or OVMF with a private copy of its variables.
-
-    firmware_log sends the firmware's own console to the serial port as well.
-    """
-    args: list[str] = []
-    if firmware_log:
-        sercon = workdir / "sercon-port"
-        sercon.write_bytes(b"\xf8\x03")
-        args += ["-fw_cfg", f"name=etc/sercon-port,file={sercon}"]
-    if uefi:
-        for path in (OVMF_CODE, OVMF_VARS):
-            if not path.is_file():
-                raise MissingPrerequisite(f"{path} not found: install the Debian package ovmf")
-        variables = workdir / "OVMF_VARS_4M.fd"
-        shutil.copyfile(OVMF_VARS, variables)
-        args += [
-            "-drive",
-            f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
-            "-drive",
-            f"if=pflash,format=raw,unit=1,file={variables}",
-        ]
-    return args
 
 
 def boot_disk(

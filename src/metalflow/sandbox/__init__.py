@@ -1,0 +1,1 @@
+"""`metalflow sandbox`: a boot network, VMs and metalflow on one machine, provisioned end to end."""
