@@ -189,7 +189,7 @@ def open_target(args: argparse.Namespace, workdir: Path, image_size: int) -> tup
         path, kind = str(backing), "file"
         if args.loop:
             loop = sh("losetup", "--find", "--show", path).stdout.strip()
-            path, kind = loop, f"loop device on a {filesystem(str(backing))} file"
+            path, kind = loop, f"loop device, backing file on {filesystem(str(backing))}"
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.lseek(fd, 0, os.SEEK_END)

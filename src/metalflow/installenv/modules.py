@@ -24,7 +24,8 @@ MODULE_SUFFIXES = (".ko", ".ko.xz")
 STORAGE = ("virtio_blk", "virtio_scsi", "sd_mod", "nvme")
 NETWORK = ("virtio_net",)
 BUS = ("virtio_pci",)
-FILESYSTEMS = ("vfat", "nls_cp437", "nls_iso8859_1", "ext4")
+FILESYSTEMS = ("vfat", "nls_cp437", "nls_iso8859_1", "nls_ascii", "nls_utf8", "ext4")
+"""vfat mounts fail (EINVAL) without the kernel's default iocharset: ascii in Debian's kernels."""
 PHYSICAL = ("ahci", "e1000", "e1000e", "igb", "ixgbe", "i40e", "ice", "bnxt_en", "mlx5_core", "tg3")
 """Drivers of real servers: Debian's generic kernel has them, the cloud kernel does not."""
 

@@ -23,6 +23,17 @@ SERCON_PORT = b"\xf8\x03"
 """fw_cfg etc/sercon-port: the firmware's own console on ttyS0 (0x3f8)."""
 
 
+OVMF_NO_NETWORK_STACK = (
+    "-fw_cfg",
+    "name=opt/org.tianocore/IPv4Support,string=no",
+    "-fw_cfg",
+    "name=opt/org.tianocore/IPv6Support,string=no",
+)
+"""OVMF's own PXE and HTTP boot entries sit between iPXE and the disk in the boot order (they
+are on the same NIC), and after iPXE's `exit` they spend minutes on DHCP timeouts before the disk
+gets its turn. Without OVMF's IP stack only iPXE (which brings its own) is left on the NIC."""
+
+
 class VmError(RuntimeError):
     """QEMU or its firmware is missing, or QEMU would not start; the message says which."""
 
@@ -45,6 +56,7 @@ def firmware_args(workdir: Path, *, uefi: bool, firmware_log: bool = False) -> l
             f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
             "-drive",
             f"if=pflash,format=raw,unit=1,file={variables}",
+            *OVMF_NO_NETWORK_STACK,
         ]
     return args
 

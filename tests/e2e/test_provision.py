@@ -1,0 +1,133 @@
+"""A QEMU VM provisioned end to end by metalflow's own DHCP, TFTP and HTTP in a network namespace:
+firmware → iPXE → install environment → agent → image2disk + writefile + reboot → iPXE `exit` →
+the test OS boots from the disk and shows the marker writefile put there."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from metalflow.installenv import BuildResult, build
+from metalflow.sandbox.lab import Lab, requirements
+from metalflow.sandbox.osimage import DISK_ID, OsImage
+from metalflow.sandbox.run import Sandbox, demo_template, machine_manifest, summary, vm_mac
+from metalflow.sandbox.vm import Vm
+from tests.prerequisites import needs_root, needs_tool, unavailable
+
+STABLE_DIR = Path("/tmp/metalflow-installenv-test")
+"""Shared with tests/integration/test_installenv.py: the .deb cache is reused."""
+INSTALL_TIMEOUT = 900.0
+POLL_TIMEOUT = 120.0
+_tags = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def install_env() -> BuildResult:
+    """The install environment with the real agent (rebuilt only when its inputs change)."""
+    needs_tool("apt-get", "apt")
+    needs_tool("dpkg-deb", "dpkg")
+    data = STABLE_DIR / "e2e-data"
+    cache = data / "installenv" / "cache"
+    if not cache.exists():
+        (STABLE_DIR / "data" / "installenv" / "cache").mkdir(parents=True, exist_ok=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.symlink_to(STABLE_DIR / "data" / "installenv" / "cache")
+    return build(data)
+
+
+@pytest.fixture
+def sandbox(
+    tmp_path: Path, install_env: BuildResult, os_image: OsImage, qemu: None
+) -> Iterator[Sandbox]:
+    needs_root("the end-to-end lab (network namespaces, taps)")
+    missing = requirements()
+    if missing:
+        unavailable("; ".join(missing))
+    lab = Lab(f"{os.getpid() % 1000}{next(_tags)}").create()
+    box = Sandbox(tmp_path, lab, install_env.kernel_path, install_env.initrd_path, os_image)
+    try:
+        yield box
+    finally:
+        box.close()
+        print(f"--- metalflow log (tail) ---\n{box.log()[-4000:]}")
+        for name, vm in box.vms.items():
+            print(f"--- {name} serial ---\n{vm.serial()[-6000:]}\n{vm.stderr()}")
+
+
+def expect_disk_boot(box: Sandbox, vm: Vm, workflow: str) -> str:
+    """The serial log once the test OS booted from disk, showed the marker and powered off.
+
+    Fails at once when the workflow fails, naming the action and its message.
+    """
+    deadline = vm.started + INSTALL_TIMEOUT
+    while "OSIMG-POWEROFF" not in vm.serial():
+        state = box.workflow(workflow)
+        if state["state"] in ("FAILED", "TIMEOUT", "CANCELLED"):
+            raise AssertionError(f"the workflow ended {summary(state)}:\n{vm.serial()[-4000:]}")
+        if not vm.running() or time.monotonic() > deadline:
+            raise AssertionError(f"the VM never booted its disk:\n{vm.serial()[-6000:]}")
+        time.sleep(1)
+    vm.process.wait(timeout=POLL_TIMEOUT)
+    return vm.serial()
+
+
+def kinds(events: list[dict[str, Any]]) -> list[str]:
+    return [event["kind"] for event in events]
+
+
+@pytest.mark.parametrize("uefi", [False, True], ids=["bios", "uefi"])
+def test_vm_is_provisioned_and_boots_its_disk(
+    sandbox: Sandbox, os_image: OsImage, uefi: bool
+) -> None:
+    mac = vm_mac(1)
+    sandbox.start()
+    sandbox.apply(
+        machine_manifest("vm1", mac, "192.0.2.11", uefi=uefi)
+        + "---\n"
+        + demo_template(os_image.zst_sha256)
+    )
+    workflow = sandbox.provision("vm1")
+    vm = sandbox.start_vm("vm1", mac, uefi=uefi)
+    serial = expect_disk_boot(sandbox, vm, workflow["id"])
+    assert "OSIMG-MARKER provisioned by metalflow for vm1" in serial
+
+    # The serial console tells the whole story, in order.
+    story = [
+        "metalflow-init: starting the agent",
+        "OSIMG-BOOTED",
+        "OSIMG-MARKER",
+    ]
+    positions = [serial.find(line) for line in story]
+    assert -1 not in positions and positions == sorted(positions), serial[-6000:]
+
+    done = sandbox.workflow(workflow["id"])
+    assert done["state"] == "SUCCESS", summary(done)
+    assert [(a["name"], a["state"]) for a in done["actions"]] == [
+        ("stream-image", "SUCCESS"),
+        ("write-marker", "SUCCESS"),
+        ("reboot", "SUCCESS"),
+    ]
+    events = sandbox.events("vm1")
+    seen = kinds(events)
+    for kind in ("dhcp.ack", "boot.script", "boot.asset", "agent.hello", "workflow.succeeded"):
+        assert kind in seen, f"no {kind} event in {sorted(set(seen))}"
+    # The agent reported the VM's hardware: the disk it wrote and the NIC it booted from.
+    attributes = sandbox.machine("vm1")["attributes"]
+    disks = {disk["name"]: disk for disk in attributes["disks"]}
+    assert disks["vda"]["size_bytes"] == 64 << 20
+    assert mac in {nic["mac"] for nic in attributes["nics"]}
+    assert attributes["uefi"] is uefi
+    logs = [
+        line for e in events if e["kind"] == "workflow.action.log" for line in e["data"]["lines"]
+    ]
+    assert f"sha256 verified: {os_image.zst_sha256}" in logs
+    # The disk holds the image (its MBR disk id) and the marker file in the FAT partition.
+    disk = vm.spec.disk.read_bytes()
+    assert int.from_bytes(disk[440:444], "little") == DISK_ID
+    assert b"provisioned by metalflow for vm1" in disk
