@@ -131,3 +131,57 @@ def test_vm_is_provisioned_and_boots_its_disk(
     disk = vm.spec.disk.read_bytes()
     assert int.from_bytes(disk[440:444], "little") == DISK_ID
     assert b"provisioned by metalflow for vm1" in disk
+
+
+def test_unknown_vm_boots_into_discovery_and_appears_in_inventory(sandbox: Sandbox) -> None:
+    mac = vm_mac(7)
+    sandbox.start(["--discovery", "--dhcp-pool", "192.0.2.100-192.0.2.150"])
+    vm = sandbox.start_vm("unknown", mac, uefi=False)
+    deadline = vm.started + INSTALL_TIMEOUT
+    name = "discovered-" + mac.replace(":", "")
+    while True:
+        listed = sandbox.call("GET", "/api/v1/machines")["items"]
+        found = [m for m in listed if m["name"] == name]
+        if found:
+            break
+        assert vm.running() and time.monotonic() < deadline, vm.serial()[-6000:]
+        time.sleep(1)
+    machine = found[0]
+    assert machine["state"] == "new"
+    assert [iface["mac"] for iface in machine["interfaces"]] == [mac]
+    assert machine["disks"] == [{"device": "/dev/vda", "size_bytes": 64 << 20}]
+    attributes = machine["attributes"]
+    assert 512 << 20 < attributes["memory_bytes"] <= 768 << 20
+    assert "QEMU" in str(attributes["dmi"]) and attributes["cpu"]
+    assert "machine.discovered" in kinds(sandbox.events(name))
+    # The discovered machine's agent holds a token of its own: it says hello as that machine.
+    assert vm.wait_for(r"hello as " + mac + r": machine " + name, POLL_TIMEOUT) is not None
+
+
+def test_failed_action_resumes_after_the_template_is_fixed(
+    sandbox: Sandbox, os_image: OsImage
+) -> None:
+    mac = vm_mac(2)
+    sandbox.start()
+    broken = demo_template(os_image.zst_sha256, marker_partition=9)
+    sandbox.apply(machine_manifest("vm2", mac, "192.0.2.12", uefi=False) + "---\n" + broken)
+    workflow = sandbox.provision("vm2")
+    vm = sandbox.start_vm("vm2", mac, uefi=False)
+    deadline = vm.started + INSTALL_TIMEOUT
+    while (state := sandbox.workflow(workflow["id"]))["state"] != "FAILED":
+        assert vm.running() and time.monotonic() < deadline, summary(state)
+        time.sleep(1)
+    failed = {a["name"]: a for a in state["actions"]}
+    assert failed["stream-image"]["state"] == "SUCCESS"
+    assert failed["write-marker"]["state"] == "FAILED"
+    assert "/dev/vda9" in failed["write-marker"]["message"]
+
+    sandbox.apply(demo_template(os_image.zst_sha256))
+    sandbox.call("POST", f"/api/v1/workflows/{workflow['id']}/resume")
+    serial = expect_disk_boot(sandbox, vm, workflow["id"])
+    assert "OSIMG-MARKER provisioned by metalflow for vm2" in serial
+    done = sandbox.workflow(workflow["id"])
+    assert done["state"] == "SUCCESS", summary(done)
+    attempts = {a["name"]: a["attempts"] for a in done["actions"]}
+    assert attempts["stream-image"] == 1, "resume must not stream the image again"
+    assert "workflow.resumed" in kinds(sandbox.events("vm2"))
