@@ -351,7 +351,7 @@ def _open_target(ctx: Context, path: str) -> tuple[int, int]:
     return fd, os.lseek(fd, 0, os.SEEK_END)
 
 
-def _write_all(fd: int, data: bytes | bytearray, offset: int) -> None:
+def _write_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
@@ -467,7 +467,8 @@ def _flush(
             f"image2disk: the image is larger than DEST_DISK {dest} ({size} bytes);"
             " pick a bigger disk or a smaller image"
         )
-    _write_all(fd, bytes(buffer[:count]), offset)
+    with memoryview(buffer) as view:
+        _write_all(fd, view[:count], offset)
     del buffer[:count]
     return offset + count
 
