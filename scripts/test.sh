@@ -16,9 +16,9 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
         /etc/postgresql-common/createcluster.conf
     mf_apt_ensure postgresql
 fi
-# Real clients and peers for the boot-service tests (DHCP, TFTP, QEMU's iPXE ROM).
+# Real clients and peers for the boot-service tests (DHCP, TFTP, router discovery, QEMU's iPXE ROM).
 mf_apt_ensure iproute2 isc-dhcp-client udhcpc busybox dnsmasq-base atftp tftp-hpa curl \
-    ipxe qemu-system-x86 ipxe-qemu
+    ipxe qemu-system-x86 ipxe-qemu ndisc6
 # The agent's disk actions, the install environment's cpio and readelf cross-checks, the e2e
 # test OS image (FAT partition without mounting; syslinux/systemd-boot come as .debs), OVMF.
 mf_apt_ensure cpio zstd dosfstools mtools fdisk e2fsprogs util-linux ovmf binutils

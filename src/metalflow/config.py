@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     discovery: bool = Field(
         default=False, description="netboot unknown machines into the install environment"
     )
+    ipv6_ra: bool = Field(
+        default=True,
+        description="answer netbooting machines' IPv6 router solicitations (iPXE waits ~13 s"
+        " for one otherwise); the answer announces no router and no prefix",
+    )
     bios_file: str = Field(default="undionly.kpxe", description="boot file for legacy BIOS")
     uefi_file: str = Field(default="ipxe.efi", description="boot file for UEFI x86-64")
     arm64_file: str = Field(default="snp-arm64.efi", description="boot file for UEFI arm64")

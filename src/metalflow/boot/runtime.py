@@ -23,6 +23,7 @@ from metalflow.boot.dhcp.network import AddressRange, DhcpMode, NetworkConfig
 from metalflow.boot.dhcp.policy import BootSettings
 from metalflow.boot.dhcp.server import DhcpServer, InterfaceAddress, interface_address
 from metalflow.boot.errors import BootSetupError
+from metalflow.boot.ra import RouterAdvertiser
 from metalflow.boot.recorder import UNKNOWN_CALLERS
 from metalflow.boot.router import base_url
 from metalflow.boot.tftp.server import TftpServer, TransferRecord
@@ -182,6 +183,11 @@ class BootServers:
                 port=settings.dhcp_port,
             )
         self.tftp = TftpServer(boot_tree(settings), on_transfer=self._on_transfer)
+        self.advertiser: RouterAdvertiser | None = None
+        if settings.ipv6_ra:
+            self.advertiser = RouterAdvertiser(
+                self.local.name, lambda mac: index.by_mac(mac) is not None, settings.discovery
+            )
         self._register_metrics(services.metrics)
 
     def _register_metrics(self, metrics: Metrics) -> None:
@@ -202,6 +208,14 @@ class BootServers:
                 "Group commits of pool leases, and the lease changes they carried",
                 "what",
                 lambda: {"commits": leases.commits, "leases": leases.committed_leases},
+            )
+        advertiser = self.advertiser
+        if advertiser is not None:
+            metrics.register_counts(
+                "metalflow_ipv6_ra",
+                "IPv6 router solicitations answered, and those ignored by reason",
+                "outcome",
+                lambda: {"answered": advertiser.answered, **advertiser.ignored},
             )
         metrics.register_counts(
             "metalflow_tftp_dropped", "TFTP packets dropped", "reason", lambda: self.tftp.dropped
@@ -240,6 +254,17 @@ class BootServers:
                 " (another DHCP or TFTP server running? not root?)",
                 field="interface",
             ) from None
+        if self.advertiser is not None:
+            try:
+                self.advertiser.start()
+            except OSError as exc:
+                log.warning(
+                    "event=ra.unavailable interface=%s error=%s: iPXE will wait ~13 s per boot"
+                    " for an IPv6 router (IPv6 disabled on the interface?)",
+                    self.local.name,
+                    exc,
+                )
+                self.advertiser = None
         log.info(
             "event=boot.up interface=%s address=%s tftp=%s:%d",
             self.local.name,
@@ -252,6 +277,8 @@ class BootServers:
         """Close the sockets, then write the leases still queued (releases among them)."""
         if self.dhcp is not None:
             self.dhcp.close()
+        if self.advertiser is not None:
+            self.advertiser.close()
         if self._lease_writer is not None:
             self._lease_writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -13,6 +13,7 @@ from metalflow.cli import apply, dhcp, installenv, lifecycle, machine, template,
 from metalflow.cli.context import CliContext, cli_context
 from metalflow.cli.exit_codes import CliError
 from metalflow.cli.output import Output, OutputFormat
+from metalflow.cli.sandbox import sandbox
 
 DEFAULT_URL = "http://127.0.0.1:7080"
 
@@ -44,6 +45,7 @@ app.command("apply")(apply.apply)
 app.command("provision")(lifecycle.provision)
 app.command("deprovision")(lifecycle.deprovision)
 app.command("agent-token")(lifecycle.agent_token)
+app.command("sandbox")(sandbox)
 
 
 @app.callback()

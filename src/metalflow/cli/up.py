@@ -29,6 +29,7 @@ OPTIONS = {
     "initrd": "--initrd",
     "boot_dir": "--boot-dir",
     "discovery": "--discovery",
+    "ipv6_ra": "--ipv6-ra",
 }
 BOOT_PANEL = "Boot services"
 
@@ -128,6 +129,16 @@ def up(
             rich_help_panel=BOOT_PANEL,
         ),
     ] = None,
+    ipv6_ra: Annotated[
+        bool | None,
+        typer.Option(
+            "--ipv6-ra/--no-ipv6-ra",
+            help="Answer netbooting machines' IPv6 router solicitations (saves iPXE ~13 s per"
+            " boot; announces no router, no prefix). Default on.",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
 ) -> None:
     """Run the metalflow server (API, boot services, controllers) until interrupted."""
     given: dict[str, Any] = {
@@ -143,6 +154,7 @@ def up(
         "initrd": initrd,
         "boot_dir": boot_dir,
         "discovery": discovery,
+        "ipv6_ra": ipv6_ra,
     }
     try:
         settings = Settings(**{key: value for key, value in given.items() if value is not None})
