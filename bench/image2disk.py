@@ -26,8 +26,8 @@ follows every run: the target's first image-size bytes must have the raw image's
 The machine is shared and dropping the whole page cache would disturb everyone else, so the
 sides alternate within each round (the order rotates every round) and the median and min of
 --rounds runs are reported. CPU: this process's RUSAGE_SELF + RUSAGE_CHILDREN deltas for
-image2disk (its `zstd -dc` child when the zstandard module is absent), the RUSAGE_CHILDREN delta
-for the pipelines (bash and all it waited for), and the HTTP server's from /proc. Nothing is
+image2disk (and its `zstd -dc` child), the RUSAGE_CHILDREN delta for the pipelines (bash and
+all it waited for), and the HTTP server's from /proc. Nothing is
 pinned to a CPU: each side's processes share the machine's CPUs the same way. Only 127.0.0.1
 is contacted; only the processes and loop device this script created are stopped/detached.
 """
@@ -409,7 +409,7 @@ def report(
     out.append("")
     out.extend(ratio_lines(sides))
     out.append("")
-    out.append(f"image2disk's zstd decoder: {decoder()}")
+    out.append(f"image2disk's zstd decoder: {shutil.which('zstd')} -dc subprocess")
     out.append(f"target: {target.description}; written from a 0xA5-filled state each run")
     for side in sides.values():
         out.append(f"  {side.name:16} {side.command}")
@@ -420,14 +420,6 @@ def report(
     out.append("versions: " + versions())
     out.append("=" * 96)
     return "\n".join(out)
-
-
-def decoder() -> str:
-    """Which zstd decoder image2disk picks: the zstandard module in-process, else `zstd -dc`."""
-    module = image_module._zstandard()
-    if module is not None:
-        return f"zstandard {module.__version__} (Python module, in-process)"
-    return f"{shutil.which('zstd')} -dc subprocess (the zstandard module is not installed)"
 
 
 def versions() -> str:

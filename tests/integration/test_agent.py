@@ -33,7 +33,7 @@ from metalflow.config import Settings
 from tests.integration.agent_http import Images, Script, scripted, serve
 from tests.integration.conftest import LiveServer, apply, start_server
 from tests.integration.manifests import machine_yaml, template_yaml
-from tests.prerequisites import needs_root, needs_tool, unavailable
+from tests.prerequisites import needs_root, needs_tool
 
 MIB = 1 << 20
 SRC = Path(__file__).resolve().parents[2] / "src" / "metalflow"
@@ -46,15 +46,8 @@ def image_bytes(size: int = 3 * MIB + 12345) -> bytes:
 
 
 def zstd_compress(data: bytes) -> bytes:
-    try:
-        import zstandard  # type: ignore[import-not-found]
-    except ImportError:
-        tool = shutil.which("zstd")
-        if tool is None:
-            unavailable("neither the zstandard module nor zstd is installed: apt-get install zstd")
-        return subprocess.run([tool, "-c"], input=data, capture_output=True, check=True).stdout
-    compressed: bytes = zstandard.ZstdCompressor().compress(data)
-    return compressed
+    tool = needs_tool("zstd", "zstd")
+    return subprocess.run([tool, "-c"], input=data, capture_output=True, check=True).stdout
 
 
 COMPRESS: dict[str, Callable[[bytes], bytes]] = {

@@ -1,5 +1,5 @@
 """The agent runs from a zipapp holding only metalflow/agent: it may import the standard
-library, itself and (optionally) zstandard, nothing else."""
+library and itself, nothing else."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import metalflow.agent
 
 AGENT = Path(metalflow.agent.__file__).parent
-ALLOWED = set(sys.stdlib_module_names) | {"zstandard"}
+ALLOWED = set(sys.stdlib_module_names)
 
 
 def test_agent_imports_only_stdlib_and_itself() -> None:

@@ -1,9 +1,9 @@
 """image2disk: stream an image over HTTP(S), decompress it, write it to a disk.
 
-Built on urllib, zlib/bz2/lzma and (optionally) ``zstandard``: the decompressors are
-driven with ``max_length`` because disk images are mostly zeros and a 4 MiB compressed
-chunk can expand to gigabytes. Without ``zstandard``, zstd goes through a ``zstd -dc``
-pipe. Format detection is by magic bytes, as file(1) does, since URLs often lack suffixes.
+Built on urllib and zlib/bz2/lzma, driven with ``max_length`` because disk images are mostly
+zeros and a 4 MiB compressed chunk can expand to gigabytes; zstd goes through a ``zstd -dc``
+pipe (see ``_zstd``). Format detection is by magic bytes, as file(1) does, since URLs often
+lack suffixes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import hashlib
 import http.client
-import importlib
 import lzma
 import os
 import re
@@ -28,7 +27,7 @@ import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
 from .base import ActionError, Context
 
@@ -120,13 +119,6 @@ _FACTORIES: dict[str, Callable[[], _Decompressor]] = {
 }
 
 
-def _zstandard() -> Any:
-    try:
-        return importlib.import_module("zstandard")
-    except ImportError:
-        return None
-
-
 def decompress(chunks: Iterator[bytes], fmt: str, *, limit: int = CHUNK) -> Iterator[bytes]:
     """Decompressed data in pieces of at most ``limit`` bytes; concatenated streams too."""
     if fmt == "raw":
@@ -159,20 +151,14 @@ def decompress(chunks: Iterator[bytes], fmt: str, *, limit: int = CHUNK) -> Iter
 
 
 def _zstd(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
-    module = _zstandard()
-    if module is not None:
-        reader = module.ZstdDecompressor().decompressobj()
-        for chunk in chunks:
-            out = reader.decompress(chunk)
-            for start in range(0, len(out), limit):
-                yield out[start : start + limit]
-        return
+    """Through the zstd program: the stdlib has no zstd, and the zstandard module's streaming
+    decompressor either has no output bound (a MiB of zeros may expand to GiBs in memory) or,
+    as a stream reader, does not notice a truncated frame; `zstd -dc` does both."""
     tool = shutil.which("zstd")
     if tool is None:
         raise ActionError(
-            "image2disk: the image is zstd-compressed, but neither the zstandard Python"
-            " module nor the zstd program is in this environment; add one of them (Debian"
-            " packages python3-zstandard or zstd) or serve a gzip/xz image",
+            "image2disk: the image is zstd-compressed, but the zstd program is not in this"
+            " environment; add it (Debian package zstd) or serve a gzip/xz image",
             exit_code=127,
         )
     yield from _pipe([tool, "-dc"], chunks, limit)
