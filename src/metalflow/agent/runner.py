@@ -16,6 +16,7 @@ from typing import Any
 
 from .actions import Builtin, Context, lookup, no_builtin_message
 from .actions.base import ActionError, After
+from .actions.container import find_runtime, run_container
 from .client import Client, Conflict, ProtocolError, Stopped
 from .hardware import macs_by_preference
 from .logbatch import LogBuffer, resend_from
@@ -243,7 +244,7 @@ class Runner:
         )
         timeout = float(action.get("timeout") or 0)
         shipper.start()
-        builtin = self.lookup(image)
+        builtin = self.lookup(image) or self._container(action, attempt_id, image)
         if builtin is None:
             shipper.line(no_builtin_message(image))
             self._finish(shipper, Outcome("failed", 127, no_builtin_message(image)))
@@ -268,6 +269,25 @@ class Runner:
         after()
         shipper.close()
         return True
+
+    def _container(self, action: dict[str, Any], attempt_id: int, image: str) -> Builtin | None:
+        """The action as a container, when a runtime is installed (None otherwise)."""
+        runtime = find_runtime(self.system)
+        if runtime is None:
+            return None
+
+        def run(ctx: Context) -> None:
+            run_container(
+                ctx,
+                runtime,
+                image,
+                attempt_id=attempt_id,
+                volumes=[str(v) for v in action.get("volumes") or []],
+                pid=action.get("pid"),
+                command=[str(c) for c in action.get("command") or []],
+            )
+
+        return Builtin("container", run)
 
     def _finish(self, shipper: LogShipper, outcome: Outcome) -> bool:
         """Logs first, then the final report, retried until the server answers it."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from metalflow.agent.actions import BUILTINS, Builtin, lookup
 from metalflow.agent.actions.base import ActionError, After, Context
+from metalflow.agent.actions.container import RUNTIMES
 from metalflow.agent.client import Client, Conflict, ProtocolError, Stopped
 from metalflow.agent.runner import Runner
 from metalflow.agent.system import Log, System
@@ -94,12 +96,73 @@ def statuses(client: FakeClient) -> list[tuple[Any, ...]]:
     return [c[2:] for c in client.calls if c[0] == "status" and c[2] != "running"]
 
 
+class NoRuntime(System):
+    def which(self, name: str) -> str | None:
+        return None if name in RUNTIMES else super().which(name)
+
+
+class FakeRuntime(System):
+    """`podman` is a script that prints its arguments and exits with EXIT_CODE from --env."""
+
+    def __init__(self, script: Path) -> None:
+        super().__init__()
+        self.script = script
+        script.write_text(
+            '#!/bin/sh\nfor arg in "$@"; do echo "arg: $arg"; done\n'
+            'for arg in "$@"; do\n'
+            '    case "$arg" in EXIT_CODE=*) exit "${arg#EXIT_CODE=}" ;; esac\n'
+            "done\n"
+        )
+        script.chmod(0o755)
+
+    def which(self, name: str) -> str | None:
+        return str(self.script) if name == "podman" else None
+
+
 def test_unknown_image_fails_with_the_reason() -> None:
     client = FakeClient([action("example/step:v1")])
-    assert runner(client).run() == 0
+    assert runner(client, system=NoRuntime()).run() == 0
     [(status, code, message)] = statuses(client)
     assert (status, code) == ("failed", 127) and "docker, podman or nerdctl" in message
     assert client.calls[0] == ("hello", "52:54:00:00:00:01")
+
+
+def test_unknown_image_runs_as_a_privileged_container_where_a_runtime_is(tmp_path: Path) -> None:
+    step = action(
+        "example/step:v1",
+        environment={"DEST": "/dev/vda", "EXIT_CODE": "0"},
+        volumes=["/dev:/dev", "/lib/firmware:/lib/firmware:ro"],
+        pid="host",
+        command=["/bin/step", "--now"],
+    )
+    failing = {**step, "id": 2, "environment": {"EXIT_CODE": "3"}}
+    client = FakeClient([step, failing])
+    runner(client, system=FakeRuntime(tmp_path / "podman")).run()
+    assert [s[:2] for s in statuses(client)] == [("success", 0), ("failed", 3)]
+    args = [line[len("arg: ") :] for line in client.lines if line.startswith("arg: ")]
+    first = args[: args.index("--now") + 1]
+    assert first == [
+        "run",
+        "--rm",
+        "--name",
+        "metalflow-action-1",
+        "--privileged",
+        "--network",
+        "host",
+        "--pid",
+        "host",
+        "--volume",
+        "/dev:/dev",
+        "--volume",
+        "/lib/firmware:/lib/firmware:ro",
+        "--env",
+        "DEST=/dev/vda",
+        "--env",
+        "EXIT_CODE=0",
+        "example/step:v1",
+        "/bin/step",
+        "--now",
+    ]
 
 
 def test_missing_variable_fails_without_traceback() -> None:

@@ -2,7 +2,8 @@
 
 Tinkerbell runs each action as a container; the install environment has no container
 runtime, so the common hub actions are reimplemented here under their image names and
-with their environment variables.
+with their environment variables. Other images run as containers where a runtime is installed
+(``container.py``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import disk, image
+from . import container, disk, image
 from .base import ActionError, After, Context
 
 KNOWN_REPOSITORIES = (
@@ -67,12 +68,7 @@ def lookup(image_ref: str) -> Builtin | None:
 
 
 def no_builtin_message(image_ref: str) -> str:
-    names = ", ".join(sorted(BUILTINS))
-    return (
-        f"image {image_ref!r} has no built-in implementation (built-ins: {names}, under"
-        " quay.io/tinkerbell/actions/ and the other Tinkerbell repositories); running it as a"
-        " container would need docker, podman or nerdctl, which this agent does not support yet"
-    )
+    return container.no_runtime_message(image_ref, ", ".join(sorted(BUILTINS)))
 
 
 __all__ = ["BUILTINS", "ActionError", "After", "Builtin", "Context", "lookup"]
