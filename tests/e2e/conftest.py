@@ -1,4 +1,5 @@
-"""Session fixtures for the end-to-end tests: the test OS image, built once per set of inputs."""
+"""Session fixtures for the end-to-end tests: the test OS image, built once per set of inputs,
+and the install environment with the real agent."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from metalflow.installenv import BuildResult, build
 from metalflow.sandbox.osimage import MissingPrerequisite, OsImage, build_os_image
 from metalflow.sandbox.vm import OVMF_CODE, OVMF_VARS, QEMU
 from tests.prerequisites import needs_tool, unavailable
 
+STABLE_DIR = Path("/tmp/metalflow-installenv-test")
+"""Shared with tests/integration/test_installenv.py: the .deb cache is reused."""
 CACHE_ENV = "METALFLOW_E2E_CACHE"
 DEFAULT_CACHE = Path("/tmp/metalflow-e2e-cache")
 
@@ -46,3 +50,17 @@ def qemu() -> None:
     for path in (OVMF_CODE, OVMF_VARS):
         if not path.is_file():
             unavailable(f"{path} not found: install the Debian package ovmf")
+
+
+@pytest.fixture(scope="session")
+def install_env() -> BuildResult:
+    """The install environment with the real agent (rebuilt only when its inputs change)."""
+    needs_tool("apt-get", "apt")
+    needs_tool("dpkg-deb", "dpkg")
+    data = STABLE_DIR / "e2e-data"
+    cache = data / "installenv" / "cache"
+    if not cache.exists():
+        (STABLE_DIR / "data" / "installenv" / "cache").mkdir(parents=True, exist_ok=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.symlink_to(STABLE_DIR / "data" / "installenv" / "cache")
+    return build(data)

@@ -13,32 +13,16 @@ from typing import Any
 
 import pytest
 
-from metalflow.installenv import BuildResult, build
+from metalflow.installenv import BuildResult
 from metalflow.sandbox.lab import Lab, requirements
 from metalflow.sandbox.osimage import DISK_ID, OsImage
 from metalflow.sandbox.run import Sandbox, demo_template, machine_manifest, summary, vm_mac
 from metalflow.sandbox.vm import Vm
-from tests.prerequisites import needs_root, needs_tool, unavailable
+from tests.prerequisites import needs_root, unavailable
 
-STABLE_DIR = Path("/tmp/metalflow-installenv-test")
-"""Shared with tests/integration/test_installenv.py: the .deb cache is reused."""
 INSTALL_TIMEOUT = 900.0
 POLL_TIMEOUT = 120.0
 _tags = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def install_env() -> BuildResult:
-    """The install environment with the real agent (rebuilt only when its inputs change)."""
-    needs_tool("apt-get", "apt")
-    needs_tool("dpkg-deb", "dpkg")
-    data = STABLE_DIR / "e2e-data"
-    cache = data / "installenv" / "cache"
-    if not cache.exists():
-        (STABLE_DIR / "data" / "installenv" / "cache").mkdir(parents=True, exist_ok=True)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.symlink_to(STABLE_DIR / "data" / "installenv" / "cache")
-    return build(data)
 
 
 @pytest.fixture

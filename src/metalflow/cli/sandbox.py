@@ -63,9 +63,9 @@ MAX_VMS = 8
 IMAGE_CACHE = "sandbox-cache"
 """Under the data dir, beside the install environment, so that both are reused across runs."""
 TAG_BASE = 10000
-TAG_SPAN = 2000
-"""Lab tags 10000-11999: the end-to-end tests' tags (f"{pid % 1000}{n}") stay below 10000, and
-Lab.api_address is a valid address only for tags below 12288."""
+TAG_SPAN = 1000
+"""Lab tags 10000-10999: the end-to-end tests' tags (f"{pid % 1000}{n}") stay below 10000 and
+bench/e2e.py's default range is 11000-11999 (all distinct modulo lab.LINKS)."""
 POLL_SECONDS = 1.0
 EVENT_PAGE = 1000
 INTERRUPTED = 130
@@ -222,10 +222,8 @@ def sandbox(
     cli = cli_context(ctx)
     out = cli.out
     console = out.console if out.human else out.err
-    if workdir is not None and workdir.is_dir() and any(workdir.iterdir()):
-        raise CliError(
-            f"--workdir {workdir} is not empty: give a new or empty directory", ExitCode.BAD_INPUT
-        )
+    if workdir is not None and not fresh(workdir):
+        raise CliError(f"--workdir {workdir} is not a new or empty directory", ExitCode.BAD_INPUT)
     missing = prerequisites(firmware)
     if missing:
         for problem in missing:
@@ -250,6 +248,11 @@ def sandbox(
         console.print("interrupted")
         raise typer.Exit(INTERRUPTED) from None
     raise typer.Exit(code)
+
+
+def fresh(workdir: Path) -> bool:
+    """Absent or an empty directory: an earlier run's database and disks must not mix in."""
+    return not workdir.exists() or (workdir.is_dir() and not any(workdir.iterdir()))
 
 
 def prerequisites(firmware: Firmware) -> list[str]:

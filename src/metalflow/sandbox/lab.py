@@ -2,7 +2,7 @@
 
 Layout: namespace `mfsb<tag>` has bridge `br0` at 192.0.2.1/24 (TEST-NET-1; metalflow's DHCP,
 TFTP and HTTP bind there), one tap per VM plugged into the bridge, and a veth link to the caller's
-namespace (198.18.N.1 outside, 198.18.N.2 inside) so the API is reachable without joining the
+namespace (198.19.N.1 outside, 198.19.N.2 inside) so the API is reachable without joining the
 boot network. Nothing leaves the namespace: it has no route to anywhere else. The tag makes every
 name unique, so labs of parallel runs never meet; `close()` removes exactly what was created.
 
@@ -22,6 +22,8 @@ SERVER_IP = "192.0.2.1"
 PREFIX_LENGTH = 24
 BRIDGE = "br0"
 API_PORT = 7080
+LINKS = 256 * 64
+"""Management links that fit 198.19.0.0/16, one /30 each."""
 
 
 class LabError(RuntimeError):
@@ -66,13 +68,16 @@ class Lab:
     @property
     def api_address(self) -> str:
         """metalflow's address on the management link, reachable from the caller's namespace."""
-        index = int(self.tag) % 16000
-        return f"198.18.{64 + index // 64}.{(index % 64) * 4 + 2}"
+        return self._link_address(2)
 
     @property
     def host_address(self) -> str:
-        index = int(self.tag) % 16000
-        return f"198.18.{64 + index // 64}.{(index % 64) * 4 + 1}"
+        return self._link_address(1)
+
+    def _link_address(self, host: int) -> str:
+        """One /30 per tag in 198.19.0.0/16 (the test suite's own labs use 198.18.0.0/16)."""
+        index = int(self.tag) % LINKS
+        return f"198.19.{index // 64}.{(index % 64) * 4 + host}"
 
     @property
     def api_url(self) -> str:
@@ -84,9 +89,9 @@ class Lab:
         return f"http://{SERVER_IP}:{API_PORT}"
 
     def create(self) -> Lab:
+        _ip("netns", "add", self.namespace)
         self.created = True
         try:
-            _ip("netns", "add", self.namespace)
             self._in("link", "set", "lo", "up")
             self._in("link", "add", BRIDGE, "type", "bridge", "forward_delay", "0")
             self._in("addr", "add", f"{SERVER_IP}/{PREFIX_LENGTH}", "dev", BRIDGE)

@@ -7,7 +7,6 @@ namespace, exactly as an operator would start it on a provisioning network.
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import subprocess
@@ -252,7 +251,3 @@ def summary(workflow: dict[str, Any]) -> str:
     """One line: the workflow's state and where each action stands."""
     actions = ", ".join(f"{a['name']}={a['state']}" for a in workflow["actions"])
     return f"{workflow['name']}: {workflow['state']} [{actions}]"
-
-
-def dump(value: Any) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=str)
