@@ -33,14 +33,17 @@ LOG_TAIL = 3000
 def run_sandbox(
     *args: str, timeout: float = 60, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """The command with its output; one that overruns gets SIGTERM, which it must clean up on."""
+    """The command with its output; one that overruns gets SIGTERM, which it must clean up on.
+
+    Without COLUMNS, as from a pipe, the summary's rows are one line each.
+    """
     process = subprocess.Popen(
         [*COMMAND, *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=env or {k: v for k, v in os.environ.items() if k != "COLUMNS"},
     )
     try:
         try:
