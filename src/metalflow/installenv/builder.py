@@ -108,7 +108,8 @@ def build(
     target = debs.arch_info(arch, kernel)
     compression = compression or DEFAULT_COMPRESSION[kernel]
     debs.check_arch_available(target)
-    agent_zip = agent.build_zipapp(agent_package or agent.default_agent_dir())
+    agent_dir = agent_package or agent.default_agent_dir()
+    agent_zip = agent.build_zipapp(agent_dir)
     base = Path(data_dir) / "installenv"
     out_dir = base / f"{target.name}-{kernel}"
     builder = builder_digest()
@@ -138,7 +139,7 @@ def build(
         ]
         packages = _fetch(names, target, base / "cache" / "debs", staging)
         result = _assemble(
-            staging, packages, target, kernel, agent_zip, compression, builder, out_dir
+            staging, packages, target, kernel, (agent_dir, agent_zip), compression, builder, out_dir
         )
     return _with_time(result, started, cached=False)
 
@@ -442,12 +443,18 @@ def _assemble(
     packages: dict[str, str],
     target: debs.Arch,
     flavour: str,
-    agent_zip: bytes,
+    agent_sources: tuple[Path, bytes],
     compression: Compression,
     builder: str,
     out_dir: Path,
 ) -> BuildResult:
     root = staging / "root"
+    agent_dir, agent_zip = agent_sources
+    shipped = (
+        agent.build_zipapp(agent_dir, bytecode_under=init.AGENT_PATH)
+        if python.can_precompile()
+        else agent_zip
+    )
     version = _kernel_version(root)
     libraries, _ = _libraries(root, target)
     module_entries, module_paths, warnings = _module_entries(root, version, flavour)
@@ -461,7 +468,7 @@ def _assemble(
         *_tool_entries(root),
         *module_entries,
         cpio.file("init", init.render_init(init.InitConfig(module_paths)).encode(), 0o755),
-        cpio.file(init.AGENT_PATH.lstrip("/"), agent_zip),
+        cpio.file(init.AGENT_PATH.lstrip("/"), shipped),
     ]
     out_dir.mkdir(parents=True, exist_ok=True)
     kernel_path = out_dir / KERNEL_NAME

@@ -63,6 +63,26 @@ def test_python_runs_the_zipapp(tmp_path: Path) -> None:
     assert proc.returncode == 3
 
 
+def test_with_bytecode_python_imports_the_pyc_and_tracebacks_name_the_machine_path(
+    tmp_path: Path,
+) -> None:
+    package = stand_in(tmp_path)
+    (package / "actions" / "__init__.py").write_text("NAME = 'stand-in'\n1 / 0\n")
+    pyz = tmp_path / "agent.pyz"
+    pyz.write_bytes(agent.build_zipapp(package, bytecode_under="/usr/lib/metalflow/agent.pyz"))
+    with zipfile.ZipFile(pyz) as archive:
+        compiled = [name for name in archive.namelist() if name.endswith(".pyc")]
+    assert compiled == [
+        "metalflow/__init__.pyc",
+        "metalflow/agent/__init__.pyc",
+        "metalflow/agent/__main__.pyc",
+        "metalflow/agent/actions/__init__.pyc",
+    ]
+    proc = subprocess.run([sys.executable, "-I", str(pyz)], capture_output=True, text=True)
+    assert 'File "/usr/lib/metalflow/agent.pyz/metalflow/agent/actions/__init__.py"' in proc.stderr
+    assert "ZeroDivisionError" in proc.stderr
+
+
 def test_a_package_without_main_is_refused(tmp_path: Path) -> None:
     (tmp_path / "agent").mkdir()
     with pytest.raises(InstallEnvError, match=r"__main__.py does not exist"):
