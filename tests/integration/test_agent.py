@@ -230,6 +230,39 @@ def test_wipe_zeroes_ends_of_a_file(tmp_path: Path) -> None:
     assert data[MIB : 3 * MIB] == b"\xa5" * (2 * MIB)
 
 
+def test_wipe_zero_mode_zeroes_every_byte_and_bad_modes_are_refused(tmp_path: Path) -> None:
+    disk = garbage_disk(tmp_path / "d", 4 * MIB)
+    ctx, lines = ctx_for({"DEST_DISK": str(disk), "MODE": "zero"}, "wipe")
+    wipe(ctx)
+    assert disk.read_bytes() == bytes(4 * MIB)
+    assert f"zero: {4 * MIB} of {4 * MIB} bytes" in lines
+    for env, message in (
+        ({"MODE": "shred"}, "MODE='shred' is not one of signatures, zero, discard"),
+        ({"MODE": "discard"}, "MODE=discard needs a block device"),
+    ):
+        ctx, _ = ctx_for({"DEST_DISK": str(disk), **env}, "wipe")
+        with pytest.raises(ActionError, match=message) as error:
+            wipe(ctx)
+        assert error.value.exit_code == 2
+
+
+@pytest.mark.parametrize("mode", ["zero", "discard"])
+def test_wipe_modes_on_a_loop_device(tmp_path: Path, mode: str) -> None:
+    needs_root("wipe on a loop device (losetup)")
+    losetup = needs_tool("losetup", "util-linux")
+    backing = garbage_disk(tmp_path / "d", 8 * MIB)
+    device = subprocess.run(
+        [losetup, "-f", "--show", str(backing)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    try:
+        ctx, _ = ctx_for({"DEST_DISK": device, "MODE": mode}, "wipe")
+        wipe(ctx)
+        with open(device, "rb") as handle:
+            assert handle.read() == bytes(8 * MIB)
+    finally:
+        subprocess.run([losetup, "-d", device], check=False)
+
+
 def test_cexec_without_chroot_logs_output() -> None:
     ctx, lines = ctx_for(
         {"CMD_LINE": "echo one; echo two >&2; exit 0", "DEFAULT_INTERPRETER": "/bin/sh -c"},

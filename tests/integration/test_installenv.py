@@ -21,6 +21,7 @@ from metalflow import installenv
 from metalflow.installenv import BuildResult, build
 from metalflow.installenv.init import BUSYBOX_APPLETS
 from metalflow.installenv.tools import TOOLS
+from metalflow.sandbox.vm import machine_args
 from tests.prerequisites import needs_tool
 from tests.unit.installenv.newc import Member, read_newc
 from tests.unit.installenv.test_modules import VIRTIO_ORDER
@@ -127,21 +128,7 @@ def boot_selftest(result: BuildResult, log: Path) -> tuple[str, float]:
     """Boot with `metalflow.selftest=1`; the serial log and the seconds until QEMU exited."""
     require("qemu-system-x86_64", package="qemu-system-x86")
     argv = [
-        "qemu-system-x86_64",
-        "-accel",
-        "tcg",
-        "-machine",
-        "pc",
-        "-m",
-        "512",
-        "-smp",
-        "1",
-        "-display",
-        "none",
-        "-serial",
-        f"file:{log}",
-        "-monitor",
-        "none",
+        *machine_args(log, 512),
         "-no-reboot",
         "-nic",
         "none",

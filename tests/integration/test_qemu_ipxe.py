@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from metalflow.sandbox.vm import machine_args
 from tests.integration.bootlab import BootLab, Metalflow, wait_for
 from tests.integration.manifests import simple_template
 from tests.prerequisites import needs_tool
@@ -57,19 +58,7 @@ spec:
             "netns",
             "exec",
             lab.lan,
-            qemu,
-            "-accel",
-            "tcg",
-            "-machine",
-            "pc",
-            "-m",
-            "256",
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-serial",
-            f"file:{console}",
+            *machine_args(console, 256, qemu),
             "-nodefaults",
             "-fw_cfg",
             f"name=etc/sercon-port,file={sercon}",

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from metalflow.sandbox.vm import QEMU, firmware_args
+from metalflow.sandbox.vm import QEMU, firmware_args, machine_args
 
 # Fixed values so that the same inputs give the same bytes.
 SOURCE_DATE_EPOCH = 1735689600  # 2025-01-01T00:00:00Z
@@ -781,21 +781,7 @@ def boot_disk(
     else:
         raise ValueError(f"unknown disk bus {disk_bus!r}")
     argv = [
-        qemu,
-        "-accel",
-        "tcg",
-        "-machine",
-        "pc",
-        "-m",
-        "512",
-        "-smp",
-        "1",
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-serial",
-        f"file:{log}",
+        *machine_args(log, 512, qemu),
         "-no-reboot",
         *firmware_args(workdir, uefi=uefi, firmware_log=firmware_log),
         *drive,

@@ -84,26 +84,34 @@ class VmSpec:
     firmware_log: bool = True
 
 
-def qemu_argv(spec: VmSpec) -> list[str]:
+def machine_args(serial_log: Path, memory_mib: int, qemu: str = QEMU) -> list[str]:
+    """What every VM metalflow starts shares: TCG, the pc machine, one CPU, no display, and
+    its first serial port (the console) written to `serial_log`."""
     return [
-        QEMU,
-        "-name",
-        spec.name,
+        qemu,
         "-accel",
         "tcg",
         "-machine",
         "pc",
         "-m",
-        str(spec.memory_mib),
+        str(memory_mib),
         "-smp",
         "1",
         "-display",
         "none",
         "-monitor",
         "none",
-        "-nodefaults",
         "-serial",
-        f"file:{spec.workdir / 'serial.log'}",
+        f"file:{serial_log}",
+    ]
+
+
+def qemu_argv(spec: VmSpec) -> list[str]:
+    return [
+        *machine_args(spec.workdir / "serial.log", spec.memory_mib),
+        "-name",
+        spec.name,
+        "-nodefaults",
         *firmware_args(spec.workdir, uefi=spec.uefi, firmware_log=spec.firmware_log),
         "-netdev",
         f"tap,id=n0,ifname={spec.tap},script=no,downscript=no",

@@ -10,8 +10,11 @@ need the same privileges. kexec is two plain system calls (see ``system.py``).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shlex
+import stat
+import struct
 import tempfile
 from collections.abc import Iterator
 
@@ -105,22 +108,65 @@ def cexec(ctx: Context) -> None:
         ctx.run("chroot", root, *argv)
 
 
+WIPE_MODES = ("signatures", "zero", "discard")
+BLKDISCARD = 0x1277
+BLKZEROOUT = 0x127F
+"""ioctls on a block device, each taking a (start, length) pair of u64."""
+WIPE_STEP = 1 << 30
+"""Zeroing goes a GiB per call, so progress is logged and a cancel is seen between calls."""
+WIPE_BUFFER = 4 << 20
+
+
 def wipe(ctx: Context) -> None:
+    """MODE signatures (default): partition tables and filesystem signatures; zero: every
+    byte (the device zeroes itself where it can); discard: every block unmapped (SSDs, thin
+    volumes: fast, and reads may then return anything)."""
     device = ctx.require("DEST_DISK", "/dev/sda")
+    mode = ctx.optional("MODE", "signatures").lower()
+    if mode not in WIPE_MODES:
+        raise ActionError(f"wipe: MODE={mode!r} is not one of {', '.join(WIPE_MODES)}", exit_code=2)
     if not os.path.exists(device):
         raise ActionError(f"wipe: DEST_DISK {device} does not exist", exit_code=2)
-    if ctx.system.which("wipefs"):
+    if mode == "signatures" and ctx.system.which("wipefs"):
         ctx.run("wipefs", "-a", device)
-    else:
+    elif mode == "signatures":
         ctx.log("wipefs not found; zeroing the first and last MiB only")
     fd = os.open(device, os.O_WRONLY)
     try:
         size = os.lseek(fd, 0, os.SEEK_END)
-        wipe_ends(fd, size)
+        if mode == "signatures":
+            wipe_ends(fd, size)
+        else:
+            _wipe_all(ctx, fd, size, device, mode)
         os.fsync(fd)
     finally:
         os.close(fd)
-    ctx.log(f"wiped signatures on {device} ({size} bytes)")
+    ctx.log(f"wiped {device} ({size} bytes, mode {mode})")
+
+
+def _wipe_all(ctx: Context, fd: int, size: int, device: str, mode: str) -> None:
+    block = stat.S_ISBLK(os.fstat(fd).st_mode)
+    if mode == "discard" and not block:
+        raise ActionError(f"wipe: MODE=discard needs a block device; {device} is not one", 2)
+    for start in range(0, size, WIPE_STEP):
+        ctx.check_cancelled()
+        length = min(WIPE_STEP, size - start)
+        if block:
+            request = BLKDISCARD if mode == "discard" else BLKZEROOUT
+            try:
+                fcntl.ioctl(fd, request, struct.pack("QQ", start, length))
+            except OSError as error:
+                raise ActionError(f"wipe: {mode} of {device} failed: {error}") from None
+        else:
+            _write_zeros(fd, start, length)
+        ctx.log(f"{mode}: {start + length} of {size} bytes")
+
+
+def _write_zeros(fd: int, start: int, length: int) -> None:
+    zeros = bytes(WIPE_BUFFER)
+    end = start + length
+    while start < end:
+        start += os.pwrite(fd, zeros[: end - start], start)
 
 
 MKFS = {
