@@ -1,0 +1,173 @@
+"""What a machine's OS is told about itself, gathered once from the inventory's fields.
+
+The shape follows Tinkerbell's Hardware `spec.metadata` (which Hegel serves): `instance` holds
+id, hostname, ssh_keys, userdata, tags, operating_system, ips and storage; `facility` holds the
+facility code and plan. A machine applied in metalflow's own kind may leave all of it out: the
+id, hostname and addresses then come from the machine and its interfaces.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Address:
+    address: str
+    netmask: str
+    gateway: str | None
+    family: int
+    public: bool
+    management: bool
+    cidr: int
+
+
+def prefix_length(address: str, netmask: str) -> int | None:
+    """24 for 255.255.255.0, 64 for 64 or ffff:ffff:ffff:ffff::; None when it is no netmask."""
+    try:
+        if ":" in netmask:
+            bits = format(int(ipaddress.IPv6Address(netmask)), "0128b")
+            ones = bits.count("1")
+            return ones if bits == "1" * ones + "0" * (128 - ones) else None
+        return ipaddress.ip_network(f"{address}/{netmask}", strict=False).prefixlen
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class Nic:
+    name: str
+    mac: str
+    nameservers: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Instance:
+    id: str
+    hostname: str
+    facility: str = ""
+    plan: str = ""
+    tags: tuple[str, ...] = ()
+    ssh_keys: tuple[str, ...] = ()
+    user_data: bytes | None = None
+    operating_system: dict[str, str] = field(default_factory=dict)
+    addresses: tuple[Address, ...] = ()
+    nics: tuple[Nic, ...] = ()
+    storage: dict[str, Any] = field(default_factory=dict)
+
+    def first_address(self, family: int, *, public: bool) -> str | None:
+        return next(
+            (a.address for a in self.addresses if a.family == family and a.public == public),
+            None,
+        )
+
+
+@dataclass(slots=True)
+class InterfaceFields:
+    """The inventory's interface row, as far as metadata needs it."""
+
+    mac: str
+    ip: str | None = None
+    netmask: str | None = None
+    gateway: str | None = None
+    nameservers: Sequence[str] = ()
+
+
+def instance_from(
+    *,
+    machine_id: str,
+    name: str,
+    hostname: str | None,
+    interfaces: Sequence[InterfaceFields],
+    metadata: Mapping[str, Any],
+    user_data: str | bytes | None,
+) -> Instance:
+    """Fields given in `metadata` win; the machine's own fill what they leave out."""
+    instance = _mapping(metadata.get("instance"))
+    facility = _mapping(metadata.get("facility"))
+    data = user_data if user_data is not None else instance.get("userdata")
+    ips = instance.get("ips")
+    addresses = (
+        _addresses(ips) if isinstance(ips, list) and ips else _interface_addresses(interfaces)
+    )
+    return Instance(
+        id=str(instance.get("id") or machine_id),
+        hostname=str(instance.get("hostname") or hostname or name),
+        facility=str(facility.get("facility_code") or ""),
+        plan=str(facility.get("plan_slug") or ""),
+        tags=tuple(str(tag) for tag in _list(instance.get("tags"))),
+        ssh_keys=tuple(str(key).strip() for key in _list(instance.get("ssh_keys")) if key),
+        user_data=data.encode() if isinstance(data, str) else data,
+        operating_system={
+            str(key): str(value)
+            for key, value in _mapping(instance.get("operating_system")).items()
+            if isinstance(value, str | int | float)
+        },
+        addresses=addresses,
+        nics=tuple(
+            Nic(f"eth{index}", iface.mac, tuple(iface.nameservers))
+            for index, iface in enumerate(interfaces)
+        ),
+        storage=dict(_mapping(instance.get("storage"))),
+    )
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _addresses(ips: list[Any]) -> tuple[Address, ...]:
+    found = []
+    for entry in ips:
+        if not isinstance(entry, Mapping) or not entry.get("address"):
+            continue
+        try:
+            parsed = ipaddress.ip_address(str(entry["address"]))
+        except ValueError:
+            continue
+        default_mask = "255.255.255.255" if parsed.version == 4 else "128"
+        netmask = str(entry.get("netmask") or default_mask)
+        cidr = prefix_length(str(parsed), netmask)
+        if cidr is None:
+            continue
+        found.append(
+            Address(
+                address=str(parsed),
+                netmask=netmask,
+                gateway=str(entry["gateway"]) if entry.get("gateway") else None,
+                family=parsed.version,
+                public=bool(entry.get("public", False)),
+                management=bool(entry.get("management", False)),
+                cidr=cidr,
+            )
+        )
+    return tuple(found)
+
+
+def _interface_addresses(interfaces: Sequence[InterfaceFields]) -> tuple[Address, ...]:
+    """An interface's reserved address: private, and the management one for the first."""
+    found: list[Address] = []
+    for iface in interfaces:
+        netmask = iface.netmask or "255.255.255.255"
+        cidr = prefix_length(iface.ip, netmask) if iface.ip else None
+        if iface.ip is None or cidr is None:
+            continue
+        found.append(
+            Address(
+                address=iface.ip,
+                netmask=netmask,
+                gateway=iface.gateway,
+                family=4,
+                public=False,
+                management=not found,
+                cidr=cidr,
+            )
+        )
+    return tuple(found)
