@@ -23,6 +23,8 @@ class Address:
     public: bool
     management: bool
     cidr: int
+    nic: int | None = None
+    """Index of the NIC the address belongs on; None: the first NIC (or the bond)."""
 
 
 def prefix_length(address: str, netmask: str) -> int | None:
@@ -42,6 +44,7 @@ class Nic:
     name: str
     mac: str
     nameservers: tuple[str, ...] = ()
+    vlan: int | None = None
 
 
 @dataclass(slots=True)
@@ -57,6 +60,10 @@ class Instance:
     addresses: tuple[Address, ...] = ()
     nics: tuple[Nic, ...] = ()
     storage: dict[str, Any] = field(default_factory=dict)
+    custom: dict[str, Any] = field(default_factory=dict)
+    """Tinkerbell's `metadata.custom`: Equinix's customdata."""
+    bonding_mode: int = 0
+    """Linux bonding mode (4 = 802.3ad) from `instance.network.bonding.mode`; 0 = none."""
 
     def first_address(self, family: int, *, public: bool) -> str | None:
         return next(
@@ -74,6 +81,7 @@ class InterfaceFields:
     netmask: str | None = None
     gateway: str | None = None
     nameservers: Sequence[str] = ()
+    vlan: int | None = None
 
 
 def instance_from(
@@ -108,15 +116,21 @@ def instance_from(
         },
         addresses=addresses,
         nics=tuple(
-            Nic(f"eth{index}", iface.mac, tuple(iface.nameservers))
+            Nic(f"eth{index}", iface.mac, tuple(iface.nameservers), iface.vlan)
             for index, iface in enumerate(interfaces)
         ),
         storage=dict(_mapping(instance.get("storage"))),
+        custom=dict(_mapping(metadata.get("custom"))),
+        bonding_mode=_int(_mapping(_mapping(instance.get("network")).get("bonding")).get("mode")),
     )
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _list(value: object) -> list[Any]:
@@ -154,7 +168,7 @@ def _addresses(ips: list[Any]) -> tuple[Address, ...]:
 def _interface_addresses(interfaces: Sequence[InterfaceFields]) -> tuple[Address, ...]:
     """An interface's reserved address: private, and the management one for the first."""
     found: list[Address] = []
-    for iface in interfaces:
+    for index, iface in enumerate(interfaces):
         netmask = iface.netmask or "255.255.255.255"
         cidr = prefix_length(iface.ip, netmask) if iface.ip else None
         if iface.ip is None or cidr is None:
@@ -168,6 +182,7 @@ def _interface_addresses(interfaces: Sequence[InterfaceFields]) -> tuple[Address
                 public=False,
                 management=not found,
                 cidr=cidr,
+                nic=index,
             )
         )
     return tuple(found)

@@ -1,0 +1,94 @@
+"""cloud-init network configuration version 2 (netplan's schema) for the installed OS.
+
+Each NIC is matched by MAC and renamed eth0, eth1, ... as the inventory orders them. An address
+from the machine's own interface goes on that interface (on its VLAN when it has one); addresses
+from Tinkerbell metadata, which name no NIC, go on the first NIC, or on `bond0` of all NICs when
+a bonding mode is set (as Equinix Metal bonds). Default routes come from the first gateway of
+each family. Served so cloud-init applies it (EC2 network data, NoCloud `network-config`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from metalflow.metadata.instance import Address, Instance
+
+BOND_MODES = {
+    1: "active-backup",
+    2: "balance-xor",
+    3: "broadcast",
+    4: "802.3ad",
+    5: "balance-tlb",
+    6: "balance-alb",
+}
+"""Linux bonding mode numbers (Equinix's `bonding.mode`) to netplan's names; 0 is balance-rr."""
+
+
+def network_config(instance: Instance) -> dict[str, Any]:
+    ethernets: dict[str, dict[str, Any]] = {
+        nic.name: {"match": {"macaddress": nic.mac}, "set-name": nic.name} for nic in instance.nics
+    }
+    config: dict[str, Any] = {"version": 2, "ethernets": ethernets}
+    if not instance.nics:
+        return config
+    bonded = instance.bonding_mode > 0 and len(instance.nics) > 1
+    shared = "bond0" if bonded else instance.nics[0].name
+    devices: dict[str, dict[str, Any]] = {}
+    if bonded:
+        mode = BOND_MODES.get(instance.bonding_mode, "balance-rr")
+        config["bonds"] = {
+            "bond0": {
+                "interfaces": [nic.name for nic in instance.nics],
+                "parameters": {"mode": mode},
+            }
+        }
+        devices["bond0"] = config["bonds"]["bond0"]
+    devices.update(ethernets)
+    vlans: dict[str, dict[str, Any]] = {}
+    for address in instance.addresses:
+        target = shared if address.nic is None or bonded else _device(instance, address, vlans)
+        entry = devices.get(target) or vlans[target]
+        entry.setdefault("addresses", []).append(f"{address.address}/{address.cidr}")
+    if vlans:
+        config["vlans"] = vlans
+        devices.update(vlans)
+    _routes(instance, devices, shared)
+    nameservers = sorted({server for nic in instance.nics for server in nic.nameservers})
+    for entry in devices.values():
+        if nameservers and "addresses" in entry:
+            entry["nameservers"] = {"addresses": nameservers}
+    return config
+
+
+def _device(instance: Instance, address: Address, vlans: dict[str, dict[str, Any]]) -> str:
+    assert address.nic is not None
+    nic = instance.nics[address.nic]
+    if nic.vlan is None:
+        return nic.name
+    name = f"{nic.name}.{nic.vlan}"
+    vlans.setdefault(name, {"id": nic.vlan, "link": nic.name})
+    return name
+
+
+def _routes(instance: Instance, devices: dict[str, dict[str, Any]], shared: str) -> None:
+    """One default route per family, on the device that holds the gateway's address."""
+    for family, default in ((4, "0.0.0.0/0"), (6, "::/0")):
+        gateway = next((a for a in instance.addresses if a.family == family and a.gateway), None)
+        if gateway is None or gateway.gateway is None:
+            continue
+        holder = next(
+            (
+                name
+                for name, entry in devices.items()
+                if f"{gateway.address}/{gateway.cidr}" in entry.get("addresses", [])
+            ),
+            shared,
+        )
+        on_link = ipaddress.ip_address(gateway.gateway) not in ipaddress.ip_network(
+            f"{gateway.address}/{gateway.cidr}", strict=False
+        )
+        route: dict[str, Any] = {"to": default, "via": gateway.gateway}
+        if on_link:
+            route["on-link"] = True
+        devices[holder].setdefault("routes", []).append(route)
