@@ -19,6 +19,11 @@ fi
 # Real clients and peers for the boot-service tests (DHCP, TFTP, router discovery, QEMU's iPXE ROM).
 mf_apt_ensure iproute2 isc-dhcp-client udhcpc busybox dnsmasq-base atftp tftp-hpa curl \
     ipxe qemu-system-x86 ipxe-qemu ndisc6
+# cloud-init is the real client of the metadata service tests; it is switched off for this host
+# (the marker first, so that an install on a systemd machine never runs it at boot).
+mf_as_root mkdir -p /etc/cloud
+mf_as_root touch /etc/cloud/cloud-init.disabled
+mf_apt_ensure cloud-init
 # The agent's disk actions, the install environment's cpio and readelf cross-checks, the e2e
 # test OS image (FAT partition without mounting; syslinux/systemd-boot come as .debs), OVMF.
 mf_apt_ensure cpio zstd dosfstools mtools fdisk e2fsprogs util-linux ovmf binutils

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 
@@ -87,6 +88,16 @@ class Settings(BaseSettings):
         description="answer netbooting machines' IPv6 router solicitations (iPXE waits ~13 s"
         " for one otherwise); the answer announces no router and no prefix",
     )
+    metadata_port: int = Field(
+        default=50061, ge=0, le=65535, description="port of the metadata service (0: off)"
+    )
+    metadata_on_api_port: bool = Field(
+        default=False, description="also serve the metadata paths on the API port"
+    )
+    metadata_trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="networks whose X-Forwarded-For names the metadata caller",
+    )
     bios_file: str = Field(default="undionly.kpxe", description="boot file for legacy BIOS")
     uefi_file: str = Field(default="ipxe.efi", description="boot file for UEFI x86-64")
     arm64_file: str = Field(default="snp-arm64.efi", description="boot file for UEFI arm64")
@@ -125,6 +136,23 @@ class Settings(BaseSettings):
                 f" (letters, digits, . _ - /, no '..'), e.g. ipxe.efi; got {value!r}"
             )
         return value
+
+    @field_validator("metadata_trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"--metadata-trusted-proxy {network!r} is not an address or network,"
+                    " e.g. 192.0.2.5 or 192.0.2.0/28"
+                ) from None
+        return value
+
+    @property
+    def metadata_trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n, strict=False) for n in self.metadata_trusted_proxies]
 
     @property
     def http_host(self) -> str:

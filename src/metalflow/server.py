@@ -20,6 +20,7 @@ from metalflow.config import Settings
 from metalflow.db.engine import Database
 from metalflow.db.migrate import upgrade
 from metalflow.events import Event, EventBus, PostgresRelay, load_events, persist
+from metalflow.metadata.router import PortGate
 from metalflow.metrics import Metrics
 from metalflow.tenancy.auth import Authenticator, create_api_token, has_admin_token
 from metalflow.tenancy.secrets import (
@@ -108,8 +109,9 @@ def serve(settings: Settings) -> None:
         services.db.engine.url.render_as_string(hide_password=True),
         settings.data_dir,
     )
+    metadata_socket = _metadata_socket(settings)
     config = uvicorn.Config(
-        create_app(services),
+        PortGate(create_app(services), settings.metadata_port, settings.metadata_on_api_port),
         host=settings.http_host,
         port=settings.http_port,
         log_level="info",
@@ -118,9 +120,35 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
     server = _Server(config, services.bus, boot)
-    server.run()
+    sockets = [config.bind_socket()]
+    if metadata_socket is not None:
+        sockets.append(metadata_socket)
+        log.info("event=metadata.listening address=%s", metadata_socket.getsockname()[:2])
+    server.run(sockets=sockets)
     if server.boot_error is not None:
         raise server.boot_error
+
+
+def _metadata_socket(settings: Settings) -> socket.socket | None:
+    """The metadata service's listening socket, on the API's address (0 = no such port)."""
+    if settings.metadata_port == 0:
+        return None
+    if settings.metadata_port == settings.http_port:
+        raise BootSetupError(
+            f"--metadata-port {settings.metadata_port} is the API port; pick another port, or"
+            " --metadata-port 0 --metadata-on-api-port",
+            field="metadata_port",
+        )
+    host = settings.http_host or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, settings.metadata_port), family=family, backlog=2048)
+    except OSError as exc:
+        raise BootSetupError(
+            f"--metadata-port {settings.metadata_port}: cannot listen on {host}: {exc}"
+            " (another metadata service running? --metadata-port 0 turns it off)",
+            field="metadata_port",
+        ) from None
 
 
 class _Server(uvicorn.Server):

@@ -20,6 +20,7 @@ from metalflow.boot.dhcp import router as dhcp_router
 from metalflow.boot.index import IndexRefresher
 from metalflow.errors import MetalflowError
 from metalflow.inventory import router as machines
+from metalflow.metadata import router as metadata_router
 from metalflow.templates import router as templates
 from metalflow.workflows import agent_router
 from metalflow.workflows import router as workflows
@@ -78,6 +79,7 @@ def create_app(services: Services) -> FastAPI:
     # First: machines fetch their scripts and files far more often than operators call the
     # API, and routes are matched in order.
     app.include_router(boot_router.router)
+    app.include_router(metadata_router.router)
     api = APIRouter(prefix=API_PREFIX)
     for router in (
         machines.router,

@@ -1,9 +1,9 @@
-"""The boot services' view of the inventory, held in memory.
+"""The boot and metadata services' view of the inventory, held in memory.
 
-DHCP, TFTP and iPXE scripts answer from here, never with a query per packet: the index loads
-every machine once, then reloads one machine whenever an event names it (events from other
-processes arrive through the PostgreSQL relay), plus a full reload every `FULL_RELOAD_SECONDS`
-as a safety net against a missed event.
+DHCP, TFTP, iPXE scripts and the metadata service answer from here, never with a query per
+packet or request: the index loads every machine once, then reloads one machine whenever an
+event names it (events from other processes arrive through the PostgreSQL relay), plus a full
+reload every `FULL_RELOAD_SECONDS` as a safety net against a missed event.
 """
 
 from __future__ import annotations
@@ -18,16 +18,17 @@ from typing import Any
 
 from anyio import to_thread
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, selectinload, undefer
 
 from metalflow.db.engine import Database
 from metalflow.events import Event
 from metalflow.inventory.tables import Machine
+from metalflow.metadata.instance import Instance, InterfaceFields, instance_from
 from metalflow.workflows.tables import ACTIVE, Workflow
 
 log = logging.getLogger("metalflow.boot.index")
 FULL_RELOAD_SECONDS = 60.0
-IGNORED_EVENT_PREFIXES = ("workflow.action.log", "boot.", "dhcp.", "tftp.")
+IGNORED_EVENT_PREFIXES = ("workflow.action.log", "boot.", "dhcp.", "tftp.", "metadata.")
 """Events that never change what the boot services answer (and the ones they write)."""
 
 
@@ -66,6 +67,8 @@ class MachineView:
     has_active_workflow: bool
     interfaces: tuple[InterfaceView, ...]
     boot: BootOptions = field(default_factory=BootOptions)
+    instance: Instance | None = None
+    """What the metadata service tells the machine's OS."""
 
     def interface(self, mac: str) -> InterfaceView | None:
         return next((iface for iface in self.interfaces if iface.mac == mac), None)
@@ -134,12 +137,34 @@ def view_of(machine: Machine, has_active_workflow: bool) -> MachineView:
             for iface in machine.interfaces
         ),
         boot=_boot_options(machine.boot),
+        instance=instance_from(
+            machine_id=machine.id,
+            name=machine.name,
+            hostname=machine.hostname,
+            interfaces=[
+                InterfaceFields(
+                    iface.mac,
+                    iface.ip,
+                    iface.netmask,
+                    iface.gateway,
+                    [str(server) for server in iface.nameservers],
+                    iface.vlan,
+                )
+                for iface in machine.interfaces
+            ],
+            metadata=machine.instance_metadata or {},
+            user_data=machine.user_data,
+        ),
     )
 
 
 def load_views(session: Session, machine_ids: Iterable[str] | None = None) -> list[MachineView]:
     """Machines with their interfaces and whether a workflow is active, in two queries."""
-    query = select(Machine).options(selectinload(Machine.interfaces))
+    query = select(Machine).options(
+        selectinload(Machine.interfaces),
+        undefer(Machine.instance_metadata),
+        undefer(Machine.user_data),
+    )
     active_query = select(Workflow.machine_id).where(Workflow.state.in_(ACTIVE))
     if machine_ids is not None:
         ids = list(machine_ids)
@@ -165,18 +190,25 @@ class _Snapshot:
     by_id: dict[str, MachineView]
     by_mac: dict[str, MachineView]
     by_ip: dict[ipaddress.IPv4Address, tuple[MachineView, InterfaceView]]
+    by_address: dict[str, MachineView]
+    """Every address of a machine, its interfaces' and its metadata's, as text (IPv4, IPv6)."""
 
 
 def _snapshot(views: Iterable[MachineView]) -> _Snapshot:
     by_id = {view.id: view for view in views}
     by_mac: dict[str, MachineView] = {}
     by_ip: dict[ipaddress.IPv4Address, tuple[MachineView, InterfaceView]] = {}
+    by_address: dict[str, MachineView] = {}
     for view in by_id.values():
         for iface in view.interfaces:
             by_mac[iface.mac] = view
             if iface.ip is not None:
                 by_ip[iface.ip] = (view, iface)
-    return _Snapshot(by_id, by_mac, by_ip)
+                by_address[str(iface.ip)] = view
+        if view.instance is not None:
+            for address in view.instance.addresses:
+                by_address.setdefault(address.address, view)
+    return _Snapshot(by_id, by_mac, by_ip, by_address)
 
 
 class BootIndex:
@@ -194,6 +226,10 @@ class BootIndex:
 
     def by_ip(self, ip: ipaddress.IPv4Address) -> tuple[MachineView, InterfaceView] | None:
         return self._snapshot.by_ip.get(ip)
+
+    def by_address(self, address: str) -> MachineView | None:
+        """The machine holding `address` (canonical text form, e.g. from ipaddress)."""
+        return self._snapshot.by_address.get(address)
 
     def replace_all(self, views: Iterable[MachineView]) -> None:
         self._snapshot = _snapshot(views)

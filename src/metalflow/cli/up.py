@@ -30,7 +30,11 @@ OPTIONS = {
     "boot_dir": "--boot-dir",
     "discovery": "--discovery",
     "ipv6_ra": "--ipv6-ra",
+    "metadata_port": "--metadata-port",
+    "metadata_on_api_port": "--metadata-on-api-port",
+    "metadata_trusted_proxies": "--metadata-trusted-proxy",
 }
+METADATA_PANEL = "Metadata service"
 BOOT_PANEL = "Boot services"
 
 
@@ -139,6 +143,33 @@ def up(
             rich_help_panel=BOOT_PANEL,
         ),
     ] = None,
+    metadata_port: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PORT",
+            help="Port of the EC2/Equinix-style metadata service (0: off). [default: 50061]",
+            show_default=False,
+            rich_help_panel=METADATA_PANEL,
+        ),
+    ] = None,
+    metadata_on_api_port: Annotated[
+        bool | None,
+        typer.Option(
+            "--metadata-on-api-port/--no-metadata-on-api-port",
+            help="Also serve the metadata paths on the --http port.",
+            show_default=False,
+            rich_help_panel=METADATA_PANEL,
+        ),
+    ] = None,
+    metadata_trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NETWORK",
+            help="A proxy whose X-Forwarded-For names the caller (repeatable).",
+            show_default=False,
+            rich_help_panel=METADATA_PANEL,
+        ),
+    ] = None,
 ) -> None:
     """Run the metalflow server (API, boot services, controllers) until interrupted."""
     given: dict[str, Any] = {
@@ -155,6 +186,9 @@ def up(
         "boot_dir": boot_dir,
         "discovery": discovery,
         "ipv6_ra": ipv6_ra,
+        "metadata_port": metadata_port,
+        "metadata_on_api_port": metadata_on_api_port,
+        "metadata_trusted_proxies": metadata_trusted_proxy,
     }
     try:
         settings = Settings(**{key: value for key, value in given.items() if value is not None})

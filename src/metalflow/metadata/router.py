@@ -1,0 +1,248 @@
+"""The metadata service over HTTP: EC2 paths, the Equinix-style document, NoCloud files,
+phone-home. Who is asking is the request's source address, matched against every address of
+every machine in the in-memory index (`X-Forwarded-For` only from `--metadata-trusted-proxy`
+networks); an unknown caller gets a 404, a log line with the reason and an event. One machine
+can never read another's metadata: nothing in a request names the machine.
+
+Served on its own port (`--metadata-port`, 50061 as Hegel's) and, with `--metadata-on-api-port`,
+on the API port too; `PortGate` keeps each port to its own paths.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import yaml
+from fastapi import APIRouter, Request, Response
+
+from metalflow.api.deps import Services
+from metalflow.boot.index import MachineView
+from metalflow.boot.recorder import UNKNOWN_CALLERS
+from metalflow.boot.router import base_url
+from metalflow.metadata import ec2, equinix
+from metalflow.metadata.instance import Instance
+from metalflow.metadata.netconfig import network_config
+
+router = APIRouter(tags=["metadata"])
+log = logging.getLogger("metalflow.metadata")
+
+METADATA_PREFIXES = (
+    *(f"/{version}" for version in ec2.VERSIONS),
+    "/metadata",
+    "/userdata",
+    "/nocloud",
+    "/phone-home",
+    "/events",
+)
+TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+MAX_TOKEN_TTL = 21600
+TEXT = "text/plain; charset=utf-8"
+OCTETS = "application/octet-stream"
+
+
+def is_metadata_path(path: str) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in METADATA_PREFIXES)
+
+
+def caller_address(
+    request: Request, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> str | None:
+    """The address the request is from: the peer, or the last untrusted hop of
+    X-Forwarded-For when the peer is a trusted proxy."""
+    if request.client is None:
+        return None
+    try:
+        peer = ipaddress.ip_address(request.client.host)
+    except ValueError:
+        return None
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded is None or not any(peer in network for network in trusted):
+        return str(_unmapped(peer))
+    for hop in reversed([part.strip() for part in forwarded.split(",")]):
+        try:
+            address = ipaddress.ip_address(hop)
+        except ValueError:
+            return None
+        if not any(address in network for network in trusted):
+            return str(_unmapped(address))
+    return None
+
+
+def _unmapped(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """::ffff:192.0.2.11 (a dual-stack socket's view of an IPv4 peer) is 192.0.2.11."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _machine(request: Request, services: Services) -> tuple[MachineView, Instance] | None:
+    address = caller_address(request, services.settings.metadata_trusted_networks)
+    view = services.boot_index.by_address(address) if address is not None else None
+    if view is None or view.instance is None:
+        reason = "no machine has this address" if address is not None else "no usable address"
+        log.info(
+            "event=metadata.unknown_caller peer=%s address=%s path=%s reason=%s",
+            request.client.host if request.client else None,
+            address,
+            request.url.path,
+            reason,
+        )
+        services.boot_events.record(
+            "metadata.unknown_caller",
+            None,
+            UNKNOWN_CALLERS,
+            address=address,
+            path=request.url.path[:200],
+            reason=reason,
+        )
+        return None
+    return view, view.instance
+
+
+def _not_found(reason: str) -> Response:
+    return Response(f"{reason}\n", status_code=404, media_type=TEXT)
+
+
+UNKNOWN = "no machine in inventory has the address this request comes from"
+
+
+@router.put("/latest/api/token")
+async def imds_token(request: Request) -> Response:
+    """IMDSv2: a session token, accepted (not required) on every later request."""
+    ttl = request.headers.get(TOKEN_TTL_HEADER, "")
+    if not ttl.isdigit() or not 1 <= int(ttl) <= MAX_TOKEN_TTL:
+        return Response(
+            f"{TOKEN_TTL_HEADER} must be 1..{MAX_TOKEN_TTL}\n", status_code=400, media_type=TEXT
+        )
+    return Response(secrets.token_urlsafe(32), media_type=TEXT, headers={TOKEN_TTL_HEADER: ttl})
+
+
+def _ec2(request: Request, path: str) -> Response:
+    services: Services = request.app.state.services
+    found = _machine(request, services)
+    if found is None:
+        return _not_found(UNKNOWN)
+    body = ec2.lookup(ec2.tree(found[1]), path)
+    if body is None:
+        return _not_found(f"{path or '/'}: not found")
+    media = OCTETS if path.strip("/") == "user-data" else TEXT
+    return Response(body, media_type=media)
+
+
+@router.get("/2009-04-04", include_in_schema=False)
+@router.get("/2009-04-04/", include_in_schema=False)
+@router.get("/latest", include_in_schema=False)
+@router.get("/latest/", include_in_schema=False)
+async def ec2_root(request: Request) -> Response:
+    return _ec2(request, "")
+
+
+@router.get("/2009-04-04/{path:path}", include_in_schema=False)
+@router.get("/latest/{path:path}", include_in_schema=False)
+async def ec2_path(request: Request, path: str) -> Response:
+    return _ec2(request, path)
+
+
+def _urls(request: Request, services: Services) -> equinix.Urls:
+    api = base_url(services.settings, request.headers.get("host"))
+    own = f"{request.url.scheme}://{request.headers.get('host') or request.url.netloc}"
+    return equinix.Urls(api=api, phone_home=f"{own}/phone-home", user_state=f"{own}/events")
+
+
+@router.get("/metadata")
+async def equinix_metadata(request: Request) -> Response:
+    services: Services = request.app.state.services
+    found = _machine(request, services)
+    if found is None:
+        return _not_found(UNKNOWN)
+    document = equinix.document(found[1], _urls(request, services))
+    return Response(json.dumps(document, indent=2) + "\n", media_type="application/json")
+
+
+@router.get("/userdata")
+async def equinix_userdata(request: Request) -> Response:
+    services: Services = request.app.state.services
+    found = _machine(request, services)
+    if found is None:
+        return _not_found(UNKNOWN)
+    if found[1].user_data is None:
+        return _not_found("this machine has no user-data")
+    return Response(found[1].user_data, media_type=OCTETS)
+
+
+@router.get("/nocloud/{name}")
+async def nocloud(request: Request, name: str) -> Response:
+    """NoCloud's files (`ds=nocloud-net;s=http://HOST:50061/nocloud/`), and the network config
+    a writefile action can drop into a cidata partition."""
+    services: Services = request.app.state.services
+    found = _machine(request, services)
+    if found is None:
+        return _not_found(UNKNOWN)
+    instance = found[1]
+    if name == "meta-data":
+        text = yaml.safe_dump(
+            {"instance-id": instance.id, "local-hostname": instance.hostname}, sort_keys=False
+        )
+        return Response(text, media_type=TEXT)
+    if name == "user-data":
+        return Response(instance.user_data or b"", media_type=OCTETS)
+    if name == "vendor-data":
+        return Response(b"", media_type=TEXT)
+    if name == "network-config":
+        return Response(yaml.safe_dump(network_config(instance), sort_keys=False), media_type=TEXT)
+    return _not_found(f"nocloud/{name}: not found")
+
+
+@router.post("/phone-home")
+@router.post("/events")
+async def phone_home(request: Request) -> Response:
+    """The installed OS is up: an event on the machine (cloud-init's phone_home module posts
+    a form; the Equinix user_state_url gets JSON; both are kept, bounded, in the event)."""
+    services: Services = request.app.state.services
+    found = _machine(request, services)
+    if found is None:
+        return _not_found(UNKNOWN)
+    body = (await request.body())[:4096].decode(errors="replace")
+    view = found[0]
+    kind = "metadata.phone_home" if request.url.path == "/phone-home" else "metadata.user_state"
+    services.boot_events.record(kind, view, request.url.path, body=body)
+    log.info("event=%s machine=%s", kind, view.name)
+    return Response(status_code=204)
+
+
+class PortGate:
+    """ASGI middleware: the metadata port serves only metadata paths; the API port serves them
+    only when asked to. A machine's OS talking to port 50061 never reaches the API."""
+
+    def __init__(
+        self,
+        app: Callable[..., Awaitable[None]],
+        metadata_port: int,
+        on_api_port: bool,
+    ) -> None:
+        self.app = app
+        self.metadata_port = metadata_port
+        self.on_api_port = on_api_port
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] == "http":
+            server = scope.get("server")
+            on_metadata_port = server is not None and server[1] == self.metadata_port
+            wanted = is_metadata_path(scope["path"])
+            if wanted != on_metadata_port and not (wanted and self.on_api_port):
+                response = Response("not found on this port\n", status_code=404, media_type=TEXT)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
