@@ -80,6 +80,8 @@ def test_vm_is_provisioned_and_boots_its_disk(
     vm = sandbox.start_vm("vm1", mac, uefi=uefi)
     serial = expect_disk_boot(sandbox, vm, workflow["id"])
     assert "OSIMG-MARKER provisioned by metalflow for vm1" in serial
+    # The booted OS read its hostname from the metadata service and phoned home.
+    assert f"OSIMG-PHONE-HOME-OK hostname=vm1 mac={mac} ip=192.0.2.11" in serial, serial[-3000:]
 
     # The serial console tells the whole story, in order.
     story = [
@@ -99,7 +101,8 @@ def test_vm_is_provisioned_and_boots_its_disk(
     ]
     events = sandbox.events("vm1")
     seen = kinds(events)
-    for kind in ("dhcp.ack", "boot.script", "boot.asset", "agent.hello", "workflow.succeeded"):
+    kinds_wanted = ("dhcp.ack", "boot.script", "boot.asset", "agent.hello", "workflow.succeeded")
+    for kind in (*kinds_wanted, "metadata.phone_home"):
         assert kind in seen, f"no {kind} event in {sorted(set(seen))}"
     # The agent reported the VM's hardware: the disk it wrote and the NIC it booted from.
     attributes = sandbox.machine("vm1")["attributes"]
