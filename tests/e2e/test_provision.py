@@ -105,7 +105,9 @@ def test_vm_is_provisioned_and_boots_its_disk(
     for kind in (*kinds_wanted, "metadata.phone_home"):
         assert kind in seen, f"no {kind} event in {sorted(set(seen))}"
     # The agent reported the VM's hardware: the disk it wrote and the NIC it booted from.
-    attributes = sandbox.machine("vm1")["attributes"]
+    machine = sandbox.machine("vm1")
+    assert machine["state"] == "active", "the phone-home should have made the machine active"
+    attributes = machine["attributes"]
     disks = {disk["name"]: disk for disk in attributes["disks"]}
     assert disks["vda"]["size_bytes"] == 64 << 20
     assert mac in {nic["mac"] for nic in attributes["nics"]}

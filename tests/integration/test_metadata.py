@@ -135,6 +135,9 @@ def test_equinix_document_network_config_and_phone_home(
         return any(item["kind"] == "metadata.phone_home" for item in items)
 
     wait_for(phoned_home)
+    with metalflow.api() as api:
+        state = api.get("/api/v1/machines/web1").json()["state"]
+    assert state == "ready", "only a provisioned machine becomes active when it phones home"
 
 
 def test_unknown_callers_and_forwarded_addresses(

@@ -13,6 +13,8 @@ class MachineState(StrEnum):
     READY = "ready"
     PROVISIONING = "provisioning"
     PROVISIONED = "provisioned"
+    ACTIVE = "active"
+    """Provisioned, and its OS phoned home: the workflow's real end."""
     DEPROVISIONING = "deprovisioning"
     FAILED = "failed"
     MAINTENANCE = "maintenance"
@@ -24,6 +26,7 @@ class MachineEvent(StrEnum):
     INSPECTED = "inspected"
     PROVISION = "provision"
     PROVISIONED = "provisioned"
+    BOOTED = "booted"
     DEPROVISION = "deprovision"
     DEPROVISIONED = "deprovisioned"
     FAIL = "fail"
@@ -52,6 +55,13 @@ LIFECYCLE = TransitionTable[MachineState, MachineEvent](
         },
         S.PROVISIONING: {E.PROVISIONED: S.PROVISIONED, E.FAIL: S.FAILED},
         S.PROVISIONED: {
+            E.BOOTED: S.ACTIVE,
+            E.PROVISION: S.PROVISIONING,
+            E.DEPROVISION: S.DEPROVISIONING,
+            E.MAINTENANCE: S.MAINTENANCE,
+            E.RESCUE: S.RESCUE,
+        },
+        S.ACTIVE: {
             E.PROVISION: S.PROVISIONING,
             E.DEPROVISION: S.DEPROVISIONING,
             E.MAINTENANCE: S.MAINTENANCE,

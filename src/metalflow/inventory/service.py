@@ -305,6 +305,16 @@ def transition(
     )
 
 
+def mark_booted(session: Session, machine_id: str, reason: str) -> bool:
+    """A provisioned machine's OS phoned home: it becomes active. False when it was in any other
+    state (a repeated phone-home, or an OS the inventory did not provision), which stays."""
+    machine = lock_machine(session, machine_id)
+    if machine is None or machine.state != MachineState.PROVISIONED.value:
+        return False
+    transition(session, machine, MachineEvent.BOOTED, reason=reason)
+    return True
+
+
 def operator_transition(
     session: Session, machine: Machine, event_name: str, reason: str | None
 ) -> None:
@@ -317,6 +327,7 @@ def operator_transition(
     if MachineState(machine.state) in BUSY_STATES or event in (
         MachineEvent.PROVISION,
         MachineEvent.DEPROVISION,
+        MachineEvent.BOOTED,
     ):
         raise Conflict(
             f"machine {machine.name} is {machine.state}; use workflows (provision, deprovision,"

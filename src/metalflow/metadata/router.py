@@ -18,12 +18,14 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import yaml
+from anyio import to_thread
 from fastapi import APIRouter, Request, Response
 
 from metalflow.api.deps import Services
 from metalflow.boot.index import MachineView
 from metalflow.boot.recorder import UNKNOWN_CALLERS
 from metalflow.boot.router import base_url
+from metalflow.inventory import service as inventory
 from metalflow.metadata import ec2, equinix
 from metalflow.metadata.instance import Instance
 from metalflow.metadata.netconfig import network_config
@@ -214,7 +216,15 @@ async def phone_home(request: Request) -> Response:
     kind = "metadata.phone_home" if request.url.path == "/phone-home" else "metadata.user_state"
     services.boot_events.record(kind, view, request.url.path, body=body)
     log.info("event=%s machine=%s", kind, view.name)
+    if kind == "metadata.phone_home":
+        address = caller_address(request, services.settings.metadata_trusted_networks)
+        await to_thread.run_sync(_mark_booted, services, view.id, f"phoned home from {address}")
     return Response(status_code=204)
+
+
+def _mark_booted(services: Services, machine_id: str, reason: str) -> None:
+    with services.db.write() as session:
+        inventory.mark_booted(session, machine_id, reason)
 
 
 class PortGate:
