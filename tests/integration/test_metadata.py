@@ -190,3 +190,30 @@ def test_metadata_port_in_use_is_a_clear_error(lab: BootLab) -> None:
     finally:
         blocker.kill()
         blocker.wait()
+
+
+def test_the_secret_instance_url_works_from_any_address_until_rotated(
+    lab: BootLab, served: tuple[Metalflow, Host, Host]
+) -> None:
+    metalflow, _, _ = served
+    with metalflow.api() as api:
+        found = api.get("/api/v1/machines/web1/metadata-url")
+    assert found.status_code == 200, found.text
+    url = found.json()["url"]
+    assert url.startswith("http://") and ":50061/instances/mfm." in url
+    path = url.split(":50061", 1)[1]
+    behind_nat = lab.host("52:54:00:00:5d:0b")
+    behind_nat.set_address("192.0.2.77/24")
+    assert curl(behind_nat, f"{BASE}{path}latest/meta-data/instance-id") == (200, "id-web1")
+    code, body = curl(behind_nat, f"{BASE}{path}metadata")
+    assert code == 200 and json.loads(body)["phone_home_url"] == f"{BASE}{path}phone-home"
+    assert curl(behind_nat, f"{BASE}{path.replace('mfm.', 'mfm.x')}metadata")[0] == 404
+    with metalflow.api() as api:
+        assert api.post("/api/v1/machines/web1/agent-token/rotate").status_code == 200
+
+    def revoked() -> bool:
+        return curl(behind_nat, f"{BASE}{path}metadata")[0] == 404
+
+    wait_for(revoked)
+    log = metalflow.log()
+    assert path.split("/")[2] not in log, "the instance token must never be logged"

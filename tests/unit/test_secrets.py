@@ -33,6 +33,15 @@ def test_agent_token_round_trip(machine_id: str, generation: int) -> None:
 @given(st.text())
 def test_parse_never_raises(token: str) -> None:
     KEYRING.parse_agent_token(token)
+    KEYRING.parse_metadata_token(token)
+
+
+def test_metadata_and_agent_tokens_are_not_interchangeable() -> None:
+    metadata = KEYRING.metadata_token("0f3c", 2)
+    assert KEYRING.parse_metadata_token(metadata) == ("0f3c", 2)
+    assert KEYRING.parse_agent_token(metadata) is None
+    assert KEYRING.parse_metadata_token(KEYRING.agent_token("0f3c", 2)) is None
+    assert KEYRING.parse_metadata_token(KEYRING.metadata_token("0f3c", 3)) == ("0f3c", 3)
 
 
 @given(st.text())

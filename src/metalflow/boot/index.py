@@ -224,6 +224,9 @@ class BootIndex:
     def by_mac(self, mac: str) -> MachineView | None:
         return self._snapshot.by_mac.get(mac)
 
+    def by_id(self, machine_id: str) -> MachineView | None:
+        return self._snapshot.by_id.get(machine_id)
+
     def by_ip(self, ip: ipaddress.IPv4Address) -> tuple[MachineView, InterfaceView] | None:
         return self._snapshot.by_ip.get(ip)
 

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import secrets
+import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -21,7 +22,7 @@ import yaml
 from anyio import to_thread
 from fastapi import APIRouter, Request, Response
 
-from metalflow.api.deps import Services
+from metalflow.api.deps import Reader, Services
 from metalflow.boot.index import MachineView
 from metalflow.boot.recorder import UNKNOWN_CALLERS
 from metalflow.boot.router import base_url
@@ -40,6 +41,7 @@ METADATA_PREFIXES = (
     "/nocloud",
     "/phone-home",
     "/events",
+    "/instances",
 )
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 MAX_TOKEN_TTL = 21600
@@ -85,15 +87,22 @@ def _unmapped(
 
 
 def _machine(request: Request, services: Services) -> tuple[MachineView, Instance] | None:
+    """The caller: by the secret in `/instances/TOKEN/...`, else by its source address."""
+    token = request.path_params.get("token")
     address = caller_address(request, services.settings.metadata_trusted_networks)
-    view = services.boot_index.by_address(address) if address is not None else None
-    if view is None or view.instance is None:
+    if token is not None:
+        view = _by_token(services, str(token))
+        reason = "the instance token is not (or no longer) valid"
+    else:
+        view = services.boot_index.by_address(address) if address is not None else None
         reason = "no machine has this address" if address is not None else "no usable address"
+    if view is None or view.instance is None:
+        path = _shown_path(request)
         log.info(
             "event=metadata.unknown_caller peer=%s address=%s path=%s reason=%s",
             request.client.host if request.client else None,
             address,
-            request.url.path,
+            path,
             reason,
         )
         services.boot_events.record(
@@ -101,18 +110,32 @@ def _machine(request: Request, services: Services) -> tuple[MachineView, Instanc
             None,
             UNKNOWN_CALLERS,
             address=address,
-            path=request.url.path[:200],
+            path=path[:200],
             reason=reason,
         )
         return None
     return view, view.instance
 
 
+def _shown_path(request: Request) -> str:
+    """The request path with an instance token blanked: it is a secret, not for logs."""
+    token = request.path_params.get("token")
+    return request.url.path.replace(str(token), "TOKEN") if token else request.url.path
+
+
+def _by_token(services: Services, token: str) -> MachineView | None:
+    parsed = services.keyring.parse_metadata_token(token)
+    view = services.boot_index.by_id(parsed[0]) if parsed is not None else None
+    if view is None or parsed is None or view.agent_token_generation != parsed[1]:
+        return None
+    return view
+
+
 def _not_found(reason: str) -> Response:
     return Response(f"{reason}\n", status_code=404, media_type=TEXT)
 
 
-UNKNOWN = "no machine in inventory has the address this request comes from"
+UNKNOWN = "no machine in inventory has the address this request comes from (or the token)"
 
 
 @router.put("/latest/api/token")
@@ -142,12 +165,16 @@ def _ec2(request: Request, path: str) -> Response:
 @router.get("/2009-04-04/", include_in_schema=False)
 @router.get("/latest", include_in_schema=False)
 @router.get("/latest/", include_in_schema=False)
+@router.get("/instances/{token}/2009-04-04/", include_in_schema=False)
+@router.get("/instances/{token}/latest/", include_in_schema=False)
 async def ec2_root(request: Request) -> Response:
     return _ec2(request, "")
 
 
 @router.get("/2009-04-04/{path:path}", include_in_schema=False)
 @router.get("/latest/{path:path}", include_in_schema=False)
+@router.get("/instances/{token}/2009-04-04/{path:path}", include_in_schema=False)
+@router.get("/instances/{token}/latest/{path:path}", include_in_schema=False)
 async def ec2_path(request: Request, path: str) -> Response:
     return _ec2(request, path)
 
@@ -155,10 +182,14 @@ async def ec2_path(request: Request, path: str) -> Response:
 def _urls(request: Request, services: Services) -> equinix.Urls:
     api = base_url(services.settings, request.headers.get("host"))
     own = f"{request.url.scheme}://{request.headers.get('host') or request.url.netloc}"
+    token = request.path_params.get("token")
+    if token is not None:
+        own = f"{own}/instances/{token}"
     return equinix.Urls(api=api, phone_home=f"{own}/phone-home", user_state=f"{own}/events")
 
 
 @router.get("/metadata")
+@router.get("/instances/{token}/metadata")
 async def equinix_metadata(request: Request) -> Response:
     services: Services = request.app.state.services
     found = _machine(request, services)
@@ -169,6 +200,7 @@ async def equinix_metadata(request: Request) -> Response:
 
 
 @router.get("/userdata")
+@router.get("/instances/{token}/userdata")
 async def equinix_userdata(request: Request) -> Response:
     services: Services = request.app.state.services
     found = _machine(request, services)
@@ -180,6 +212,7 @@ async def equinix_userdata(request: Request) -> Response:
 
 
 @router.get("/nocloud/{name}")
+@router.get("/instances/{token}/nocloud/{name}")
 async def nocloud(request: Request, name: str) -> Response:
     """NoCloud's files (`ds=nocloud-net;s=http://HOST:50061/nocloud/`), and the network config
     a writefile action can drop into a cidata partition."""
@@ -204,6 +237,8 @@ async def nocloud(request: Request, name: str) -> Response:
 
 @router.post("/phone-home")
 @router.post("/events")
+@router.post("/instances/{token}/phone-home")
+@router.post("/instances/{token}/events")
 async def phone_home(request: Request) -> Response:
     """The installed OS is up: an event on the machine (cloud-init's phone_home module posts
     a form; the Equinix user_state_url gets JSON; both are kept, bounded, in the event)."""
@@ -213,8 +248,10 @@ async def phone_home(request: Request) -> Response:
         return _not_found(UNKNOWN)
     body = (await request.body())[:4096].decode(errors="replace")
     view = found[0]
-    kind = "metadata.phone_home" if request.url.path == "/phone-home" else "metadata.user_state"
-    services.boot_events.record(kind, view, request.url.path, body=body)
+    kind = (
+        "metadata.phone_home" if request.url.path.endswith("/phone-home") else "metadata.user_state"
+    )
+    services.boot_events.record(kind, view, kind, body=body)
     log.info("event=%s machine=%s", kind, view.name)
     if kind == "metadata.phone_home":
         address = caller_address(request, services.settings.metadata_trusted_networks)
@@ -225,6 +262,18 @@ async def phone_home(request: Request) -> Response:
 def _mark_booted(services: Services, machine_id: str, reason: str) -> None:
     with services.db.write() as session:
         inventory.mark_booted(session, machine_id, reason)
+
+
+@router.get("/api/v1/machines/{name}/metadata-url", tags=["machines"])
+def metadata_url(name: str, request: Request, _: Reader) -> dict[str, str]:
+    """The machine's secret metadata URL, for an OS that cannot be known by its address."""
+    services: Services = request.app.state.services
+    with services.db.read() as session:
+        machine = inventory.get_machine(session, name)
+        token = services.keyring.metadata_token(machine.id, machine.agent_token_generation)
+    api = urllib.parse.urlsplit(base_url(services.settings, request.headers.get("host")))
+    port = services.settings.metadata_port or services.settings.http_port
+    return {"url": f"{api.scheme}://{api.hostname}:{port}/instances/{token}/", "token": token}
 
 
 class PortGate:

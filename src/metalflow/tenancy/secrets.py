@@ -41,6 +41,7 @@ class Keyring:
     def __init__(self, master: bytes) -> None:
         self._fernet = Fernet(base64.urlsafe_b64encode(self._derive(master, b"credentials")))
         self._agent_key = self._derive(master, b"agent-token")
+        self._metadata_key = self._derive(master, b"metadata-token")
 
     @staticmethod
     def _derive(master: bytes, purpose: bytes) -> bytes:
@@ -63,6 +64,23 @@ class Keyring:
         return (
             f"mfa.{machine_id}.{generation}.{base64.urlsafe_b64encode(mac.digest()[:24]).decode()}"
         )
+
+    def metadata_token(self, machine_id: str, generation: int) -> str:
+        """The secret path part of a machine's metadata URL (`/instances/TOKEN/...`), for OSes
+        that reach the metadata service through NAT or a proxy; rotates with the agent token."""
+        mac = hmac.new(self._metadata_key, f"{machine_id}:{generation}".encode(), hashlib.sha256)
+        return (
+            f"mfm.{machine_id}.{generation}.{base64.urlsafe_b64encode(mac.digest()[:24]).decode()}"
+        )
+
+    def parse_metadata_token(self, token: str) -> tuple[str, int] | None:
+        parts = token.split(".")
+        if len(parts) != 4 or parts[0] != "mfm" or not _GENERATION.fullmatch(parts[2]):
+            return None
+        machine_id, generation = parts[1], int(parts[2])
+        if not hmac.compare_digest(token, self.metadata_token(machine_id, generation)):
+            return None
+        return machine_id, generation
 
     def parse_agent_token(self, token: str) -> tuple[str, int] | None:
         """(machine_id, generation) when the signature holds, else None."""
