@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from pathlib import Path
@@ -150,7 +151,7 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
-    @property
+    @functools.cached_property
     def metadata_trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(n, strict=False) for n in self.metadata_trusted_proxies]
 

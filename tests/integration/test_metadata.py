@@ -125,6 +125,7 @@ def test_equinix_document_network_config_and_phone_home(
     assert document["network"]["interfaces"] == [{"name": "eth0", "mac": "52:54:00:00:5d:01"}]
     assert document["network"]["addresses"][0]["cidr"] == 24
     assert document["phone_home_url"] == f"{BASE}/phone-home"
+    assert document["api_url"] == "http://192.0.2.1:7080"  # the API port, not the metadata one
     code, config = curl(web1, f"{BASE}/nocloud/network-config")
     assert code == 200 and "macaddress: 52:54:00:00:5d:01" in config and "192.0.2.11/24" in config
     assert curl(web1, f"{BASE}/phone-home", "-X", "POST", "-d", "instance_id=id-web1")[0] == 204

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, selectinload, undefer
 from metalflow.db.engine import Database
 from metalflow.events import Event
 from metalflow.inventory.tables import Machine
+from metalflow.metadata.ec2 import Directory, tree
 from metalflow.metadata.instance import Instance, InterfaceFields, instance_from
 from metalflow.workflows.tables import ACTIVE, Workflow
 
@@ -69,6 +70,8 @@ class MachineView:
     boot: BootOptions = field(default_factory=BootOptions)
     instance: Instance | None = None
     """What the metadata service tells the machine's OS."""
+    ec2_tree: Directory | None = None
+    """The instance's EC2 tree, built once here rather than per request."""
 
     def interface(self, mac: str) -> InterfaceView | None:
         return next((iface for iface in self.interfaces if iface.mac == mac), None)
@@ -137,24 +140,27 @@ def view_of(machine: Machine, has_active_workflow: bool) -> MachineView:
             for iface in machine.interfaces
         ),
         boot=_boot_options(machine.boot),
-        instance=instance_from(
-            machine_id=machine.id,
-            name=machine.name,
-            hostname=machine.hostname,
-            interfaces=[
-                InterfaceFields(
-                    iface.mac,
-                    iface.ip,
-                    iface.netmask,
-                    iface.gateway,
-                    [str(server) for server in iface.nameservers],
-                    iface.vlan,
-                )
-                for iface in machine.interfaces
-            ],
-            metadata=machine.instance_metadata or {},
-            user_data=machine.user_data,
+        instance=(
+            instance := instance_from(
+                machine_id=machine.id,
+                name=machine.name,
+                hostname=machine.hostname,
+                interfaces=[
+                    InterfaceFields(
+                        iface.mac,
+                        iface.ip,
+                        iface.netmask,
+                        iface.gateway,
+                        [str(server) for server in iface.nameservers],
+                        iface.vlan,
+                    )
+                    for iface in machine.interfaces
+                ],
+                metadata=machine.instance_metadata or {},
+                user_data=machine.user_data,
+            )
         ),
+        ec2_tree=tree(instance),
     )
 
 

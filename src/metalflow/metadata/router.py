@@ -154,7 +154,7 @@ def _ec2(request: Request, path: str) -> Response:
     found = _machine(request, services)
     if found is None:
         return _not_found(UNKNOWN)
-    body = ec2.lookup(ec2.tree(found[1]), path)
+    body = ec2.lookup(found[0].ec2_tree or ec2.tree(found[1]), path)
     if body is None:
         return _not_found(f"{path or '/'}: not found")
     media = OCTETS if path.strip("/") == "user-data" else TEXT
@@ -179,8 +179,18 @@ async def ec2_path(request: Request, path: str) -> Response:
     return _ec2(request, path)
 
 
+def _api_url(request: Request, services: Services) -> str:
+    """The API's URL as this caller reaches the server: the Host it sent, at the API port."""
+    host = request.headers.get("host")
+    name = urllib.parse.urlsplit(f"//{host}").hostname if host else None
+    if name is None:
+        return base_url(services.settings, host)
+    name = f"[{name}]" if ":" in name else name
+    return base_url(services.settings, f"{name}:{services.settings.http_port}")
+
+
 def _urls(request: Request, services: Services) -> equinix.Urls:
-    api = base_url(services.settings, request.headers.get("host"))
+    api = _api_url(request, services)
     own = f"{request.url.scheme}://{request.headers.get('host') or request.url.netloc}"
     token = request.path_params.get("token")
     if token is not None:
@@ -196,7 +206,7 @@ async def equinix_metadata(request: Request) -> Response:
     if found is None:
         return _not_found(UNKNOWN)
     document = equinix.document(found[1], _urls(request, services))
-    return Response(json.dumps(document, indent=2) + "\n", media_type="application/json")
+    return Response(json.dumps(document), media_type="application/json")
 
 
 @router.get("/userdata")
@@ -271,7 +281,7 @@ def metadata_url(name: str, request: Request, _: Reader) -> dict[str, str]:
     with services.db.read() as session:
         machine = inventory.get_machine(session, name)
         token = services.keyring.metadata_token(machine.id, machine.agent_token_generation)
-    api = urllib.parse.urlsplit(base_url(services.settings, request.headers.get("host")))
+    api = urllib.parse.urlsplit(_api_url(request, services))
     port = services.settings.metadata_port or services.settings.http_port
     return {"url": f"{api.scheme}://{api.hostname}:{port}/instances/{token}/", "token": token}
 
