@@ -338,11 +338,8 @@ def report(results: list[WrkResult], script: bytes, args: argparse.Namespace) ->
     return "\n".join(out)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def add_wrk_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a wrk-against-nginx benchmark (this one and bench/metadata.py)."""
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each wrk run")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured wrk run first")
     parser.add_argument("--connections", type=int, default=64, help="wrk -c")
@@ -354,9 +351,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
-    args = parser.parse_args(argv)
+
+
+def check_wrk_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.duration <= 0 or args.connections < 1:
         parser.error("--duration and --connections must be positive")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_wrk_options(parser)
+    args = parser.parse_args(argv)
+    check_wrk_options(parser, args)
     return args
 
 

@@ -59,7 +59,7 @@ from dhcp import (  # bench/dhcp.py (same directory): the namespace lab and help
     wait_until,
 )
 from fleet import children_of, cpu_seconds, system_busy_seconds
-from ipxe_script import DEFAULT_PEERS_DIR, count_lines, nginx_binary
+from ipxe_script import add_wrk_options, check_wrk_options, count_lines, nginx_binary
 
 API_PORT = 7080
 METADATA_PORT = 50061
@@ -416,20 +416,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--machines", type=int, default=1000, help="distinct callers")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each wrk run")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured wrk run first")
-    parser.add_argument("--connections", type=int, default=64, help="wrk -c")
-    parser.add_argument(
-        "--peers-dir",
-        type=Path,
-        default=DEFAULT_PEERS_DIR,
-        help="where nginx is downloaded and unpacked when it is not installed",
-    )
-    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
-    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    add_wrk_options(parser)
     args = parser.parse_args(argv)
-    if args.duration <= 0 or args.connections < 1:
-        parser.error("--duration and --connections must be positive")
+    check_wrk_options(parser, args)
     if not 1 <= args.machines <= MAX_MACHINES:
         parser.error(f"--machines must be 1..{MAX_MACHINES}")
     return args

@@ -16,6 +16,7 @@ import logging
 import secrets
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -86,7 +87,16 @@ def _unmapped(
     return address
 
 
-def _machine(request: Request, services: Services) -> tuple[MachineView, Instance] | None:
+@dataclass(slots=True)
+class Caller:
+    """The machine a request comes from, with what the index built for its OS."""
+
+    view: MachineView
+    instance: Instance
+    tree: ec2.Directory
+
+
+def _machine(request: Request, services: Services) -> Caller | None:
     """The caller: by the secret in `/instances/TOKEN/...`, else by its source address."""
     token = request.path_params.get("token")
     address = caller_address(request, services.settings.metadata_trusted_networks)
@@ -96,7 +106,7 @@ def _machine(request: Request, services: Services) -> tuple[MachineView, Instanc
     else:
         view = services.boot_index.by_address(address) if address is not None else None
         reason = "no machine has this address" if address is not None else "no usable address"
-    if view is None or view.instance is None:
+    if view is None or view.instance is None or view.ec2_tree is None:
         path = _shown_path(request)
         log.info(
             "event=metadata.unknown_caller peer=%s address=%s path=%s reason=%s",
@@ -114,7 +124,7 @@ def _machine(request: Request, services: Services) -> tuple[MachineView, Instanc
             reason=reason,
         )
         return None
-    return view, view.instance
+    return Caller(view, view.instance, view.ec2_tree)
 
 
 def _shown_path(request: Request) -> str:
@@ -154,7 +164,7 @@ def _ec2(request: Request, path: str) -> Response:
     found = _machine(request, services)
     if found is None:
         return _not_found(UNKNOWN)
-    body = ec2.lookup(found[0].ec2_tree or ec2.tree(found[1]), path)
+    body = ec2.lookup(found.tree, path)
     if body is None:
         return _not_found(f"{path or '/'}: not found")
     media = OCTETS if path.strip("/") == "user-data" else TEXT
@@ -205,7 +215,7 @@ async def equinix_metadata(request: Request) -> Response:
     found = _machine(request, services)
     if found is None:
         return _not_found(UNKNOWN)
-    document = equinix.document(found[1], _urls(request, services))
+    document = equinix.document(found.instance, _urls(request, services))
     return Response(json.dumps(document), media_type="application/json")
 
 
@@ -216,9 +226,9 @@ async def equinix_userdata(request: Request) -> Response:
     found = _machine(request, services)
     if found is None:
         return _not_found(UNKNOWN)
-    if found[1].user_data is None:
+    if found.instance.user_data is None:
         return _not_found("this machine has no user-data")
-    return Response(found[1].user_data, media_type=OCTETS)
+    return Response(found.instance.user_data, media_type=OCTETS)
 
 
 @router.get("/nocloud/{name}")
@@ -230,7 +240,7 @@ async def nocloud(request: Request, name: str) -> Response:
     found = _machine(request, services)
     if found is None:
         return _not_found(UNKNOWN)
-    instance = found[1]
+    instance = found.instance
     if name == "meta-data":
         text = yaml.safe_dump(
             {"instance-id": instance.id, "local-hostname": instance.hostname}, sort_keys=False
@@ -257,7 +267,7 @@ async def phone_home(request: Request) -> Response:
     if found is None:
         return _not_found(UNKNOWN)
     body = (await request.body())[:4096].decode(errors="replace")
-    view = found[0]
+    view = found.view
     kind = (
         "metadata.phone_home" if request.url.path.endswith("/phone-home") else "metadata.user_state"
     )
