@@ -24,6 +24,8 @@ mf_apt_ensure iproute2 isc-dhcp-client udhcpc busybox dnsmasq-base atftp tftp-hp
 mf_as_root mkdir -p /etc/cloud
 mf_as_root touch /etc/cloud/cloud-init.disabled
 mf_apt_ensure cloud-init
+# The BMC emulators the power drivers are tested against (sushy-tools' Redfish one is from PyPI).
+mf_apt_ensure openipmi ipmitool
 # The agent's disk actions, the install environment's cpio and readelf cross-checks, the e2e
 # test OS image (FAT partition without mounting; syslinux/systemd-boot come as .debs), OVMF.
 mf_apt_ensure cpio zstd dosfstools mtools fdisk e2fsprogs util-linux ovmf binutils

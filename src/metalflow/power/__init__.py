@@ -1,0 +1,1 @@
+"""BMC control: power, boot device, virtual media, behind one small driver Protocol."""

@@ -1,0 +1,169 @@
+"""What every BMC driver offers, and the words the rest of metalflow uses for it.
+
+A driver is synchronous (pyghmi and sushy block), made per BMC from a `Bmc`, and only asks the
+BMC: it never waits for a state to be reached. The power job (power/jobs.py) calls it in a
+thread, verifies by polling `power_state`, retries `PowerError`s that are `transient`, and keeps
+one job per BMC at a time. Drivers translate at the edge: module-level maps from the BMC's
+words to these enums, and every library error wrapped in a `PowerError` naming the driver, the
+BMC and the action. `validate` never touches the network (BMCs are too fragile to be contacted
+on every apply).
+
+Drivers are found by name in the `metalflow.power` entry-point group (pyproject.toml), loaded
+only when a machine uses them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import ClassVar, Protocol
+
+
+class PowerState(enum.StrEnum):
+    ON = "on"
+    OFF = "off"
+
+
+class PowerAction(enum.StrEnum):
+    ON = "on"
+    OFF = "off"
+    SOFT_OFF = "soft-off"
+    """ACPI shutdown: the OS decides; the job verifies `off` like any other."""
+    CYCLE = "cycle"
+    """Off, then on: on when it was off."""
+    RESET = "reset"
+    """A hard reset, without going through off; the state stays (or becomes) on."""
+
+
+TARGET_STATE: Mapping[PowerAction, PowerState] = {
+    PowerAction.ON: PowerState.ON,
+    PowerAction.OFF: PowerState.OFF,
+    PowerAction.SOFT_OFF: PowerState.OFF,
+    PowerAction.CYCLE: PowerState.ON,
+    PowerAction.RESET: PowerState.ON,
+}
+"""The state a job waits for after each action."""
+
+
+class BootDevice(enum.StrEnum):
+    PXE = "pxe"
+    DISK = "disk"
+    CDROM = "cdrom"
+    BIOS = "bios"
+    """The firmware's setup screen."""
+
+
+@dataclass(frozen=True, slots=True)
+class BootRequest:
+    device: BootDevice
+    persistent: bool = False
+    """Every boot from now on, else only the next one."""
+    efi: bool = True
+    """UEFI boot, else legacy BIOS (where the BMC can tell the two apart)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bmc:
+    """One BMC as a driver needs it, the password already decrypted (never log this object)."""
+
+    driver: str
+    host: str
+    port: int | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    insecure_tls: bool = False
+    options: Mapping[str, str] = field(default_factory=dict)
+    """Per-driver settings (rufio's providerOptions): e.g. redfish `system`, webhook `url`."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldDoc:
+    """A BMC field a driver reads, for `metalflow bmc drivers` and error messages."""
+
+    name: str
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What a BMC says it can do (`metalflow bmc probe`)."""
+
+    driver: str
+    power: bool
+    boot_device: bool
+    virtual_media: bool
+    details: Mapping[str, str] = field(default_factory=dict)
+    """Driver-specific facts: Redfish version and vendor, IPMI cipher suites, ..."""
+
+
+class PowerError(Exception):
+    """A BMC refused or could not be reached. `message` is the BMC's own words where it gave any;
+    `transient` says a retry may help (timeouts, connection resets, busy BMCs)."""
+
+    def __init__(
+        self, driver: str, host: str, action: str, message: str, *, transient: bool = False
+    ) -> None:
+        super().__init__(f"{driver} BMC {host}: {action}: {message}")
+        self.driver = driver
+        self.host = host
+        self.action = action
+        self.message = message
+        self.transient = transient
+
+
+class Unsupported(PowerError):
+    """The driver or this BMC has no such operation (never retried)."""
+
+
+class Driver(Protocol):
+    name: ClassVar[str]
+    fields: ClassVar[tuple[FieldDoc, ...]]
+
+    @classmethod
+    def validate(cls, bmc: Bmc) -> None:
+        """Raise ValueError naming the field when `bmc` cannot work with this driver; offline."""
+
+    def power_state(self) -> PowerState: ...
+
+    def set_power(self, action: PowerAction) -> None:
+        """Ask for `action`; returns once the BMC accepted it, not when it is done."""
+
+    def set_boot_device(self, request: BootRequest) -> None: ...
+
+    def insert_media(self, url: str) -> None:
+        """Virtual media: attach the image at `url` as a CD."""
+
+    def eject_media(self) -> None: ...
+
+    def probe(self) -> Probe: ...
+
+    def close(self) -> None:
+        """End the BMC session, if the driver keeps one."""
+
+
+class DriverFactory(Protocol):
+    name: ClassVar[str]
+    fields: ClassVar[tuple[FieldDoc, ...]]
+
+    def __call__(self, bmc: Bmc) -> Driver: ...
+
+    def validate(self, bmc: Bmc) -> None: ...
+
+
+ENTRY_POINT_GROUP = "metalflow.power"
+
+
+def driver_names() -> list[str]:
+    return sorted(point.name for point in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def driver_class(name: str) -> DriverFactory:
+    """The driver registered as `name`; ValueError listing the known ones otherwise."""
+    found = entry_points(group=ENTRY_POINT_GROUP, name=name)
+    if not found:
+        raise ValueError(f"no BMC driver {name!r}; known: {', '.join(driver_names())}")
+    loaded: DriverFactory = next(iter(found)).load()
+    return loaded
