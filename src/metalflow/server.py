@@ -20,7 +20,9 @@ from metalflow.config import Settings
 from metalflow.db.engine import Database
 from metalflow.db.migrate import upgrade
 from metalflow.events import Event, EventBus, PostgresRelay, load_events, persist
-from metalflow.metadata.router import PortGate
+from metalflow.metadata.router import MetadataGate
+from metalflow.metadata.service import MetadataService
+from metalflow.metadata.wire import MetadataServer
 from metalflow.metrics import Metrics
 from metalflow.tenancy.auth import Authenticator, create_api_token, has_admin_token
 from metalflow.tenancy.secrets import (
@@ -110,8 +112,9 @@ def serve(settings: Settings) -> None:
         settings.data_dir,
     )
     metadata_socket = _metadata_socket(settings)
+    metadata = MetadataService(services)
     config = uvicorn.Config(
-        PortGate(create_app(services), settings.metadata_port, settings.metadata_on_api_port),
+        MetadataGate(create_app(services), metadata),
         host=settings.http_host,
         port=settings.http_port,
         log_level="info",
@@ -119,12 +122,11 @@ def serve(settings: Settings) -> None:
         timeout_keep_alive=75,
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
-    server = _Server(config, services.bus, boot)
-    sockets = [config.bind_socket()]
+    metadata_server = None
     if metadata_socket is not None:
-        sockets.append(metadata_socket)
-        log.info("event=metadata.listening address=%s", metadata_socket.getsockname()[:2])
-    server.run(sockets=sockets)
+        metadata_server = _metadata_server(metadata, services)
+    server = _Server(config, services.bus, boot, metadata_server, metadata_socket)
+    server.run(sockets=[config.bind_socket()])
     if server.boot_error is not None:
         raise server.boot_error
 
@@ -151,16 +153,37 @@ def _metadata_socket(settings: Settings) -> socket.socket | None:
         ) from None
 
 
-class _Server(uvicorn.Server):
-    """Runs the boot servers in uvicorn's loop once the app is up (its index loaded), and ends
-    event streams and long polls as soon as a stop is asked for, so they close cleanly instead
-    of being cancelled after the grace period."""
+def _metadata_server(metadata: MetadataService, services: Services) -> MetadataServer:
+    server = MetadataServer(metadata, services.boot_index)
+    services.metrics.register_counts(
+        "metalflow_metadata_requests",
+        "Metadata port requests by answer status, or why none was made (malformed, too_large,"
+        " timeout, idle_closed)",
+        "outcome",
+        lambda: server.outcomes,
+    )
+    return server
 
-    def __init__(self, config: uvicorn.Config, bus: EventBus, boot: BootServers | None) -> None:
+
+class _Server(uvicorn.Server):
+    """Runs the boot servers and the metadata port in uvicorn's loop once the app is up (its
+    index loaded), and ends event streams and long polls as soon as a stop is asked for, so they
+    close cleanly instead of being cancelled after the grace period."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        bus: EventBus,
+        boot: BootServers | None,
+        metadata: MetadataServer | None,
+        metadata_socket: socket.socket | None,
+    ) -> None:
         super().__init__(config)
         self.bus = bus
         self.boot = boot
         self.boot_error: BootSetupError | None = None
+        self.metadata = metadata
+        self.metadata_socket = metadata_socket
 
     async def main_loop(self) -> None:
         """Start the boot servers once the app is up; if their ports cannot be had, stop the
@@ -172,6 +195,9 @@ class _Server(uvicorn.Server):
                 self.boot_error = exc
                 self.boot = None
                 return
+        if self.metadata is not None and self.metadata_socket is not None:
+            await self.metadata.start(self.metadata_socket)
+            log.info("event=metadata.listening address=%s", self.metadata_socket.getsockname()[:2])
         # What start-up built (modules, the app, the boot index) lives as long as the process:
         # collected once, then frozen out of the collector's generations, full collections stop
         # rescanning it (their pauses were the p99 of the boot endpoints in bench/ipxe_script.py).
@@ -182,6 +208,8 @@ class _Server(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.boot is not None:
             await self.boot.stop()
+        if self.metadata is not None:
+            await self.metadata.stop()
         await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
