@@ -107,6 +107,7 @@ class MetadataServer:
         self.index = index
         self.idle_seconds = idle_seconds
         self.request_seconds = request_seconds
+        self.sweep_seconds = min(SWEEP_SECONDS, idle_seconds / 2, request_seconds / 2)
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.cache: dict[tuple[str | None, str | None, str | None, str], _Cached] = {}
         self.clock = _Clock()
@@ -135,7 +136,7 @@ class MetadataServer:
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(SWEEP_SECONDS)
+            await asyncio.sleep(self.sweep_seconds)
             now = loop.time()
             for connection in list(self.connections):
                 connection.check_time(now)
