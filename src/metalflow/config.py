@@ -89,6 +89,14 @@ class Settings(BaseSettings):
         description="answer netbooting machines' IPv6 router solicitations (iPXE waits ~13 s"
         " for one otherwise); the answer announces no router and no prefix",
     )
+    power_sync_interval: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds between reads of every BMC's power state (0: no periodic sync)",
+    )
+    power_workers: int = Field(
+        default=32, ge=1, le=1024, description="BMC calls (jobs and sync reads) at once"
+    )
     metadata_port: int = Field(
         default=50061, ge=0, le=65535, description="port of the metadata service (0: off)"
     )

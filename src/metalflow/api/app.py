@@ -21,6 +21,8 @@ from metalflow.boot.index import IndexRefresher
 from metalflow.errors import MetalflowError
 from metalflow.inventory import router as machines
 from metalflow.metadata import router as metadata_router
+from metalflow.power import router as power_router
+from metalflow.power.runner import PowerRunner
 from metalflow.templates import router as templates
 from metalflow.workflows import agent_router
 from metalflow.workflows import router as workflows
@@ -41,9 +43,17 @@ def create_app(services: Services) -> FastAPI:
         refresher = IndexRefresher(services.db, services.boot_index)
         services.bus.listeners.append(refresher.on_event)
         await refresher.load_all()
+        power = PowerRunner(
+            services.db,
+            services.keyring,
+            workers=services.settings.power_workers,
+            sync_interval=services.settings.power_sync_interval,
+        )
+        services.bus.listeners.append(power.on_event)
         background = [
             asyncio.create_task(refresher.run()),
             asyncio.create_task(services.boot_events.run()),
+            asyncio.create_task(power.run()),
         ]
         controller = asyncio.create_task(
             run_controller(
@@ -61,6 +71,7 @@ def create_app(services: Services) -> FastAPI:
             for task in background:
                 task.cancel()
             services.bus.listeners.remove(refresher.on_event)
+            services.bus.listeners.remove(power.on_event)
             await services.boot_events.flush()
             if services.relay is not None:
                 services.relay.stop()
@@ -89,6 +100,7 @@ def create_app(services: Services) -> FastAPI:
         events.router,
         apply_router.router,
         dhcp_router.router,
+        power_router.router,
     ):
         api.include_router(router)
     app.include_router(api)

@@ -55,6 +55,8 @@ class WorkflowDoc:
     machine: str | None
     hardware_map: dict[str, str] = field(default_factory=dict)
     kind: str = "provision"
+    boot: str | None = None
+    reboot: bool = False
 
 
 Document = MachineDoc | TemplateDoc | WorkflowDoc
@@ -151,7 +153,7 @@ def _workflow(
         allowed = {"templateRef", "hardwareRef", "hardwareMap", "bootOptions"}
         template_key, machine_key = "templateRef", "hardwareRef"
     else:
-        allowed = {"template", "machine", "hardwareMap", "kind"}
+        allowed = {"template", "machine", "hardwareMap", "kind", "boot", "reboot"}
         template_key, machine_key = "template", "machine"
     unknown = sorted(set(spec) - allowed)
     if unknown:
@@ -168,6 +170,7 @@ def _workflow(
             f"{where}.spec needs {machine_key} or a hardwareMap naming the machine's MAC",
             field=f"{where}.spec.{machine_key}",
         )
+    boot, reboot = _boot_options(spec, where, tinkerbell=tinkerbell)
     return WorkflowDoc(
         index,
         name,
@@ -175,4 +178,36 @@ def _workflow(
         machine,
         {str(k): str(v) for k, v in hardware_map.items()},
         spec.get("kind", "provision"),
+        boot,
+        reboot,
     )
+
+
+def _boot_options(spec: dict[str, Any], where: str, *, tinkerbell: bool) -> tuple[str | None, bool]:
+    """metalflow's `boot: netboot` + `reboot`, or Tinkerbell's `bootOptions.bootMode: netboot`
+    (its `toggleAllowNetboot` is what metalflow always does)."""
+    if not tinkerbell:
+        boot, reboot = spec.get("boot"), spec.get("reboot", False)
+        if boot not in (None, "netboot"):
+            raise Invalid(
+                f"{where}.spec.boot must be netboot (the BMC powers the machine into PXE) or"
+                " left out",
+                field=f"{where}.spec.boot",
+            )
+        if not isinstance(reboot, bool):
+            raise Invalid(
+                f"{where}.spec.reboot must be true or false", field=f"{where}.spec.reboot"
+            )
+        return boot, reboot
+    options = spec.get("bootOptions") or {}
+    if not isinstance(options, dict):
+        raise Invalid(f"{where}.spec.bootOptions must be a mapping", field=f"{where}.spec")
+    mode = options.get("bootMode")
+    if mode in (None, ""):
+        return None, False
+    if mode != "netboot":
+        raise Invalid(
+            f"{where}.spec.bootOptions.bootMode {mode!r} is not supported; use netboot",
+            field=f"{where}.spec.bootOptions.bootMode",
+        )
+    return "netboot", False

@@ -67,6 +67,8 @@ def _apply_workflow(session: Session, doc: WorkflowDoc) -> str:
             and existing.template_name == doc.template
             and existing.hardware_map == wanted_map
             and existing.kind == doc.kind
+            and existing.boot_options
+            == ({"mode": doc.boot, "reboot": doc.reboot} if doc.boot else {})
         )
         if same:
             return "unchanged"
@@ -82,5 +84,7 @@ def _apply_workflow(session: Session, doc: WorkflowDoc) -> str:
         hardware_map=wanted_map,
         name=doc.name,
         kind=doc.kind,
+        boot=doc.boot,
+        reboot=doc.reboot,
     )
     return "created"

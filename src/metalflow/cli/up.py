@@ -33,8 +33,11 @@ OPTIONS = {
     "metadata_port": "--metadata-port",
     "metadata_on_api_port": "--metadata-on-api-port",
     "metadata_trusted_proxies": "--metadata-trusted-proxy",
+    "power_sync_interval": "--power-sync-interval",
+    "power_workers": "--power-workers",
 }
 METADATA_PANEL = "Metadata service"
+POWER_PANEL = "BMC power"
 BOOT_PANEL = "Boot services"
 
 
@@ -170,6 +173,24 @@ def up(
             rich_help_panel=METADATA_PANEL,
         ),
     ] = None,
+    power_sync_interval: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            help="Read every BMC's power state this often (0: never). [default: 60]",
+            show_default=False,
+            rich_help_panel=POWER_PANEL,
+        ),
+    ] = None,
+    power_workers: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="BMC calls (power jobs and sync reads) at once. [default: 32]",
+            show_default=False,
+            rich_help_panel=POWER_PANEL,
+        ),
+    ] = None,
 ) -> None:
     """Run the metalflow server (API, boot services, controllers) until interrupted."""
     given: dict[str, Any] = {
@@ -189,6 +210,8 @@ def up(
         "metadata_port": metadata_port,
         "metadata_on_api_port": metadata_on_api_port,
         "metadata_trusted_proxies": metadata_trusted_proxy,
+        "power_sync_interval": power_sync_interval,
+        "power_workers": power_workers,
     }
     try:
         settings = Settings(**{key: value for key, value in given.items() if value is not None})

@@ -31,6 +31,13 @@ class Machine(Base):
     bmc_address: Mapped[str | None] = mapped_column(String(255))
     bmc_username: Mapped[str | None] = mapped_column(String(255))
     bmc_password_encrypted: Mapped[str | None] = mapped_column(Text)
+    bmc_options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """Port, insecure_tls, power_timeout and the driver's own options (rufio providerOptions)."""
+    power_state: Mapped[str | None] = mapped_column(String(8))
+    """As the BMC last reported it (power jobs and the periodic sync); None before any."""
+    power_state_at: Mapped[dt.datetime | None]
+    power_error: Mapped[str | None] = mapped_column(Text)
+    """Why the last sync could not read the state; None when it could."""
     attributes: Mapped[dict[str, Any]] = mapped_column(deferred=True, default=dict)
     instance_metadata: Mapped[dict[str, Any]] = mapped_column(deferred=True, default=dict)
     user_data: Mapped[str | None] = mapped_column(Text, deferred=True)

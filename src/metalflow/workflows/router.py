@@ -33,6 +33,9 @@ class WorkflowCreate(BaseModel):
         return None if value is None else check_name(value, "name")
 
     kind: str = "provision"
+    boot: str | None = None
+    """`netboot`: the machine's BMC powers it into PXE first, and to its disk after."""
+    reboot: bool = False
 
 
 def _public(session: Session, workflow: Workflow, *, history: bool = False) -> dict[str, Any]:
@@ -51,6 +54,8 @@ def create_workflow(body: WorkflowCreate, services: ServicesDep, _: Writer) -> d
             hardware_map=body.hardware_map,
             name=body.name,
             kind=body.kind,
+            boot=body.boot,
+            reboot=body.reboot,
         )
         return service.to_public(workflow, machine.name)
 

@@ -15,10 +15,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from metalflow import events
+from metalflow.db.base import utcnow
 from metalflow.errors import Conflict, Invalid, NotFound
 from metalflow.inventory import service as inventory
 from metalflow.inventory.lifecycle import MachineEvent
 from metalflow.inventory.tables import Machine
+from metalflow.power import service as power
+from metalflow.power.steps import NETBOOT, boot_from_disk
+from metalflow.power.tables import PowerJob
 from metalflow.statemachine import IllegalTransition
 from metalflow.templates import ActionSpec, TemplateError, WorkflowSpec, render_template
 from metalflow.templates.service import get_template, template_error
@@ -37,6 +41,9 @@ from metalflow.workflows.tables import ACTIVE, ActionAttempt, Workflow, Workflow
 
 LOG_TAIL_LINES = 200
 KINDS = ("provision", "deprovision")
+NETBOOT_MODE = "netboot"
+POWER_WAIT_SECONDS = 2
+"""An agent that asks while the BMC's netboot job still runs is told to ask again this soon."""
 _START_EVENT = {"provision": MachineEvent.PROVISION, "deprovision": MachineEvent.DEPROVISION}
 _DONE_EVENT = {"provision": MachineEvent.PROVISIONED, "deprovision": MachineEvent.DEPROVISIONED}
 
@@ -185,10 +192,20 @@ def create_workflow(
     hardware_map: dict[str, str] | None = None,
     name: str | None = None,
     kind: str = "provision",
+    boot: str | None = None,
+    reboot: bool = False,
 ) -> Workflow:
     if kind not in KINDS:
         raise Invalid(f"kind must be one of {', '.join(KINDS)}", field="kind")
+    if boot not in (None, NETBOOT_MODE):
+        raise Invalid(f"boot must be {NETBOOT_MODE!r} or left out (got {boot!r})", field="boot")
     machine = inventory.lock(session, machine)
+    if boot is not None and not machine.bmc_driver:
+        raise Invalid(
+            f"boot: {boot} powers the machine through its BMC, and machine {machine.name} has"
+            " none: add spec.bmc, or leave boot out and power it on yourself",
+            field="boot",
+        )
     running = active_workflow(session, machine.id)
     if running is not None:
         raise Conflict(
@@ -215,6 +232,7 @@ def create_workflow(
         state=WorkflowState.PENDING.value,
         run=1,
         global_timeout=spec.global_timeout,
+        boot_options={"mode": boot, "reboot": reboot} if boot else {},
         actions=_action_rows(spec, 1),
     )
     session.add(workflow)
@@ -228,6 +246,7 @@ def create_workflow(
         kind=kind,
         actions=len(workflow.actions),
     )
+    _power_into_netboot(session, workflow, machine)
     return workflow
 
 
@@ -244,8 +263,9 @@ def _current_action(workflow: Workflow) -> WorkflowAction | None:
 
 
 def _start(session: Session, workflow: Workflow, machine: Machine, now: dt.datetime) -> None:
-    """PENDING → PREPARING → RUNNING; power and netboot steps (later) hook into PREPARING."""
-    _move(workflow, WorkflowEvent.PREPARE)
+    """PENDING (or PREPARING, the BMC's netboot job done) → RUNNING."""
+    if workflow.state == WorkflowState.PENDING.value:
+        _move(workflow, WorkflowEvent.PREPARE)
     _move(workflow, WorkflowEvent.RUN)
     workflow.started_at = now
     workflow.finished_at = None
@@ -253,6 +273,49 @@ def _start(session: Session, workflow: Workflow, machine: Machine, now: dt.datet
         now + dt.timedelta(seconds=workflow.global_timeout) if workflow.global_timeout else None
     )
     _emit(session, workflow, machine, "workflow.started", run=workflow.run)
+
+
+def _uses_bmc(workflow: Workflow) -> bool:
+    return (workflow.boot_options or {}).get("mode") == NETBOOT_MODE
+
+
+def _power_into_netboot(session: Session, workflow: Workflow, machine: Machine) -> None:
+    """With `boot: netboot`, the BMC powers the machine off, sets PXE once and powers it on;
+    a PENDING workflow waits in PREPARING until the agent on the booted machine asks."""
+    if not _uses_bmc(workflow):
+        return
+    if workflow.state == WorkflowState.PENDING.value:
+        _move(workflow, WorkflowEvent.PREPARE)
+    power.enqueue(
+        session,
+        machine,
+        NETBOOT_MODE,
+        NETBOOT,
+        workflow_id=workflow.id,
+        requested_by=f"workflow {workflow.name}",
+    )
+
+
+def _power_job_running(session: Session, workflow: Workflow) -> bool:
+    query = select(PowerJob.id).where(
+        PowerJob.workflow_id == workflow.id, PowerJob.state.in_(power.UNFINISHED)
+    )
+    return session.scalar(query) is not None
+
+
+def power_job_finished(session: Session, job: PowerJob) -> None:
+    """A workflow's power job ended: a failure fails the workflow with the BMC's words; the
+    boot-from-disk job's success ends POST."""
+    workflow = session.get(Workflow, job.workflow_id)
+    if workflow is None or WorkflowState(workflow.state) not in ACTIVE_WORKFLOW_STATES:
+        return
+    machine = inventory.lock(session, inventory.get_machine_by_id(session, workflow.machine_id))
+    now = utcnow()
+    if job.state != power.SUCCEEDED:
+        _stop_current_action(session, workflow, ActionState.CANCELLED, "BMC failure", now)
+        _end(session, workflow, machine, WorkflowEvent.FAIL, f"BMC: {job.message}", now)
+    elif workflow.state == WorkflowState.POST.value:
+        _succeed(session, workflow, machine, now)
 
 
 def latest_attempt(session: Session, action: WorkflowAction) -> ActionAttempt:
@@ -307,7 +370,9 @@ def next_action(session: Session, machine: Machine, now: dt.datetime) -> NextAct
     workflow = active_workflow(session, machine.id)
     if workflow is None or not any(iface.allow_workflow for iface in machine.interfaces):
         return None
-    if workflow.state == WorkflowState.PENDING.value:
+    if workflow.state in (WorkflowState.PENDING.value, WorkflowState.PREPARING.value):
+        if _power_job_running(session, workflow):
+            return now + dt.timedelta(seconds=POWER_WAIT_SECONDS)
         _start(session, workflow, machine, now)
     if workflow.state != WorkflowState.RUNNING.value:
         return None
@@ -461,14 +526,31 @@ def _finish_attempt(
 
 
 def _complete(session: Session, workflow: Workflow, machine: Machine, now: dt.datetime) -> None:
-    """RUNNING → POST → SUCCESS; the machine leaves netboot so it next boots its disk."""
+    """RUNNING → POST → SUCCESS; the machine leaves netboot so it next boots its disk. With
+    `boot: netboot` the BMC first sets the disk as boot device (and reboots, if asked): the
+    workflow stays in POST until that job is done."""
     _move(workflow, WorkflowEvent.FINISH)
+    inventory.set_netboot(machine, False)
+    if _uses_bmc(workflow):
+        steps = boot_from_disk(machine.uefi, bool(workflow.boot_options.get("reboot")))
+        power.enqueue(
+            session,
+            machine,
+            "boot-disk",
+            steps,
+            workflow_id=workflow.id,
+            requested_by=f"workflow {workflow.name}",
+        )
+        return
+    _succeed(session, workflow, machine, now)
+
+
+def _succeed(session: Session, workflow: Workflow, machine: Machine, now: dt.datetime) -> None:
     _move(workflow, WorkflowEvent.SUCCEED)
     workflow.finished_at = now
     workflow.deadline = None
     workflow.reason = None
     inventory.transition(session, machine, _DONE_EVENT[workflow.kind], workflow_id=workflow.id)
-    inventory.set_netboot(machine, False)
     duration = (now - workflow.started_at).total_seconds() if workflow.started_at else None
     _emit(session, workflow, machine, "workflow.succeeded", run=workflow.run, duration=duration)
 
@@ -520,11 +602,18 @@ def cancel(session: Session, workflow: Workflow, machine: Machine, now: dt.datet
         )
     _stop_current_action(session, workflow, ActionState.CANCELLED, "cancelled by operator", now)
     _end(session, workflow, machine, WorkflowEvent.CANCEL, "cancelled by operator", now)
+    for job in session.scalars(
+        select(PowerJob).where(
+            PowerJob.workflow_id == workflow.id, PowerJob.state.in_(power.UNFINISHED)
+        )
+    ):
+        power.cancel(session, job)
 
 
 def _restart_machine(session: Session, workflow: Workflow, machine: Machine) -> None:
     inventory.transition(session, machine, _START_EVENT[workflow.kind], workflow_id=workflow.id)
     inventory.set_netboot(machine, True)
+    _power_into_netboot(session, workflow, machine)
 
 
 def _latest_template_data(session: Session, workflow: Workflow) -> str:
@@ -712,6 +801,8 @@ def to_public(workflow: Workflow, machine_name: str, *, history: bool = False) -
         "run": workflow.run,
         "global_timeout": workflow.global_timeout,
         "hardware_map": workflow.hardware_map,
+        "boot": (workflow.boot_options or {}).get("mode"),
+        "reboot": bool((workflow.boot_options or {}).get("reboot")),
         "created_at": workflow.created_at.isoformat(),
         "started_at": _iso(workflow.started_at),
         "finished_at": _iso(workflow.finished_at),

@@ -40,6 +40,9 @@ class Workflow(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     run: Mapped[int] = mapped_column(default=1)
     global_timeout: Mapped[int] = mapped_column(default=0)
+    boot_options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """`{"mode": "netboot", "reboot": bool}`: the BMC powers the machine into PXE first and
+    sets it to boot its disk after (rebooting it into the disk when `reboot`)."""
     deadline: Mapped[dt.datetime | None] = mapped_column(index=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     started_at: Mapped[dt.datetime | None]

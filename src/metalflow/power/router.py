@@ -1,0 +1,207 @@
+"""BMC API: power jobs (on, off, soft-off, cycle, reset; boot device), the machine's power
+state, and direct BMC calls that change nothing lasting (probe, virtual media)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from anyio import to_thread
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+
+from metalflow.api.deps import Reader, Services, ServicesDep, Writer
+from metalflow.errors import Conflict
+from metalflow.inventory import service as inventory
+from metalflow.power import service
+from metalflow.power.driver import BootDevice, BootRequest, PowerAction, PowerError
+from metalflow.power.runner import open_driver
+from metalflow.power.steps import Step
+from metalflow.power.tables import PowerJob
+
+router = APIRouter(tags=["power"])
+MAX_WAIT = 600.0
+BMC_CALL_SECONDS = 60.0
+
+
+class PowerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: PowerAction
+
+
+class BootDeviceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    device: BootDevice
+    persistent: bool = False
+    efi: bool = True
+
+
+class MediaRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str
+
+
+async def _job_answer(services: Services, job_id: str, wait: float) -> dict[str, Any]:
+    """The job, once it ended or `wait` seconds passed."""
+    give_up = time.monotonic() + wait
+    while True:
+        public = await to_thread.run_sync(_job_public, services, job_id)
+        if public["state"] not in service.UNFINISHED or time.monotonic() >= give_up:
+            return public
+        await asyncio.sleep(min(0.2, max(0.0, give_up - time.monotonic())))
+
+
+def _job_public(services: Services, job_id: str) -> dict[str, Any]:
+    with services.db.read() as session:
+        job = service.get_job(session, job_id)
+        machine = inventory.get_machine_by_id(session, job.machine_id)
+        return service.to_public(job, machine.name)
+
+
+def _enqueue(services: Services, name: str, operation: str, step: Step, who: str) -> str:
+    with services.db.write() as session:
+        machine = inventory.lock(session, inventory.get_machine(session, name))
+        return service.enqueue(session, machine, operation, (step,), requested_by=who).id
+
+
+@router.post("/machines/{name}/power", status_code=202)
+async def power(
+    name: str,
+    body: PowerRequest,
+    services: ServicesDep,
+    principal: Writer,
+    wait: float = Query(0.0, ge=0, le=MAX_WAIT, description="seconds to wait for the job"),
+) -> dict[str, Any]:
+    """A power job; verified by polling the BMC until it reports the wanted state."""
+    job_id = await to_thread.run_sync(
+        _enqueue, services, name, str(body.action), Step(power=body.action), principal.name
+    )
+    return await _job_answer(services, job_id, wait)
+
+
+@router.post("/machines/{name}/boot-device", status_code=202)
+async def boot_device(
+    name: str,
+    body: BootDeviceRequest,
+    services: ServicesDep,
+    principal: Writer,
+    wait: float = Query(0.0, ge=0, le=MAX_WAIT, description="seconds to wait for the job"),
+) -> dict[str, Any]:
+    step = Step(boot=BootRequest(body.device, persistent=body.persistent, efi=body.efi))
+    job_id = await to_thread.run_sync(_enqueue, services, name, "boot-device", step, principal.name)
+    return await _job_answer(services, job_id, wait)
+
+
+@router.get("/machines/{name}/power")
+def power_status(name: str, services: ServicesDep, _: Reader) -> dict[str, Any]:
+    """The state as the BMC last reported it, when, why it could not be read, and how long
+    this BMC's steps usually take."""
+    with services.db.read() as session:
+        machine = inventory.get_machine(session, name)
+        jobs = service.jobs_of(session, machine)
+        return {
+            "machine": machine.name,
+            "driver": machine.bmc_driver,
+            "state": machine.power_state,
+            "state_at": machine.power_state_at.isoformat() if machine.power_state_at else None,
+            "error": machine.power_error,
+            "typical_seconds": service.typical_seconds(
+                [job for job in jobs if job.state == service.SUCCEEDED]
+            ),
+            "jobs": [service.to_public(job, machine.name) for job in jobs[:5]],
+        }
+
+
+@router.get("/power-jobs/{job_id}")
+async def get_power_job(
+    job_id: str,
+    services: ServicesDep,
+    _: Reader,
+    wait: float = Query(0.0, ge=0, le=MAX_WAIT, description="seconds to wait for its end"),
+) -> dict[str, Any]:
+    return await _job_answer(services, job_id, wait)
+
+
+@router.post("/power-jobs/{job_id}/cancel")
+def cancel_power_job(job_id: str, services: ServicesDep, _: Writer) -> dict[str, Any]:
+    with services.db.write() as session:
+        job = service.cancel(session, service.get_job(session, job_id))
+        machine = inventory.get_machine_by_id(session, job.machine_id)
+        return service.to_public(job, machine.name)
+
+
+def _direct(services: Services, name: str, call: str, url: str | None = None) -> dict[str, Any]:
+    """A BMC call outside the job queue; refused while a job runs on that BMC."""
+    with services.db.read() as session:
+        machine = inventory.get_machine(session, name)
+        running = session.scalar(
+            select(PowerJob.id).where(
+                PowerJob.machine_id == machine.id, PowerJob.state == service.RUNNING
+            )
+        )
+        if running is not None:
+            raise Conflict(
+                f"power job {running} is running on this BMC; try again when it ends",
+                field="machine",
+            )
+        if not machine.bmc_driver:
+            raise Conflict(f"machine {machine.name} has no BMC", field="bmc")
+        try:
+            driver = open_driver(machine, services.keyring)
+        except PowerError as exc:
+            raise Conflict(str(exc), field="bmc") from None
+    try:
+        if call == "probe":
+            found = driver.probe()
+            return {
+                "machine": name,
+                "driver": found.driver,
+                "power": found.power,
+                "boot_device": found.boot_device,
+                "virtual_media": found.virtual_media,
+                "details": dict(found.details),
+            }
+        if call == "insert":
+            assert url is not None
+            driver.insert_media(url)
+        else:
+            driver.eject_media()
+        return {"machine": name, "media": url}
+    except PowerError as exc:
+        raise Conflict(str(exc), field="bmc") from None
+    finally:
+        driver.close()
+
+
+async def _bounded(services: Services, name: str, call: str, url: str | None = None) -> Any:
+    try:
+        return await asyncio.wait_for(
+            to_thread.run_sync(_direct, services, name, call, url), BMC_CALL_SECONDS
+        )
+    except TimeoutError:
+        raise Conflict(
+            f"the BMC of {name} did not answer within {BMC_CALL_SECONDS:.0f}s", field="bmc"
+        ) from None
+
+
+@router.post("/machines/{name}/bmc/probe")
+async def probe(name: str, services: ServicesDep, _: Writer) -> dict[str, Any]:
+    """What this BMC supports: power, boot device, virtual media, and its own details."""
+    result: dict[str, Any] = await _bounded(services, name, "probe")
+    return result
+
+
+@router.post("/machines/{name}/bmc/media")
+async def insert_media(
+    name: str, body: MediaRequest, services: ServicesDep, _: Writer
+) -> dict[str, Any]:
+    result: dict[str, Any] = await _bounded(services, name, "insert", body.url)
+    return result
+
+
+@router.delete("/machines/{name}/bmc/media")
+async def eject_media(name: str, services: ServicesDep, _: Writer) -> dict[str, Any]:
+    result: dict[str, Any] = await _bounded(services, name, "eject")
+    return result

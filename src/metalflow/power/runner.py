@@ -1,0 +1,252 @@
+"""Runs queued power jobs in `metalflow up`, and syncs every BMC's power state periodically.
+
+Drivers block (pyghmi, sushy), so each job runs in a worker thread, at most `workers` at once
+and one per BMC; the loop wakes on a `power.job.queued` event (from this process or, through
+the PostgreSQL relay, another) and once a second in case one was missed. The sync reads each
+machine's state every `interval` seconds with the same bound on threads, skipping machines
+with a job running, and records changes as `power.changed` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import anyio
+from anyio import to_thread
+from sqlalchemy import select, update
+
+from metalflow.db.base import utcnow
+from metalflow.db.engine import Database
+from metalflow.events import Event
+from metalflow.inventory.tables import Machine
+from metalflow.power import service
+from metalflow.power.driver import Driver, PowerError, PowerState, driver_class
+from metalflow.power.steps import JobOutcome, Limits, Runner, step_from
+from metalflow.power.tables import PowerJob
+from metalflow.tenancy.secrets import Keyring
+from metalflow.workflows import service as workflows
+
+log = logging.getLogger("metalflow.power")
+IDLE_WAKE_SECONDS = 1.0
+STALE_CHECK_SECONDS = 30.0
+
+
+def limits_for(options: dict[str, Any]) -> Limits:
+    """A machine's own timeouts (`bmc.options.power_timeout`, `soft_off_timeout`) or defaults."""
+    defaults = Limits()
+    return Limits(
+        timeout=float(options.get("power_timeout", defaults.timeout)),
+        soft_off_timeout=float(options.get("soft_off_timeout", defaults.soft_off_timeout)),
+        poll_interval=float(options.get("poll_interval", defaults.poll_interval)),
+    )
+
+
+def open_driver(machine: Machine, keyring: Keyring) -> Driver:
+    bmc = service.bmc_of(machine, keyring)
+    if bmc is None:
+        raise PowerError("none", machine.name, "connect", "the machine has no BMC")
+    try:
+        factory = driver_class(bmc.driver)
+    except ValueError as exc:
+        raise PowerError(bmc.driver, bmc.host, "connect", str(exc)) from None
+    return factory(bmc)
+
+
+class PowerRunner:
+    def __init__(
+        self, db: Database, keyring: Keyring, *, workers: int = 32, sync_interval: float = 60.0
+    ) -> None:
+        self.db = db
+        self.keyring = keyring
+        self.limiter = anyio.CapacityLimiter(workers)
+        self.sync_interval = sync_interval
+        self.running: set[str] = set()
+        """Machines with a job running in this process."""
+        self._wake = asyncio.Event()
+        self.sync_seconds: list[float] = []
+        """Wall time of the last sync cycles (bench/power_sync.py reads it through /metrics)."""
+
+    def on_event(self, event: Event) -> None:
+        if event.kind == "power.job.queued":
+            self._wake.set()
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._jobs)
+            if self.sync_interval > 0:
+                group.start_soon(self._sync_forever)
+
+    async def _jobs(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_stale_check = 0.0
+        async with anyio.create_task_group() as group:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_WAKE_SECONDS)
+                self._wake.clear()
+                try:
+                    if loop.time() >= next_stale_check:
+                        next_stale_check = loop.time() + STALE_CHECK_SECONDS
+                        await to_thread.run_sync(self._fail_stale)
+                    while self.limiter.available_tokens > 0:
+                        claimed = await to_thread.run_sync(self._claim)
+                        if claimed is None:
+                            break
+                        self.running.add(claimed[1])
+                        group.start_soon(self._run_job, *claimed)
+                except Exception:
+                    log.exception("event=power.runner_failed")
+                    await asyncio.sleep(1.0)
+
+    def _fail_stale(self) -> None:
+        with self.db.write() as session:
+            service.fail_stale(session, utcnow())
+
+    def _claim(self) -> tuple[str, str] | None:
+        with self.db.write() as session:
+            job = service.claim(
+                session, skip_locked=not self.db.is_sqlite, exclude=set(self.running)
+            )
+            return (job.id, job.machine_id) if job is not None else None
+
+    async def _run_job(self, job_id: str, machine_id: str) -> None:
+        try:
+            async with self.limiter:
+                outcome = await to_thread.run_sync(self._execute, job_id, machine_id)
+            await to_thread.run_sync(self._finish, job_id, outcome)
+        except Exception:
+            log.exception("event=power.job_crashed job=%s", job_id)
+            await to_thread.run_sync(
+                self._finish, job_id, JobOutcome(False, "metalflow failed running the job")
+            )
+        finally:
+            self.running.discard(machine_id)
+
+    def _execute(self, job_id: str, machine_id: str) -> JobOutcome:
+        with self.db.read() as session:
+            job = session.get(PowerJob, job_id)
+            machine = session.get(Machine, machine_id)
+            if job is None or machine is None:
+                return JobOutcome(False, "the machine was deleted")
+            steps = [step_from(raw) for raw in job.steps]
+            limits = limits_for(dict(machine.bmc_options or {}))
+            try:
+                driver = open_driver(machine, self.keyring)
+            except PowerError as exc:
+                return JobOutcome(False, exc.message)
+        state = {"last": 0.0, "cancelled": False}
+
+        def report(kind: str, data: dict[str, Any]) -> None:
+            with self.db.write() as session:
+                service.report(session, job_id, kind, data)
+            state["last"] = time.monotonic()
+
+        def cancelled() -> bool:
+            if time.monotonic() - float(state["last"]) >= limits.poll_interval:
+                with self.db.write() as session:
+                    state["cancelled"] = service.heartbeat(session, job_id) != service.RUNNING
+                state["last"] = time.monotonic()
+            return bool(state["cancelled"])
+
+        try:
+            return Runner(driver, limits, report, cancelled).run(steps)
+        finally:
+            with contextlib.suppress(Exception):
+                driver.close()
+
+    def _finish(self, job_id: str, outcome: JobOutcome) -> None:
+        with self.db.write() as session:
+            job = service.finish(session, job_id, outcome)
+            if job is not None and job.workflow_id is not None:
+                workflows.power_job_finished(session, job)
+        log.info(
+            "event=power.job.finished job=%s ok=%s message=%s", job_id, outcome.ok, outcome.message
+        )
+
+    # periodic sync
+
+    async def _sync_forever(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self.sync_once()
+            except Exception:
+                log.exception("event=power.sync_failed")
+            self.sync_seconds = [*self.sync_seconds[-9:], time.monotonic() - started]
+            await asyncio.sleep(max(0.0, self.sync_interval - (time.monotonic() - started)))
+
+    async def sync_once(self) -> int:
+        """Read every BMC's power state once; the number of machines whose state changed.
+        A change (or a new reason it cannot be read) is written at once, as an event; the
+        time each state was read is written for all in one statement at the end."""
+        known = await to_thread.run_sync(self._sync_candidates)
+        read: list[str] = []
+        changed = 0
+
+        async def one(machine_id: str, before: tuple[str | None, str | None]) -> None:
+            nonlocal changed
+            async with self.limiter:
+                if machine_id in self.running:
+                    return
+                state, error = await to_thread.run_sync(self._read_state, machine_id)
+            if error is None:
+                read.append(machine_id)
+            differs = (state.value if state else before[0], error) != before
+            if differs and await to_thread.run_sync(self._record, machine_id, state, error):
+                changed += 1
+
+        async with anyio.create_task_group() as group:
+            for machine_id, before in known.items():
+                group.start_soon(one, machine_id, before)
+        if read:
+            await to_thread.run_sync(self._stamp, read)
+        return changed
+
+    def _sync_candidates(self) -> dict[str, tuple[str | None, str | None]]:
+        """Machines to read, with the state and error last recorded."""
+        with self.db.read() as session:
+            busy = select(PowerJob.machine_id).where(PowerJob.state == service.RUNNING)
+            query = select(Machine.id, Machine.power_state, Machine.power_error).where(
+                Machine.bmc_driver.is_not(None),
+                Machine.bmc_driver != "manual",
+                Machine.id.not_in(busy),
+            )
+            return {row[0]: (row[1], row[2]) for row in session.execute(query)}
+
+    def _read_state(self, machine_id: str) -> tuple[PowerState | None, str | None]:
+        with self.db.read() as session:
+            machine = session.get(Machine, machine_id)
+            if machine is None:
+                return None, None
+            try:
+                driver = open_driver(machine, self.keyring)
+            except PowerError as exc:
+                return None, exc.message
+        try:
+            return driver.power_state(), None
+        except PowerError as exc:
+            return None, exc.message
+        finally:
+            with contextlib.suppress(Exception):
+                driver.close()
+
+    def _record(self, machine_id: str, state: PowerState | None, error: str | None) -> bool:
+        with self.db.write() as session:
+            machine = session.get(Machine, machine_id)
+            if machine is None:
+                return False
+            if error is not None and machine.power_error != error:
+                log.warning("event=power.sync.unreadable machine=%s reason=%s", machine.name, error)
+            return service.set_power_state(session, machine, state, error)
+
+    def _stamp(self, machine_ids: list[str]) -> None:
+        with self.db.write() as session:
+            session.execute(
+                update(Machine)
+                .where(Machine.id.in_(machine_ids))
+                .values(power_state_at=utcnow(), power_error=None)
+            )
