@@ -9,7 +9,17 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from metalflow.cli import apply, dhcp, installenv, lifecycle, machine, template, up, workflow
+from metalflow.cli import (
+    apply,
+    dhcp,
+    installenv,
+    lifecycle,
+    machine,
+    power,
+    template,
+    up,
+    workflow,
+)
 from metalflow.cli.context import CliContext, cli_context
 from metalflow.cli.exit_codes import CliError
 from metalflow.cli.output import Output, OutputFormat
@@ -40,6 +50,8 @@ app.add_typer(template.app, name="template")
 app.add_typer(workflow.app, name="workflow")
 app.add_typer(dhcp.app, name="dhcp")
 app.add_typer(installenv.app, name="installenv")
+app.add_typer(power.power_app, name="power")
+app.add_typer(power.bmc_app, name="bmc")
 app.command("up")(up.up)
 app.command("apply")(apply.apply)
 app.command("provision")(lifecycle.provision)

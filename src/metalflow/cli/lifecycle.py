@@ -19,10 +19,26 @@ def provision(
     machine: Machine,
     template: Annotated[str, typer.Option(help="Template to run.", show_default=False)],
     hardware_map: HardwareMap = None,
+    power: Annotated[
+        bool | None,
+        typer.Option(
+            "--power/--no-power",
+            help="Power the machine into PXE through its BMC first. [default: when it has one]",
+            show_default=False,
+        ),
+    ] = None,
+    reboot: Annotated[
+        bool, typer.Option(help="After the workflow, reboot it into its disk through the BMC.")
+    ] = False,
 ) -> None:
     """Start a provisioning workflow on a machine."""
     cli = cli_context(ctx)
-    body = {"template": template, "hardware_map": pairs(hardware_map, "--map")}
+    body = {
+        "template": template,
+        "hardware_map": pairs(hardware_map, "--map"),
+        "power": power,
+        "reboot": reboot,
+    }
     response = cli.api.post(resource("machines", machine, "provision"), json=body)
     cli.out.emit(response, render.workflow_created)
 

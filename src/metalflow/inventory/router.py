@@ -101,6 +101,10 @@ class ProvisionRequest(BaseModel):
     template: str
     hardware_map: dict[str, str] | None = None
     name: str | None = None
+    power: bool | None = None
+    """Power the machine into PXE through its BMC (default: when it has one)."""
+    reboot: bool = False
+    """After the workflow, reboot the machine into its disk through the BMC."""
 
     @field_validator("name")
     @classmethod
@@ -119,12 +123,15 @@ def provision(
 ) -> dict[str, Any]:
     with services.db.write() as session:
         machine = service.get_machine(session, name)
+        power = body.power if body.power is not None else machine.bmc_driver is not None
         workflow = workflows.create_workflow(
             session,
             machine=machine,
             template_name=body.template,
             hardware_map=body.hardware_map,
             name=body.name,
+            boot=workflows.NETBOOT_MODE if power else None,
+            reboot=body.reboot,
         )
         return workflows.to_public(workflow, machine.name)
 
