@@ -4,10 +4,10 @@ A driver is synchronous (pyghmi and sushy block), made per BMC from a `Bmc`, and
 BMC: it does not wait for a state to be reached, except inside one action the BMC has no single
 command for (a Redfish cycle without PowerCycle is ForceOff, wait for off, On). The power job
 (power/steps.py, run by power/runner.py) calls it in a thread, verifies by polling
-`power_state`, retries `PowerError`s that are `transient`, and keeps one job per BMC at a time. Drivers translate at the edge: module-level maps from the BMC's
-words to these enums, and every library error wrapped in a `PowerError` naming the driver, the
-BMC and the action. `validate` never touches the network (BMCs are too fragile to be contacted
-on every apply).
+`power_state`, retries `PowerError`s that are `transient`, and keeps one job per BMC at a
+time. Drivers translate at the edge: module-level maps from the BMC's words to these enums, and
+every library error wrapped in a `PowerError` naming the driver, the BMC and the action.
+`validate` never touches the network (BMCs are too fragile to be contacted on every apply).
 
 Drivers are found by name in the `metalflow.power` entry-point group (pyproject.toml), loaded
 only when a machine uses them.
