@@ -49,6 +49,8 @@ def bmc_of(machine: Machine, keyring: Keyring) -> Bmc | None:
     if port is None and host.count(":") == 1 and "://" not in host:
         host, _, port_text = host.partition(":")
         port = int(port_text) if port_text.isdigit() else None
+    if machine.bmc_driver == "manual":
+        options.setdefault("state", machine.power_state or "off")  # what was last asked
     password = (
         keyring.decrypt(machine.bmc_password_encrypted) if machine.bmc_password_encrypted else None
     )
