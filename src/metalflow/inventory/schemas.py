@@ -163,7 +163,7 @@ class DiskSpec(Strict):
 
 
 class BmcSpec(Strict):
-    driver: Literal["ipmi", "redfish", "qemu", "manual", "webhook"]
+    driver: Literal["ipmi", "redfish", "qemu", "manual", "webhook", "fake"]
     address: str = ""
     username: str | None = None
     password: SecretStr | None = None
