@@ -1,4 +1,6 @@
-"""Real cloud-init as the metadata client: its own EC2 crawler, run by the system python3.
+"""Real cloud-init as the metadata client, run by the system python3: its EC2 crawler (crawl,
+crawl_imdsv2), its whole EC2 datasource (ec2_datasource) and its network config parser and
+renderers (render_network).
 
 Debian's `cloud-init` package (22.4) installs its code for /usr/bin/python3 only, so a crawl runs
 in a subprocess of that interpreter, optionally behind an argv wrapper (`ip netns exec NS`, to
@@ -17,6 +19,10 @@ What comes back, as tests/unit/metadata/test_cloudinit_client.py shows against a
 - `userdata`: the body as bytes (b"" for an empty 200). On a 404, and on any other failure,
   cloud-init 22.4 returns the str "" (its initial value, never None); that is `None` here. A 404
   is not retried and not logged as an error; other failures log "Failed fetching userdata".
+
+ec2_datasource runs DataSourceEc2 as an installed OS does, with its waits and retries, so it
+belongs in a lab namespace: cloud-init first resolves three made-up names through the system
+resolver to detect DNS redirection, which cannot leave a namespace without a route out.
 """
 
 from __future__ import annotations
@@ -147,24 +153,216 @@ def crawl_imdsv2(
 def _run(
     mode: str, base_url: str, wrap: Sequence[str], api_version: str, timeout: float
 ) -> CrawlResult:
+    report, stderr, returncode = _child(
+        [CHILD_PROGRAM, mode, base_url, api_version, str(REQUEST_TIMEOUT)],
+        wrap,
+        timeout,
+        f"cloud-init crawl of {base_url}",
+    )
+    userdata = report["userdata"]
+    return CrawlResult(
+        metadata=report["metadata"],
+        userdata=None if userdata is None else base64.b64decode(userdata),
+        token=report["token"],
+        stderr=stderr,
+        returncode=returncode,
+    )
+
+
+DATASOURCE_PROGRAM = r"""
+import base64, json, logging, sys, tempfile
+
+from cloudinit import distros, helpers, log
+from cloudinit.event import EventScope
+from cloudinit.sources import DataSourceEc2 as ds
+
+base_url, request_timeout, max_wait = sys.argv[1:]
+log.setupBasicLogging(logging.DEBUG)
+# What DMI would say on a bare-metal server: no cloud cloud-init knows (it reads DMI to tell).
+ds.identify_platform = lambda: ds.CloudNames.UNKNOWN
+with tempfile.TemporaryDirectory() as tmp:
+    paths = helpers.Paths({"cloud_dir": tmp + "/cloud", "run_dir": tmp + "/run"})
+    sys_cfg = {
+        "datasource": {
+            "Ec2": {
+                "metadata_urls": [base_url],
+                "strict_id": False,
+                "timeout": int(float(request_timeout)),
+                "max_wait": int(max_wait),
+            }
+        }
+    }
+    distro = distros.fetch("debian")("debian", {}, paths)
+    source = ds.DataSourceEc2(sys_cfg, distro, paths)
+    found = source.get_data()
+    report = {"found": found, "cloud_name": source.cloud_name}
+    if found:
+        network = source.network_config  # first: on EC2-Classic it adds to the update events
+        report.update(
+            instance_id=source.get_instance_id(),
+            hostname=source.get_hostname().hostname,
+            fqdn=source.get_hostname(fqdn=True).hostname,
+            public_keys=source.get_public_ssh_keys(),
+            availability_zone=source.availability_zone,
+            userdata=None
+            if source.userdata_raw is None or isinstance(source.userdata_raw, str)
+            else base64.b64encode(source.userdata_raw).decode(),
+            metadata=source.metadata,
+            network_config=network,
+            network_events=sorted(
+                event.value for event in source.default_update_events[EventScope.NETWORK]
+            ),
+        )
+json.dump(report, sys.stdout, default=lambda value: value.decode("utf-8", "surrogateescape"))
+"""
+"""Run as `python3 -I -c DATASOURCE_PROGRAM BASE_URL REQUEST_TIMEOUT MAX_WAIT`: DataSourceEc2
+with a temporary cloud and run dir, on a platform that is not AWS, printing one JSON object."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatasourceResult:
+    found: bool
+    """What DataSourceEc2.get_data() returned: cloud-init would use this datasource."""
+    cloud_name: str
+    instance_id: str | None
+    hostname: str | None
+    fqdn: str | None
+    """What cloud-init sets the hostname and /etc/hosts from: `local-hostname`, short and full."""
+    public_keys: list[str]
+    availability_zone: str | None
+    userdata: bytes | None
+    """userdata_raw: None when there is none (cloud-init keeps the str "" then)."""
+    metadata: dict[str, Any]
+    network_config: dict[str, Any] | None
+    """The network config v2 the datasource built from `meta-data/network/`, MACs matched
+    against the interfaces of the namespace it ran in."""
+    network_events: list[str]
+    """When cloud-init applies the network config again ("boot-new-instance", "boot", ...)."""
+    stderr: str
+
+
+def ec2_datasource(
+    base_url: str, *, wrap: Sequence[str] = (), max_wait: int = 10, timeout: float = 90
+) -> DatasourceResult:
+    """cloud-init's whole DataSourceEc2 (`get_data()`, then its network config) against
+    `base_url`, as configured by `datasource: {Ec2: {metadata_urls: [base_url], strict_id:
+    false}}`. Nothing is written outside a temporary directory; `max_wait` bounds the wait for
+    the service, `timeout` the subprocess."""
+    report, stderr, _ = _child(
+        [DATASOURCE_PROGRAM, base_url, str(REQUEST_TIMEOUT), str(max_wait)],
+        wrap,
+        timeout,
+        f"cloud-init's DataSourceEc2 against {base_url}",
+    )
+    userdata = report.get("userdata")
+    return DatasourceResult(
+        found=report["found"],
+        cloud_name=report["cloud_name"],
+        instance_id=report.get("instance_id"),
+        hostname=report.get("hostname"),
+        fqdn=report.get("fqdn"),
+        public_keys=report.get("public_keys", []),
+        availability_zone=report.get("availability_zone"),
+        userdata=None if userdata is None else base64.b64decode(userdata),
+        metadata=report.get("metadata", {}),
+        network_config=report.get("network_config"),
+        network_events=report.get("network_events", []),
+        stderr=stderr,
+    )
+
+
+RENDER_PROGRAM = r"""
+import json, logging, os, sys, tempfile
+
+from cloudinit import log, net, url_helper, util
+from cloudinit.net import network_state, renderers
+
+source, name, nics, request_timeout = sys.argv[1:]
+log.setupBasicLogging(logging.DEBUG)
+if nics != "-":
+    seen = json.loads(nics)
+    net.get_interfaces_by_mac_on_linux = lambda blacklist_drivers=None: dict(seen)
+text = url_helper.read_file_or_url(source, timeout=float(request_timeout), retries=0).contents
+config = util.load_yaml(text)
+renderer = renderers.NAME_TO_RENDERER[name].Renderer({})
+state = network_state.parse_net_config_data(config, renderer=renderer)
+files = {}
+with tempfile.TemporaryDirectory() as target:
+    renderer.render_network_state(state, target=target)
+    for folder, _, names in os.walk(target):
+        for found in names:
+            path = os.path.join(folder, found)
+            with open(path) as handle:
+                files[os.path.relpath(path, target)] = handle.read()
+report = {
+    "interfaces": {iface["name"]: iface for iface in state.iter_interfaces()},
+    "nameservers": state.dns_nameservers,
+    "files": files,
+}
+json.dump(report, sys.stdout)
+"""
+"""Run as `python3 -I -c RENDER_PROGRAM SOURCE RENDERER NICS REQUEST_TIMEOUT`: SOURCE a file or
+URL of network config YAML, NICS a JSON {mac: name} of the interfaces to pretend the OS has, or
+"-" to read them from /sys/class/net."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    interfaces: dict[str, dict[str, Any]]
+    """cloud-init's network state (its v1 form): by name, with `subnets` (address, prefix,
+    gateway, routes, dns_nameservers), `vlan-raw-device`/`vlan_id`, `bond-master`, `bond-mode`."""
+    nameservers: list[str]
+    """The global DNS servers the renderer writes."""
+    files: dict[str, str]
+    """What the renderer wrote, by path (e.g. `etc/network/interfaces`); empty for none."""
+    stderr: str
+
+    @property
+    def complaints(self) -> list[str]:
+        """cloud-init's WARNING and ERROR log lines: what it skipped or could not read."""
+        return [
+            line for line in self.stderr.splitlines() if "[WARNING]" in line or "[ERROR]" in line
+        ]
+
+
+def render_network(
+    source: str,
+    renderer: str,
+    *,
+    nics: dict[str, str] | None = None,
+    wrap: Sequence[str] = (),
+    timeout: float = 60,
+) -> Rendered:
+    """Network config YAML at `source` (a path or URL) as cloud-init applies it:
+    `util.load_yaml`, `network_state.parse_net_config_data`, then `renderer` ("eni", "networkd",
+    "netplan", "sysconfig", ...) into a temporary target. `nics` ({mac: name}) stands for the
+    interfaces the OS has (cloud-init reads /sys/class/net otherwise, and renames NICs to their
+    `set-name` before it renders: pass those names)."""
+    argv = [RENDER_PROGRAM, source, renderer, "-" if nics is None else json.dumps(nics)]
+    report, stderr, _ = _child(
+        [*argv, str(REQUEST_TIMEOUT)], wrap, timeout, f"cloud-init's {renderer} render of {source}"
+    )
+    return Rendered(
+        interfaces=report["interfaces"],
+        nameservers=report["nameservers"],
+        files=report["files"],
+        stderr=stderr,
+    )
+
+
+def _child(
+    program_and_args: Sequence[str], wrap: Sequence[str], timeout: float, what: str
+) -> tuple[dict[str, Any], str, int]:
+    """Run `python3 -I -c PROGRAM ARGS...` behind `wrap`, without proxy variables: its JSON
+    report, its log and its exit status; CrawlError (naming `what`) when it printed no report."""
     needs_cloudinit()
     # -I: only the system's dist-packages, whatever PYTHONPATH or the working directory hold.
-    argv = [
-        *wrap,
-        PYTHON,
-        "-I",
-        "-c",
-        CHILD_PROGRAM,
-        mode,
-        base_url,
-        api_version,
-        str(REQUEST_TIMEOUT),
-    ]
+    program, *args = program_and_args
     env = {
         name: value for name, value in os.environ.items() if name.lower() not in _PROXY_VARIABLES
     }
     done = subprocess.run(
-        argv,
+        [*wrap, PYTHON, "-I", "-c", program, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -172,17 +370,8 @@ def _run(
         check=False,
     )
     try:
-        report = json.loads(done.stdout)
+        return json.loads(done.stdout), done.stderr, done.returncode
     except json.JSONDecodeError:
         raise CrawlError(
-            f"cloud-init crawl of {base_url} printed no report (exit {done.returncode}):\n"
-            + done.stderr
+            f"{what} printed no report (exit {done.returncode}):\n{done.stderr}"
         ) from None
-    userdata = report["userdata"]
-    return CrawlResult(
-        metadata=report["metadata"],
-        userdata=None if userdata is None else base64.b64decode(userdata),
-        token=report["token"],
-        stderr=done.stderr,
-        returncode=done.returncode,
-    )

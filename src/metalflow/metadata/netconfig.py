@@ -4,7 +4,7 @@ Each NIC is matched by MAC and renamed eth0, eth1, ... as the inventory orders t
 from the machine's own interface goes on that interface (on its VLAN when it has one); addresses
 from Tinkerbell metadata, which name no NIC, go on the first NIC, or on `bond0` of all NICs when
 a bonding mode is set (as Equinix Metal bonds). Default routes come from the first gateway of
-each family. Served so cloud-init applies it (EC2 network data, NoCloud `network-config`).
+each family (`_routes` says in which form). Served as NoCloud `network-config`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def network_config(instance: Instance) -> dict[str, Any]:
     config: dict[str, Any] = {"version": 2, "ethernets": ethernets}
     if not instance.nics:
         return config
-    bonded = instance.bonding_mode > 0 and len(instance.nics) > 1
+    bonded = is_bonded(instance)
     shared = "bond0" if bonded else instance.nics[0].name
     devices: dict[str, dict[str, Any]] = {}
     if bonded:
@@ -57,8 +57,22 @@ def network_config(instance: Instance) -> dict[str, Any]:
     nameservers = sorted({server for nic in instance.nics for server in nic.nameservers})
     for entry in devices.values():
         if nameservers and "addresses" in entry:
-            entry["nameservers"] = {"addresses": nameservers}
+            # A list of its own: YAML would write a shared one as an anchor and aliases.
+            entry["nameservers"] = {"addresses": list(nameservers)}
     return config
+
+
+def is_bonded(instance: Instance) -> bool:
+    """Whether every address goes on `bond0` of all NICs."""
+    return instance.bonding_mode > 0 and len(instance.nics) > 1
+
+
+def untagged_nic(instance: Instance, address: Address) -> int | None:
+    """The NIC whose own link (not a VLAN on it) carries `address` here: the first one for an
+    address that names no NIC, and for every address of a bond; None for a VLAN's address."""
+    if address.nic is None or is_bonded(instance):
+        return 0
+    return address.nic if instance.nics[address.nic].vlan is None else None
 
 
 def _device(instance: Instance, address: Address, vlans: dict[str, dict[str, Any]]) -> str:
@@ -72,7 +86,15 @@ def _device(instance: Instance, address: Address, vlans: dict[str, dict[str, Any
 
 
 def _routes(instance: Instance, devices: dict[str, dict[str, Any]], shared: str) -> None:
-    """One default route per family, on the device that holds the gateway's address."""
+    """One default route per family, on the device that holds the gateway's address.
+
+    A gateway in the address's subnet is `gateway4`/`gateway6`, deprecated by netplan but still
+    applied, as cloud-init 22.4 (Debian 12) garbles routes: `to: ::/0` becomes ::/64, and for
+    ifupdown a route is a net-tools `route` command, not installed there by default; a gateway
+    is ifupdown's own `ip route add default ... onlink` and networkd's `Gateway=`. A gateway
+    outside the subnet needs an `on-link` route, which of cloud-init's renderers only netplan
+    keeps.
+    """
     for family, default in ((4, "0.0.0.0/0"), (6, "::/0")):
         gateway = next((a for a in instance.addresses if a.family == family and a.gateway), None)
         if gateway is None or gateway.gateway is None:
@@ -85,10 +107,11 @@ def _routes(instance: Instance, devices: dict[str, dict[str, Any]], shared: str)
             ),
             shared,
         )
-        on_link = ipaddress.ip_address(gateway.gateway) not in ipaddress.ip_network(
+        in_subnet = ipaddress.ip_address(gateway.gateway) in ipaddress.ip_network(
             f"{gateway.address}/{gateway.cidr}", strict=False
         )
-        route: dict[str, Any] = {"to": default, "via": gateway.gateway}
-        if on_link:
-            route["on-link"] = True
-        devices[holder].setdefault("routes", []).append(route)
+        if in_subnet:
+            devices[holder][f"gateway{family}"] = gateway.gateway
+        else:
+            route = {"to": default, "via": gateway.gateway, "on-link": True}
+            devices[holder].setdefault("routes", []).append(route)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -62,7 +63,7 @@ def test_interface_addresses_go_on_their_own_nic_and_vlan() -> None:
     eth0 = config["ethernets"]["eth0"]
     assert eth0["match"] == {"macaddress": "52:54:00:00:00:01"} and eth0["set-name"] == "eth0"
     assert eth0["addresses"] == ["192.0.2.11/24"]
-    assert eth0["routes"] == [{"to": "0.0.0.0/0", "via": "192.0.2.1"}]
+    assert eth0["gateway4"] == "192.0.2.1" and "routes" not in eth0
     assert eth0["nameservers"] == {"addresses": ["192.0.2.53"]}
     assert "addresses" not in config["ethernets"]["eth1"]
     assert config["vlans"] == {
@@ -73,6 +74,12 @@ def test_interface_addresses_go_on_their_own_nic_and_vlan() -> None:
             "nameservers": {"addresses": ["192.0.2.53"]},
         }
     }
+
+
+def test_the_served_yaml_repeats_nameservers_instead_of_aliasing_them() -> None:
+    served = yaml.safe_dump(network_config(make([ETH0, ETH1])), sort_keys=False)
+    assert "&" not in served and "*" not in served
+    assert served.count("- 192.0.2.53") == 2
 
 
 def test_metadata_addresses_go_on_the_bond_of_all_nics() -> None:
@@ -95,10 +102,8 @@ def test_metadata_addresses_go_on_the_bond_of_all_nics() -> None:
     bond = config["bonds"]["bond0"]
     assert bond["interfaces"] == ["eth0", "eth1"] and bond["parameters"] == {"mode": "802.3ad"}
     assert bond["addresses"] == ["198.51.100.7/31", "2001:db8::7/127", "10.0.0.3/25"]
-    assert bond["routes"] == [
-        {"to": "0.0.0.0/0", "via": "198.51.100.6"},
-        {"to": "::/0", "via": "2001:db8::6"},
-    ]
+    assert (bond["gateway4"], bond["gateway6"]) == ("198.51.100.6", "2001:db8::6")
+    assert "routes" not in bond
 
 
 def test_a_gateway_outside_the_subnet_is_on_link() -> None:
