@@ -194,3 +194,24 @@ def test_the_sync_sees_a_change_made_behind_its_back(
     fake.FakeDriver(Bmc("fake", host)).set_power(PowerAction.ON)  # someone at the console
     assert wait_for(lambda: api.get("/api/v1/machines/s1/power").json()["state"] == "on")
     assert "power.changed" in kinds(api, "s1")
+
+
+def test_boot_device_steps_are_skipped_where_the_bmc_is_told_not_to(
+    api: httpx.Client, powered: LiveServer
+) -> None:
+    """A BMC that refuses boot-device commands (ipmi_sim, some old IPMI): the NIC boots first
+    and metalflow's iPXE script decides, so the netboot job only powers."""
+    host = add_machine(
+        api, powered, "w3", "52:54:00:00:99:13", fail="boot-device", boot_device="off"
+    )
+    assert apply(api, simple_template("three", count=1)).status_code == 200
+    workflow = api.post("/api/v1/machines/w3/provision", json={"template": "three"}).json()
+
+    def jobs() -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = api.get("/api/v1/machines/w3/power").json()["jobs"]
+        return found
+
+    assert wait_for(lambda: jobs() and jobs()[0]["state"] == "succeeded"), jobs()
+    assert [result["what"] for result in jobs()[0]["results"]] == ["power off", "power on"]
+    assert fake.inspect(host).boot is None
+    assert api.get(f"/api/v1/workflows/{workflow['id']}").json()["state"] == "PREPARING"

@@ -133,7 +133,10 @@ class PowerRunner:
             if job is None or machine is None:
                 return JobOutcome(False, "the machine was deleted")
             steps = [step_from(raw) for raw in job.steps]
-            limits = limits_for(dict(machine.bmc_options or {}))
+            options = dict(machine.bmc_options or {})
+            if job.operation != "boot-device" and not service.sets_boot_device(options):
+                steps = [step for step in steps if step.boot is None]
+            limits = limits_for(options)
             try:
                 driver = open_driver(machine, self.keyring)
             except PowerError as exc:

@@ -35,6 +35,9 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "cancelled",
 )
 UNFINISHED = (QUEUED, RUNNING)
+JOB_OPTIONS = frozenset({"power_timeout", "soft_off_timeout", "poll_interval", "boot_device"})
+"""`bmc.options` keys that the job layer reads; the rest are the driver's own."""
+OFF_WORDS = frozenset({"false", "off", "no", "0"})
 STALE_AFTER = dt.timedelta(minutes=2)
 """A running job's heartbeat is written at least every poll; this is many polls missed."""
 TYPICAL_OF_LAST = 20
@@ -61,8 +64,14 @@ def bmc_of(machine: Machine, keyring: Keyring) -> Bmc | None:
         username=machine.bmc_username,
         password=password,
         insecure_tls=bool(options.pop("insecure_tls", False)),
-        options={str(key): str(value) for key, value in options.items()},
+        options={str(key): str(value) for key, value in options.items() if key not in JOB_OPTIONS},
     )
+
+
+def sets_boot_device(options: dict[str, Any]) -> bool:
+    """False when `bmc.options.boot_device` is off: the machine boots its NIC first and
+    metalflow's iPXE script decides (for BMCs that refuse boot-device commands)."""
+    return str(options.get("boot_device", "true")).lower() not in OFF_WORDS
 
 
 def enqueue(
