@@ -29,7 +29,14 @@ from metalflow.workflows.tables import ACTIVE, Workflow
 
 log = logging.getLogger("metalflow.boot.index")
 FULL_RELOAD_SECONDS = 60.0
-IGNORED_EVENT_PREFIXES = ("workflow.action.log", "boot.", "dhcp.", "tftp.", "metadata.")
+IGNORED_EVENT_PREFIXES = (
+    "workflow.action.log",
+    "boot.",
+    "dhcp.",
+    "tftp.",
+    "metadata.",
+    "power.",
+)
 """Events that never change what the boot services answer (and the ones they write)."""
 
 
