@@ -174,3 +174,43 @@ def test_failed_action_resumes_after_the_template_is_fixed(
     attempts = {a["name"]: a["attempts"] for a in done["actions"]}
     assert attempts["stream-image"] == 1, "resume must not stream the image again"
     assert "workflow.resumed" in kinds(sandbox.events("vm2"))
+
+
+def test_only_the_bmc_starts_the_vm(sandbox: Sandbox, os_image: OsImage) -> None:
+    """The VM sits with its CPUs stopped until metalflow's qemu power driver, asked by the
+    workflow (`boot: netboot`, the default for a machine with a BMC), powers it off, sets PXE
+    for the next boot and powers it on; after the workflow it sets the disk as boot device; the
+    periodic sync sees the installed OS power the VM off."""
+    mac = vm_mac(3)
+    sandbox.start(["--power-sync-interval", "1"])
+    vm = sandbox.start_vm("vm3", mac, uefi=False, bmc=True)
+    deadline = time.monotonic() + POLL_TIMEOUT
+    while not vm.spec.qmp_socket.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sandbox.apply(
+        machine_manifest("vm3", mac, "192.0.2.13", uefi=False)
+        + f"  bmc: {{driver: qemu, address: {vm.spec.qmp_socket}}}\n"
+        + "---\n"
+        + demo_template(os_image.zst_sha256)
+    )
+    time.sleep(2)
+    assert vm.serial() == "", "the VM ran before its BMC powered it on"
+    workflow = sandbox.provision("vm3")
+    assert workflow["boot"] == "netboot" and workflow["state"] == "PREPARING"
+    deadline = vm.started + INSTALL_TIMEOUT
+    while "OSIMG-POWEROFF" not in vm.serial():
+        state = sandbox.workflow(workflow["id"])
+        if state["state"] in ("FAILED", "TIMEOUT", "CANCELLED") or time.monotonic() > deadline:
+            raise AssertionError(f"the workflow ended {summary(state)}:\n{vm.serial()[-4000:]}")
+        time.sleep(1)
+    serial = vm.serial()
+    assert "OSIMG-MARKER provisioned by metalflow for vm3" in serial
+    done = sandbox.workflow(workflow["id"])
+    assert done["state"] == "SUCCESS", summary(done)
+    jobs = [e for e in sandbox.events("vm3") if e["kind"] == "power.job.succeeded"]
+    assert [job["data"]["operation"] for job in jobs] == ["netboot", "boot-disk"]
+    deadline = time.monotonic() + POLL_TIMEOUT
+    while sandbox.call("GET", "/api/v1/machines/vm3/power")["state"] != "off":
+        assert time.monotonic() < deadline, "the sync never saw the OS power the VM off"
+        time.sleep(0.5)
+    assert vm.running(), "with a BMC, QEMU stays (powered off) for the next power on"

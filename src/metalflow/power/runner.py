@@ -50,10 +50,9 @@ def open_driver(machine: Machine, keyring: Keyring) -> Driver:
     if bmc is None:
         raise PowerError("none", machine.name, "connect", "the machine has no BMC")
     try:
-        factory = driver_class(bmc.driver)
-    except ValueError as exc:
+        return driver_class(bmc.driver)(bmc)
+    except ValueError as exc:  # an unknown driver, or settings its validate refuses
         raise PowerError(bmc.driver, bmc.host, "connect", str(exc)) from None
-    return factory(bmc)
 
 
 class PowerRunner:

@@ -224,13 +224,16 @@ class Sandbox:
         found: dict[str, Any] = self.call("GET", f"/api/v1/machines/{name}")
         return found
 
-    def start_vm(self, name: str, mac: str, *, uefi: bool) -> Vm:
+    def start_vm(self, name: str, mac: str, *, uefi: bool, bmc: bool = False) -> Vm:
+        """A VM booting from the network; with `bmc`, one that stays off until metalflow's
+        qemu power driver turns it on through its QMP socket (`vm.spec.qmp_socket`)."""
         workdir = self.workdir / "vms" / name
         workdir.mkdir(parents=True, exist_ok=True)
         disk = workdir / "disk.raw"
         with disk.open("wb") as blank:
             blank.truncate(DISK_BYTES)
-        vm = Vm.start(VmSpec(name, mac, self.lab.tap(), disk, workdir, uefi=uefi), self.lab.inside)
+        spec = VmSpec(name, mac, self.lab.tap(), disk, workdir, uefi=uefi, bmc=bmc, powered_off=bmc)
+        vm = Vm.start(spec, self.lab.inside)
         self.vms[name] = vm
         return vm
 

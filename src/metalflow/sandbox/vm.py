@@ -82,6 +82,25 @@ class VmSpec:
     memory_mib: int = 768
     """The install environment unpacks into RAM; 512 MiB is enough, 768 leaves room to spool."""
     firmware_log: bool = True
+    bmc: bool = False
+    """A QMP socket (`qmp_socket`) and `-no-shutdown`, so that the qemu power driver
+    (power/qemu.py) powers the VM like a BMC. A guest poweroff then leaves QEMU running
+    (`Vm.running()` stays true) so that it can be powered on again."""
+    powered_off: bool = False
+    """With `bmc`: start with the vCPUs stopped (`-S`), off until the driver turns it on."""
+
+    @property
+    def qmp_socket(self) -> Path:
+        """For Bmc(driver="qemu", host=str(spec.qmp_socket)); a unix socket path holds at most
+        107 bytes, so keep workdir short."""
+        return self.workdir / "qmp.sock"
+
+
+def bmc_args(spec: VmSpec) -> list[str]:
+    if not spec.bmc:
+        return []
+    args = ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off", "-no-shutdown"]
+    return [*args, "-S"] if spec.powered_off else args
 
 
 def machine_args(serial_log: Path, memory_mib: int, qemu: str = QEMU) -> list[str]:
@@ -113,14 +132,15 @@ def qemu_argv(spec: VmSpec) -> list[str]:
         spec.name,
         "-nodefaults",
         *firmware_args(spec.workdir, uefi=spec.uefi, firmware_log=spec.firmware_log),
+        *bmc_args(spec),
         "-netdev",
         f"tap,id=n0,ifname={spec.tap},script=no,downscript=no",
         "-device",
-        f"virtio-net-pci,netdev=n0,mac={spec.mac},bootindex=1",
+        f"virtio-net-pci,netdev=n0,mac={spec.mac},bootindex=1,id=nic0",
         "-drive",
         f"file={spec.disk},format=raw,if=none,id=d0",
         "-device",
-        "virtio-blk-pci,drive=d0,bootindex=2",
+        "virtio-blk-pci,drive=d0,bootindex=2,id=disk0",
     ]
 
 
