@@ -198,6 +198,14 @@ def sandbox(
         bool,
         typer.Option("--keep", help="Keep metalflow running after the VMs finish, until Ctrl-C."),
     ] = False,
+    bmc: Annotated[
+        bool,
+        typer.Option(
+            "--bmc",
+            help="Give each VM a BMC (metalflow's qemu power driver over QMP): the VMs stay off"
+            " until their workflows power them into PXE.",
+        ),
+    ] = False,
     workdir: Annotated[
         Path | None,
         typer.Option(
@@ -243,6 +251,7 @@ def sandbox(
                 timeout=timeout,
                 keep=keep,
                 temporary=workdir is None,
+                bmc=bmc,
             )
     except (KeyboardInterrupt, Interrupted):
         console.print("interrupted")
@@ -332,12 +341,13 @@ def run(
     timeout: float,
     keep: bool,
     temporary: bool,
+    bmc: bool = False,
 ) -> int:
     """The lab, metalflow and the VMs until they are done; everything is removed at the end."""
     console = out.console if out.human else out.err
     succeeded = False
     try:
-        watches = launch(box, console, vms, firmware)
+        watches = launch(box, console, vms, firmware, bmc=bmc)
         follow(box, watches, console, live=out.live, timeout=timeout)
         succeeded = all(watch.booted for watch in watches)
         out.emit(summary(watches), render_summary)
@@ -358,8 +368,11 @@ def run(
     return ExitCode.OK if succeeded else ExitCode.FAILURE
 
 
-def launch(box: Sandbox, console: Console, vms: int, firmware: Firmware) -> list[Watch]:
-    """The lab, metalflow in it, the demo machines provisioned and their VMs started."""
+def launch(
+    box: Sandbox, console: Console, vms: int, firmware: Firmware, *, bmc: bool = False
+) -> list[Watch]:
+    """The lab, metalflow in it, the demo machines provisioned and their VMs started (with
+    `bmc`: started off first, then powered on by their workflows through QMP)."""
     console.print(
         f"lab: namespace {box.lab.namespace}, boot network {SERVER_IP}/{PREFIX_LENGTH} on {BRIDGE}"
     )
@@ -369,20 +382,29 @@ def launch(box: Sandbox, console: Console, vms: int, firmware: Firmware) -> list
     box.start()
     console.print(f"metalflow is up: {box.lab.api_url}")
     machines = [(f"sandbox-vm{index}", index, firmware.uefi(index)) for index in range(1, vms + 1)]
-    manifests = [
-        machine_manifest(name, vm_mac(index), vm_address(index), uefi=uefi)
-        for name, index, uefi in machines
-    ]
+    watches = []
+
+    def start(name: str, index: int, uefi: bool) -> None:
+        watch = Watch(name, uefi, box.start_vm(name, vm_mac(index), uefi=uefi, bmc=bmc))
+        watch.enter(Rank.FIRMWARE, "firmware", watch.vm.started)
+        watches.append(watch)
+
+    manifests = []
+    for name, index, uefi in machines:
+        manifest = machine_manifest(name, vm_mac(index), vm_address(index), uefi=uefi)
+        if bmc:
+            start(name, index, uefi)
+            manifest += f"  bmc: {{driver: qemu, address: {watches[-1].vm.spec.qmp_socket}}}\n"
+        manifests.append(manifest)
     box.apply("---\n".join([*manifests, demo_template(box.image.zst_sha256)]))
     for name, _, _ in machines:
         box.provision(name)
     listed = ", ".join(f"{name} ({'uefi' if uefi else 'bios'})" for name, _, uefi in machines)
-    console.print(f"provisioning {listed} with template {DEMO_TEMPLATE}")
-    watches = []
-    for name, index, uefi in machines:
-        watch = Watch(name, uefi, box.start_vm(name, vm_mac(index), uefi=uefi))
-        watch.enter(Rank.FIRMWARE, "firmware", watch.vm.started)
-        watches.append(watch)
+    how = ", powered on by their BMCs" if bmc else ""
+    console.print(f"provisioning {listed} with template {DEMO_TEMPLATE}{how}")
+    if not bmc:
+        for name, index, uefi in machines:
+            start(name, index, uefi)
     return watches
 
 
