@@ -35,9 +35,15 @@ IDLE_WAKE_SECONDS = 1.0
 STALE_CHECK_SECONDS = 30.0
 
 
-def limits_for(options: dict[str, Any]) -> Limits:
-    """A machine's own timeouts (`bmc.options.power_timeout`, `soft_off_timeout`) or defaults."""
+DRIVER_TIMEOUTS = {"qemu": 30.0, "manual": 5.0, "fake": 30.0}
+"""Power step timeouts of drivers whose state changes at once (others: Limits' default)."""
+
+
+def limits_for(driver: str, options: dict[str, Any]) -> Limits:
+    """A machine's own timeouts (`bmc.options.power_timeout`, `soft_off_timeout`), else its
+    driver's, else the defaults."""
     defaults = Limits()
+    defaults = Limits(timeout=DRIVER_TIMEOUTS.get(driver, defaults.timeout))
     return Limits(
         timeout=float(options.get("power_timeout", defaults.timeout)),
         soft_off_timeout=float(options.get("soft_off_timeout", defaults.soft_off_timeout)),
@@ -135,7 +141,7 @@ class PowerRunner:
             options = dict(machine.bmc_options or {})
             if job.operation != "boot-device" and not service.sets_boot_device(options):
                 steps = [step for step in steps if step.boot is None]
-            limits = limits_for(options)
+            limits = limits_for(machine.bmc_driver or "", options)
             try:
                 driver = open_driver(machine, self.keyring)
             except PowerError as exc:

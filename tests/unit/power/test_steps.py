@@ -195,3 +195,12 @@ def test_boot_from_disk_reboots_only_when_asked() -> None:
     ]
     assert boot_from_disk(efi=False, reboot=True)[1] == Step(power=PowerAction.RESET)
     assert Bmc("ipmi", "h", password="secret").__repr__().count("secret") == 0
+
+
+def test_timeouts_come_from_the_machine_then_its_driver_then_the_defaults() -> None:
+    from metalflow.power.runner import limits_for
+
+    assert limits_for("redfish", {}).timeout == Limits().timeout == 120
+    assert limits_for("qemu", {}).timeout == 30
+    assert limits_for("qemu", {"power_timeout": "600"}).timeout == 600
+    assert limits_for("ipmi", {"soft_off_timeout": 900}).soft_off_timeout == 900
