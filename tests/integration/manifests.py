@@ -23,7 +23,7 @@ spec:
   disks:
     - device: /dev/vda
   bmc:
-    driver: ipmi
+    driver: manual
     address: 192.0.2.200
     username: root
     password: {password}

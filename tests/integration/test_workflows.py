@@ -76,7 +76,7 @@ def test_workflow_runs_to_success_and_machine_leaves_netboot(
     assert machine["attributes"] == {"cpus": 4, "memory_bytes": 8 << 30}
     assert all(not i["allow_pxe"] and not i["allow_workflow"] for i in machine["interfaces"])
     assert machine["bmc"] == {
-        "driver": "ipmi",
+        "driver": "manual",
         "address": "192.0.2.200",
         "username": "root",
         "has_password": True,

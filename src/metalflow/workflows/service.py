@@ -42,6 +42,7 @@ from metalflow.workflows.tables import ACTIVE, ActionAttempt, Workflow, Workflow
 LOG_TAIL_LINES = 200
 KINDS = ("provision", "deprovision")
 NETBOOT_MODE = "netboot"
+MANUAL_DRIVER = "manual"
 POWER_WAIT_SECONDS = 2
 """An agent that asks while the BMC's netboot job still runs is told to ask again this soon."""
 _START_EVENT = {"provision": MachineEvent.PROVISION, "deprovision": MachineEvent.DEPROVISION}
@@ -279,6 +280,12 @@ def _uses_bmc(workflow: Workflow) -> bool:
     return (workflow.boot_options or {}).get("mode") == NETBOOT_MODE
 
 
+def _waits_for_bmc(workflow: Workflow, machine: Machine) -> bool:
+    """A `manual` BMC's jobs only record what an operator is asked to do: the workflow goes
+    on without waiting for them."""
+    return _uses_bmc(workflow) and machine.bmc_driver != MANUAL_DRIVER
+
+
 def _power_into_netboot(session: Session, workflow: Workflow, machine: Machine) -> None:
     """With `boot: netboot`, the BMC powers the machine off, sets PXE once and powers it on;
     a PENDING workflow waits in PREPARING until the agent on the booted machine asks."""
@@ -371,7 +378,7 @@ def next_action(session: Session, machine: Machine, now: dt.datetime) -> NextAct
     if workflow is None or not any(iface.allow_workflow for iface in machine.interfaces):
         return None
     if workflow.state in (WorkflowState.PENDING.value, WorkflowState.PREPARING.value):
-        if _power_job_running(session, workflow):
+        if _waits_for_bmc(workflow, machine) and _power_job_running(session, workflow):
             return now + dt.timedelta(seconds=POWER_WAIT_SECONDS)
         _start(session, workflow, machine, now)
     if workflow.state != WorkflowState.RUNNING.value:
@@ -541,7 +548,8 @@ def _complete(session: Session, workflow: Workflow, machine: Machine, now: dt.da
             workflow_id=workflow.id,
             requested_by=f"workflow {workflow.name}",
         )
-        return
+        if _waits_for_bmc(workflow, machine):
+            return
     _succeed(session, workflow, machine, now)
 
 

@@ -20,10 +20,15 @@ def test_provision(server: FakeServer, run: Run) -> None:
     assert json.loads(server.last.content) == {
         "template": "ubuntu",
         "hardware_map": {"disk": "/dev/sda"},
-    }
+        "power": None,
+        "reboot": False,
+    }, "power left to the server: on when the machine has a BMC"
     assert result.stdout == (
         "workflow 0123456789abcdef0123456789abcdef created for machine m1 (template ubuntu)\n"
     )
+    run("provision", "m1", "--template", "ubuntu", "--no-power", "--reboot")
+    assert json.loads(server.last.content)["power"] is False
+    assert json.loads(server.last.content)["reboot"] is True
 
 
 def test_provision_needs_a_template(server: FakeServer, run: Run) -> None:
