@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import threading
 from typing import Any
 
 import httpx
 
+from metalflow.boot.index import load_views
 from tests.integration.conftest import AgentClient, LiveServer, apply
 from tests.integration.manifests import (
     TINKERBELL_STACK,
@@ -41,6 +44,33 @@ def test_apply_creates_then_is_a_no_op_then_updates(api: httpx.Client) -> None:
     assert api.get("/api/v1/machines/m1").json()["labels"] == {"rack": "r2"}
     new_password = changed.replace("password: calvin", "password: hunter2")
     assert results(apply(api, new_password))[0] == ("Machine", "m1", "updated")
+
+
+def test_binary_user_data_is_stored_served_and_shown_byte_exact(
+    live: LiveServer, api: httpx.Client
+) -> None:
+    gzipped = gzip.compress(b"#cloud-config\nhostname: m1\n", mtime=0)
+    encoded = base64.b64encode(gzipped).decode()
+    binary = M1 + f"  userDataBase64: {encoded}\n"
+    assert results(apply(api, binary)) == [("Machine", "m1", "created")]
+    machine = api.get("/api/v1/machines/m1").json()
+    assert (machine["userData"], machine["userDataBase64"]) == (None, encoded)
+    assert results(apply(api, binary)) == [("Machine", "m1", "unchanged")]
+    with live.services.db.read() as session:
+        [view] = load_views(session)
+    assert view.instance is not None and view.instance.user_data == gzipped
+
+    text = M1 + '  userData: "#cloud-config\\nhostname: é\\n"\n'
+    assert results(apply(api, text)) == [("Machine", "m1", "updated")]
+    machine = api.get("/api/v1/machines/m1").json()
+    assert (machine["userData"], machine["userDataBase64"]) == (
+        "#cloud-config\nhostname: é\n",
+        None,
+    )
+    with live.services.db.read() as session:
+        [view] = load_views(session)
+    assert view.instance is not None
+    assert view.instance.user_data == "#cloud-config\nhostname: é\n".encode()
 
 
 def test_dry_run_writes_nothing(api: httpx.Client) -> None:

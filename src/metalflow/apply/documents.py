@@ -113,19 +113,20 @@ def _one(index: int, raw: Any) -> Document:
     if kind == "Hardware":
         fields = hardware_to_machine_fields(name, metadata.get("namespace"), spec)
         fields["labels"] = metadata.get("labels") or {}
-        return MachineDoc(index, _machine_spec(fields, where), "Hardware", spec)
+        return MachineDoc(index, _machine_spec(fields, where, "Hardware"), "Hardware", spec)
     fields = {
         "name": name,
         "labels": metadata.get("labels") or {},
         **({"project": metadata["project"]} if "project" in metadata else {}),
         **spec,
     }
-    return MachineDoc(index, _machine_spec(fields, where), "Machine")
+    return MachineDoc(index, _machine_spec(fields, where, "Machine"), "Machine")
 
 
-def _machine_spec(fields: dict[str, Any], where: str) -> MachineSpec:
+def _machine_spec(fields: dict[str, Any], where: str, source: str) -> MachineSpec:
+    """The source (Machine or Hardware) lets an error give the fix that kind allows."""
     try:
-        return MachineSpec.model_validate(fields)
+        return MachineSpec.model_validate(fields, context={"source": source})
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = ".".join(str(part) for part in error["loc"])

@@ -178,7 +178,8 @@ def _event_json(data: str) -> Json:
 def _error_message(response: httpx.Response) -> str:
     """The server's explanation of a failed request, on one line.
 
-    A validation error (422) names the field at fault; other errors name it in their message.
+    A validation error (422) names the field at fault, once: before a message that does not
+    start with it already (apply's messages do); other errors name it in their message.
     """
     try:
         detail = response.json().get("detail")
@@ -186,7 +187,11 @@ def _error_message(response: httpx.Response) -> str:
         detail = None
     if isinstance(detail, dict) and detail.get("message"):
         message, field = str(detail["message"]), detail.get("field")
-        if field and response.status_code == httpx.codes.UNPROCESSABLE_ENTITY:
+        if (
+            field
+            and response.status_code == httpx.codes.UNPROCESSABLE_ENTITY
+            and not message.startswith(f"{field}: ")
+        ):
             return f"{field}: {message}"
         return message
     if isinstance(detail, list) and detail:

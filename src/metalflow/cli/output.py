@@ -16,6 +16,20 @@ PIPE_WIDTH = 4096
 """Width used off a terminal, so a table row stays one line for grep and awk."""
 
 
+class Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, except that a string holding U+0085 (NEL) is double-quoted: left
+    plain or single-quoted, PyYAML writes it raw and reads it back as a line break, so the
+    document would no longer apply as it was shown."""
+
+
+def _represent_str(dumper: Dumper, value: str) -> yaml.ScalarNode:
+    style = '"' if "\x85" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+Dumper.add_representer(str, _represent_str)
+
+
 class OutputFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
@@ -48,7 +62,7 @@ class Output:
         if self.format is OutputFormat.JSON:
             self.write(json.dumps(data, indent=2) + "\n")
         else:
-            self.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+            self.write(yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True))
 
     def line(self, data: Any) -> None:
         """One document of a stream: a JSON line, or a YAML document starting with `---`."""
@@ -56,7 +70,9 @@ class Output:
             self.write(json.dumps(data) + "\n")
         else:
             self.write(
-                yaml.safe_dump(data, sort_keys=False, allow_unicode=True, explicit_start=True)
+                yaml.dump(
+                    data, Dumper=Dumper, sort_keys=False, allow_unicode=True, explicit_start=True
+                )
             )
 
     def print(self, renderable: RenderableType) -> None:

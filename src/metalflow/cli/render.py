@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 from collections.abc import Iterable, Mapping
@@ -14,6 +15,7 @@ from rich.text import Text
 Json = Mapping[str, Any]
 
 NONE = "-"
+GZIP_MAGIC = b"\x1f\x8b"
 STATE_STYLES = {
     "SUCCESS": "green",
     "FAILED": "red",
@@ -166,6 +168,7 @@ def machine(data: Json) -> RenderableType:
             ("labels", text(labels)),
             ("workflow", text(data.get("workflow"))),
             ("bmc", _bmc(bmc) if bmc else NONE),
+            ("user-data", _user_data(data)),
             ("created", timestamp(data.get("created_at"))),
             ("updated", timestamp(data.get("updated_at"))),
         ]
@@ -186,6 +189,16 @@ def machine(data: Json) -> RenderableType:
     for disk in data.get("disks") or []:
         disks.add_row(disk["device"], size(disk.get("size_bytes")))
     return Group(summary, Text(), interfaces, Text(), disks)
+
+
+def _user_data(machine: Json) -> str:
+    """Its size and kind; the content itself is in `-o yaml` (it may hold secrets, and bytes)."""
+    if machine.get("userData") is not None:
+        return f"{size(len(machine['userData'].encode()))}, text"
+    if machine.get("userDataBase64") is not None:
+        data = base64.b64decode(machine["userDataBase64"])
+        return f"{size(len(data))}, {'gzip' if data[:2] == GZIP_MAGIC else 'binary'}"
+    return NONE
 
 
 def _bmc(bmc: Json) -> str:

@@ -154,4 +154,7 @@ def deprovision(
             service.transition(session, machine, MachineEvent.DEPROVISION)
             service.transition(session, machine, MachineEvent.DEPROVISIONED)
             service.set_netboot(machine, False)
-        return {"machine": public(session, machine).model_dump(), "workflow": workflow_out}
+        return {
+            "machine": public(session, machine).model_dump(by_alias=True),
+            "workflow": workflow_out,
+        }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from typing import Any, Literal
@@ -20,6 +22,7 @@ from pydantic import (
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,198}[a-z0-9])?$"
 _MAC = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 MAX_USER_DATA = 64 * 1024
+"""Bytes as stored and served: the metadata index holds every machine's user-data in memory."""
 MAX_IPXE_SCRIPT = 64 * 1024
 IPXE_MAGIC = "#!ipxe"
 IPXE_COMMAND_SEPARATORS = frozenset({"||", "&&", ";"})
@@ -90,6 +93,51 @@ def check_ipxe_script(value: str, what: str) -> str:
     if size > MAX_IPXE_SCRIPT:
         raise ValueError(f"{what} is {size} bytes; the limit is {MAX_IPXE_SCRIPT} bytes")
     return value
+
+
+def decode_base64(value: str, what: str) -> bytes:
+    """Standard base64 (RFC 4648, `=` padding); line breaks and spaces, as `base64` wraps its
+    output, are ignored."""
+    compact = "".join(value.split())
+    for position, char in enumerate(compact):
+        if not (char.isascii() and (char.isalnum() or char in "+/=")):
+            raise ValueError(
+                f"{what} is not valid base64: {char!r} (at offset {position}) is not in the"
+                " base64 alphabet A-Z a-z 0-9 + / (and = padding); encode the bytes with"
+                " `base64 -w0 FILE`"
+            )
+    try:
+        return base64.b64decode(compact, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(
+            f"{what} is not valid base64 ({exc}): it comes in groups of 4 characters, the"
+            " last one padded with = or == at the very end; encode the bytes with"
+            " `base64 -w0 FILE`"
+        ) from None
+
+
+def check_user_data_size(data: bytes, what: str, info: ValidationInfo) -> None:
+    if len(data) <= MAX_USER_DATA:
+        return
+    fix = (
+        "a Tinkerbell Hardware carries text only: apply the machine as kind Machine"
+        " (metalflow/v1) with the gzip'd bytes base64-encoded as userDataBase64"
+        if (info.context or {}).get("source") == "Hardware"
+        else "gzip it and send the gzip'd bytes base64-encoded as userDataBase64"
+        " (cloud-init decompresses gzip'd user-data itself)"
+    )
+    raise ValueError(f"{what} is {len(data)} bytes; the limit is {MAX_USER_DATA} bytes: {fix}")
+
+
+def user_data_fields(data: bytes | None) -> dict[str, str]:
+    """How stored user-data is shown: `userData` when it is UTF-8 text, else `userDataBase64`,
+    so that what is shown can be applied again unchanged."""
+    if data is None:
+        return {}
+    try:
+        return {"userData": data.decode()}
+    except UnicodeDecodeError:
+        return {"userDataBase64": base64.b64encode(data).decode()}
 
 
 class Strict(BaseModel):
@@ -213,15 +261,52 @@ class MachineSpec(Strict):
     boot: BootSpec | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     user_data: str | None = Field(default=None, alias="userData")
+    user_data_base64: str | None = Field(default=None, alias="userDataBase64")
 
     @field_validator("user_data")
     @classmethod
-    def _user_data_size(cls, value: str | None) -> str | None:
-        if value is not None and len(value.encode()) > MAX_USER_DATA:
+    def _user_data(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        try:
+            data = value.encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate, e.g. "\ud800" in JSON
             raise ValueError(
-                f"user-data is {len(value.encode())} bytes; the limit is {MAX_USER_DATA} bytes"
-            )
+                f"userData is not valid Unicode text (at offset {exc.start}); send the bytes"
+                " base64-encoded as userDataBase64 instead"
+            ) from None
+        check_user_data_size(data, "userData", info)
         return value
+
+    @field_validator("user_data_base64")
+    @classmethod
+    def _user_data_base64(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        data = decode_base64(value, "userDataBase64")
+        check_user_data_size(data, "userDataBase64", info)
+        return base64.b64encode(data).decode()
+
+    @model_validator(mode="after")
+    def _one_user_data(self) -> MachineSpec:
+        """At most one form; bytes that are UTF-8 text are kept as `userData`, the form they
+        are shown in, so applying what is shown again changes nothing."""
+        if self.user_data is not None and self.user_data_base64 is not None:
+            raise ValueError(
+                "userData and userDataBase64 are both set; give one: userData for text,"
+                " userDataBase64 for any bytes (e.g. gzip'd cloud-config)"
+            )
+        if self.user_data_base64 is not None:
+            shown = user_data_fields(base64.b64decode(self.user_data_base64))
+            self.user_data = shown.get("userData")
+            self.user_data_base64 = shown.get("userDataBase64")
+        return self
+
+    def user_data_bytes(self) -> bytes | None:
+        """The user-data as stored and served, from whichever form was given."""
+        if self.user_data_base64 is not None:
+            return base64.b64decode(self.user_data_base64)
+        return None if self.user_data is None else self.user_data.encode()
 
     @model_validator(mode="after")
     def _unique_within(self) -> MachineSpec:
@@ -242,8 +327,15 @@ class MachineSpec(Strict):
         return self
 
     def fingerprint(self) -> dict[str, Any]:
-        """Everything declared, secrets excluded: equal fingerprints mean re-apply is a no-op."""
-        return self.model_dump(mode="json", exclude={"bmc": {"password"}})
+        """Everything declared, secrets excluded: equal fingerprints mean re-apply is a no-op.
+
+        `user_data_base64` appears only when set, so text user-data fingerprints as it did
+        before binary user-data existed.
+        """
+        exclude: dict[str, Any] = {"bmc": {"password"}}
+        if self.user_data_base64 is None:
+            exclude["user_data_base64"] = True
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 class InterfacePublic(BaseModel):
@@ -288,6 +380,9 @@ class MachinePublic(BaseModel):
     boot: BootPublic | None
     attributes: dict[str, Any]
     metadata: dict[str, Any]
+    user_data: str | None = Field(default=None, alias="userData")
+    user_data_base64: str | None = Field(default=None, alias="userDataBase64")
+    """One of the two (see `user_data_fields`), under the keys a Machine spec takes."""
     workflow: str | None
     created_at: str
     updated_at: str

@@ -19,6 +19,7 @@ from metalflow.inventory.schemas import (
     InterfaceSpec,
     MachinePublic,
     MachineSpec,
+    user_data_fields,
 )
 from metalflow.inventory.tables import Interface, Machine
 from metalflow.inventory.tinkerbell import hardware_view
@@ -82,6 +83,7 @@ def list_machines(
         .order_by(Machine.name)
         .options(selectinload(Machine.interfaces), undefer(Machine.attributes))
         .options(undefer(Machine.disks), undefer(Machine.instance_metadata))
+        .options(undefer(Machine.user_data))
     )
     if state is not None:
         query = query.where(Machine.state == state)
@@ -217,7 +219,7 @@ def apply_machine(
     machine.bmc_username = spec.bmc.username if spec.bmc else None
     machine.bmc_password_encrypted = keyring.encrypt(password) if password is not None else None
     machine.instance_metadata = spec.metadata
-    machine.user_data = spec.user_data
+    machine.user_data = spec.user_data_bytes()
     machine.boot = spec.boot.stored() if spec.boot else {}
     machine.applied = applied
     _sync_interfaces(session, machine, spec.interfaces, declared_before)
@@ -365,6 +367,7 @@ def render_view(machine: Machine) -> dict[str, Any]:
 
 
 def to_public(machine: Machine, active_workflow: str | None) -> MachinePublic:
+    user_data = user_data_fields(machine.user_data)
     return MachinePublic(
         id=machine.id,
         name=machine.name,
@@ -401,6 +404,8 @@ def to_public(machine: Machine, active_workflow: str | None) -> MachinePublic:
         boot=BootPublic.model_validate(machine.boot) if machine.boot else None,
         attributes=machine.attributes,
         metadata=machine.instance_metadata,
+        userData=user_data.get("userData"),
+        userDataBase64=user_data.get("userDataBase64"),
         workflow=active_workflow,
         created_at=machine.created_at.isoformat(),
         updated_at=machine.updated_at.isoformat(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from metalflow.db.base import Base, utcnow
@@ -40,7 +40,7 @@ class Machine(Base):
     """Why the last sync could not read the state; None when it could."""
     attributes: Mapped[dict[str, Any]] = mapped_column(deferred=True, default=dict)
     instance_metadata: Mapped[dict[str, Any]] = mapped_column(deferred=True, default=dict)
-    user_data: Mapped[str | None] = mapped_column(Text, deferred=True)
+    user_data: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     applied: Mapped[dict[str, Any]] = mapped_column(deferred=True, default=dict)
     boot: Mapped[dict[str, Any]] = mapped_column(default=dict)
     agent_token_generation: Mapped[int] = mapped_column(default=0)

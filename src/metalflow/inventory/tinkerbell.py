@@ -159,6 +159,14 @@ def hardware_to_machine_fields(name: str, namespace: str | None, spec: Any) -> d
     }
 
 
+def _user_data(spec_fields: dict[str, Any]) -> dict[str, str]:
+    """`userData` (text, "" when there is none, as Tinkerbell shows it), or `userDataBase64` for
+    bytes that are not text: a template sees either exactly as the machine would be applied."""
+    if spec_fields.get("user_data_base64") is not None:
+        return {"userDataBase64": spec_fields["user_data_base64"]}
+    return {"userData": spec_fields.get("user_data") or ""}
+
+
 def hardware_view(
     *,
     name: str,
@@ -201,6 +209,6 @@ def hardware_view(
             ],
             "disks": [{"device": disk["device"]} for disk in spec_fields.get("disks", [])],
             "metadata": spec_fields.get("metadata") or {},
-            "userData": spec_fields.get("user_data") or "",
+            **_user_data(spec_fields),
         }
     return {"metadata": {"name": name, "namespace": project, "labels": labels}, "spec": spec}

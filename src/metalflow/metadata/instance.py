@@ -91,7 +91,7 @@ def instance_from(
     hostname: str | None,
     interfaces: Sequence[InterfaceFields],
     metadata: Mapping[str, Any],
-    user_data: str | bytes | None,
+    user_data: bytes | None,
 ) -> Instance:
     """Fields given in `metadata` win; the machine's own fill what they leave out."""
     instance = _mapping(metadata.get("instance"))

@@ -88,6 +88,8 @@ def machine_doc(name: str = "m1", **changes: Any) -> dict[str, Any]:
         },
         "attributes": {},
         "metadata": {},
+        "userData": None,
+        "userDataBase64": None,
         "workflow": None,
         "created_at": "2024-05-01T12:00:00+00:00",
         "updated_at": "2024-05-01T12:00:00+00:00",

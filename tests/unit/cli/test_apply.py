@@ -117,3 +117,17 @@ def test_invalid_manifest_shows_the_field(server: FakeServer, run: Run, tmp_path
         "error: spec.interfaces[0].mac: duplicate MAC 52:54:00:00:00:01 (already on machine m1)\n"
     )
     assert "Traceback" not in result.output
+
+
+def test_a_message_that_names_its_field_is_shown_with_it_once(
+    server: FakeServer, run: Run, tmp_path: Path
+) -> None:
+    (tmp_path / "m.yaml").write_text(MANIFEST)
+    field = "documents[0].spec.userData"
+    message = f"{field}: userData is 65537 bytes; the limit is 65536 bytes: gzip it"
+    server.error("POST", APPLY, 422, {"message": message, "field": field})
+
+    result = run("apply", "-f", "m.yaml")
+
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {message}\n"

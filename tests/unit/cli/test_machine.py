@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 
 import pytest
+import yaml
 
 from tests.unit.cli.fakes import FakeServer, Run, event_doc, machine_doc
 
@@ -70,6 +73,40 @@ def test_show(server: FakeServer, run: Run) -> None:
     assert "ipmi 10.1.0.11 (admin, password set)" in out
     assert "52:54:00:00:00:01" in out and "255.255.255.0" in out
     assert "/dev/sda" in out and "480.0 GiB" in out
+
+
+@pytest.mark.parametrize(
+    ("user_data", "shown"),
+    [
+        ({"userData": "#cloud-config\nhostname: é\n"}, "user-data:  27 B, text"),
+        ({"userDataBase64": base64.b64encode(gzip.compress(b"x" * 4000)).decode()}, ", gzip"),
+        ({"userDataBase64": base64.b64encode(b"\xff" * 2048).decode()}, "2.0 KiB, binary"),
+        ({}, "user-data:  -"),
+    ],
+)
+def test_show_tells_the_user_data_size_and_kind_not_its_content(
+    server: FakeServer, run: Run, user_data: dict[str, str], shown: str
+) -> None:
+    server.reply("GET", f"{MACHINES}/m1", machine_doc(**user_data))
+
+    result = run("machine", "show", "m1")
+
+    assert result.exit_code == 0, result.output
+    assert shown in result.stdout
+    assert "cloud-config" not in result.stdout
+
+
+def test_yaml_shows_user_data_as_it_applies_again(server: FakeServer, run: Run) -> None:
+    """U+0085 (NEL) is text, yet PyYAML left alone turns it into a line break on reading."""
+    text = '#cloud-config\nwrite_files: [{path: /etc/motd, content: "a\x85b  \\n"}]\n'
+    binary = base64.b64encode(b"\x1f\x8b\x08\x00\xff").decode()
+    server.reply("GET", f"{MACHINES}/m1", machine_doc(userData=text))
+    server.reply("GET", f"{MACHINES}/m2", machine_doc("m2", userDataBase64=binary))
+
+    shown = [yaml.safe_load(run("-o", "yaml", "machine", "show", m).stdout) for m in ("m1", "m2")]
+
+    assert (shown[0]["userData"], shown[0]["userDataBase64"]) == (text, None)
+    assert (shown[1]["userData"], shown[1]["userDataBase64"]) == (None, binary)
 
 
 def test_show_escapes_the_name(server: FakeServer, run: Run) -> None:

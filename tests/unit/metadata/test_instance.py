@@ -9,7 +9,7 @@ NIC = InterfaceFields(
 )
 
 
-def make(metadata: dict[str, object], user_data: str | bytes | None = None) -> Instance:
+def make(metadata: dict[str, object], user_data: bytes | None = None) -> Instance:
     return instance_from(
         machine_id="0f3c",
         name="web1",
@@ -36,7 +36,7 @@ def test_machine_fields_fill_what_metadata_leaves_out() -> None:
 
 def test_the_machine_user_data_beats_the_metadata_copy_and_stays_bytes() -> None:
     assert make({"instance": {"userdata": "meta"}}).user_data == b"meta"
-    assert make({"instance": {"userdata": "meta"}}, "own").user_data == b"own"
+    assert make({"instance": {"userdata": "meta"}}, b"own").user_data == b"own"
     assert make({}, b"\x1f\x8b binary").user_data == b"\x1f\x8b binary"
 
 
