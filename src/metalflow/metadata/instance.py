@@ -155,7 +155,7 @@ def _addresses(ips: list[Any]) -> tuple[Address, ...]:
             Address(
                 address=str(parsed),
                 netmask=netmask,
-                gateway=str(entry["gateway"]) if entry.get("gateway") else None,
+                gateway=_gateway(entry.get("gateway"), parsed.version),
                 family=parsed.version,
                 public=bool(entry.get("public", False)),
                 management=bool(entry.get("management", False)),
@@ -163,6 +163,15 @@ def _addresses(ips: list[Any]) -> tuple[Address, ...]:
             )
         )
     return tuple(found)
+
+
+def _gateway(value: object, version: int) -> str | None:
+    """A gateway of the address's own family, else none (junk is skipped, never fatal)."""
+    try:
+        gateway = ipaddress.ip_address(str(value)) if value else None
+    except ValueError:
+        return None
+    return str(gateway) if gateway is not None and gateway.version == version else None
 
 
 def _interface_addresses(interfaces: Sequence[InterfaceFields]) -> tuple[Address, ...]:

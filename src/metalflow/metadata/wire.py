@@ -340,7 +340,11 @@ class _Connection(asyncio.Protocol):
         if not is_metadata_path(request.path):
             answer = text(404, "not found on this port")
         else:
-            answer = server.service.answer(request)
+            try:
+                answer = server.service.answer(request)
+            except Exception:  # a machine's data metalflow cannot render: that answer only
+                log.exception("event=metadata.answer_failed path=%s", request.path)
+                answer = text(500, "metalflow could not build this answer; see its log")
         if (
             answer.cacheable
             and answer.caller is not None

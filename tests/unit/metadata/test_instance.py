@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from metalflow.metadata.instance import Instance, InterfaceFields, instance_from, prefix_length
+from metalflow.metadata.netconfig import network_config
 
 NIC = InterfaceFields(
     "52:54:00:00:00:01", "192.0.2.11", "255.255.255.0", "192.0.2.1", ["192.0.2.53"]
@@ -57,8 +58,12 @@ def test_junk_in_metadata_is_skipped_not_fatal() -> None:
                     {"address": "not-an-ip"},
                     "nope",
                     {"address": "192.0.2.9", "netmask": "255.0.255.0"},
-                    {"address": "2001:db8::9", "public": True},
-                    {"address": "2001:db8::10", "netmask": "ffff:ffff:ffff:ffff::"},
+                    {"address": "2001:db8::9", "public": True, "gateway": "nope"},
+                    {
+                        "address": "2001:db8::10",
+                        "netmask": "ffff:ffff:ffff:ffff::",
+                        "gateway": "192.0.2.1",
+                    },
                 ],
                 "tags": "not-a-list",
                 "ssh_keys": [None, "", "ssh-ed25519 AAAA"],
@@ -71,6 +76,8 @@ def test_junk_in_metadata_is_skipped_not_fatal() -> None:
         ("2001:db8::9", 6, 128),
         ("2001:db8::10", 6, 64),
     ]
+    assert [a.gateway for a in found.addresses] == [None, None], "junk and other family"
+    assert network_config(found)["version"] == 2, "no junk reaches the network config"
     assert found.tags == () and found.ssh_keys == ("ssh-ed25519 AAAA",)
     assert found.operating_system == {"slug": "debian_12"}
     assert found.facility == ""
