@@ -139,29 +139,37 @@ class Response:
     body: bytes
 
 
-def read_responses(sock: socket.socket, count: int, *, head: bool = False) -> list[Response]:
-    """`count` responses off the socket, framed by their content-length."""
-    buffer = b""
-    found: list[Response] = []
-    while len(found) < count:
-        end = buffer.find(b"\r\n\r\n")
-        if end >= 0:
-            lines = buffer[:end].decode("latin-1").split("\r\n")
-            headers = {
-                name.lower(): value.strip()
-                for name, _, value in (line.partition(":") for line in lines[1:])
-            }
-            length = 0 if head else int(headers.get("content-length", "0"))
-            if len(buffer) >= end + 4 + length:
-                body = buffer[end + 4 : end + 4 + length]
-                found.append(Response(int(lines[0].split()[1]), headers, body))
-                buffer = buffer[end + 4 + length :]
-                continue
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError(f"connection closed after {len(found)} of {count} responses")
-        buffer += chunk
-    return found
+class Reader:
+    """Responses off one socket, framed by their content-length; what is read past one stays
+    for the next."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def next(self, *, head: bool = False) -> Response:
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                lines = self.buffer[:end].decode("latin-1").split("\r\n")
+                headers = {
+                    name.lower(): value.strip()
+                    for name, _, value in (line.partition(":") for line in lines[1:])
+                }
+                length = 0 if head else int(headers.get("content-length", "0"))
+                if len(self.buffer) >= end + 4 + length:
+                    body = self.buffer[end + 4 : end + 4 + length]
+                    self.buffer = self.buffer[end + 4 + length :]
+                    return Response(int(lines[0].split()[1]), headers, body)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise AssertionError("connection closed before a whole response")
+            self.buffer += chunk
+
+
+def read_responses(sock: socket.socket, count: int) -> list[Response]:
+    reader = Reader(sock)
+    return [reader.next() for _ in range(count)]
 
 
 def closed(sock: socket.socket) -> bool:
@@ -220,8 +228,9 @@ def test_head_gives_the_length_without_the_body(served: Served) -> None:
     with served.connect() as sock:
         request = get("/latest/meta-data/hostname", "198.18.0.11").replace(b"GET", b"HEAD", 1)
         sock.sendall(request + get("/latest/meta-data/hostname", "198.18.0.11"))
-        (head,) = read_responses(sock, 1, head=True)
-        (full,) = read_responses(sock, 1)
+        reader = Reader(sock)
+        head = reader.next(head=True)
+        full = reader.next()
     assert head.status == 200 and head.headers["content-length"] == str(len(b"one.lab"))
     assert head.body == b""
     assert full.body == b"one.lab", "the HEAD answer carried a body"

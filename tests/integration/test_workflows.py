@@ -60,7 +60,9 @@ def test_workflow_runs_to_success_and_machine_leaves_netboot(
 ) -> None:
     assert agent.hello(cpus=4, memory_bytes=8 << 30).status_code == 200
     workflow = provision(api)
-    assert workflow["state"] == "PENDING"
+    # The machine's BMC is `manual`: the power steps are asked of an operator (PREPARING), and
+    # the workflow does not wait for them.
+    assert workflow["state"] == "PREPARING" and workflow["boot"] == "netboot"
     assert api.get("/api/v1/machines/m1").json()["state"] == "provisioning"
 
     served = run_to_end(agent)
@@ -81,7 +83,9 @@ def test_workflow_runs_to_success_and_machine_leaves_netboot(
         "username": "root",
         "has_password": True,
     }
-    seen = kinds(api, workflow=workflow["id"])
+    every = kinds(api, workflow=workflow["id"])
+    assert "power.job.queued" in every, "what the operator is asked to do is recorded"
+    seen = [kind for kind in every if not kind.startswith("power.")]
     assert seen[:2] == ["machine.state", "workflow.created"]
     assert seen[-2:] == ["machine.state", "workflow.succeeded"]
     assert seen.count("workflow.action.started") == 3
@@ -220,7 +224,7 @@ def test_rerun_keeps_earlier_runs(api: httpx.Client, agent: AgentClient) -> None
     assert api.post(f"/api/v1/workflows/{workflow['id']}/resume").status_code == 409
     rerun = api.post(f"/api/v1/workflows/{workflow['id']}/rerun")
     assert rerun.status_code == 200, rerun.text
-    assert rerun.json()["run"] == 2 and rerun.json()["state"] == "PENDING"
+    assert rerun.json()["run"] == 2 and rerun.json()["state"] == "PREPARING"
     assert len(run_to_end(agent)) == 3
     shown = api.get(f"/api/v1/workflows/{workflow['id']}").json()
     assert shown["state"] == "SUCCESS"
