@@ -315,16 +315,23 @@ class Cycle:
 
 
 def reads_of(entries: Iterable[tuple[float, int, str, str | None]]) -> list[Read]:
-    """Per BMC, each service-root GET starts a read; its later requests belong to it."""
+    """Per BMC, each service-root GET starts a read (a new driver), and so does a system GET
+    after the current read's own (a kept driver reads only the system); the other requests
+    belong to the read they follow."""
     current: dict[int, Read] = {}
     done: list[Read] = []
     for at, bmc, kind, served in entries:
         if kind == "connect":
             continue
-        if kind == "root":
-            if bmc in current:
-                done.append(current[bmc])
+        open_read = current.get(bmc)
+        if kind == "root" or (
+            kind == "system" and (open_read is None or open_read.served is not None)
+        ):
+            if open_read is not None:
+                done.append(open_read)
             current[bmc] = Read(bmc, at, at, kinds=[kind])
+            if kind == "system":
+                current[bmc].served, current[bmc].system_at = served, at
             continue
         read = current.get(bmc)
         if read is None:
