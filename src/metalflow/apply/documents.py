@@ -1,12 +1,15 @@
 """Parse applied YAML into typed documents (pure): which kind, which name, which fields.
 
 Accepted: metalflow's own kinds (`apiVersion: metalflow/v1`: Machine, Template, Workflow),
-Tinkerbell's `tinkerbell.org/v1alpha1` Hardware, Template and Workflow as they are, and a bare
-Tinkerbell template file (a mapping with `tasks`).
+Tinkerbell's `tinkerbell.org/v1alpha1` Hardware, Template and Workflow as they are, a bare
+Tinkerbell template file (a mapping with `tasks`), and rufio's BMC objects: the
+`bmc.tinkerbell.org/v1alpha1` Machine a Hardware's `bmcRef` names and the `v1` Secret with its
+login (power/rufio.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,15 +17,18 @@ import yaml
 from pydantic import ValidationError
 
 from metalflow.errors import Invalid, validation_message
-from metalflow.inventory.schemas import MachineSpec
+from metalflow.inventory.schemas import BmcSpec, MachineSpec
 from metalflow.inventory.tinkerbell import hardware_to_machine_fields
 from metalflow.names import check_name
+from metalflow.power import declared, rufio
 
 METALFLOW_API = "metalflow/v1"
 TINKERBELL_API = "tinkerbell.org/v1alpha1"
 KNOWN = {
     METALFLOW_API: ("Machine", "Template", "Workflow"),
     TINKERBELL_API: ("Hardware", "Template", "Workflow"),
+    rufio.RUFIO_API: ("Machine",),
+    rufio.SECRET_API: ("Secret",),
 }
 TOP_KEYS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
 
@@ -33,10 +39,35 @@ class MachineDoc:
     spec: MachineSpec
     source: str
     hardware_spec: dict[str, Any] | None = None
+    bmc_ref: rufio.ObjectRef | None = None
+    """A Hardware's `spec.bmcRef`: its BMC is that rufio Machine's, found when applied."""
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+
+@dataclass(frozen=True)
+class SecretDoc:
+    index: int
+    ref: rufio.ObjectRef
+    login: rufio.Login
+
+    @property
+    def name(self) -> str:
+        return self.ref.name
+
+
+@dataclass(frozen=True)
+class BmcMachineDoc:
+    """A rufio Machine (`bmc.tinkerbell.org/v1alpha1`): a BMC, not a metalflow machine."""
+
+    index: int
+    machine: rufio.RufioMachine
+
+    @property
+    def name(self) -> str:
+        return self.machine.ref.name
 
 
 @dataclass(frozen=True)
@@ -59,12 +90,14 @@ class WorkflowDoc:
     reboot: bool = False
 
 
-Document = MachineDoc | TemplateDoc | WorkflowDoc
-APPLY_ORDER = {MachineDoc: 0, TemplateDoc: 1, WorkflowDoc: 2}
+Document = SecretDoc | BmcMachineDoc | MachineDoc | TemplateDoc | WorkflowDoc
+APPLY_ORDER = {SecretDoc: 0, BmcMachineDoc: 1, MachineDoc: 2, TemplateDoc: 3, WorkflowDoc: 4}
+"""Whatever a document may name comes before it: a Hardware's bmcRef finds its rufio Machine,
+which finds its Secret, already applied in the same transaction."""
 
 
 def parse(text: str) -> list[Document]:
-    """All documents of a YAML stream, machines first, then templates, then workflows."""
+    """All documents of a YAML stream: Secrets, rufio Machines, machines, templates, workflows."""
     try:
         raw_docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
@@ -75,7 +108,26 @@ def parse(text: str) -> list[Document]:
     docs = [_one(index, raw) for index, raw in enumerate(raw_docs) if raw is not None]
     if not docs:
         raise Invalid("no documents found; nothing to apply", field="yaml")
+    _check_unique_bmc_objects(docs)
     return sorted(docs, key=lambda doc: APPLY_ORDER[type(doc)])
+
+
+def _check_unique_bmc_objects(docs: list[Document]) -> None:
+    seen: dict[tuple[str, rufio.ObjectRef], int] = {}
+    for doc in docs:
+        if isinstance(doc, SecretDoc):
+            key = ("Secret", doc.ref)
+        elif isinstance(doc, BmcMachineDoc):
+            key = ("rufio Machine", doc.machine.ref)
+        else:
+            continue
+        if key in seen:
+            where = f"documents[{doc.index}].metadata.name"
+            raise Invalid(
+                f"{where}: {key[0]} {key[1]} repeats documents[{seen[key]}]; keep one of them",
+                field=where,
+            )
+        seen[key] = doc.index
 
 
 def _one(index: int, raw: Any) -> Document:
@@ -88,7 +140,8 @@ def _one(index: int, raw: Any) -> Document:
     api, kind = raw.get("apiVersion"), raw.get("kind")
     if api not in KNOWN:
         raise Invalid(
-            f"{where}.apiVersion {api!r} is not known; use {METALFLOW_API} or {TINKERBELL_API}",
+            f"{where}.apiVersion {api!r} is not known; use {METALFLOW_API}, {TINKERBELL_API},"
+            f" {rufio.RUFIO_API} (rufio Machine) or {rufio.SECRET_API} (Secret)",
             field=f"{where}.apiVersion",
         )
     if kind not in KNOWN[api]:
@@ -96,13 +149,16 @@ def _one(index: int, raw: Any) -> Document:
             f"{where}.kind {kind!r} is not known for {api}; one of: {', '.join(KNOWN[api])}",
             field=f"{where}.kind",
         )
-    unknown = sorted(set(raw) - TOP_KEYS)
+    unknown = sorted(set(raw) - (rufio.SECRET_KEYS if kind == "Secret" else TOP_KEYS))
     if unknown:
         raise Invalid(f"{where}: unknown field {unknown[0]!r}", field=f"{where}.{unknown[0]}")
     metadata = raw.get("metadata") or {}
-    name = check_name(
-        metadata.get("name") if isinstance(metadata, dict) else None, f"{where}.metadata.name"
-    )
+    if not isinstance(metadata, dict):
+        raise Invalid(f"{where}.metadata must be a mapping", field=f"{where}.metadata")
+    name = check_name(metadata.get("name"), f"{where}.metadata.name")
+    if kind == "Secret":
+        ref = rufio.ObjectRef(rufio.namespace_of(metadata, where), name)
+        return SecretDoc(index, ref, rufio.parse_secret(raw, where))
     spec = raw.get("spec") or {}
     if not isinstance(spec, dict):
         raise Invalid(f"{where}.spec must be a mapping", field=f"{where}.spec")
@@ -110,17 +166,38 @@ def _one(index: int, raw: Any) -> Document:
         return _template(index, name, spec, where)
     if kind == "Workflow":
         return _workflow(index, name, spec, where, tinkerbell=api == TINKERBELL_API)
+    if api == rufio.RUFIO_API:
+        ref = rufio.ObjectRef(rufio.namespace_of(metadata, where), name)
+        return BmcMachineDoc(index, rufio.parse_machine(ref, spec, where))
     if kind == "Hardware":
         fields = hardware_to_machine_fields(name, metadata.get("namespace"), spec)
         fields["labels"] = metadata.get("labels") or {}
-        return MachineDoc(index, _machine_spec(fields, where, "Hardware"), "Hardware", spec)
+        bmc_ref = rufio.parse_bmc_ref(spec, rufio.namespace_of(metadata, where), where)
+        machine_spec = _machine_spec(fields, where, "Hardware")
+        return MachineDoc(index, machine_spec, "Hardware", spec, bmc_ref)
     fields = {
         "name": name,
         "labels": metadata.get("labels") or {},
         **({"project": metadata["project"]} if "project" in metadata else {}),
         **spec,
     }
-    return MachineDoc(index, _machine_spec(fields, where, "Machine"), "Machine")
+    machine = _machine_spec(fields, where, "Machine")
+    if machine.bmc is not None:
+        check_bmc(machine.bmc, f"{where}.spec.bmc")
+    return MachineDoc(index, machine, "Machine")
+
+
+def check_bmc(bmc: BmcSpec, where: str, origin: Mapping[str, str] | None = None) -> None:
+    """The BMC's own driver checks its fields offline; `origin` maps a `spec.bmc` field to the
+    path that wrote it (a rufio Machine's), else the path is `where` and the field."""
+    try:
+        declared.check(bmc)
+    except declared.BmcFieldError as exc:
+        if origin is not None:
+            path = origin.get(exc.field, origin.get("", where))
+        else:
+            path = f"{where}.{exc.field}" if exc.field else where
+        raise Invalid(f"{path}: {exc.message}", field=path) from None
 
 
 def _machine_spec(fields: dict[str, Any], where: str, source: str) -> MachineSpec:

@@ -2,45 +2,105 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from metalflow.apply.documents import Document, MachineDoc, TemplateDoc, WorkflowDoc
+from metalflow.apply.documents import (
+    BmcMachineDoc,
+    Document,
+    MachineDoc,
+    SecretDoc,
+    TemplateDoc,
+    WorkflowDoc,
+    check_bmc,
+)
 from metalflow.errors import Conflict, Invalid, MetalflowError, NotFound
 from metalflow.inventory import service as inventory
-from metalflow.inventory.schemas import normalize_mac
+from metalflow.inventory.schemas import BmcSpec, normalize_mac
 from metalflow.inventory.tables import Interface, Machine
+from metalflow.power import objects
+from metalflow.power.rufio import ObjectRef, RufioMachine
 from metalflow.templates.service import apply_template
 from metalflow.tenancy.secrets import Keyring
 from metalflow.workflows import service as workflows
 from metalflow.workflows.tables import Workflow
 
+KINDS: dict[type[Any], str] = {
+    SecretDoc: "Secret",
+    BmcMachineDoc: "Machine.bmc.tinkerbell.org",
+    MachineDoc: "Machine",
+    TemplateDoc: "Template",
+    WorkflowDoc: "Workflow",
+}
+"""How results and errors name each kind (a rufio Machine as kubectl names it)."""
+
 
 def apply_documents(
     session: Session, docs: list[Document], keyring: Keyring
 ) -> list[dict[str, Any]]:
+    """One result per document, then one per stored machine a rufio Machine or Secret changed
+    (machines of this stream are not among them: their own document sets their BMC)."""
+    stream = _Stream(
+        machines={doc.name for doc in docs if isinstance(doc, MachineDoc)},
+        rufio={doc.machine.ref for doc in docs if isinstance(doc, BmcMachineDoc)},
+    )
     results = []
     for doc in docs:
         try:
-            kind, action = _apply_one(session, doc, keyring)
+            action, changed = _apply_one(session, doc, keyring, stream)
         except MetalflowError as exc:
-            prefix = f"documents[{doc.index}] ({type(doc).__name__.removesuffix('Doc')} {doc.name})"
+            prefix = f"documents[{doc.index}] ({KINDS[type(doc)]} {doc.name})"
             raise type(exc)(f"{prefix}: {exc.message}", field=exc.field) from exc
-        results.append({"kind": kind, "name": doc.name, "action": action})
+        results.append({"kind": KINDS[type(doc)], "name": doc.name, "action": action})
+        results += [{"kind": "Machine", "name": name, "action": "updated"} for name in changed]
     return results
 
 
-def _apply_one(session: Session, doc: Document, keyring: Keyring) -> tuple[str, str]:
-    if isinstance(doc, MachineDoc):
-        action = inventory.apply_machine(
-            session, doc.spec, keyring, source=doc.source, hardware_spec=doc.hardware_spec
+@dataclass(frozen=True)
+class _Stream:
+    """What this apply's own documents set, so a rufio Machine or Secret leaves it to them."""
+
+    machines: set[str]
+    rufio: set[ObjectRef]
+
+
+def _check_rufio(bmc: BmcSpec, machine: RufioMachine) -> None:
+    check_bmc(bmc, machine.origin.get("", "spec.connection"), machine.origin)
+
+
+def _apply_one(
+    session: Session, doc: Document, keyring: Keyring, stream: _Stream
+) -> tuple[str, list[str]]:
+    where = f"documents[{doc.index}]"
+    if isinstance(doc, SecretDoc):
+        return objects.apply_secret(
+            session,
+            doc.ref,
+            doc.login,
+            keyring,
+            where=where,
+            skip_machines=stream.machines,
+            skip_rufio=stream.rufio,
         )
-        return "Machine", action
+    if isinstance(doc, BmcMachineDoc):
+        return objects.apply_machine(
+            session, doc.machine, keyring, _check_rufio, where=where, skip_machines=stream.machines
+        )
+    if isinstance(doc, MachineDoc):
+        spec = doc.spec
+        if doc.bmc_ref is not None:
+            bmc = objects.bmc_for(session, doc.bmc_ref, keyring, where=where)
+            spec = spec.model_copy(update={"bmc": bmc})
+        action = inventory.apply_machine(
+            session, spec, keyring, source=doc.source, hardware_spec=doc.hardware_spec
+        )
+        return action, []
     if isinstance(doc, TemplateDoc):
-        return "Template", apply_template(session, doc.name, doc.data, where=doc.where)
-    return "Workflow", _apply_workflow(session, doc)
+        return apply_template(session, doc.name, doc.data, where=doc.where), []
+    return _apply_workflow(session, doc), []
 
 
 def _machine_for(session: Session, doc: WorkflowDoc) -> Machine:

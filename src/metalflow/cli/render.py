@@ -204,7 +204,9 @@ def _user_data(machine: Json) -> str:
 def _bmc(bmc: Json) -> str:
     user = bmc.get("username") or "no user"
     password = "password set" if bmc.get("has_password") else "no password"
-    return f"{text(bmc.get('driver'))} {text(bmc.get('address'))} ({user}, {password})"
+    port = f" port {bmc['port']}" if bmc.get("port") else ""
+    tls = ", any TLS certificate" if bmc.get("insecure_tls") else ""
+    return f"{text(bmc.get('driver'))} {text(bmc.get('address'))}{port} ({user}, {password}{tls})"
 
 
 # templates

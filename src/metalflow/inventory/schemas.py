@@ -210,11 +210,39 @@ class DiskSpec(Strict):
         return value
 
 
+BMC_STORED_KEYS = frozenset({"port", "insecure_tls"})
+"""Kept beside the driver options in `Machine.bmc_options`, so an option may not use them."""
+
+
 class BmcSpec(Strict):
     driver: Literal["ipmi", "redfish", "qemu", "manual", "webhook", "fake"]
     address: str = ""
+    port: int | None = Field(default=None, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
+    insecure_tls: bool = False
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """The driver's own settings (redfish `system`, ipmi `cipher_suite`, webhook `url`) and the
+    power job's (`power_timeout`, `soft_off_timeout`, `poll_interval`)."""
+
+    @field_validator("options")
+    @classmethod
+    def _options(
+        cls, value: dict[str, str | int | float | bool]
+    ) -> dict[str, str | int | float | bool]:
+        clash = sorted(BMC_STORED_KEYS & set(value))
+        if clash:
+            raise ValueError(f"{clash[0]} goes beside options (bmc.{clash[0]}), not inside them")
+        return value
+
+    def stored_options(self) -> dict[str, str | int | float | bool]:
+        """The `Machine.bmc_options` column: port and insecure_tls when set, then the options."""
+        extra: dict[str, str | int | float | bool] = {}
+        if self.port is not None:
+            extra["port"] = self.port
+        if self.insecure_tls:
+            extra["insecure_tls"] = True
+        return {**extra, **self.options}
 
 
 class BootSpec(Strict):
@@ -353,8 +381,11 @@ class InterfacePublic(BaseModel):
 class BmcPublic(BaseModel):
     driver: str
     address: str
+    port: int | None = None
     username: str | None
     has_password: bool
+    insecure_tls: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class BootPublic(BaseModel):

@@ -14,6 +14,7 @@ from metalflow.inventory.discovery import read_discovery
 from metalflow.inventory.lifecycle import BUSY_STATES, LIFECYCLE, MachineEvent, MachineState
 from metalflow.inventory.schemas import (
     BmcPublic,
+    BmcSpec,
     BootPublic,
     InterfacePublic,
     InterfaceSpec,
@@ -214,10 +215,7 @@ def apply_machine(
     machine.uefi = spec.uefi
     machine.hostname = spec.hostname
     machine.disks = [disk.model_dump(mode="json") for disk in spec.disks]
-    machine.bmc_driver = spec.bmc.driver if spec.bmc else None
-    machine.bmc_address = spec.bmc.address if spec.bmc else None
-    machine.bmc_username = spec.bmc.username if spec.bmc else None
-    machine.bmc_password_encrypted = keyring.encrypt(password) if password is not None else None
+    _write_bmc(machine, spec.bmc, keyring)
     machine.instance_metadata = spec.metadata
     machine.user_data = spec.user_data_bytes()
     machine.boot = spec.boot.stored() if spec.boot else {}
@@ -232,6 +230,47 @@ def apply_machine(
         source=source,
     )
     return outcome
+
+
+def _write_bmc(machine: Machine, bmc: BmcSpec | None, keyring: Keyring) -> None:
+    password = bmc.password.get_secret_value() if bmc and bmc.password else None
+    machine.bmc_driver = bmc.driver if bmc else None
+    machine.bmc_address = bmc.address if bmc else None
+    machine.bmc_username = bmc.username if bmc else None
+    machine.bmc_password_encrypted = keyring.encrypt(password) if password is not None else None
+    machine.bmc_options = bmc.stored_options() if bmc else {}
+
+
+def set_bmc(session: Session, machine: Machine, bmc: BmcSpec, keyring: Keyring) -> ApplyOutcome:
+    """Give an applied machine another BMC and keep the rest of its declaration: what a changed
+    rufio Machine or Secret does to the Hardware whose bmcRef names it."""
+    declared = bmc.model_dump(mode="json", exclude={"password"})
+    password = bmc.password.get_secret_value() if bmc.password else None
+    old_password = (
+        keyring.decrypt(machine.bmc_password_encrypted) if machine.bmc_password_encrypted else None
+    )
+    if machine.applied.get("spec", {}).get("bmc") == declared and old_password == password:
+        return "unchanged"
+    machine = lock(session, machine)
+    if MachineState(machine.state) in BUSY_STATES:
+        raise Conflict(
+            f"machine {machine.name} is {machine.state}; its BMC changes wait until its workflow"
+            " ends (or cancel it)",
+            field="machine",
+        )
+    _write_bmc(machine, bmc, keyring)
+    applied = dict(machine.applied)
+    applied["spec"] = {**applied.get("spec", {}), "bmc": declared}
+    machine.applied = applied
+    session.flush()
+    events.record(
+        session,
+        "machine.updated",
+        machine_id=machine.id,
+        machine_name=machine.name,
+        source="bmc",
+    )
+    return "updated"
 
 
 def discover_machine(session: Session, mac: str, attributes: dict[str, Any]) -> Machine:
@@ -366,6 +405,20 @@ def render_view(machine: Machine) -> dict[str, Any]:
     )
 
 
+def _bmc_public(machine: Machine) -> BmcPublic:
+    options = dict(machine.bmc_options or {})
+    port = options.pop("port", None)
+    return BmcPublic(
+        driver=machine.bmc_driver or "",
+        address=machine.bmc_address or "",
+        port=int(port) if port is not None else None,
+        username=machine.bmc_username,
+        has_password=machine.bmc_password_encrypted is not None,
+        insecure_tls=bool(options.pop("insecure_tls", False)),
+        options=options,
+    )
+
+
 def to_public(machine: Machine, active_workflow: str | None) -> MachinePublic:
     user_data = user_data_fields(machine.user_data)
     return MachinePublic(
@@ -393,14 +446,7 @@ def to_public(machine: Machine, active_workflow: str | None) -> MachinePublic:
             for i in machine.interfaces
         ],
         disks=machine.disks,
-        bmc=BmcPublic(
-            driver=machine.bmc_driver,
-            address=machine.bmc_address or "",
-            username=machine.bmc_username,
-            has_password=machine.bmc_password_encrypted is not None,
-        )
-        if machine.bmc_driver
-        else None,
+        bmc=_bmc_public(machine) if machine.bmc_driver else None,
         boot=BootPublic.model_validate(machine.boot) if machine.boot else None,
         attributes=machine.attributes,
         metadata=machine.instance_metadata,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -47,21 +48,41 @@ def bmc_of(machine: Machine, keyring: Keyring) -> Bmc | None:
     """The machine's BMC as its driver needs it, the password decrypted; None without one."""
     if not machine.bmc_driver:
         return None
-    options = dict(machine.bmc_options or {})
-    host, port = machine.bmc_address or "", options.pop("port", None)
-    if port is None and host.count(":") == 1 and "://" not in host:
-        host, _, port_text = host.partition(":")
-        port = int(port_text) if port_text.isdigit() else None
-    if machine.bmc_driver == "manual":
-        options.setdefault("state", machine.power_state or "off")  # what was last asked
     password = (
         keyring.decrypt(machine.bmc_password_encrypted) if machine.bmc_password_encrypted else None
     )
+    return bmc_from(
+        machine.bmc_driver,
+        machine.bmc_address,
+        machine.bmc_username,
+        password,
+        machine.bmc_options or {},
+        power_state=machine.power_state,
+    )
+
+
+def bmc_from(
+    driver: str,
+    address: str | None,
+    username: str | None,
+    password: str | None,
+    stored_options: Mapping[str, Any],
+    *,
+    power_state: str | None = None,
+) -> Bmc:
+    """The `Bmc` of these stored BMC columns: what a job's driver gets, and what apply checks."""
+    options = dict(stored_options)
+    host, port = address or "", options.pop("port", None)
+    if port is None and host.count(":") == 1 and "://" not in host:
+        host, _, port_text = host.partition(":")
+        port = int(port_text) if port_text.isdigit() else None
+    if driver == "manual":
+        options.setdefault("state", power_state or "off")  # what was last asked
     return Bmc(
-        driver=machine.bmc_driver,
+        driver=driver,
         host=host,
         port=int(port) if port is not None else None,
-        username=machine.bmc_username,
+        username=username,
         password=password,
         insecure_tls=bool(options.pop("insecure_tls", False)),
         options={str(key): str(value) for key, value in options.items() if key not in JOB_OPTIONS},

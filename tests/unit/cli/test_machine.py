@@ -109,6 +109,23 @@ def test_yaml_shows_user_data_as_it_applies_again(server: FakeServer, run: Run) 
     assert (shown[1]["userData"], shown[1]["userDataBase64"]) == (None, binary)
 
 
+def test_show_bmc_port_and_tls(server: FakeServer, run: Run) -> None:
+    bmc = {
+        "driver": "redfish",
+        "address": "10.1.0.12",
+        "port": 8443,
+        "username": "root",
+        "has_password": False,
+        "insecure_tls": True,
+        "options": {"system": "1"},
+    }
+    server.reply("GET", f"{MACHINES}/m1", machine_doc(bmc=bmc))
+
+    result = run("machine", "show", "m1")
+
+    assert "redfish 10.1.0.12 port 8443 (root, no password, any TLS certificate)" in result.stdout
+
+
 def test_show_escapes_the_name(server: FakeServer, run: Run) -> None:
     server.reply("GET", f"{MACHINES}/a b", machine_doc("a b"))
 
