@@ -155,6 +155,20 @@ class DriverFactory(Protocol):
     def validate(self, bmc: Bmc) -> None: ...
 
 
+def seconds_option(bmc: Bmc, name: str, default: float) -> float:
+    """`bmc.options[name]` as a positive number of seconds; ValueError naming the field."""
+    raw = bmc.options.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"options.{name}: {raw!r} is not a positive number of seconds")
+    return value
+
+
 ENTRY_POINT_GROUP = "metalflow.power"
 
 

@@ -65,6 +65,7 @@ from metalflow.power.driver import (
     PowerState,
     Probe,
     Unsupported,
+    seconds_option,
 )
 
 DEFAULT_TIMEOUT = 5.0
@@ -318,19 +319,6 @@ def _socket_path(bmc: Bmc) -> str:
     return bmc.options.get("qmp") or bmc.host
 
 
-def _timeout(bmc: Bmc) -> float:
-    raw = bmc.options.get("timeout")
-    if raw is None:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ValueError(f"options.timeout: {raw!r} is not a positive number of seconds")
-    return value
-
-
 def media_filename(url: str) -> str:
     """What QEMU opens for `url`: a local path for file:// and absolute paths, else the URL."""
     parts = urlsplit(url)
@@ -360,7 +348,7 @@ class QemuDriver:
     def __init__(self, bmc: Bmc) -> None:
         self.validate(bmc)
         self._path = _socket_path(bmc)
-        self._timeout = _timeout(bmc)
+        self._timeout = seconds_option(bmc, "timeout", DEFAULT_TIMEOUT)
 
     @classmethod
     def validate(cls, bmc: Bmc) -> None:
@@ -373,7 +361,7 @@ class QemuDriver:
                 f"{field}: {path!r} is longer than {MAX_UNIX_PATH} bytes, the limit of a unix"
                 " socket path: use a shorter directory"
             )
-        _timeout(bmc)
+        seconds_option(bmc, "timeout", DEFAULT_TIMEOUT)
 
     def _error(self, action: str, message: str, *, transient: bool = False) -> PowerError:
         return PowerError(self.name, self._path, action, message, transient=transient)

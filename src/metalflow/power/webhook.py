@@ -51,6 +51,7 @@ from metalflow.power.driver import (
     PowerState,
     Probe,
     Unsupported,
+    seconds_option,
 )
 
 SIGNATURE_HEADER = "X-Metalflow-Signature"
@@ -120,19 +121,6 @@ def redacted(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def _timeout(bmc: Bmc) -> float:
-    raw = bmc.options.get("timeout")
-    if raw is None:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ValueError(f"options.timeout: {raw!r} is not a positive number of seconds")
-    return value
-
-
 def refusal_message(status: int, reason: str, body: bytes) -> str:
     """A receiver's refusal in its own words, on one line and at most MAX_MESSAGE characters."""
     text = body.decode("utf-8", "replace")
@@ -168,7 +156,7 @@ class WebhookDriver:
         self._where = redacted(self._url)
         self._secret = (bmc.password or "").encode()
         self._machine = bmc.options.get("machine")
-        self._timeout = _timeout(bmc)
+        self._timeout = seconds_option(bmc, "timeout", DEFAULT_TIMEOUT)
         self._client = httpx.Client(
             timeout=self._timeout, verify=not bmc.insecure_tls, follow_redirects=False
         )
@@ -178,7 +166,7 @@ class WebhookDriver:
         _url(bmc)
         if not bmc.password:
             raise ValueError("password: the webhook driver signs every request with it; set one")
-        _timeout(bmc)
+        seconds_option(bmc, "timeout", DEFAULT_TIMEOUT)
 
     def _post(self, action: str, payload: Mapping[str, object]) -> bytes:
         """The 2xx answer's body; PowerError for anything else."""
