@@ -45,7 +45,9 @@ IPXE_KEYS = frozenset({"url", "contents"})
 IP_KEYS = frozenset({"address", "family", "gateway", "netmask"})
 
 
-def _check_keys(value: Any, allowed: frozenset[str], where: str) -> dict[str, Any]:
+def check_keys(value: Any, allowed: frozenset[str], where: str) -> dict[str, Any]:
+    """`value` as a mapping with only `allowed` keys (None: empty); else Invalid naming the
+    first unknown one."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -79,7 +81,7 @@ def _vlan(value: Any, where: str) -> int | None:
 def _ipxe_boot(netboot: dict[str, Any], where: str) -> dict[str, str] | None:
     """`netboot.ipxe` as metalflow's boot options: `contents` is the machine's own script,
     `url` a script to chain to (Tinkerbell writes both as "" when unused)."""
-    ipxe = _check_keys(netboot.get("ipxe"), IPXE_KEYS, f"{where}.ipxe")
+    ipxe = check_keys(netboot.get("ipxe"), IPXE_KEYS, f"{where}.ipxe")
     boot: dict[str, str] = {}
     for key, option, check in (
         ("contents", "ipxe_script", check_ipxe_script),
@@ -103,18 +105,18 @@ def _ipxe_boot(netboot: dict[str, Any], where: str) -> dict[str, str] | None:
 
 def hardware_to_machine_fields(name: str, namespace: str | None, spec: Any) -> dict[str, Any]:
     """MachineSpec input (as a dict, validated by the caller) from a Hardware spec."""
-    spec = _check_keys(spec, HARDWARE_SPEC_KEYS, "spec")
+    spec = check_keys(spec, HARDWARE_SPEC_KEYS, "spec")
     interfaces = []
     arch, uefi, hostname = "x86_64", True, None
     boot = None
     for index, item in enumerate(_list(spec.get("interfaces"), "spec.interfaces")):
         where = f"spec.interfaces[{index}]"
-        iface = _check_keys(item, INTERFACE_KEYS, where)
-        dhcp = _check_keys(iface.get("dhcp"), DHCP_KEYS, f"{where}.dhcp")
-        netboot = _check_keys(iface.get("netboot"), NETBOOT_KEYS, f"{where}.netboot")
+        iface = check_keys(item, INTERFACE_KEYS, where)
+        dhcp = check_keys(iface.get("dhcp"), DHCP_KEYS, f"{where}.dhcp")
+        netboot = check_keys(iface.get("netboot"), NETBOOT_KEYS, f"{where}.netboot")
         if "mac" not in dhcp:
             raise Invalid(f"{where}.dhcp.mac is required", field=f"{where}.dhcp.mac")
-        ip = _check_keys(dhcp.get("ip"), IP_KEYS, f"{where}.dhcp.ip")
+        ip = check_keys(dhcp.get("ip"), IP_KEYS, f"{where}.dhcp.ip")
         if index == 0:
             raw_arch = dhcp.get("arch") or "x86_64"
             arch = {"arm64": "aarch64"}.get(raw_arch, raw_arch) if isinstance(raw_arch, str) else ""

@@ -23,6 +23,7 @@ from typing import Any
 
 from metalflow.errors import Invalid
 from metalflow.inventory.schemas import BmcSpec
+from metalflow.inventory.tinkerbell import check_keys
 from metalflow.names import check_name
 
 RUFIO_API = "bmc.tinkerbell.org/v1alpha1"
@@ -138,20 +139,6 @@ class RufioMachine:
         )
 
 
-def _mapping(value: Any, allowed: frozenset[str], where: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise Invalid(f"{where} must be a mapping", field=where)
-    unknown = sorted(set(value) - allowed)
-    if unknown:
-        raise Invalid(
-            f"{where}: unknown field {unknown[0]!r}; known: {', '.join(sorted(allowed))}",
-            field=f"{where}.{unknown[0]}",
-        )
-    return value
-
-
 def _port(value: Any, where: str) -> int | None:
     """A TCP port; 0 or absent is unset, as in rufio."""
     if value is None:
@@ -216,23 +203,23 @@ def _driver(providers: dict[str, Any], where: str) -> tuple[str, str]:
 
 def parse_machine(ref: ObjectRef, spec: Any, where: str) -> RufioMachine:
     """A rufio Machine's spec; `where` is the document (documents[N])."""
-    spec = _mapping(spec, SPEC_KEYS, f"{where}.spec")
+    spec = check_keys(spec, SPEC_KEYS, f"{where}.spec")
     at = f"{where}.spec.connection"
     if not isinstance(spec.get("connection"), dict):
         raise Invalid(f"{at} is required: host, authSecretRef, providerOptions", field=at)
-    connection = _mapping(spec["connection"], CONNECTION_KEYS, at)
+    connection = check_keys(spec["connection"], CONNECTION_KEYS, at)
     host = _text(connection.get("host"), f"{at}.host", required=True) or ""
     connection_port = _port(connection.get("port"), f"{at}.port")
     insecure_tls = _bool(connection.get("insecureTLS", False), f"{at}.insecureTLS")
     providers_at = f"{at}.providerOptions"
-    providers = _mapping(connection.get("providerOptions"), PROVIDER_KEYS, providers_at)
+    providers = check_keys(connection.get("providerOptions"), PROVIDER_KEYS, providers_at)
     driver, chosen_at = _driver(providers, providers_at)
     origin = {"": at, "address": f"{at}.host", "insecure_tls": f"{at}.insecureTLS"}
     options: dict[str, str | int | float | bool] = {}
     port: int | None = None
     if driver == "redfish":
         redfish_at = f"{providers_at}.redfish"
-        redfish = _mapping(providers.get("redfish"), REDFISH_KEYS, redfish_at)
+        redfish = check_keys(providers.get("redfish"), REDFISH_KEYS, redfish_at)
         port = _port(redfish.get("port"), f"{redfish_at}.port")
         if "useBasicAuth" in redfish:
             _bool(redfish["useBasicAuth"], f"{redfish_at}.useBasicAuth")
@@ -242,7 +229,7 @@ def parse_machine(ref: ObjectRef, spec: Any, where: str) -> RufioMachine:
         origin |= {"port": f"{redfish_at}.port", "options.system": f"{redfish_at}.systemName"}
     elif driver == "ipmi":
         ipmi_at = f"{providers_at}.ipmitool"
-        ipmi = _mapping(providers.get("ipmitool"), IPMITOOL_KEYS, ipmi_at)
+        ipmi = check_keys(providers.get("ipmitool"), IPMITOOL_KEYS, ipmi_at)
         port = _port(ipmi.get("port"), f"{ipmi_at}.port")
         origin["port"] = f"{ipmi_at}.port" if port is not None else f"{at}.port"
         port = port or connection_port or IPMI_PORT
@@ -262,7 +249,7 @@ def parse_machine(ref: ObjectRef, spec: Any, where: str) -> RufioMachine:
                 " consumer",
                 field=f"{rpc_at}.consumerURL",
             )
-        rpc = _mapping(providers["rpc"], RPC_KEYS, rpc_at)
+        rpc = check_keys(providers["rpc"], RPC_KEYS, rpc_at)
         options["url"] = _text(rpc.get("consumerURL"), f"{rpc_at}.consumerURL", required=True) or ""
         origin["options.url"] = f"{rpc_at}.consumerURL"
         hmac_secret, secret_at = _hmac_secret(rpc.get("hmac"), ref.namespace, f"{rpc_at}.hmac")
@@ -282,7 +269,7 @@ def parse_machine(ref: ObjectRef, spec: Any, where: str) -> RufioMachine:
 def _hmac_secret(value: Any, namespace: str, where: str) -> tuple[ObjectRef, str]:
     """The Secret whose `secret` key signs the requests: sha256's first, else the first listed
     (metalflow's webhook driver signs with HMAC-SHA256 whatever rufio's algorithm)."""
-    hmac = _mapping(value, RPC_HMAC_KEYS, where)
+    hmac = check_keys(value, RPC_HMAC_KEYS, where)
     secrets = hmac.get("secrets") or {}
     if not isinstance(secrets, dict):
         raise Invalid(f"{where}.secrets must map an algorithm to Secrets", field=f"{where}.secrets")
@@ -304,7 +291,7 @@ def _hmac_secret(value: Any, namespace: str, where: str) -> tuple[ObjectRef, str
 
 
 def _secret_ref(value: Any, namespace: str, where: str) -> ObjectRef | None:
-    ref = _mapping(value, SECRET_REF_KEYS, where)
+    ref = check_keys(value, SECRET_REF_KEYS, where)
     name = _text(ref.get("name"), f"{where}.name")
     if name is None:
         return None
@@ -365,7 +352,7 @@ def parse_secret(raw: dict[str, Any], where: str) -> Login:
 def parse_bmc_ref(spec: dict[str, Any], namespace: str, where: str) -> ObjectRef | None:
     """A Hardware's `spec.bmcRef`: the rufio Machine (in the Hardware's namespace) it names."""
     at = f"{where}.spec.bmcRef"
-    ref = _mapping(spec.get("bmcRef"), BMC_REF_KEYS, at)
+    ref = check_keys(spec.get("bmcRef"), BMC_REF_KEYS, at)
     if not ref:
         return None
     group, kind = ref.get("apiGroup"), ref.get("kind")
