@@ -78,6 +78,8 @@ def test_each_machine_reads_its_own_ec2_metadata(served: tuple[Metalflow, Host, 
     assert curl(web1, f"{BASE}/2009-04-04/user-data") == (200, "#cloud-config\nhostname: web1\n")
     code, _ = curl(web2, f"{BASE}/2009-04-04/user-data")
     assert code == 404  # as EC2 answers when there is none
+    assert curl(web2, f"{BASE}/latest/vendor-data") == (200, "")
+    assert curl(web2, f"{BASE}/latest/")[1].splitlines() == ["meta-data/", "vendor-data"]
     code, token = curl(
         web1,
         f"{BASE}/latest/api/token",

@@ -91,6 +91,7 @@ def tree(instance: Instance) -> Directory:
     root: dict[str, Directory | bytes] = {"meta-data": Directory(dict(sorted(meta.items())))}
     if instance.user_data is not None:
         root["user-data"] = instance.user_data
+    root["vendor-data"] = b""  # metalflow adds nothing to the user's cloud-config
     return Directory(root)
 
 

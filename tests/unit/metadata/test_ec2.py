@@ -48,7 +48,8 @@ def test_listings_and_leaves() -> None:
         },
         facility={"facility_code": "ams1", "plan_slug": "c3.small"},
     )
-    assert get(root, "") == "meta-data/\nuser-data"
+    assert get(root, "") == "meta-data/\nuser-data\nvendor-data"
+    assert get(root, "vendor-data") == ""
     listing = get(root, "meta-data/")
     assert listing is not None and listing.splitlines() == [
         "hostname",
@@ -84,7 +85,7 @@ def test_listings_and_leaves() -> None:
 
 def test_a_bare_machine_still_has_id_hostname_and_address() -> None:
     root = web1()
-    assert get(root, "") == "meta-data/"  # no user-data: EC2 answers 404 for it
+    assert get(root, "") == "meta-data/\nvendor-data"  # no user-data: EC2 answers 404 for it
     assert get(root, "user-data") is None
     assert get(root, "meta-data/instance-id") == "0f3c"
     assert get(root, "meta-data/local-hostname") == "web1"
