@@ -80,8 +80,11 @@ def test_workflow_runs_to_success_and_machine_leaves_netboot(
     assert machine["bmc"] == {
         "driver": "manual",
         "address": "192.0.2.200",
+        "port": None,
         "username": "root",
         "has_password": True,
+        "insecure_tls": False,
+        "options": {},
     }
     every = kinds(api, workflow=workflow["id"])
     assert "power.job.queued" in every, "what the operator is asked to do is recorded"
