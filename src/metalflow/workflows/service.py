@@ -538,7 +538,7 @@ def _complete(session: Session, workflow: Workflow, machine: Machine, now: dt.da
     workflow stays in POST until that job is done."""
     _move(workflow, WorkflowEvent.FINISH)
     inventory.set_netboot(machine, False)
-    if _uses_bmc(workflow):
+    if _uses_bmc(workflow) and machine.bmc_driver:  # (its BMC may have been removed since)
         steps = boot_from_disk(machine.uefi, bool(workflow.boot_options.get("reboot")))
         power.enqueue(
             session,
