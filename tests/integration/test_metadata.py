@@ -208,6 +208,8 @@ def test_the_secret_instance_url_works_from_any_address_until_rotated(
     behind_nat = lab.host("52:54:00:00:5d:0b")
     behind_nat.set_address("192.0.2.77/24")
     assert curl(behind_nat, f"{BASE}{path}latest/meta-data/instance-id") == (200, "id-web1")
+    ttl = "X-aws-ec2-metadata-token-ttl-seconds: 60"
+    assert curl(behind_nat, f"{BASE}{path}latest/api/token", "-X", "PUT", "-H", ttl)[0] == 200
     code, body = curl(behind_nat, f"{BASE}{path}metadata")
     assert code == 200 and json.loads(body)["phone_home_url"] == f"{BASE}{path}phone-home"
     assert curl(behind_nat, f"{BASE}{path.replace('mfm.', 'mfm.x')}metadata")[0] == 404

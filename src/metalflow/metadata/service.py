@@ -217,7 +217,7 @@ class MetadataService:
         """Every request but the POSTs, which `post` answers."""
         found = route(request.path)
         if request.method == "PUT":
-            if found.token is None and found.rest == "/latest/api/token":
+            if found.rest == "/latest/api/token":
                 return _imds_token(request.token_ttl)
             return text(405, "method not allowed", ("Allow", "GET, HEAD"))
         if request.method == "POST":
@@ -227,15 +227,15 @@ class MetadataService:
         rest = found.rest
         version, _, below = rest[1:].partition("/")
         if version in ec2.VERSIONS:
-            return self._known(request, found.token, lambda view: _ec2(view, below))
+            return self._known(request, found.token, lambda caller: _ec2(caller, below))
         if rest == "/metadata":
             return self._known(
-                request, found.token, lambda view: self._equinix(view, request, found.token)
+                request, found.token, lambda caller: self._equinix(caller, request, found.token)
             )
         if rest == "/userdata":
             return self._known(request, found.token, _userdata)
         if version == "nocloud" and below in NOCLOUD_FILES:
-            return self._known(request, found.token, lambda view: _nocloud(view, below))
+            return self._known(request, found.token, lambda caller: _nocloud(caller, below))
         if rest in ("/phone-home", "/events"):
             return text(405, "POST here", ("Allow", "POST"))
         return text(404, f"{shown_path(request.path)}: not found")
