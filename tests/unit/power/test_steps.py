@@ -17,6 +17,7 @@ from metalflow.power.driver import (
     PowerError,
     PowerState,
     Probe,
+    Unsupported,
 )
 from metalflow.power.steps import (
     NETBOOT,
@@ -83,10 +84,10 @@ class StandIn:
         self.asked.append(f"boot {request.device} {'persistent' if request.persistent else 'once'}")
 
     def insert_media(self, url: str) -> None:
-        raise NotImplementedError
+        raise Unsupported("stand-in", "bmc1", "insert-media", "no virtual media")
 
     def eject_media(self) -> None:
-        raise NotImplementedError
+        raise Unsupported("stand-in", "bmc1", "eject-media", "no virtual media")
 
     def probe(self) -> Probe:
         return Probe("stand-in", True, True, False)
