@@ -16,6 +16,7 @@ from typing import Any
 
 from . import VERSION
 from .backoff import delays
+from .identity import is_boot_token
 
 TIMEOUT = 30.0
 WAIT_MARGIN = 15.0
@@ -31,7 +32,8 @@ class ProtocolError(Exception):
 
     def __init__(self, status: int, message: str, field: str | None = None) -> None:
         hints = {
-            401: " (the agent token is unknown or revoked: fetch a new one with"
+            401: " (a boot token from the iPXE script is good for one run and expires: netboot"
+            " the machine again; an agent token may have been rotated: fetch a new one with"
             " `metalflow agent-token MACHINE`)",
             403: " (this token may not use this endpoint: pass the machine's agent token)",
         }
@@ -64,9 +66,12 @@ class Client:
         stop: threading.Event | None = None,
         retry_delays: Callable[[], Iterator[float]] = delays,
         log: Callable[[str], None] = lambda _message: None,
+        boot_key: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.token = token
+        self.boot_key = boot_key
+        """Sent with a boot token's exchange (see identity)."""
         self.stop = stop or threading.Event()
         self.retry_delays = retry_delays
         self.log = log
@@ -126,8 +131,17 @@ class Client:
         return dict(result)
 
     def hello(self, mac: str, attributes: dict[str, Any]) -> dict[str, Any]:
-        body = {"mac": mac, "attributes": attributes, "agent_version": VERSION}
+        """With a boot token, hello exchanges it: the run token in the answer is used from
+        then on (this process keeps it; a restart exchanges the boot token again, with the
+        same key)."""
+        body: dict[str, Any] = {"mac": mac, "attributes": attributes, "agent_version": VERSION}
+        exchanging = is_boot_token(self.token)
+        if exchanging and self.boot_key is not None:
+            body["key"] = self.boot_key
         _, result = self.request("POST", "/api/v1/agent/hello", body)
+        if exchanging and isinstance(result, dict) and result.get("token"):
+            self.token = str(result["token"])
+            self.log("boot token exchanged for the run token")
         return dict(result)
 
     def next(self, wait: float = 30.0) -> dict[str, Any] | None:
