@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -170,32 +171,48 @@ def test_harvested_tokens_die_with_the_run_and_with_the_next_start(
     assert shown["state"] == "FAILED"
 
     # The run ended: neither token can report the success that would make web1 `provisioned`.
-    refused_with(hello(live, harvested), "has ended")
-    refused_with(hello(live, harvested, key=None), "has ended")
+    refused_with(hello(live, harvested, key=None), "exchanged already")
+    refused_with(hello(live, harvested, key=OTHER_KEY), "exchanged already")
     assert agent_get(live, run_token, "next").status_code == 401
     assert report(live, run_token, action["id"], "success").status_code == 401
     assert agent_get(live, run_token, "ping").status_code == 401
+    # The agent that exchanged it (it holds the key) is told to wait, and gets no token either.
+    waiting = hello(live, harvested)
+    refused_with(waiting, "not running")
+    assert waiting.json()["detail"]["field"] == "workflow" and "mfr." not in waiting.text
     assert api.get("/api/v1/machines/web1").json()["state"] == "failed"
 
-    # The next start: tokens of start 1 stay refused, a fresh script's token works.
+    # The next start: the run token of start 1 stays refused, and so does the boot token
+    # without the key; with it, the waiting agent goes on with a run token of start 2.
     rerun = api.post(f"/api/v1/workflows/{workflow['id']}/rerun")
     assert rerun.status_code == 200, rerun.text
-    refused_with(hello(live, harvested), "started again since (start 2")
+    refused_with(hello(live, harvested, key=None), "exchanged already")
     assert agent_get(live, run_token, "next").status_code == 401
-    fresh = hello(live, boot_token(live, start=2))
+    renewed = hello(live, harvested)
+    assert renewed.status_code == 200, renewed.text
+    renewed_token = renewed.json()["token"]
+    claim = live.services.keyring.parse_run_token(renewed_token)
+    assert claim is not None and claim.start == 2
+    assert agent_get(live, renewed_token, "ping").status_code == 200
+    assert agent_get(live, run_token, "ping").status_code == 401
+    # The machine netboots again: a fresh script's token replaces the older exchange.
+    fresh = hello(live, boot_token(live, start=2), key=OTHER_KEY)
     assert fresh.status_code == 200, fresh.text
     assert agent_get(live, fresh.json()["token"], "ping").status_code == 200
-    assert agent_get(live, run_token, "ping").status_code == 401
+    assert agent_get(live, renewed_token, "ping").status_code == 401
+    refused_with(hello(live, harvested), "started again since")
     assert api.get("/api/v1/machines/web1").json()["state"] == "provisioning"
 
-    exchanges = events(api, "agent.token.exchanged", 2)
-    assert {(e["data"]["start"], e["data"]["remote"]) for e in exchanges} == {
-        (1, "127.0.0.1"),
-        (2, "127.0.0.1"),
-    }
+    exchanges = events(api, "agent.token.exchanged", 3)
+    assert sorted((e["data"]["start"], e["data"]["again"]) for e in exchanges) == [
+        (1, False),
+        (2, False),
+        (2, True),
+    ]
     assert all(e["workflow"] == workflow["id"] for e in exchanges)
-    refusals = events(api, "agent.token.refused", 3)
-    assert all(e["data"]["remote"] == "127.0.0.1" and e["data"]["start"] == 1 for e in refusals)
+    assert all(e["data"]["remote"] == "127.0.0.1" for e in exchanges)
+    refusals = events(api, "agent.token.refused", 5)
+    assert all(e["data"]["remote"] == "127.0.0.1" for e in refusals)
     assert harvested not in str(exchanges + refusals) and run_token not in str(exchanges)
 
 
@@ -254,6 +271,42 @@ def test_the_real_agent_client_exchanges_and_a_restarted_one_goes_on(
     with pytest.raises(ProtocolError) as caught:
         stranger.hello(MAC, {})
     assert caught.value.status == 401 and "netboot the machine again" in str(caught.value)
+
+
+def test_the_agent_waits_through_a_failure_and_goes_on_after_the_resume(
+    live: LiveServer, api: httpx.Client
+) -> None:
+    workflow = enrol(api, count=1)
+    agent = Client(live.url, boot_token(live), boot_key=KEY, retry_delays=quick)
+    agent.hello(MAC, {})
+    action = agent.next(wait=0)
+    assert action is not None
+    agent.status(int(action["id"]), "failed", exit_code=1)
+    found: list[dict[str, Any] | None] = []
+    waiter = threading.Thread(target=lambda: found.append(agent.next(wait=0)), daemon=True)
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while not any("not running" in str(e["data"]) for e in api_events(api)):
+        assert time.monotonic() < deadline, "the agent never asked while the workflow failed"
+        time.sleep(0.05)
+    assert not found, "nothing to run while the workflow is FAILED"
+    resumed = api.post(f"/api/v1/workflows/{workflow['id']}/resume")
+    assert resumed.status_code == 200, resumed.text
+    waiter.join(timeout=30)
+    assert found and found[0] is not None and found[0]["name"] == action["name"]
+    assert found[0]["attempt"] == 2
+    agent.stop.set()
+
+
+def quick() -> Iterator[float]:
+    while True:
+        yield 0.05
+
+
+def api_events(api: httpx.Client) -> list[dict[str, Any]]:
+    params = {"kind": "agent.token.refused", "limit": "1000"}
+    items: list[dict[str, Any]] = api.get("/api/v1/events", params=params).json()["items"]
+    return items
 
 
 def test_a_pool_lease_counts_as_the_address_metalflow_gave(

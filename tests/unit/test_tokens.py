@@ -85,26 +85,29 @@ def test_ids_with_a_dot_cannot_become_a_token() -> None:
 
 def test_exchange_decisions() -> None:
     exchanged = record(exchanged_ms=CLAIM.issued_ms, agent_key_hash=KEY)
-    assert exchange(CLAIM, record(), KEY, NOW) == "first"
-    assert exchange(CLAIM, record(), None, NOW) == "first"
-    assert exchange(CLAIM, exchanged, KEY, NOW) == "again"
-    assert exchange(CLAIM, exchanged, KEY, CLAIM.expires + 3600) == "again", "restart after TTL"
+    assert exchange(CLAIM, record(), KEY, NOW) == run_claim(CLAIM)
+    assert exchange(CLAIM, record(), None, NOW) == run_claim(CLAIM)
+    assert exchange(CLAIM, exchanged, KEY, NOW) == run_claim(CLAIM), "the agent restarted"
+    assert exchange(CLAIM, exchanged, KEY, CLAIM.expires + 3600) == run_claim(CLAIM)
+    resumed = dataclasses.replace(exchanged, start=3)
+    assert exchange(CLAIM, resumed, KEY, NOW) == RunClaim("m1", "w1", 3, CLAIM.issued_ms)
+    waiting = exchange(CLAIM, dataclasses.replace(exchanged, active=False), KEY, NOW)
+    assert isinstance(waiting, Refused) and waiting.waiting and "not running" in waiting.reason
+    other_key = hash_agent_key("z" * 43)
     cases = {
         "no longer exists": (None, KEY, NOW),
         "has ended": (record(active=False), KEY, NOW),
         "started again since (start 3": (record(start=3), KEY, NOW),
-        "exchanged already, by an agent holding another key": (
-            exchanged,
-            hash_agent_key("z" * 43),
-            NOW,
-        ),
-        "exchanged already": (record(exchanged_ms=CLAIM.issued_ms, agent_key_hash=None), None, NOW),
+        "exchanged already, by an agent holding another key": (exchanged, other_key, NOW),
+        "exchanged already": (exchanged, None, NOW),
+        "by an agent holding another key": (dataclasses.replace(resumed, active=False), None, NOW),
         "a newer boot token": (record(exchanged_ms=CLAIM.issued_ms + 1), KEY, NOW),
         "expired": (record(), KEY, CLAIM.expires),
     }
     for words, (row, key, now) in cases.items():
         decision = exchange(CLAIM, row, key, now)
         assert isinstance(decision, Refused) and words in decision.reason, (words, decision)
+        assert not decision.waiting, words
     assert isinstance(exchange(CLAIM, record(machine_id="m2"), KEY, NOW), Refused)
 
 
@@ -129,12 +132,15 @@ def test_exchange_never_accepts_what_it_must_not(
     row = RunRecord(claim.machine_id, active, start, exchanged_ms, stored_key)
     decision = exchange(claim, row, key, now)
     if isinstance(decision, Refused):
+        if decision.waiting:
+            assert key is not None and key == stored_key and not active
         return
-    assert active and start == claim.start
-    if decision == "again":
-        assert exchanged_ms == claim.issued_ms and key is not None and key == stored_key
+    assert active and decision.start == start, "only ever a token of the running start"
+    assert run_valid(decision, dataclasses.replace(row, exchanged_ms=claim.issued_ms))
+    if exchanged_ms == claim.issued_ms:
+        assert key is not None and key == stored_key, "again only with the first key"
     else:
-        assert claim.expires > now
+        assert claim.expires > now and start == claim.start
         assert exchanged_ms is None or exchanged_ms < claim.issued_ms
 
 

@@ -5,7 +5,9 @@ whoever else reads it: a **boot token** names one machine and one start of one w
 within minutes and is exchanged once, at the agent's first hello, for the **run token** the agent
 uses from then on. A run token is valid only while that start of the workflow is the current one
 and its boot token the one exchanged last, so it dies when the run ends, when the workflow is
-started again and when the machine netboots again and exchanges a newer boot token.
+started again and when the machine netboots again and exchanges a newer boot token. The agent
+that exchanged a boot token (it proves so with its key) may exchange it again: after a restart,
+and after the workflow was resumed or re-run, for the run token of the new start.
 
 Pure: keys, workflow rows and clocks come in as values. Signed as the agent tokens are (HMAC-SHA256
 with a purpose-bound key, 192 bits kept). Looked at itsdangerous (TimestampSigner) and JWS/JWT
@@ -20,7 +22,6 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from typing import Literal
 
 BOOT_PREFIX = "mfb"
 RUN_PREFIX = "mfr"
@@ -70,10 +71,13 @@ class RunRecord:
 @dataclass(frozen=True, slots=True)
 class Refused:
     reason: str
+    waiting: bool = False
+    """The agent that exchanged this token asks while its workflow is not running (failed,
+    cancelled, done): it may ask again, and is answered once an operator resumes or re-runs."""
 
 
-Exchange = Literal["first", "again"] | Refused
-""""first" (record the exchange), "again" (the same agent again: nothing new) or Refused."""
+Exchange = RunClaim | Refused
+"""The run token to hand out, or why not."""
 
 
 def _sign(key: bytes, fields: tuple[str | int, ...]) -> str:
@@ -130,7 +134,7 @@ def parse_run_token(key: bytes, token: str) -> RunClaim | None:
 
 
 def run_claim(claim: BootClaim) -> RunClaim:
-    """The run token a boot token is exchanged for: the same one every time it is exchanged."""
+    """The run token a boot token is first exchanged for."""
     return RunClaim(claim.machine_id, claim.workflow_id, claim.start, claim.issued_ms)
 
 
@@ -141,13 +145,28 @@ def hash_agent_key(key: str) -> str:
 def exchange(
     claim: BootClaim, record: RunRecord | None, key_hash: str | None, now: float
 ) -> Exchange:
-    """May this boot token be exchanged for its run token now?
+    """May this boot token be exchanged for a run token now, and for which start?
 
-    A first exchange needs the token unexpired and newer than any exchanged in this start; the
-    token exchanged already is accepted again only with the key it was first exchanged with.
+    A first exchange needs the token unexpired, of the current start and newer than any
+    exchanged before. The token exchanged last is accepted again only with the key it was
+    exchanged with, in any later start too: the agent that restarted, or that waited through a
+    failure for the operator's resume, gets the run token of the workflow's current start.
     """
     if record is None or record.machine_id != claim.machine_id:
         return Refused("the workflow this boot token was made for no longer exists")
+    if record.exchanged_ms == claim.issued_ms:
+        if key_hash is None or key_hash != record.agent_key_hash:
+            return Refused(
+                "this boot token was exchanged already, by an agent holding another key (a"
+                " replayed token, or an agent that lost its key: netboot the machine again)"
+            )
+        if not record.active:
+            return Refused(
+                "the workflow is not running (it ended): ask again after an operator resumes or"
+                " re-runs it",
+                waiting=True,
+            )
+        return RunClaim(claim.machine_id, claim.workflow_id, record.start, claim.issued_ms)
     if not record.active:
         return Refused("the workflow run this boot token was made for has ended")
     if record.start != claim.start:
@@ -155,21 +174,14 @@ def exchange(
             f"the workflow was started again since (start {record.start}, the token is of start"
             f" {claim.start}): netboot the machine again for a token of the current run"
         )
-    if record.exchanged_ms == claim.issued_ms:
-        if key_hash is not None and key_hash == record.agent_key_hash:
-            return "again"
-        return Refused(
-            "this boot token was exchanged already, by an agent holding another key (a replayed"
-            " token, or an agent that lost its key: netboot the machine again)"
-        )
     if record.exchanged_ms is not None and claim.issued_ms < record.exchanged_ms:
-        return Refused("a newer boot token of this run was exchanged already")
+        return Refused("a newer boot token of this workflow was exchanged already")
     if claim.expires <= now:
         return Refused(
             "the boot token expired (see --boot-token-ttl): netboot the machine again for a"
             " fresh one"
         )
-    return "first"
+    return run_claim(claim)
 
 
 def run_valid(claim: RunClaim, record: RunRecord | None) -> bool:

@@ -25,7 +25,7 @@ from metalflow.inventory import service as inventory
 from metalflow.inventory.schemas import normalize_mac
 from metalflow.inventory.tables import Machine
 from metalflow.tenancy.auth import Action, Forbidden, Principal, authorize
-from metalflow.tenancy.tokens import Refused, hash_agent_key, run_claim
+from metalflow.tenancy.tokens import Refused, hash_agent_key
 from metalflow.workflows import service
 from metalflow.workflows.states import ActionState
 
@@ -108,17 +108,23 @@ def hello(
         answer: dict[str, Any] = {"machine": machine.name, "id": machine.id}
         if boot is not None:
             key_hash = hash_agent_key(body.key) if body.key else None
-            refused = service.exchange_boot_token(
+            exchanged = service.exchange_boot_token(
                 session, machine, boot, key_hash, remote=_remote(request), now=time.time()
             )
-            answer["token"] = services.keyring.run_token(run_claim(boot))
+            if isinstance(exchanged, Refused):
+                refused = exchanged
+            else:
+                answer["token"] = services.keyring.run_token(exchanged)
         if refused is None:
             service.hello(session, machine, body.mac, body.attributes)
         answer["state"] = machine.state
     if refused is not None:
         raise HTTPException(
             401,
-            detail={"message": f"boot token refused: {refused.reason}", "field": "authorization"},
+            detail={
+                "message": f"boot token refused: {refused.reason}",
+                "field": "workflow" if refused.waiting else "authorization",
+            },
             headers={"WWW-Authenticate": "Bearer"},
         )
     return answer

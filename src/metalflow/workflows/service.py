@@ -26,7 +26,7 @@ from metalflow.power.tables import PowerJob
 from metalflow.statemachine import IllegalTransition
 from metalflow.templates import ActionSpec, TemplateError, WorkflowSpec, render_template
 from metalflow.templates.service import get_template, template_error
-from metalflow.tenancy.tokens import BootClaim, Refused, RunRecord, exchange
+from metalflow.tenancy.tokens import BootClaim, Refused, RunClaim, RunRecord, exchange
 from metalflow.workflows.states import (
     ACTION,
     ACTIVE_WORKFLOW_STATES,
@@ -621,10 +621,8 @@ def cancel(session: Session, workflow: Workflow, machine: Machine, now: dt.datet
 
 
 def _restart_machine(session: Session, workflow: Workflow, machine: Machine) -> None:
-    """A new start of the workflow: the tokens of the previous one stop working."""
+    """A new start of the workflow: the run tokens of the previous one stop working."""
     workflow.starts += 1
-    workflow.boot_token_issued = None
-    workflow.agent_key_hash = None
     inventory.transition(session, machine, _START_EVENT[workflow.kind], workflow_id=workflow.id)
     inventory.set_netboot(machine, True)
     _power_into_netboot(session, workflow, machine)
@@ -831,11 +829,12 @@ def exchange_boot_token(
     *,
     remote: str,
     now: float,
-) -> Refused | None:
-    """Record the exchange of a boot token for its run token, or why it is refused; either way
-    an event with the caller's address. The caller holds the machine's lock, so two exchanges of
-    one token cannot both be first."""
-    decision = exchange(claim, run_record(session, claim.workflow_id), key_hash, now)
+) -> RunClaim | Refused:
+    """The run token for this boot token, its exchange recorded, or why not; either way an event
+    with the caller's address. The caller holds the machine's lock, so two exchanges of one
+    token cannot both be first."""
+    record = run_record(session, claim.workflow_id)
+    decision = exchange(claim, record, key_hash, now)
     ids = {"machine_id": machine.id, "machine_name": machine.name, "workflow_id": claim.workflow_id}
     if isinstance(decision, Refused):
         reason = decision.reason
@@ -843,15 +842,15 @@ def exchange_boot_token(
             session, "agent.token.refused", **ids, remote=remote, start=claim.start, reason=reason
         )
         return decision
+    again = record is not None and record.exchanged_ms == claim.issued_ms
     workflow = session.get(Workflow, claim.workflow_id)
-    if decision == "first" and workflow is not None:
+    if not again and workflow is not None:
         workflow.boot_token_issued = claim.issued_ms
         workflow.agent_key_hash = key_hash
-    again = decision == "again"
     events.record(
-        session, "agent.token.exchanged", **ids, remote=remote, start=claim.start, again=again
+        session, "agent.token.exchanged", **ids, remote=remote, start=decision.start, again=again
     )
-    return None
+    return decision
 
 
 def to_public(workflow: Workflow, machine_name: str, *, history: bool = False) -> dict[str, Any]:
