@@ -56,7 +56,7 @@ apiVersion: metalflow/v1
 kind: Machine
 metadata: {{name: {MACHINE}}}
 spec:
-  interfaces: [{{mac: "{MAC}", ip: 192.0.2.40, netmask: 255.255.255.0, gateway: 192.0.2.1}}]
+  interfaces: [{{mac: "{MAC}", ip: 127.0.0.1, netmask: 255.0.0.0}}]
 ---
 apiVersion: metalflow/v1
 kind: Template

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -17,6 +18,13 @@ DEFAULT_DATA_DIR = Path("metalflow-data")
 DEFAULT_HTTP = "0.0.0.0:7080"
 DEFAULT_IPXE_DIR = Path("/usr/lib/ipxe")
 DEFAULT_CONSOLE = "console=tty0 console=ttyS0,115200"
+
+
+class ScriptToken(StrEnum):
+    """The token an install script carries (docs/agent-protocol.md, Identity)."""
+
+    BOOT = "boot"
+    AGENT = "agent"
 
 
 class Settings(BaseSettings):
@@ -83,6 +91,24 @@ class Settings(BaseSettings):
     console: str = Field(default=DEFAULT_CONSOLE, description="console= arguments of the kernel")
     discovery: bool = Field(
         default=False, description="netboot unknown machines into the install environment"
+    )
+    script_token: ScriptToken = Field(
+        default=ScriptToken.BOOT,
+        description="token in the install script: boot (bound to the workflow's start,"
+        " short-lived, exchanged once for the run's token) or agent (the machine's agent token,"
+        " valid until rotated: Tinkerbell's behaviour)",
+    )
+    boot_token_ttl: float = Field(
+        default=1800.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="seconds a boot token may wait for its exchange (kernel and initrd over the"
+        " slowest link first)",
+    )
+    script_token_any_address: bool = Field(
+        default=False,
+        description="serve install scripts (their token) to any address, not only to the one"
+        " metalflow's DHCP gave the MAC: for DHCP relays and foreign DHCP servers",
     )
     ipv6_ra: bool = Field(
         default=True,

@@ -31,6 +31,7 @@ from metalflow.tenancy.secrets import (
     make_data_dir,
     write_admin_token,
 )
+from metalflow.workflows import service as workflows
 from metalflow.workflows.tables import Workflow
 
 log = logging.getLogger("metalflow")
@@ -91,7 +92,7 @@ def build_services(settings: Settings) -> Services:
         db=db,
         bus=bus,
         keyring=keyring,
-        auth=Authenticator(keyring),
+        auth=Authenticator(keyring, run_records=workflows.run_record),
         metrics=metrics,
         boot_index=BootIndex(),
         boot_events=boot_events,

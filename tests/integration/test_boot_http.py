@@ -4,6 +4,7 @@ are served with Range and ETag, nothing outside the boot tree is reachable."""
 from __future__ import annotations
 
 import http.client
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -135,15 +136,29 @@ def provision(api: httpx.Client, name: str = "web1") -> dict[str, Any]:
     return workflow
 
 
+def script_token(text: str) -> str:
+    found = re.search(r" metalflow\.token=(\S+) ", text)
+    assert found is not None, text
+    return found.group(1)
+
+
+def without_token(text: str) -> str:
+    """Every fetch makes a fresh boot token; the rest of the script is the same."""
+    return re.sub(r" metalflow\.token=\S+ ", " metalflow.token=TOKEN ", text)
+
+
 def test_script_follows_the_workflow(
     live: LiveServer, api: httpx.Client, boot: httpx.Client
 ) -> None:
-    enrol(api, ip="192.0.2.31")
+    enrol(api, ip="127.0.0.1")
     assert exit_reason(wait_for_script(boot, NO_ACTIVE_WORKFLOW)) == NO_ACTIVE_WORKFLOW
 
     workflow = provision(api)
     text = wait_for_script(boot, "metalflow.token=")
-    token = api.post("/api/v1/machines/web1/agent-token").json()["token"]
+    token = script_token(text)
+    claim = live.services.keyring.parse_boot_token(token)
+    assert claim is not None, token
+    assert (claim.workflow_id, claim.start) == (workflow["id"], 1)
     kernel_line = next(line for line in text.splitlines() if line.startswith("kernel "))
     assert kernel_line == (
         f"kernel {live.url}/boot/install/vmlinuz metalflow.url={live.url}"
@@ -151,27 +166,29 @@ def test_script_follows_the_workflow(
         " console=tty0 console=ttyS0,115200 quiet initrd=initrd.img || goto retry"
     )
     assert f"initrd --name initrd.img {live.url}/boot/install/initrd.img || goto retry" in text
-    assert script(boot, MAC.replace(":", "-").upper()) == text
+    assert without_token(script(boot, MAC.replace(":", "-").upper())) == without_token(text)
 
     cancelled = api.post(f"/api/v1/workflows/{workflow['id']}/cancel")
     assert cancelled.status_code == 200, cancelled.text
     assert exit_reason(wait_for_script(boot, NO_ACTIVE_WORKFLOW)) == NO_ACTIVE_WORKFLOW
 
     provision(api)
-    agent = AgentClient(live.url, token, MAC)
+    agent_token = api.post("/api/v1/machines/web1/agent-token").json()["token"]
+    agent = AgentClient(live.url, agent_token, MAC)
     wait_for_script(boot, "metalflow.token=")
     while (action := agent.next()) is not None:
         agent.report(action["id"], "success", exit_code=0)
     agent.close()
     text = wait_for_script(boot, "netboot disabled")
     assert exit_reason(text) == "netboot disabled for this interface"
-    assert token not in text
+    assert "metalflow.token" not in text
 
     served = events(api, "boot.script", 2, machine="web1")
     assert {event["data"]["script"] for event in served} == {"exit", "install"}
     install = next(event for event in served if event["data"]["script"] == "install")
     assert install["data"]["mac"] == MAC and install["data"]["remote"] == "127.0.0.1"
-    assert token not in str(served)
+    assert install["data"]["token"] == "boot" and install["data"]["start"] == 1
+    assert token not in str(served) and agent_token not in str(served)
 
 
 def test_unknown_mac_exits_with_the_reason(api: httpx.Client, boot: httpx.Client) -> None:
@@ -212,10 +229,11 @@ def test_auto_script_by_mac_and_by_source_address(api: httpx.Client, boot: httpx
 
     enrol(api, ip="127.0.0.1")
     provision(api)
-    by_mac = wait_for_script(boot, "metalflow.token=")
-    assert boot.get("/boot/auto.ipxe", params={"mac": MAC.upper()}).text == by_mac
+    by_mac = without_token(wait_for_script(boot, "metalflow.token="))
+    by_mac_param = boot.get("/boot/auto.ipxe", params={"mac": MAC.upper()}).text
+    assert without_token(by_mac_param) == by_mac
     deadline = time.monotonic() + 10
-    while (by_address := boot.get("/boot/auto.ipxe").text) != by_mac:
+    while (by_address := without_token(boot.get("/boot/auto.ipxe").text)) != by_mac:
         assert time.monotonic() < deadline, by_address
         time.sleep(0.02)
 
@@ -228,8 +246,8 @@ def test_bad_mac_is_400_naming_mac(boot: httpx.Client) -> None:
         assert detail["field"] == "mac" and "not a MAC address" in detail["message"]
 
 
-def with_boot(name: str, mac: str, boot_yaml: str) -> str:
-    return machine_yaml(name, mac) + "  boot:\n" + boot_yaml
+def with_boot(name: str, mac: str, boot_yaml: str, ip: str | None = None) -> str:
+    return machine_yaml(name, mac, ip) + "  boot:\n" + boot_yaml
 
 
 def test_custom_script_and_chain_url_via_apply(api: httpx.Client, boot: httpx.Client) -> None:
@@ -267,7 +285,8 @@ def test_custom_script_and_chain_url_via_apply(api: httpx.Client, boot: httpx.Cl
 
 def test_machine_kernel_args_and_console(api: httpx.Client, boot: httpx.Client) -> None:
     boot_yaml = "    kernel_args: ip=dhcp nomodeset\n    console: console=ttyS1,57600\n"
-    assert apply(api, with_boot("web1", MAC, boot_yaml) + "---\n" + simple_template()).is_success
+    stream = with_boot("web1", MAC, boot_yaml, "127.0.0.1") + "---\n" + simple_template()
+    assert apply(api, stream).is_success
     provision(api)
     text = wait_for_script(boot, "metalflow.token=")
     assert "metalflow.machine=web1 console=ttyS1,57600 quiet ip=dhcp nomodeset initrd=" in text

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import VERSION, hardware
 from .client import Client, ProtocolError
 from .cmdline import ConfigError, read_proc_cmdline, resolve
+from .identity import DEFAULT_STATE_DIR, boot_key, is_boot_token
 from .runner import Runner, stderr_log
 from .system import System
 
@@ -27,11 +28,17 @@ def parser() -> argparse.ArgumentParser:
         " kernel command line. Without a token, metalflow.discovery=1 registers this machine.",
     )
     p.add_argument("--url", help="metalflow server, e.g. http://192.0.2.1:8080")
-    p.add_argument("--token", help="the machine's agent token (mfa....)")
+    p.add_argument("--token", help="the machine's agent token (mfa....) or a boot token (mfb....)")
     p.add_argument("--mac", help="MAC of the interface metalflow knows this machine by")
     p.add_argument("--machine", help="machine name, for log lines only")
     p.add_argument("--cmdline", default="/proc/cmdline", help="kernel command line file")
     p.add_argument("--root", default="/", help="root of /proc and /sys for hardware facts")
+    p.add_argument(
+        "--state-dir",
+        default=str(DEFAULT_STATE_DIR),
+        help="where the key of this boot is kept (a tmpfs), so a restarted agent can exchange"
+        " its boot token again",
+    )
     p.add_argument("--wait", type=float, default=30.0, help="long-poll seconds (0-300)")
     p.add_argument(
         "--dry-run-power",
@@ -55,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log = stderr_log(machine=config.machine, mac=config.mac)
     attributes = hardware.collect(Path(args.root))
-    client = Client(config.url, config.token, stop=threading.Event(), log=log)
+    key = boot_key(Path(args.state_dir), log) if is_boot_token(config.token) else None
+    client = Client(config.url, config.token, stop=threading.Event(), log=log, boot_key=key)
     mac = config.mac
     log(f"metalflow-agent {VERSION} talking to {config.url}")
     try:

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import VERSION
 from .backoff import delays
+from .identity import is_boot_token
 
 TIMEOUT = 30.0
 WAIT_MARGIN = 15.0
@@ -31,7 +32,8 @@ class ProtocolError(Exception):
 
     def __init__(self, status: int, message: str, field: str | None = None) -> None:
         hints = {
-            401: " (the agent token is unknown or revoked: fetch a new one with"
+            401: " (a boot token from the iPXE script is good for one run and expires: netboot"
+            " the machine again; an agent token may have been rotated: fetch a new one with"
             " `metalflow agent-token MACHINE`)",
             403: " (this token may not use this endpoint: pass the machine's agent token)",
         }
@@ -64,9 +66,15 @@ class Client:
         stop: threading.Event | None = None,
         retry_delays: Callable[[], Iterator[float]] = delays,
         log: Callable[[str], None] = lambda _message: None,
+        boot_key: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.token = token
+        self.boot_key = boot_key
+        """Sent with a boot token's exchange (see identity)."""
+        self.boot_token: str | None = None
+        """The boot token this client exchanged, kept to exchange it again (see `next`)."""
+        self._hello: dict[str, Any] = {}
         self.stop = stop or threading.Event()
         self.retry_delays = retry_delays
         self.log = log
@@ -126,14 +134,52 @@ class Client:
         return dict(result)
 
     def hello(self, mac: str, attributes: dict[str, Any]) -> dict[str, Any]:
-        body = {"mac": mac, "attributes": attributes, "agent_version": VERSION}
+        """With a boot token, hello exchanges it: the run token in the answer is used from
+        then on (a restarted agent exchanges the boot token again, with the same key)."""
+        self._hello = {"mac": mac, "attributes": attributes, "agent_version": VERSION}
+        if is_boot_token(self.token):
+            self.boot_token = self.token
+        if self.boot_token is None:
+            _, result = self.request("POST", "/api/v1/agent/hello", self._hello)
+            return dict(result)
+        return self._exchange(self.boot_token)
+
+    def _exchange(self, boot_token: str) -> dict[str, Any]:
+        body = dict(self._hello)
+        if self.boot_key is not None:
+            body["key"] = self.boot_key
+        self.token = boot_token
         _, result = self.request("POST", "/api/v1/agent/hello", body)
+        self.token = str(result["token"])
+        self.log("boot token exchanged for the run token")
         return dict(result)
 
+    def _renew(self, boot_token: str) -> None:
+        """The run token was refused: the run ended or the workflow was started again. Exchange
+        the boot token again, waiting while the workflow is not running (the server says so with
+        `field: workflow`), until an operator resumes or re-runs it."""
+        waits = self.retry_delays()
+        while True:
+            try:
+                self._exchange(boot_token)
+                return
+            except ProtocolError as error:
+                if error.status != 401 or error.field != "workflow":
+                    raise
+                pause = next(waits)
+                self.log(f"{error.message}; asking again in {pause:.1f}s")
+                if self.stop.wait(pause):
+                    raise Stopped() from None
+
     def next(self, wait: float = 30.0) -> dict[str, Any] | None:
-        status, result = self.request(
-            "GET", f"/api/v1/agent/next?wait={wait:g}", timeout=wait + WAIT_MARGIN
-        )
+        path = f"/api/v1/agent/next?wait={wait:g}"
+        try:
+            status, result = self.request("GET", path, timeout=wait + WAIT_MARGIN)
+        except ProtocolError as error:
+            if error.status != 401 or self.boot_token is None:
+                raise
+            self._renew(self.boot_token)
+            status, result = self.request("GET", path, timeout=wait + WAIT_MARGIN)
         return None if status == 204 or result is None else dict(result)
 
     def status(

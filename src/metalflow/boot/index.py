@@ -79,6 +79,9 @@ class MachineView:
     """What the metadata service tells the machine's OS."""
     ec2_tree: Directory | None = None
     """The instance's EC2 tree, built once here rather than per request."""
+    workflow_id: str | None = None
+    """The active workflow, whose start a boot token names."""
+    workflow_start: int = 0
 
     def interface(self, mac: str) -> InterfaceView | None:
         return next((iface for iface in self.interfaces if iface.mac == mac), None)
@@ -119,8 +122,9 @@ def _boot_options(raw: dict[str, Any] | None) -> BootOptions:
     )
 
 
-def view_of(machine: Machine, has_active_workflow: bool) -> MachineView:
-    """The machine as the boot services need it; raises ValueError on an unreadable address."""
+def view_of(machine: Machine, active: tuple[str, int] | None) -> MachineView:
+    """The machine as the boot services need it, with its active workflow's (id, start) if any;
+    raises ValueError on an unreadable address."""
     return MachineView(
         id=machine.id,
         name=machine.name,
@@ -129,7 +133,9 @@ def view_of(machine: Machine, has_active_workflow: bool) -> MachineView:
         uefi=machine.uefi,
         state=machine.state,
         agent_token_generation=machine.agent_token_generation,
-        has_active_workflow=has_active_workflow,
+        has_active_workflow=active is not None,
+        workflow_id=active[0] if active else None,
+        workflow_start=active[1] if active else 0,
         interfaces=tuple(
             InterfaceView(
                 mac=iface.mac,
@@ -178,16 +184,21 @@ def load_views(session: Session, machine_ids: Iterable[str] | None = None) -> li
         undefer(Machine.instance_metadata),
         undefer(Machine.user_data),
     )
-    active_query = select(Workflow.machine_id).where(Workflow.state.in_(ACTIVE))
+    active_query = select(Workflow.machine_id, Workflow.id, Workflow.starts).where(
+        Workflow.state.in_(ACTIVE)
+    )
     if machine_ids is not None:
         ids = list(machine_ids)
         query = query.where(Machine.id.in_(ids))
         active_query = active_query.where(Workflow.machine_id.in_(ids))
-    active = set(session.scalars(active_query))
+    active = {
+        machine_id: (workflow_id, starts)
+        for machine_id, workflow_id, starts in session.execute(active_query)
+    }
     views = []
     for machine in session.scalars(query):
         try:
-            views.append(view_of(machine, machine.id in active))
+            views.append(view_of(machine, active.get(machine.id)))
         except ValueError as exc:
             log.error(
                 "event=boot.index.machine_skipped machine=%s machine_id=%s reason=%s",

@@ -5,6 +5,10 @@ the inventory pattern, URLs and kernel arguments pass `check_script_words` (the 
 `inventory.schemas`, which applies them when a machine is applied, too). A value that fails
 raises ValueError naming it; `choose_script` turns that into an exit script, never an error.
 
+An install script carries a token (a boot token, or with `--script-token agent` the machine's
+agent token, as Tinkerbell's scripts do) and is served only to the address metalflow gave that
+MAC (`address_refusal`), unless the operator allows any address (`--script-token-any-address`).
+
 Every script that does not boot the install environment ends in `exit 1`, never `shell`: an
 unattended machine at an iPXE prompt stays there, while a failed boot option makes the firmware
 try the next boot device, the local disk. Non-zero because the UEFI specification lets a boot
@@ -13,12 +17,13 @@ manager stop at its menu after an option returns success; legacy BIOS moves on e
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from metalflow.boot.index import MachineView
+from metalflow.boot.index import InterfaceView, MachineView
 from metalflow.inventory.schemas import (
     NAME_PATTERN,
     check_http_url,
@@ -27,7 +32,7 @@ from metalflow.inventory.schemas import (
     normalize_mac,
 )
 
-ScriptKind = Literal["install", "exit", "custom", "chain", "unknown", "discovery"]
+ScriptKind = Literal["install", "exit", "custom", "chain", "unknown", "discovery", "refused"]
 FETCH_ATTEMPTS = 10
 RETRY_SECONDS = 5
 INITRD_NAME = "initrd.img"
@@ -44,6 +49,10 @@ NOT_CONFIGURED = (
 )
 WHO_ARE_YOU = "who are you? no ?mac= given and no machine has this address"
 CANNOT_RENDER = "cannot render a boot script for this machine; its boot.script event says why"
+ANY_ADDRESS_HINT = (
+    "(behind a DHCP relay or another DHCP server, start metalflow up with"
+    " --script-token-any-address)"
+)
 
 _NAME = re.compile(NAME_PATTERN)
 _TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]+")
@@ -59,6 +68,17 @@ class InstallEnvironment:
     console: str
     kernel_args: str
     discovery: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asks for a script: their IPv4 address (None for IPv6 or unreadable), the address
+    metalflow's DHCP leased the MAC (looked up only when the interface has no reserved one),
+    and whether the operator lets any address have a token."""
+
+    address: ipaddress.IPv4Address | None
+    leased: ipaddress.IPv4Address | None = None
+    any_address: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +226,25 @@ def chain_script(url: str) -> str:
     )
 
 
+def address_refusal(interface: InterfaceView, caller: Caller, remote: str) -> str | None:
+    """None when the caller may have this interface's install script (its token): it asks from
+    the address metalflow gave the MAC, its reservation, else its pool lease; else why not."""
+    if caller.any_address:
+        return None
+    given = interface.ip or caller.leased
+    if given is not None and caller.address == given:
+        return None
+    what = (
+        f"metalflow gave {interface.mac} the address {given}"
+        if given is not None
+        else f"metalflow gave {interface.mac} no address (no reservation, no lease)"
+    )
+    return (
+        f"refused: {what} and this request came from {remote}, but the install script carries a"
+        f" token and goes only to that address {ANY_ADDRESS_HINT}"
+    )
+
+
 def _exit(kind: ScriptKind, reason: str) -> ScriptDecision:
     return ScriptDecision(kind, exit_script(reason), reason)
 
@@ -214,7 +253,9 @@ def _decide(
     machine: MachineView | None,
     mac: str | None,
     env: InstallEnvironment,
-    agent_token: Callable[[MachineView], str],
+    token: Callable[[MachineView], str],
+    caller: Caller,
+    remote: str,
 ) -> ScriptDecision:
     if mac is None:
         return _exit("unknown", WHO_ARE_YOU)
@@ -248,13 +289,16 @@ def _decide(
         return _exit("exit", WORKFLOW_DISABLED)
     if env.kernel_url is None or env.initrd_url is None:
         return _exit("exit", NOT_CONFIGURED)
+    refusal = address_refusal(interface, caller, remote)
+    if refusal is not None:
+        return _exit("refused", refusal)
     text = install_script(
         base_url=env.base_url,
         kernel_url=env.kernel_url,
         initrd_url=env.initrd_url,
         mac=mac,
         machine_name=machine.name,
-        token=agent_token(machine),
+        token=token(machine),
         console=machine.boot.console or env.console,
         kernel_args=env.kernel_args,
         extra_args=machine.boot.kernel_args,
@@ -266,16 +310,20 @@ def choose_script(
     machine: MachineView | None,
     mac: str | None,
     env: InstallEnvironment,
-    agent_token: Callable[[MachineView], str],
+    token: Callable[[MachineView], str],
+    caller: Caller,
+    remote: str = "-",
 ) -> ScriptDecision:
     """The one decision of what a netbooting machine gets, in order: unknown MAC (discovery or
     exit), netboot disabled, the machine's own script, its chain URL, no active workflow,
-    workflows disabled, no install environment configured, else the install environment.
+    workflows disabled, no install environment configured, a caller at another address than
+    metalflow gave the MAC (refused), else the install environment with `token(machine)`.
 
-    `mac` is None when the caller could not tell which machine asks. Never raises: a value
-    that cannot go into a script yields an exit script, the detail in `reason`.
+    `mac` is None when the caller could not tell which machine asks; `remote` is the caller's
+    address as text, for the refusal. Never raises: a value that cannot go into a script
+    yields an exit script, the detail in `reason`.
     """
     try:
-        return _decide(machine, mac, env, agent_token)
+        return _decide(machine, mac, env, token, caller, remote)
     except ValueError as exc:
         return ScriptDecision("exit", exit_script(CANNOT_RENDER), f"{CANNOT_RENDER}: {exc}")

@@ -1,34 +1,45 @@
 """Netboot over HTTP: each machine's iPXE script, the boot tree, the install environment.
 
-No authentication: firmware cannot send a token. The trade-off, as with Tinkerbell: anyone on
-the provisioning network who can GET a machine's script learns its agent token. The script
-carries it only while the machine has an active workflow (otherwise it says `exit`), and
-`POST /api/v1/machines/NAME/agent-token/rotate` revokes it.
+No authentication: firmware cannot send a token. So the install script, the one that carries a
+token, goes only to the address metalflow gave the MAC, and the token is a boot token of the
+workflow's current start that expires after `--boot-token-ttl` and is exchanged once for the
+run's token (docs/agent-protocol.md, Identity). `--script-token agent` puts the machine's agent
+token there instead and `--script-token-any-address` serves it to any caller, as Tinkerbell does.
 
-Scripts are answered from the in-memory boot index, never with a database query.
+Scripts are answered from the in-memory boot index, never with a database query; the one
+exception is the DHCP lease of an interface without a reserved address, read only when such a
+machine's install script is asked for (leases are committed before their ACK is sent, so the
+table holds every address metalflow gave).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse
+from sqlalchemy import select
 
 from metalflow.api.deps import Services, ServicesDep, get_services
 from metalflow.boot.assets import boot_tree
+from metalflow.boot.dhcp.tables import DhcpLease
 from metalflow.boot.index import InterfaceView, MachineView
-from metalflow.boot.ipxe import InstallEnvironment, choose_script
+from metalflow.boot.ipxe import Caller, InstallEnvironment, choose_script
 from metalflow.boot.recorder import UNKNOWN_CALLERS
 from metalflow.boot.tftp.tree import AccessViolation, FileNotFound
-from metalflow.config import Settings
+from metalflow.config import ScriptToken, Settings
+from metalflow.db.engine import Database
 from metalflow.errors import Forbidden, MetalflowError, NotFound
 from metalflow.inventory.schemas import normalize_mac
+from metalflow.tenancy.tokens import BootClaim
 
 router = APIRouter(prefix="/boot", tags=["boot"])
 log = logging.getLogger("metalflow.boot.http")
@@ -82,37 +93,96 @@ def _remote(request: Request) -> str:
     return request.client.host if request.client else "-"
 
 
-def _by_source_address(
-    services: Services, request: Request
-) -> tuple[MachineView, InterfaceView] | None:
-    """The machine whose interface has the caller's IPv4 address (or IPv4-mapped IPv6)."""
+def _caller_ipv4(request: Request) -> ipaddress.IPv4Address | None:
+    """The caller's IPv4 address (also when it arrives IPv4-mapped over IPv6)."""
     try:
         address = ipaddress.ip_address(_remote(request))
     except ValueError:
         return None
-    ipv4 = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else address
+    return address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else address
+
+
+def _by_source_address(
+    services: Services, request: Request
+) -> tuple[MachineView, InterfaceView] | None:
+    """The machine whose interface has the caller's IPv4 address (or IPv4-mapped IPv6)."""
+    ipv4 = _caller_ipv4(request)
     return services.boot_index.by_ip(ipv4) if ipv4 is not None else None
 
 
-def _answer(
+def _leased_address(db: Database, mac: str) -> ipaddress.IPv4Address | None:
+    with db.read() as session:
+        address = session.scalar(
+            select(DhcpLease.address).where(
+                DhcpLease.mac == mac, DhcpLease.expires_at > dt.datetime.now(dt.UTC)
+            )
+        )
+    return ipaddress.IPv4Address(address) if address is not None else None
+
+
+async def _caller(
+    services: Services, request: Request, machine: MachineView | None, mac: str | None
+) -> Caller:
+    """Reads the lease only for an install script of an interface without a reserved address."""
+    address = _caller_ipv4(request)
+    if services.settings.script_token_any_address:
+        return Caller(address, any_address=True)
+    interface = machine.interface(mac) if machine is not None and mac is not None else None
+    if (
+        interface is None
+        or interface.ip is not None
+        or address is None
+        or not (machine is not None and machine.has_active_workflow)
+    ):
+        return Caller(address)
+    return Caller(address, await run_in_threadpool(_leased_address, services.db, interface.mac))
+
+
+def _script_token(services: Services) -> Callable[[MachineView], str]:
+    """The token an install script carries: a fresh boot token, or the agent token."""
+    settings, keyring = services.settings, services.keyring
+    if settings.script_token is ScriptToken.AGENT:
+        return lambda view: keyring.agent_token(view.id, view.agent_token_generation)
+
+    def boot_token(view: MachineView) -> str:
+        if view.workflow_id is None:
+            raise ValueError("no active workflow to make a boot token for")
+        now = time.time()
+        claim = BootClaim(
+            view.id,
+            view.workflow_id,
+            view.workflow_start,
+            int(now * 1000),
+            int(now + settings.boot_token_ttl),
+        )
+        return keyring.boot_token(claim)
+
+    return boot_token
+
+
+async def _answer(
     services: Services, request: Request, machine: MachineView | None, mac: str | None
 ) -> PlainTextResponse:
     env = install_environment(services.settings, request.headers.get("host"))
-    decision = choose_script(
-        machine,
-        mac,
-        env,
-        lambda view: services.keyring.agent_token(view.id, view.agent_token_generation),
-    )
     remote = _remote(request)
+    caller = await _caller(services, request, machine, mac)
+    decision = choose_script(machine, mac, env, _script_token(services), caller, remote)
+    token: dict[str, object] = {}
+    if decision.kind == "install" and machine is not None:
+        token = {
+            "token": services.settings.script_token.value,
+            "workflow": machine.workflow_id,
+            "start": machine.workflow_start,
+        }
     services.boot_events.record(
         "boot.script",
         machine,
-        f"{decision.kind}:{mac}" if machine is not None else UNKNOWN_CALLERS,
+        f"{decision.kind}:{mac}:{remote}" if machine is not None else UNKNOWN_CALLERS,
         mac=mac,
         script=decision.kind,
         reason=decision.reason,
         remote=remote,
+        **token,
     )
     repeated = services.boot_events.log_fold.check((mac, remote, decision.kind), time.monotonic())
     if repeated is not None:
@@ -139,12 +209,12 @@ async def auto_script(request: Request, mac: str | None = None) -> PlainTextResp
     services = await get_services(request)
     if mac is not None:
         mac = _mac(mac)
-        return _answer(services, request, services.boot_index.by_mac(mac), mac)
+        return await _answer(services, request, services.boot_index.by_mac(mac), mac)
     found = _by_source_address(services, request)
     if found is None:
-        return _answer(services, request, None, None)
+        return await _answer(services, request, None, None)
     machine, interface = found
-    return _answer(services, request, machine, interface.mac)
+    return await _answer(services, request, machine, interface.mac)
 
 
 @router.get("/{mac}.ipxe", response_class=PlainTextResponse)
@@ -154,7 +224,7 @@ async def machine_script(mac: str, request: Request) -> PlainTextResponse:
     # script request's cost in bench/ipxe_script.py.
     services = await get_services(request)
     mac = _mac(mac)
-    return _answer(services, request, services.boot_index.by_mac(mac), mac)
+    return await _answer(services, request, services.boot_index.by_mac(mac), mac)
 
 
 def _etag_matches(if_none_match: str, etag: str) -> bool:

@@ -13,7 +13,7 @@ from metalflow.boot.dhcp.network import DhcpMode
 from metalflow.boot.errors import BootSetupError
 from metalflow.cli.context import cli_context
 from metalflow.cli.exit_codes import CliError, ExitCode
-from metalflow.config import Settings
+from metalflow.config import ScriptToken, Settings
 from metalflow.errors import validation_message
 
 OPTIONS = {
@@ -29,6 +29,9 @@ OPTIONS = {
     "initrd": "--initrd",
     "boot_dir": "--boot-dir",
     "discovery": "--discovery",
+    "script_token": "--script-token",
+    "boot_token_ttl": "--boot-token-ttl",
+    "script_token_any_address": "--script-token-any-address",
     "ipv6_ra": "--ipv6-ra",
     "metadata_port": "--metadata-port",
     "metadata_on_api_port": "--metadata-on-api-port",
@@ -37,6 +40,8 @@ OPTIONS = {
     "power_workers": "--power-workers",
 }
 METADATA_PANEL = "Metadata service"
+
+
 POWER_PANEL = "BMC power"
 BOOT_PANEL = "Boot services"
 
@@ -136,6 +141,34 @@ def up(
             rich_help_panel=BOOT_PANEL,
         ),
     ] = None,
+    script_token: Annotated[
+        ScriptToken | None,
+        typer.Option(
+            help="Token in install scripts: boot (of the workflow run, short-lived, exchanged"
+            " once by the agent) or agent (the machine's agent token, as Tinkerbell).",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
+    boot_token_ttl: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            help="How long a boot token waits for its exchange. [default: 1800]",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
+    script_token_any_address: Annotated[
+        bool | None,
+        typer.Option(
+            "--script-token-any-address/--no-script-token-any-address",
+            help="Serve install scripts to any address, not only to the one metalflow's DHCP"
+            " gave the MAC (DHCP relays, foreign DHCP servers).",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
     ipv6_ra: Annotated[
         bool | None,
         typer.Option(
@@ -206,6 +239,9 @@ def up(
         "initrd": initrd,
         "boot_dir": boot_dir,
         "discovery": discovery,
+        "script_token": script_token,
+        "boot_token_ttl": boot_token_ttl,
+        "script_token_any_address": script_token_any_address,
         "ipv6_ra": ipv6_ra,
         "metadata_port": metadata_port,
         "metadata_on_api_port": metadata_on_api_port,

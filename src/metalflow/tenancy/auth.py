@@ -7,6 +7,7 @@ touching the endpoints.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -16,6 +17,14 @@ from sqlalchemy.orm import Session
 from metalflow.inventory.tables import Machine
 from metalflow.tenancy.secrets import Keyring, hash_token, new_api_token
 from metalflow.tenancy.tables import ApiToken
+from metalflow.tenancy.tokens import (
+    BOOT_PREFIX,
+    RUN_PREFIX,
+    BootClaim,
+    RunClaim,
+    RunRecord,
+    run_valid,
+)
 
 
 class Role(StrEnum):
@@ -27,6 +36,8 @@ class Action(StrEnum):
     READ = "read"
     WRITE = "write"
     AGENT = "agent"
+    HELLO = "hello"
+    """The agent's hello: the one call that also takes a boot token, to exchange it."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,10 @@ class Principal:
     role: Role
     name: str
     machine_id: str | None = None
+    boot: BootClaim | None = None
+    """Set when the caller sent a boot token: good for the exchange at hello only."""
+    run: RunClaim | None = None
+    """Set when the caller sent a run token."""
 
 
 class Forbidden(Exception):
@@ -42,11 +57,16 @@ class Forbidden(Exception):
 
 def authorize(principal: Principal, action: Action, *, machine_id: str | None = None) -> None:
     """Raise Forbidden unless `principal` may perform `action` (on `machine_id`, when given)."""
-    if action is Action.AGENT and principal.role is not Role.AGENT:
+    if action in (Action.AGENT, Action.HELLO) and principal.role is not Role.AGENT:
         raise Forbidden("the agent endpoints take a machine's agent token")
     if principal.role is Role.ADMIN:
         return
-    if principal.role is Role.AGENT and action is Action.AGENT:
+    if principal.boot is not None and action is not Action.HELLO:
+        raise Forbidden(
+            "a boot token is good only for POST /api/v1/agent/hello, which exchanges it for the"
+            " run token: send that one"
+        )
+    if principal.role is Role.AGENT and action in (Action.AGENT, Action.HELLO):
         if machine_id is None or machine_id == principal.machine_id:
             return
         raise Forbidden("this agent token belongs to another machine")
@@ -55,6 +75,8 @@ def authorize(principal: Principal, action: Action, *, machine_id: str | None = 
 
 API_TOKEN_CACHE_SECONDS = 60.0
 AGENT_GENERATION_CACHE_SECONDS = 5.0
+RunRecords = Callable[[Session, str], RunRecord | None]
+"""A workflow's RunRecord by workflow id; server.py wires the workflows' one (a layer above)."""
 
 
 class Authenticator:
@@ -62,11 +84,14 @@ class Authenticator:
 
     Lookups are cached briefly (agents poll often): a deleted API token stops working within a
     minute; a rotated agent token at once in this process (`forget`) and within seconds in
-    other processes sharing the database.
+    other processes sharing the database. Run tokens are checked against their workflow row on
+    every request, uncached, so a run's end or next start revokes them at once everywhere;
+    without `run_records` they are refused.
     """
 
-    def __init__(self, keyring: Keyring) -> None:
+    def __init__(self, keyring: Keyring, run_records: RunRecords | None = None) -> None:
         self.keyring = keyring
+        self.run_records = run_records
         self._api_tokens: dict[str, tuple[float, Principal]] = {}
         self._agent_generations: dict[str, tuple[float, int | None]] = {}
 
@@ -85,8 +110,21 @@ class Authenticator:
 
     def authenticate(self, session: Session, token: str) -> Principal | None:
         """Agent tokens carry their machine and are checked by signature, plus one lookup that the
-        machine exists and has not rotated its token since."""
+        machine exists and has not rotated its token since. A boot token's signature is all
+        that is checked here: whether it may be exchanged is hello's decision."""
         now = time.monotonic()
+        if token.startswith(BOOT_PREFIX + "."):
+            boot = self.keyring.parse_boot_token(token)
+            if boot is None:
+                return None
+            return Principal(Role.AGENT, f"agent:{boot.machine_id}", boot.machine_id, boot=boot)
+        if token.startswith(RUN_PREFIX + "."):
+            run = self.keyring.parse_run_token(token)
+            if run is None or self.run_records is None:
+                return None
+            if not run_valid(run, self.run_records(session, run.workflow_id)):
+                return None
+            return Principal(Role.AGENT, f"agent:{run.machine_id}", run.machine_id, run=run)
         parsed = self.keyring.parse_agent_token(token)
         if parsed is not None:
             machine_id, generation = parsed

@@ -1,4 +1,4 @@
-"""The data dir's master key: encrypts BMC credentials at rest and signs agent tokens.
+"""The data dir's master key: encrypts BMC credentials at rest and signs agent, boot and run tokens.
 
 Every process serving one database must share this key file (copy it with the data dir).
 """
@@ -15,6 +15,9 @@ import secrets
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+
+from metalflow.tenancy import tokens
+from metalflow.tenancy.tokens import BootClaim, RunClaim
 
 KEY_FILE = "secret.key"
 _GENERATION = re.compile(r"[0-9]{1,9}")
@@ -42,6 +45,8 @@ class Keyring:
         self._fernet = Fernet(base64.urlsafe_b64encode(self._derive(master, b"credentials")))
         self._agent_key = self._derive(master, b"agent-token")
         self._metadata_key = self._derive(master, b"metadata-token")
+        self._boot_key = self._derive(master, b"boot-token")
+        self._run_key = self._derive(master, b"run-token")
 
     @staticmethod
     def _derive(master: bytes, purpose: bytes) -> bytes:
@@ -91,6 +96,19 @@ class Keyring:
         if not hmac.compare_digest(token, self.agent_token(machine_id, generation)):
             return None
         return machine_id, generation
+
+    def boot_token(self, claim: BootClaim) -> str:
+        """What an iPXE script carries (see `tokens`); raises ValueError on an id with a dot."""
+        return tokens.boot_token(self._boot_key, claim)
+
+    def parse_boot_token(self, token: str) -> BootClaim | None:
+        return tokens.parse_boot_token(self._boot_key, token)
+
+    def run_token(self, claim: RunClaim) -> str:
+        return tokens.run_token(self._run_key, claim)
+
+    def parse_run_token(self, token: str) -> RunClaim | None:
+        return tokens.parse_run_token(self._run_key, token)
 
 
 def new_api_token() -> str:

@@ -1,6 +1,7 @@
 """The agent protocol (docs/agent-protocol.md): hello, long-poll for the next action, report.
 
-Identified by the machine's agent token; `authorize` lets a token reach only its own machine.
+Identified by the machine's agent token or by the run token that hello hands out in exchange for
+the boot token of an iPXE script; `authorize` lets a token reach only its own machine.
 `discover` is the one call without a token: it is how an unknown machine gets one.
 """
 
@@ -13,17 +14,18 @@ import json
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
-from metalflow.api.deps import Agent, Services, ServicesDep
+from metalflow.api.deps import Agent, PrincipalDep, Services, ServicesDep
 from metalflow.db.base import utcnow
 from metalflow.inventory import service as inventory
 from metalflow.inventory.schemas import normalize_mac
 from metalflow.inventory.tables import Machine
-from metalflow.tenancy.auth import Principal
+from metalflow.tenancy.auth import Action, Forbidden, Principal, authorize
+from metalflow.tenancy.tokens import Refused, hash_agent_key
 from metalflow.workflows import service
 from metalflow.workflows.states import ActionState
 
@@ -69,13 +71,63 @@ class Hello(BaseModel):
         return normalize_mac(value)
 
 
+class AgentHello(Hello):
+    key: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{32,128}$",
+        description="with a boot token: a random secret the agent keeps for this boot; the same"
+        " boot token is exchanged again only together with it",
+    )
+
+
+def _hello_caller(principal: PrincipalDep) -> Principal:
+    try:
+        authorize(principal, Action.HELLO)
+    except Forbidden as exc:
+        raise HTTPException(403, detail={"message": str(exc), "field": None}) from exc
+    return principal
+
+
+HelloCaller = Annotated[Principal, Depends(_hello_caller)]
+
+
+def _remote(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
 @router.post("/hello")
-def hello(body: Hello, services: ServicesDep, principal: Agent) -> dict[str, Any]:
+def hello(
+    body: AgentHello, request: Request, services: ServicesDep, principal: HelloCaller
+) -> dict[str, Any]:
+    """Hello; with a boot token, also its exchange: the answer's `token` is the run token."""
     services.metrics.agent_requests.labels("hello").inc()
+    boot = principal.boot
+    refused: Refused | None = None
     with services.db.write() as session:
         machine = _machine(session, principal, lock=True)
-        service.hello(session, machine, body.mac, body.attributes)
-        return {"machine": machine.name, "id": machine.id, "state": machine.state}
+        answer: dict[str, Any] = {"machine": machine.name, "id": machine.id}
+        if boot is not None:
+            key_hash = hash_agent_key(body.key) if body.key else None
+            exchanged = service.exchange_boot_token(
+                session, machine, boot, key_hash, remote=_remote(request), now=time.time()
+            )
+            if isinstance(exchanged, Refused):
+                refused = exchanged
+            else:
+                answer["token"] = services.keyring.run_token(exchanged)
+        if refused is None:
+            service.hello(session, machine, body.mac, body.attributes)
+        answer["state"] = machine.state
+    if refused is not None:
+        raise HTTPException(
+            401,
+            detail={
+                "message": f"boot token refused: {refused.reason}",
+                "field": "workflow" if refused.waiting else "authorization",
+            },
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return answer
 
 
 @router.post("/discover", status_code=201)

@@ -26,6 +26,7 @@ from metalflow.power.tables import PowerJob
 from metalflow.statemachine import IllegalTransition
 from metalflow.templates import ActionSpec, TemplateError, WorkflowSpec, render_template
 from metalflow.templates.service import get_template, template_error
+from metalflow.tenancy.tokens import BootClaim, Refused, RunClaim, RunRecord, exchange
 from metalflow.workflows.states import (
     ACTION,
     ACTIVE_WORKFLOW_STATES,
@@ -232,6 +233,7 @@ def create_workflow(
         kind=kind,
         state=WorkflowState.PENDING.value,
         run=1,
+        starts=1,
         global_timeout=spec.global_timeout,
         boot_options={"mode": boot, "reboot": reboot} if boot else {},
         actions=_action_rows(spec, 1),
@@ -619,6 +621,8 @@ def cancel(session: Session, workflow: Workflow, machine: Machine, now: dt.datet
 
 
 def _restart_machine(session: Session, workflow: Workflow, machine: Machine) -> None:
+    """A new start of the workflow: the run tokens of the previous one stop working."""
+    workflow.starts += 1
     inventory.transition(session, machine, _START_EVENT[workflow.kind], workflow_id=workflow.id)
     inventory.set_netboot(machine, True)
     _power_into_netboot(session, workflow, machine)
@@ -793,6 +797,60 @@ def hello(session: Session, machine: Machine, mac: str, attributes: dict[str, An
         mac=mac,
         attributes=sorted(attributes),
     )
+
+
+def run_record(session: Session, workflow_id: str) -> RunRecord | None:
+    """What boot and run tokens are checked against; one primary-key read."""
+    row = session.execute(
+        select(
+            Workflow.machine_id,
+            Workflow.state,
+            Workflow.starts,
+            Workflow.boot_token_issued,
+            Workflow.agent_key_hash,
+        ).where(Workflow.id == workflow_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    return RunRecord(
+        machine_id=row.machine_id,
+        active=row.state in ACTIVE,
+        start=row.starts,
+        exchanged_ms=row.boot_token_issued,
+        agent_key_hash=row.agent_key_hash,
+    )
+
+
+def exchange_boot_token(
+    session: Session,
+    machine: Machine,
+    claim: BootClaim,
+    key_hash: str | None,
+    *,
+    remote: str,
+    now: float,
+) -> RunClaim | Refused:
+    """The run token for this boot token, its exchange recorded, or why not; either way an event
+    with the caller's address. The caller holds the machine's lock, so two exchanges of one
+    token cannot both be first."""
+    record = run_record(session, claim.workflow_id)
+    decision = exchange(claim, record, key_hash, now)
+    ids = {"machine_id": machine.id, "machine_name": machine.name, "workflow_id": claim.workflow_id}
+    if isinstance(decision, Refused):
+        reason = decision.reason
+        events.record(
+            session, "agent.token.refused", **ids, remote=remote, start=claim.start, reason=reason
+        )
+        return decision
+    again = record is not None and record.exchanged_ms == claim.issued_ms
+    workflow = session.get(Workflow, claim.workflow_id)
+    if not again and workflow is not None:
+        workflow.boot_token_issued = claim.issued_ms
+        workflow.agent_key_hash = key_hash
+    events.record(
+        session, "agent.token.exchanged", **ids, remote=remote, start=decision.start, again=again
+    )
+    return decision
 
 
 def to_public(workflow: Workflow, machine_name: str, *, history: bool = False) -> dict[str, Any]:

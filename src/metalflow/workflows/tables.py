@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from metalflow.db.base import Base, utcnow
@@ -39,6 +39,13 @@ class Workflow(Base):
     state: Mapped[str] = mapped_column(String(16), index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     run: Mapped[int] = mapped_column(default=1)
+    starts: Mapped[int] = mapped_column(default=1)
+    """How often the workflow was started (created, resumed, re-run): boot and run tokens name
+    the start they belong to, so those of an earlier start are refused."""
+    boot_token_issued: Mapped[int | None] = mapped_column(BigInteger)
+    """`issued_ms` of the boot token exchanged in this start (docs/agent-protocol.md, Identity)."""
+    agent_key_hash: Mapped[str | None] = mapped_column(String(64))
+    """Hash of the key the agent that exchanged it sent: only it may exchange it again."""
     global_timeout: Mapped[int] = mapped_column(default=0)
     boot_options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     """`{"mode": "netboot", "reboot": bool}`: the BMC powers the machine into PXE first and

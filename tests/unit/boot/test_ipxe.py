@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import string
@@ -13,13 +14,16 @@ from pydantic import ValidationError
 
 from metalflow.boot.index import BootOptions, InterfaceView, MachineView
 from metalflow.boot.ipxe import (
+    ANY_ADDRESS_HINT,
     CANNOT_RENDER,
     NETBOOT_DISABLED,
     NO_ACTIVE_WORKFLOW,
     NOT_CONFIGURED,
     WHO_ARE_YOU,
+    Caller,
     InstallEnvironment,
     ScriptDecision,
+    address_refusal,
     chain_script,
     choose_script,
     exit_script,
@@ -40,6 +44,8 @@ KERNEL = f"{BASE}/boot/install/vmlinuz"
 INITRD = f"{BASE}/boot/install/initrd.img"
 CONSOLE = "console=tty0 console=ttyS0,115200"
 TOKEN = "mfa.0123abcd.0.c2lnbmF0dXJl_-"
+CALLER = Caller(ipaddress.IPv4Address("192.0.2.31"))
+"""At the address `interface()` reserves."""
 ENV = InstallEnvironment(
     base_url=BASE,
     kernel_url=KERNEL,
@@ -125,19 +131,19 @@ def exit_text(reason: str) -> str:
 
 
 def test_caller_nobody_can_name_is_asked_who_it_is() -> None:
-    decision = choose_script(None, None, ENV, token_of)
+    decision = choose_script(None, None, ENV, token_of, CALLER)
     assert decision == ScriptDecision("unknown", exit_text(WHO_ARE_YOU), WHO_ARE_YOU)
 
 
 def test_unknown_mac_without_discovery_exits() -> None:
-    decision = choose_script(None, "52-54-00-AA-00-99", ENV, token_of)
+    decision = choose_script(None, "52-54-00-AA-00-99", ENV, token_of, CALLER)
     reason = "unknown machine 52:54:00:aa:00:99: not in inventory"
     assert decision == ScriptDecision("unknown", exit_text(reason), reason)
 
 
 def test_unknown_mac_with_discovery_boots_without_token() -> None:
     env = InstallEnvironment(BASE, KERNEL, INITRD, CONSOLE, "quiet", discovery=True)
-    decision = choose_script(None, "52:54:00:aa:00:99", env, token_of)
+    decision = choose_script(None, "52:54:00:aa:00:99", env, token_of, CALLER)
     assert decision.kind == "discovery"
     assert decision.text.splitlines() == boot_lines(
         "unknown machine 52:54:00:aa:00:99: booting the install environment for discovery",
@@ -149,7 +155,7 @@ def test_unknown_mac_with_discovery_boots_without_token() -> None:
 
 def test_discovery_without_install_environment_exits() -> None:
     env = InstallEnvironment(BASE, None, None, CONSOLE, "", discovery=True)
-    decision = choose_script(None, MAC, env, token_of)
+    decision = choose_script(None, MAC, env, token_of, CALLER)
     assert decision.kind == "unknown"
     assert decision.text == exit_text(f"unknown machine {MAC}: {NOT_CONFIGURED}")
 
@@ -157,19 +163,19 @@ def test_discovery_without_install_environment_exits() -> None:
 def test_custom_script_is_served_as_written_and_wins_over_chain_and_workflow() -> None:
     script = "#!ipxe\necho hello ${net0/mac}\nsanboot --no-describe --drive 0x80\n"
     view = machine(active=True, boot=BootOptions(script, "http://x/y.ipxe"))
-    decision = choose_script(view, MAC, ENV, token_of)
+    decision = choose_script(view, MAC, ENV, token_of, CALLER)
     assert decision == ScriptDecision("custom", script, "the machine's own iPXE script")
 
 
 def test_netboot_disabled_wins_over_the_machines_own_script() -> None:
     script = "#!ipxe\nsanboot --no-describe --drive 0x80\n"
     view = machine(active=False, allow_pxe=False, boot=BootOptions(script, "http://x/y.ipxe"))
-    assert choose_script(view, MAC, ENV, token_of).kind == "exit"
+    assert choose_script(view, MAC, ENV, token_of, CALLER).kind == "exit"
 
 
 def test_chain_url() -> None:
     view = machine(active=False, boot=BootOptions(ipxe_url="https://boot.example/m/web1.ipxe"))
-    decision = choose_script(view, MAC, ENV, token_of)
+    decision = choose_script(view, MAC, ENV, token_of, CALLER)
     assert decision.kind == "chain"
     assert decision.text == (
         "#!ipxe\n"
@@ -191,26 +197,26 @@ def test_chain_url() -> None:
     ],
 )
 def test_netboot_disabled_for_the_interface(view: MachineView, mac: str) -> None:
-    decision = choose_script(view, mac, ENV, token_of)
+    decision = choose_script(view, mac, ENV, token_of, CALLER)
     assert decision == ScriptDecision("exit", exit_text(NETBOOT_DISABLED), NETBOOT_DISABLED)
 
 
 def test_no_active_workflow_exits() -> None:
-    decision = choose_script(machine(active=False), MAC, ENV, token_of)
+    decision = choose_script(machine(active=False), MAC, ENV, token_of, CALLER)
     assert decision == ScriptDecision("exit", exit_text(NO_ACTIVE_WORKFLOW), NO_ACTIVE_WORKFLOW)
 
 
 @pytest.mark.parametrize(("kernel", "initrd"), [(None, INITRD), (KERNEL, None), (None, None)])
 def test_install_environment_not_configured_exits(kernel: str | None, initrd: str | None) -> None:
     env = InstallEnvironment(BASE, kernel, initrd, CONSOLE, "", discovery=False)
-    decision = choose_script(machine(), MAC, env, token_of)
+    decision = choose_script(machine(), MAC, env, token_of, CALLER)
     assert decision == ScriptDecision("exit", exit_text(NOT_CONFIGURED), NOT_CONFIGURED)
     assert "METALFLOW_KERNEL / --kernel" in decision.text
 
 
 def test_active_workflow_boots_install_environment_with_token() -> None:
     view = machine(boot=BootOptions(kernel_args="ip=dhcp  nomodeset"))
-    decision = choose_script(view, MAC, ENV, token_of)
+    decision = choose_script(view, MAC, ENV, token_of, CALLER)
     assert decision.kind == "install"
     assert decision.text.splitlines() == boot_lines(
         f"web1 ({MAC}): booting the install environment",
@@ -222,7 +228,7 @@ def test_active_workflow_boots_install_environment_with_token() -> None:
 
 def test_machine_console_replaces_the_default() -> None:
     view = machine(boot=BootOptions(console="console=ttyS1,9600"))
-    decision = choose_script(view, MAC, ENV, token_of)
+    decision = choose_script(view, MAC, ENV, token_of, CALLER)
     assert "console=ttyS1,9600 quiet initrd=initrd.img" in decision.text
     assert "console=tty0" not in decision.text
 
@@ -240,7 +246,7 @@ def test_machine_console_replaces_the_default() -> None:
 def test_stored_values_unfit_for_a_script_exit_with_the_reason(
     boot: BootOptions, words: str
 ) -> None:
-    decision = choose_script(machine(boot=boot), MAC, ENV, token_of)
+    decision = choose_script(machine(boot=boot), MAC, ENV, token_of, CALLER)
     assert decision.kind == "exit"
     assert decision.text == exit_text(CANNOT_RENDER)
     assert decision.reason.startswith(CANNOT_RENDER) and words in decision.reason
@@ -471,7 +477,7 @@ environments = st.builds(
 def test_choose_script_never_raises(
     view: MachineView | None, mac: str | None, env: InstallEnvironment, token: str
 ) -> None:
-    decision = choose_script(view, mac, env, lambda _: token)
+    decision = choose_script(view, mac, env, lambda _: token, CALLER)
     assert decision.text.startswith("#!ipxe\n")
     if decision.kind == "custom":
         assert view is not None and decision.text == view.boot.ipxe_script
@@ -489,3 +495,64 @@ def test_choose_script_never_raises(
 def test_exit_script_refuses_an_unsafe_reason() -> None:
     with pytest.raises(ValueError, match="reason"):
         exit_script("bye\nshell")
+
+
+# --- the install script (its token) goes only to the address metalflow gave the MAC ----------
+
+
+def test_install_script_goes_only_to_the_reserved_address() -> None:
+    view = machine()
+    assert choose_script(view, MAC, ENV, token_of, CALLER).kind == "install"
+    stranger = Caller(ipaddress.IPv4Address("192.0.2.99"))
+    decision = choose_script(view, MAC, ENV, token_of, stranger, "192.0.2.99")
+    assert decision.kind == "refused"
+    assert TOKEN not in decision.text
+    assert decision.text == exit_text(decision.reason)
+    assert decision.reason == (
+        f"refused: metalflow gave {MAC} the address 192.0.2.31 and this request came from"
+        " 192.0.2.99, but the install script carries a token and goes only to that address"
+        f" {ANY_ADDRESS_HINT}"
+    )
+    anyone = Caller(ipaddress.IPv4Address("192.0.2.99"), any_address=True)
+    assert choose_script(view, MAC, ENV, token_of, anyone).kind == "install"
+    ipv6 = choose_script(view, MAC, ENV, token_of, Caller(None), "2001:db8::5")
+    assert ipv6.kind == "refused" and "came from 2001:db8::5" in ipv6.reason
+
+
+def test_without_a_reservation_the_pool_lease_counts() -> None:
+    iface = dataclasses.replace(interface(), ip=None)
+    view = dataclasses.replace(machine(), interfaces=(iface,))
+    leased = ipaddress.IPv4Address("192.0.2.120")
+    assert choose_script(view, MAC, ENV, token_of, Caller(leased, leased)).kind == "install"
+    decision = choose_script(view, MAC, ENV, token_of, Caller(leased), "192.0.2.120")
+    assert decision.kind == "refused"
+    assert f"metalflow gave {MAC} no address (no reservation, no lease)" in decision.reason
+    elsewhere = choose_script(view, MAC, ENV, token_of, Caller(CALLER.address, leased))
+    assert elsewhere.kind == "refused" and "the address 192.0.2.120" in elsewhere.reason
+
+
+def test_scripts_without_a_token_go_to_anyone() -> None:
+    stranger = Caller(ipaddress.IPv4Address("198.18.0.1"))
+    assert choose_script(machine(active=False), MAC, ENV, token_of, stranger).kind == "exit"
+    custom = machine(boot=BootOptions(ipxe_script="#!ipxe\necho hi\n"))
+    assert choose_script(custom, MAC, ENV, token_of, stranger).kind == "custom"
+
+
+ipv4s = st.builds(ipaddress.IPv4Address, st.integers(0, 2**32 - 1))
+
+
+@FAST
+@given(ipv4s, st.none() | ipv4s, st.none() | ipv4s, st.booleans())
+def test_address_refusal_lets_through_only_the_given_address(
+    caller: ipaddress.IPv4Address,
+    reserved: ipaddress.IPv4Address | None,
+    leased: ipaddress.IPv4Address | None,
+    any_address: bool,
+) -> None:
+    iface = dataclasses.replace(interface(), ip=reserved)
+    refusal = address_refusal(iface, Caller(caller, leased, any_address), str(caller))
+    given_address = reserved or leased
+    assert (refusal is None) == (any_address or caller == given_address)
+    if refusal is not None:
+        assert check_script_words(refusal, "reason") == refusal
+        assert str(caller) in refusal and "--script-token-any-address" in refusal

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from metalflow.config import Settings
+from metalflow.config import ScriptToken, Settings
 from tests.unit.cli.fakes import Run
 
 
@@ -82,3 +82,28 @@ def test_bad_environment_names_the_variable(
 
     assert result.exit_code == 2
     assert result.stderr.startswith("error: METALFLOW_CONTROLLER_INTERVAL: ")
+
+
+def test_script_token_settings(
+    served: list[Settings], run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run("up").exit_code == 0
+    assert served[0].script_token is ScriptToken.BOOT
+    assert served[0].boot_token_ttl == 1800 and not served[0].script_token_any_address
+
+    flags = ("--script-token", "agent", "--boot-token-ttl", "60", "--script-token-any-address")
+    assert run("up", *flags).exit_code == 0
+    assert served[1].script_token is ScriptToken.AGENT
+    assert served[1].boot_token_ttl == 60 and served[1].script_token_any_address
+
+    monkeypatch.setenv("METALFLOW_SCRIPT_TOKEN", "agent")
+    assert run("up").exit_code == 0
+    assert served[2].script_token is ScriptToken.AGENT
+
+
+def test_bad_boot_token_ttl_names_the_option(served: list[Settings], run: Run) -> None:
+    result = run("up", "--boot-token-ttl", "0")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --boot-token-ttl")
+    assert served == []
