@@ -29,6 +29,9 @@ OPTIONS = {
     "initrd": "--initrd",
     "boot_dir": "--boot-dir",
     "discovery": "--discovery",
+    "discovery_networks": "--discovery-networks",
+    "discovery_rate_per_address": "--discovery-rate-per-address",
+    "discovery_rate": "--discovery-rate",
     "ipv6_ra": "--ipv6-ra",
     "metadata_port": "--metadata-port",
     "metadata_on_api_port": "--metadata-on-api-port",
@@ -136,6 +139,34 @@ def up(
             rich_help_panel=BOOT_PANEL,
         ),
     ] = None,
+    discovery_networks: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NETWORK[,NETWORK...]",
+            help="Only machines calling from these networks may register through discovery"
+            " (repeatable). [default: any]",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
+    discovery_rate_per_address: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="Discoveries per minute from one address; more are refused (429). [default: 10]",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
+    discovery_rate: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="Discoveries per minute from all addresses together. [default: 100]",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
     ipv6_ra: Annotated[
         bool | None,
         typer.Option(
@@ -206,6 +237,9 @@ def up(
         "initrd": initrd,
         "boot_dir": boot_dir,
         "discovery": discovery,
+        "discovery_networks": _comma_separated(discovery_networks),
+        "discovery_rate_per_address": discovery_rate_per_address,
+        "discovery_rate": discovery_rate,
         "ipv6_ra": ipv6_ra,
         "metadata_port": metadata_port,
         "metadata_on_api_port": metadata_on_api_port,
@@ -229,6 +263,12 @@ def up(
         serve(settings)
     except BootSetupError as exc:
         raise CliError(str(exc), ExitCode.BAD_INPUT) from None
+
+
+def _comma_separated(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
 def settings_error(exc: ValidationError) -> str:
