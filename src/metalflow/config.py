@@ -110,6 +110,16 @@ class Settings(BaseSettings):
         description="serve install scripts (their token) to any address, not only to the one"
         " metalflow's DHCP gave the MAC: for DHCP relays and foreign DHCP servers",
     )
+    discovery_networks: list[str] = Field(
+        default_factory=list,
+        description="networks whose machines may register through discovery (none: any)",
+    )
+    discovery_rate_per_address: int = Field(
+        default=10, ge=1, le=100_000, description="discoveries per minute from one address"
+    )
+    discovery_rate: int = Field(
+        default=100, ge=1, le=100_000, description="discoveries per minute from all addresses"
+    )
     ipv6_ra: bool = Field(
         default=True,
         description="answer netbooting machines' IPv6 router solicitations (iPXE waits ~13 s"
@@ -184,6 +194,23 @@ class Settings(BaseSettings):
                     " e.g. 192.0.2.5 or 192.0.2.0/28"
                 ) from None
         return value
+
+    @field_validator("discovery_networks")
+    @classmethod
+    def _discovery_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"--discovery-networks {network!r} is not an address or network,"
+                    " e.g. 192.0.2.0/24,2001:db8::/64"
+                ) from None
+        return value
+
+    @functools.cached_property
+    def discovery_allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n, strict=False) for n in self.discovery_networks]
 
     @functools.cached_property
     def metadata_trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

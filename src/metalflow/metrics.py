@@ -49,6 +49,12 @@ class Metrics:
             ["endpoint"],
             registry=self.registry,
         )
+        self.discovery_refused = Counter(
+            "metalflow_discovery_refused",
+            "Discovery requests refused: off, network, rate_address, rate_overall, mac",
+            ["reason"],
+            registry=self.registry,
+        )
         self.action_duration = Histogram(
             "metalflow_action_duration_seconds",
             "Duration of action attempts",

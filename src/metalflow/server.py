@@ -20,6 +20,7 @@ from metalflow.config import Settings
 from metalflow.db.engine import Database
 from metalflow.db.migrate import upgrade
 from metalflow.events import Event, EventBus, PostgresRelay, load_events, persist
+from metalflow.inventory.discovery import DiscoveryGate, Rate
 from metalflow.metadata.router import MetadataGate
 from metalflow.metadata.service import MetadataService
 from metalflow.metadata.wire import MetadataServer
@@ -96,6 +97,9 @@ def build_services(settings: Settings) -> Services:
         metrics=metrics,
         boot_index=BootIndex(),
         boot_events=boot_events,
+        discovery_gate=DiscoveryGate(
+            Rate(settings.discovery_rate_per_address), Rate(settings.discovery_rate)
+        ),
         relay=relay,
     )
 

@@ -12,6 +12,7 @@ from metalflow.boot.recorder import BootEventRecorder
 from metalflow.config import Settings
 from metalflow.db.engine import Database
 from metalflow.events import EventBus, PostgresRelay
+from metalflow.inventory.discovery import DiscoveryGate
 from metalflow.metrics import Metrics
 from metalflow.tenancy.auth import Action, Authenticator, Forbidden, Principal, authorize
 from metalflow.tenancy.secrets import Keyring
@@ -27,6 +28,7 @@ class Services:
     metrics: Metrics
     boot_index: BootIndex
     boot_events: BootEventRecorder
+    discovery_gate: DiscoveryGate
     relay: PostgresRelay | None = None
 
 

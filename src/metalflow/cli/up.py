@@ -29,6 +29,9 @@ OPTIONS = {
     "initrd": "--initrd",
     "boot_dir": "--boot-dir",
     "discovery": "--discovery",
+    "discovery_networks": "--discovery-networks",
+    "discovery_rate_per_address": "--discovery-rate-per-address",
+    "discovery_rate": "--discovery-rate",
     "script_token": "--script-token",
     "boot_token_ttl": "--boot-token-ttl",
     "script_token_any_address": "--script-token-any-address",
@@ -141,6 +144,34 @@ def up(
             rich_help_panel=BOOT_PANEL,
         ),
     ] = None,
+    discovery_networks: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NETWORK[,NETWORK...]",
+            help="Only machines calling from these networks may register through discovery"
+            " (repeatable). [default: any]",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
+    discovery_rate_per_address: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="Discoveries per minute from one address; more are refused (429). [default: 10]",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
+    discovery_rate: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="Discoveries per minute from all addresses together. [default: 100]",
+            show_default=False,
+            rich_help_panel=BOOT_PANEL,
+        ),
+    ] = None,
     script_token: Annotated[
         ScriptToken | None,
         typer.Option(
@@ -239,6 +270,9 @@ def up(
         "initrd": initrd,
         "boot_dir": boot_dir,
         "discovery": discovery,
+        "discovery_networks": _comma_separated(discovery_networks),
+        "discovery_rate_per_address": discovery_rate_per_address,
+        "discovery_rate": discovery_rate,
         "script_token": script_token,
         "boot_token_ttl": boot_token_ttl,
         "script_token_any_address": script_token_any_address,
@@ -265,6 +299,12 @@ def up(
         serve(settings)
     except BootSetupError as exc:
         raise CliError(str(exc), ExitCode.BAD_INPUT) from None
+
+
+def _comma_separated(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
 
 
 def settings_error(exc: ValidationError) -> str:

@@ -94,30 +94,75 @@ def list_machines(
     return machines
 
 
-def _check_unique_addresses(session: Session, spec: MachineSpec, machine_id: str | None) -> None:
+def _is_placeholder(machine: Machine) -> bool:
+    """A machine discovery registered and no operator has declared since: its MACs are the
+    unauthenticated word of whatever booted, which an operator's declaration overrides."""
+    return machine.state == MachineState.NEW.value and not machine.applied
+
+
+def _check_unique_addresses(
+    session: Session, spec: MachineSpec, machine_id: str | None
+) -> dict[str, Machine]:
+    """Refuse a MAC or IP another declared machine holds; return the MACs that discovered
+    placeholders hold, for the caller to take over."""
+    placeholders: dict[str, Machine] = {}
     for index, iface in enumerate(spec.interfaces):
         owner = session.scalar(
-            select(Machine.name)
+            select(Machine)
             .join(Interface)
             .where(Interface.mac == iface.mac, Interface.machine_id != (machine_id or ""))
+            .options(undefer(Machine.applied))
         )
-        if owner is not None:
+        if owner is not None and _is_placeholder(owner):
+            placeholders[iface.mac] = owner
+        elif owner is not None:
             raise Conflict(
-                f"duplicate MAC {iface.mac} (already on machine {owner})",
+                f"duplicate MAC {iface.mac} (already on machine {owner.name})",
                 field=f"spec.interfaces[{index}].mac",
             )
         if iface.ip is None:
             continue
-        owner = session.scalar(
+        owner_name = session.scalar(
             select(Machine.name)
             .join(Interface)
             .where(Interface.ip == iface.ip, Interface.machine_id != (machine_id or ""))
         )
-        if owner is not None:
+        if owner_name is not None:
             raise Conflict(
-                f"duplicate IP {iface.ip} (already on machine {owner})",
+                f"duplicate IP {iface.ip} (already on machine {owner_name})",
                 field=f"spec.interfaces[{index}].ip",
             )
+    return placeholders
+
+
+def _take_over(session: Session, placeholders: dict[str, Machine], name: str) -> dict[str, str]:
+    """Move each MAC off the discovered machine holding it, as an operator's edit in MAAS
+    replaces what enlistment guessed; a placeholder left without interfaces can never boot
+    into anything again and is deleted. Returns MAC → the placeholder's name."""
+    macs_of: dict[str, list[str]] = {}
+    for mac, owner in placeholders.items():
+        macs_of.setdefault(owner.id, []).append(mac)
+    taken: dict[str, str] = {}
+    for placeholder_id, macs in macs_of.items():
+        placeholder = lock(session, placeholders[macs[0]])
+        for iface in [i for i in placeholder.interfaces if i.mac in macs]:
+            placeholder.interfaces.remove(iface)
+        left = len(placeholder.interfaces)
+        for mac in macs:
+            taken[mac] = placeholder.name
+            events.record(
+                session,
+                "machine.mac_taken_over",
+                machine_id=placeholder_id,
+                machine_name=placeholder.name,
+                mac=mac,
+                by=name,
+                deleted=not left,
+            )
+        if not left:
+            delete_machine(session, placeholder)
+        session.flush()
+    return taken
 
 
 def _interface_fields(spec: InterfaceSpec) -> dict[str, Any]:
@@ -189,7 +234,7 @@ def apply_machine(
         )
         if machine.applied == applied and old_password == password:
             return "unchanged"
-    _check_unique_addresses(session, spec, machine.id if machine else None)
+    placeholders = _check_unique_addresses(session, spec, machine.id if machine else None)
     outcome: ApplyOutcome = "updated"
     declared_before: dict[str, dict[str, Any]] = {}
     if machine is not None:
@@ -203,6 +248,7 @@ def apply_machine(
         declared_before = {
             iface["mac"]: iface for iface in machine.applied.get("spec", {}).get("interfaces", [])
         }
+    taken = _take_over(session, placeholders, spec.name)
     if machine is None:
         outcome = "created"
         machine = Machine(
@@ -229,6 +275,15 @@ def apply_machine(
         machine_name=machine.name,
         source=source,
     )
+    for mac, placeholder in taken.items():
+        events.record(
+            session,
+            "machine.mac_taken_over",
+            machine_id=machine.id,
+            machine_name=machine.name,
+            mac=mac,
+            discovered=placeholder,
+        )
     return outcome
 
 
@@ -276,12 +331,14 @@ def set_bmc(session: Session, machine: Machine, bmc: BmcSpec, keyring: Keyring) 
 def discover_machine(session: Session, mac: str, attributes: dict[str, Any]) -> Machine:
     """Register a machine that booted into discovery, in state `new`, from what it reported.
 
-    A MAC already in the inventory is refused: that machine's install environment carries its
-    own agent token, and a second registration would take its interfaces away. Discovering the
-    same machine again (its earlier registration deleted) gives it the same name.
+    Only the booting MAC becomes an interface: the other NICs are the report's word, kept in
+    `attributes`, and claim nothing an operator's apply would then be refused. A MAC already
+    in the inventory is refused: that machine's install environment carries its own agent
+    token. Discovering the same machine again (its earlier registration deleted) gives it the
+    same name.
     """
     found = read_discovery(mac, attributes)
-    taken = session.scalar(select(Interface).where(Interface.mac.in_(found.macs)))
+    taken = session.scalar(select(Interface).where(Interface.mac == found.mac))
     if taken is not None:
         owner = session.get(Machine, taken.machine_id)
         raise Conflict(
@@ -302,7 +359,7 @@ def discover_machine(session: Session, mac: str, attributes: dict[str, Any]) -> 
         uefi=found.uefi,
         disks=list(found.disks),
         attributes=attributes,
-        interfaces=[Interface(position=i, mac=m) for i, m in enumerate(found.macs)],
+        interfaces=[Interface(position=0, mac=found.mac)],
     )
     session.add(machine)
     session.flush()
@@ -312,7 +369,7 @@ def discover_machine(session: Session, mac: str, attributes: dict[str, Any]) -> 
         machine_id=machine.id,
         machine_name=machine.name,
         mac=mac,
-        interfaces=len(found.macs),
+        reported_nics=len(found.reported_macs),
         disks=len(found.disks),
     )
     return machine

@@ -11,25 +11,35 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import logging
 import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from metalflow.api.deps import Agent, PrincipalDep, Services, ServicesDep
+from metalflow.boot.dhcp.tables import DhcpLease
 from metalflow.db.base import utcnow
 from metalflow.inventory import service as inventory
+from metalflow.inventory.discovery import (
+    caller_address,
+    mac_mismatch,
+    network_allows,
+    retry_after_header,
+)
 from metalflow.inventory.schemas import normalize_mac
-from metalflow.inventory.tables import Machine
+from metalflow.inventory.tables import Interface, Machine
 from metalflow.tenancy.auth import Action, Forbidden, Principal, authorize
 from metalflow.tenancy.tokens import Refused, hash_agent_key
 from metalflow.workflows import service
 from metalflow.workflows.states import ActionState
 
 router = APIRouter(prefix="/agent", tags=["agent"])
+log = logging.getLogger("metalflow.workflows.agent")
 MAX_WAIT = 300.0
 MAX_ATTRIBUTES_BYTES = 256 * 1024
 
@@ -130,24 +140,104 @@ def hello(
     return answer
 
 
-@router.post("/discover", status_code=201)
-def discover(body: Hello, services: ServicesDep) -> dict[str, Any]:
+DISCOVER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {
+        "description": "discovery is off, the caller's network may not discover, or `mac` is"
+        " not the MAC metalflow's DHCP saw the caller boot with"
+    },
+    409: {"description": "the MAC (or the name) is already in the inventory"},
+    429: {"description": "too many discoveries from this address or overall; see Retry-After"},
+}
+
+
+def _refuse(
+    services: Services,
+    reason: str,
+    status: int,
+    message: str,
+    field: str | None,
+    headers: dict[str, str] | None = None,
+) -> HTTPException:
+    services.metrics.discovery_refused.labels(reason).inc()
+    return HTTPException(status, detail={"message": message, "field": field}, headers=headers)
+
+
+def _handed_out(session: Session, caller: str | None, mac: str) -> list[tuple[str, str]]:
+    """What metalflow gave the caller's address or this MAC: live pool leases (the table, so
+    that an API process without the DHCP server sees them too) and inventory reservations."""
+    now = utcnow()
+    conditions = [DhcpLease.mac == mac]
+    if caller is not None:
+        conditions.append(DhcpLease.address == caller)
+    leases = session.execute(
+        select(DhcpLease.mac, DhcpLease.address, DhcpLease.expires_at).where(or_(*conditions))
+    )
+    pairs = [(lease_mac, address) for lease_mac, address, until in leases if until > now]
+    if caller is not None:
+        reserved = session.scalars(select(Interface.mac).where(Interface.ip == caller))
+        pairs.extend((iface_mac, caller) for iface_mac in reserved)
+    return pairs
+
+
+async def _admitted_caller(request: Request, services: ServicesDep) -> str | None:
+    """The caller's address, once discovery is on for it and within the rates; a dependency,
+    so that a refused caller's body is never validated."""
+    services.metrics.agent_requests.labels("discover").inc()
+    settings = services.settings
+    if not settings.discovery:
+        raise _refuse(
+            services,
+            "off",
+            403,
+            "discovery is off; start metalflow up with --discovery to register unknown machines",
+            None,
+        )
+    caller = caller_address(request.client.host if request.client else None)
+    if not network_allows(caller, settings.discovery_allowed_networks):
+        raise _refuse(
+            services,
+            "network",
+            403,
+            f"discovery is not allowed from {caller or 'this caller'}; it is allowed from"
+            f" {', '.join(settings.discovery_networks)} (--discovery-networks)",
+            None,
+        )
+    refused = services.discovery_gate.admit(caller or "", time.monotonic())
+    if refused is not None:
+        per_address = refused.reason == "rate_address"
+        limit = settings.discovery_rate_per_address if per_address else settings.discovery_rate
+        wait = retry_after_header(refused.retry_after)
+        raise _refuse(
+            services,
+            refused.reason,
+            429,
+            f"too many discoveries from {'this address' if per_address else 'all addresses'}"
+            f" (the limit is {limit} a minute); retry after {wait} s",
+            None,
+            headers={"Retry-After": wait},
+        )
+    return caller
+
+
+@router.post("/discover", status_code=201, responses=DISCOVER_RESPONSES)
+def discover(
+    body: Hello,
+    services: ServicesDep,
+    caller: Annotated[str | None, Depends(_admitted_caller)],
+) -> dict[str, Any]:
     """An unknown machine's agent registers it and receives its agent token.
 
     Unauthenticated, as MAAS enlistment and Ironic inspection are: the machine has no
-    credentials yet. It is accepted only while discovery is on, and never for a MAC the
-    inventory already has (see inventory.discover_machine).
+    credentials yet. It is accepted only while discovery is on, from the allowed networks,
+    within the rate limits, for the MAC metalflow's DHCP saw the caller boot with (where it
+    gave the caller its address), and never for a MAC the inventory already has (see
+    inventory.discover_machine).
     """
-    services.metrics.agent_requests.labels("discover").inc()
-    if not services.settings.discovery:
-        raise HTTPException(
-            403,
-            detail={
-                "message": "discovery is off; start metalflow up with --discovery to register"
-                " unknown machines",
-                "field": None,
-            },
-        )
+    with services.db.read() as session:
+        mismatch = mac_mismatch(body.mac, caller, _handed_out(session, caller, body.mac))
+    if mismatch is not None:
+        log.warning("event=discovery.refused reason=mac caller=%s mac=%s", caller, body.mac)
+        raise _refuse(services, "mac", 403, mismatch, "mac")
     with services.db.write() as session:
         machine = inventory.discover_machine(session, body.mac, body.attributes)
         token = services.keyring.agent_token(machine.id, machine.agent_token_generation)

@@ -107,3 +107,30 @@ def test_bad_boot_token_ttl_names_the_option(served: list[Settings], run: Run) -
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --boot-token-ttl")
     assert served == []
+
+
+def test_discovery_limits_from_flags(served: list[Settings], run: Run) -> None:
+    result = run(
+        "up",
+        "--discovery-networks",
+        "192.0.2.0/24, 2001:db8::/32",
+        "--discovery-networks",
+        "198.18.0.0/15",
+        "--discovery-rate-per-address",
+        "3",
+        "--discovery-rate",
+        "30",
+    )
+
+    assert result.exit_code == 0, result.output
+    (settings,) = served
+    assert settings.discovery_networks == ["192.0.2.0/24", "2001:db8::/32", "198.18.0.0/15"]
+    assert (settings.discovery_rate_per_address, settings.discovery_rate) == (3, 30)
+
+
+def test_a_bad_discovery_network_names_the_option(served: list[Settings], run: Run) -> None:
+    result = run("up", "--discovery-networks", "192.0.2.0/24,rack2")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --discovery-networks 'rack2' is not an address")
+    assert served == []
