@@ -1,23 +1,30 @@
 """The DHCP server's whole per-packet path (decode, network choice, index, pool, policy,
 encode, send) fed 100,000 random and mutated packets: every one is answered or dropped and
-counted, none raises, and a well-formed DISCOVER is still answered afterwards."""
+counted, none raises, and a well-formed DISCOVER is still answered afterwards. Datagrams longer
+than the link allows are dropped before decoding, by a running server too."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import random
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from metalflow.boot.dhcp.codec import DhcpPacket, MessageType, OptionCode, decode, encode
 from metalflow.boot.dhcp.leases import LeaseStore
 from metalflow.boot.dhcp.network import AddressRange, DhcpMode, NetworkConfig
 from metalflow.boot.dhcp.policy import BootSettings
-from metalflow.boot.dhcp.server import DhcpServer, InterfaceAddress
+from metalflow.boot.dhcp.server import DhcpServer, InterfaceAddress, datagram_limit
 from metalflow.boot.index import BootIndex, InterfaceView, MachineView
 from metalflow.boot.recorder import BootEventRecorder
 from metalflow.db.engine import Database
 from metalflow.db.migrate import upgrade
+from tests.integration.bootlab import SERVER_IP, BootLab, wait_for
+from tests.integration.test_dhcp import apply, machine, pxe
 
 IPv4 = ipaddress.IPv4Address
 KNOWN_MAC = "52:54:00:00:00:31"
@@ -152,3 +159,70 @@ def test_100k_random_and_mutated_packets_never_crash_the_server(tmp_path: Path) 
         assert destination == ("255.255.255.255", 68)
 
     asyncio.run(run())
+
+
+def adversarial_discover(mac: str, size: int) -> bytes:
+    """A DISCOVER grown to `size` bytes with one-byte pieces of option 43 (RFC 3396)."""
+    head = encode(discover(mac), min_size=0)[:-1]
+    pieces, odd = divmod(size - len(head) - 1, 3)
+    return head + b"\x2b\x01A" * pieces + b"\x00" * odd + b"\xff"
+
+
+@pytest.mark.parametrize(("mtu", "limit"), [(1500, 1472), (576, 1472), (9000, 8972), (65536, 8972)])
+def test_the_datagram_limit_follows_the_link(mtu: int, limit: int) -> None:
+    assert datagram_limit(mtu) == limit
+
+
+def test_a_datagram_longer_than_the_link_allows_is_dropped_before_decoding(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        server = build_server(tmp_path)
+        sender = CapturingSender()
+        assert server.max_datagram == 1472
+        server.handle(adversarial_discover(KNOWN_MAC, 65507), ("192.0.2.77", 68), sender, False)
+        server.handle(adversarial_discover(KNOWN_MAC, 1473), ("192.0.2.77", 68), sender, False)
+        assert server.dropped == {"oversized": 2}
+        assert sender.sent == []
+
+        server.handle(adversarial_discover(KNOWN_MAC, 1472), ("0.0.0.0", 68), sender, False)
+        ((reply, _),) = sender.sent
+        assert decode(reply).yiaddr == IPv4("192.0.2.31")
+
+    asyncio.run(run())
+
+
+def test_a_64_kib_datagram_to_a_running_server_is_dropped_and_counted(lab: BootLab) -> None:
+    metalflow = lab.metalflow()
+    client = lab.host("52:54:00:99:00:21")
+    apply(metalflow, machine("steady", client.mac))
+    attacker = lab.host("52:54:00:99:00:22")
+    attacker.set_address("192.0.2.99/24")
+    datagram = adversarial_discover(attacker.mac, 65507)
+    send = (
+        "import socket, sys\n"
+        "sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "data = sys.stdin.buffer.read()\n"
+        f"print(sock.sendto(data, ({SERVER_IP!r}, 67)))\n"
+    )
+    sent = subprocess.run(
+        ["ip", "netns", "exec", attacker.namespace, sys.executable, "-c", send],
+        input=datagram,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    assert int(sent.stdout) == 65507
+
+    def oversized_counted() -> bool:
+        with metalflow.api() as api:
+            metrics = api.get("/metrics").text
+        return any(
+            line.startswith("metalflow_dhcp_dropped") and 'reason="oversized"' in line
+            for line in metrics.splitlines()
+        )
+
+    wait_for(oversized_counted, timeout=30)
+    (offer,) = pxe(client, "discover", "--arch", "0")
+    assert offer["yiaddr"] == "192.0.2.31"
+    assert metalflow.process.poll() is None

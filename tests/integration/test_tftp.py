@@ -61,6 +61,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         (root / name).write_bytes(content)
     (base / "secret").write_bytes(b"not for clients")
     (root / "escape").symlink_to(base / "secret")
+    (root / "escape-dir").symlink_to(base)
+    (root / "images" / "x86_64").mkdir(parents=True)
+    (root / "images" / "x86_64" / "kernel").write_bytes(FILES["medium.bin"])
     files = {"undionly.kpxe": IPXE} if IPXE.exists() else {}
     tree = VirtualTree(files=files, directories={"": root})
     # Twenty concurrent downloads from 127.0.0.1 below: over the default 16 per client address.
@@ -110,6 +113,15 @@ def test_curl_downloads(served: Served, out: Path, name: str, blksize: str | Non
     assert out.read_bytes() == FILES[name]
 
 
+def test_every_client_downloads_a_file_two_directories_down(served: Served, out: Path) -> None:
+    name = "images/x86_64/kernel"
+    for fetch in (curl, atftp, hpa):
+        out.unlink(missing_ok=True)
+        result = fetch(served, name, out)
+        assert result.returncode == 0, result.stderr
+        assert out.read_bytes() == FILES["medium.bin"]
+
+
 def test_curl_without_options(served: Served, out: Path) -> None:
     result = curl(served, "small.bin", out, "--tftp-no-options")
     assert result.returncode == 0, result.stderr
@@ -149,6 +161,7 @@ def test_an_ipxe_binary_mounted_as_a_single_file(served: Served, out: Path) -> N
 ESCAPES = [
     ("../secret", CURL_ACCESS_VIOLATION),
     ("escape", CURL_ACCESS_VIOLATION),
+    ("escape-dir/secret", CURL_ACCESS_VIOLATION),
     ("/etc/passwd", CURL_NOT_FOUND),
 ]
 

@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 
 import httpx
+from sqlalchemy import text
 
+from metalflow.db.engine import Database
+from metalflow.db.migrate import upgrade
 from tests.integration.conftest import free_port
 
 METALFLOW = str(Path(sys.executable).with_name("metalflow"))
@@ -50,8 +53,10 @@ def test_first_start_restart_and_clean_stop(tmp_path: Path) -> None:
     port = free_port()
     process = start(data_dir, port)
     token = (data_dir / "admin-token").read_text().strip()
-    assert stat.S_IMODE((data_dir / "admin-token").stat().st_mode) == 0o600
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in data_dir.iterdir()}
+    assert {"admin-token", "metalflow.db", "metalflow.db-wal", "metalflow.db-shm"} <= set(modes)
+    assert modes == dict.fromkeys(modes, 0o600)
     headers = {"Authorization": f"Bearer {token}"}
     url = f"http://127.0.0.1:{port}"
     assert httpx.get(f"{url}/api/v1/machines", headers=headers).json()["count"] == 0
@@ -83,3 +88,23 @@ def test_first_start_restart_and_clean_stop(tmp_path: Path) -> None:
         assert httpx.get(f"{url}/api/v1/machines", headers=headers).status_code == 200
     finally:
         stop(process)
+
+
+def test_sqlite_files_an_older_version_left_readable_are_narrowed(tmp_path: Path) -> None:
+    path = tmp_path / "metalflow.db"
+    database = Database(f"sqlite:///{path}")
+    upgrade(database)
+    database.dispose()
+    for name in ("metalflow.db", "metalflow.db-journal"):
+        (tmp_path / name).touch()
+        (tmp_path / name).chmod(0o644)
+
+    database = Database(f"sqlite:///{path}")
+    with database.write() as session:
+        session.execute(text("CREATE TABLE probe (x INTEGER)"))
+    try:
+        modes = {item.name: stat.S_IMODE(item.stat().st_mode) for item in tmp_path.iterdir()}
+        assert "metalflow.db-wal" in modes
+        assert modes == dict.fromkeys(modes, 0o600)
+    finally:
+        database.dispose()

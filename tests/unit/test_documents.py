@@ -113,3 +113,23 @@ def test_mac_normalisation(raw: bytes, sep: str, upper: bool) -> None:
 def test_parse_raises_only_invalid(text: str) -> None:
     with contextlib.suppress(Invalid):
         parse(text)
+
+
+@pytest.mark.parametrize(
+    ("driver", "words"),
+    [
+        ("ipmi", "'not a host!!' is neither an IP address nor a host name; write the BMC's"),
+        ("redfish", "'not a host!!' is not a host name, IP address or URL"),
+    ],
+)
+def test_a_bmc_address_that_is_no_host_fails_the_apply_naming_the_field(
+    driver: str, words: str
+) -> None:
+    text = (
+        "apiVersion: metalflow/v1\nkind: Machine\nmetadata: {name: m1}\nspec:\n"
+        f"  bmc: {{driver: {driver}, address: 'not a host!!', username: admin, password: pw}}\n"
+    )
+    with pytest.raises(Invalid) as info:
+        parse(text)
+    assert info.value.field == "documents[0].spec.bmc.address"
+    assert words in info.value.message

@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 AfterCommit = Callable[[list[Any]], None]
 BeforeCommit = Callable[[Session, list[Any]], None]
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+"""The files SQLite keeps beside a database; it creates them with the database file's mode."""
+PRIVATE_FILE = 0o600
+
+
+def private_sqlite_file(url: str) -> None:
+    """Create the database file of a SQLite `url` owner-only before SQLite opens it.
+
+    SQLite creates files 0644 (less the umask) and its -wal/-shm/-journal files with the
+    database file's mode, so a database file that starts 0600 keeps all of them private.
+    Files an older metalflow left readable to others are narrowed to 0600 too.
+    """
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(database, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
+    except OSError:
+        return  # a missing directory or no write access: SQLite says so when it connects
+    for path in (database, *(database + suffix for suffix in SQLITE_COMPANIONS)):
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(path, mode & ~0o077)
 
 
 class Database:
@@ -36,6 +64,7 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
+            private_sqlite_file(url)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             # No overflow: connections opened past the pool are closed again on return, and

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import enum
 import functools
+import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -167,6 +169,35 @@ def seconds_option(bmc: Bmc, name: str, default: float) -> float:
     if not value > 0:
         raise ValueError(f"options.{name}: {raw!r} is not a positive number of seconds")
     return value
+
+
+MAX_HOST_NAME = 253
+"""Bytes in a DNS name written with dots, the trailing one not counted (RFC 1035 §2.3.4)."""
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+
+
+def is_host_name(name: str) -> bool:
+    """`name` is a DNS host name: RFC 1123 labels (letters, digits, inner hyphens, 63 bytes
+    each), an optional trailing dot. An all-digit last label is refused: "10.0.0.300" is a
+    mistyped address, not a name anything resolves."""
+    bare = name[:-1] if name.endswith(".") else name
+    if not bare.isascii() or len(bare) > MAX_HOST_NAME:
+        return False
+    labels = bare.split(".")
+    return not labels[-1].isdigit() and all(_HOST_LABEL.match(label) for label in labels)
+
+
+def check_host(host: str, field: str = "host") -> None:
+    """ValueError naming `field` unless `host` is an IP address or a DNS host name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not is_host_name(host):
+            raise ValueError(
+                f"{field}: {host!r} is neither an IP address nor a host name; write the BMC's"
+                " address (192.0.2.10, 2001:db8::10) or DNS name (letters, digits and inner"
+                " hyphens between dots, e.g. bmc-7.example)"
+            ) from None
 
 
 ENTRY_POINT_GROUP = "metalflow.power"

@@ -43,6 +43,7 @@ from metalflow.power.driver import (
     PowerState,
     Probe,
     Unsupported,
+    check_host,
 )
 
 T = TypeVar("T")
@@ -262,6 +263,7 @@ class IpmiDriver:
     def validate(cls, bmc: Bmc) -> None:
         if not bmc.host or not bmc.host.strip():
             raise ValueError("host: required (the BMC's IP address or DNS name)")
+        check_host(bmc.host)
         if bmc.port is not None and not 1 <= bmc.port <= 65535:
             raise ValueError(f"port: must be 1..65535 (IPMI's is {DEFAULT_PORT}), got {bmc.port}")
         if not bmc.username:

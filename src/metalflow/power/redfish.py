@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from metalflow.power.driver import (
     PowerState,
     Probe,
     Unsupported,
+    is_host_name,
 )
 
 log = logging.getLogger("metalflow.power.redfish")
@@ -80,7 +80,6 @@ CONNECT_TIMEOUT = 5.0
 DEFAULT_CYCLE_WAIT = 60.0
 CYCLE_POLL = 1.0
 OPTIONS = ("system", "scheme", "timeout", "cycle_wait")
-_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?$")
 _LISTED_SYSTEMS = 20
 
 
@@ -124,7 +123,7 @@ def _host_part(name: str) -> str:
             raise ValueError(
                 f"host: {name!r}: write a port as port, or the whole URL (https://host:port)"
             ) from None
-        if not _HOSTNAME.match(name):
+        if not is_host_name(name):
             raise ValueError(f"host: {name!r} is not a host name, IP address or URL") from None
         return name
     if address.version == 6:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 import secrets
@@ -51,6 +52,7 @@ from metalflow.power.driver import (
     PowerState,
     Probe,
     Unsupported,
+    is_host_name,
     seconds_option,
 )
 
@@ -102,12 +104,20 @@ def _url(bmc: Bmc) -> str:
         port_ok = parts.port != 0
     except ValueError:
         port_ok = False
+    field = "options.url" if bmc.options.get("url") else "host"
     if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
-        field = "options.url" if bmc.options.get("url") else "host"
         raise ValueError(
             f"{field}: {url!r} is not an http(s) URL; the webhook driver needs the receiver's"
             " URL in options.url (or as host), e.g. https://pdu-bridge.example/metalflow"
         )
+    try:
+        ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        if not is_host_name(parts.hostname):
+            raise ValueError(
+                f"{field}: {parts.hostname!r} in {redacted(url)!r} is neither an IP address nor"
+                " a host name (letters, digits and inner hyphens between dots)"
+            ) from None
     return url
 
 

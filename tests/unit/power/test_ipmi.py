@@ -129,6 +129,26 @@ def test_a_complete_bmc_validates() -> None:
 
 
 @pytest.mark.parametrize(
+    "host", ["192.0.2.7", "2001:db8::7", "bmc-7", "BMC-7.Example.", "10.0.0.1"]
+)
+def test_an_address_or_a_host_name_validates(host: str) -> None:
+    IpmiDriver.validate(replace(BMC, host=host))
+
+
+@pytest.mark.parametrize(
+    "host", ["not a host!!", "bmc_7.example", "-bmc.example", "10.0.0.300", "[2001:db8::7]"]
+)
+def test_a_host_that_is_no_address_nor_name_is_refused_with_the_fix(host: str) -> None:
+    with pytest.raises(ValueError) as invalid:
+        IpmiDriver.validate(replace(BMC, host=host))
+    assert str(invalid.value) == (
+        f"host: {host!r} is neither an IP address nor a host name; write the BMC's address"
+        " (192.0.2.10, 2001:db8::10) or DNS name (letters, digits and inner hyphens between"
+        " dots, e.g. bmc-7.example)"
+    )
+
+
+@pytest.mark.parametrize(
     ("changes", "field_name"),
     [
         ({"host": ""}, "host"),

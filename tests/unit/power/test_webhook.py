@@ -118,6 +118,11 @@ def webhook_bmc(host: str = "pdu1", password: str | None = "s3cret", **options: 
         (webhook_bmc(url="ftp://pdu1/x"), "options.url: 'ftp://pdu1/x' is not an http(s) URL"),
         (webhook_bmc(url="http://pdu1:99999/x"), "options.url: 'http://pdu1:99999/x'"),
         (webhook_bmc("https://pdu1/x", password=None), "password: the webhook driver signs"),
+        (
+            webhook_bmc(url="https://not a host!!/x"),
+            "options.url: 'not a host!!' in 'https://not a host!!/x' is neither an IP address"
+            " nor a host name",
+        ),
         (webhook_bmc("https://pdu1/x", timeout="0"), "options.timeout: '0'"),
     ],
 )

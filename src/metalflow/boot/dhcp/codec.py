@@ -218,8 +218,20 @@ def _address(value: bytes | None) -> IPv4Address | None:
     return IPv4Address(value)
 
 
-def _scan(data: bytes, pos: int, end: int, found: dict[int, bytes], where: str) -> None:
-    """Collect the options in data[pos:end]; a code seen again is concatenated (RFC 3396)."""
+def _scan(
+    data: bytes,
+    pos: int,
+    end: int,
+    found: dict[int, bytes],
+    repeats: dict[int, list[bytes]],
+    where: str,
+) -> None:
+    """Collect the options in data[pos:end] into `found`, in order of first appearance.
+
+    A code seen again (RFC 3396) adds its part to `repeats` instead of being concatenated at
+    once: `bytes +=` copies the whole value each time, so 20,000 one-byte parts in a 64 KiB
+    datagram cost ~90 ms; `_join` joins each code's parts once, linear in the datagram's size.
+    """
     while pos < end:
         code = data[pos]
         if code == 0:
@@ -233,10 +245,19 @@ def _scan(data: bytes, pos: int, end: int, found: dict[int, bytes], where: str) 
         pos = start + data[pos + 1]
         if pos > end:
             raise MalformedPacket(f"option {code} in {where} runs {pos - end} bytes past its end")
-        if code in found:
-            found[code] += data[start:pos]
-        else:
+        if code not in found:
             found[code] = data[start:pos]
+        elif code in repeats:
+            repeats[code].append(data[start:pos])
+        else:
+            repeats[code] = [found[code], data[start:pos]]
+
+
+def _join(found: dict[int, bytes], repeats: dict[int, list[bytes]]) -> None:
+    """Replace each repeated code's first part by all its parts, joined; empties `repeats`."""
+    for code, parts in repeats.items():
+        found[code] = b"".join(parts)
+    repeats.clear()
 
 
 def decode(data: bytes) -> DhcpPacket:
@@ -254,18 +275,23 @@ def decode(data: bytes) -> DhcpPacket:
     if hlen > _MAX_HLEN:
         raise MalformedPacket(f"hlen {hlen} is longer than the 16-byte chaddr field")
     found: dict[int, bytes] = {}
-    _scan(data, _HEADER.size, len(data), found, "options")
+    repeats: dict[int, list[bytes]] = {}
+    _scan(data, _HEADER.size, len(data), found, repeats, "options")
+    if repeats:
+        _join(found, repeats)
     overload = found.pop(OptionCode.OVERLOAD, None)
     if overload is not None:
         if len(overload) != 1 or not 1 <= overload[0] <= 3:
             raise MalformedPacket(f"option 52 (overload) is {overload.hex()}, not 01, 02 or 03")
         # RFC 2131 §4.1: the options field first, then file, then sname.
         if overload[0] & 1:
-            _scan(file, 0, _FILE_SIZE, found, "file")
+            _scan(file, 0, _FILE_SIZE, found, repeats, "file")
             file = _EMPTY_FILE
         if overload[0] & 2:
-            _scan(sname, 0, _SNAME_SIZE, found, "sname")
+            _scan(sname, 0, _SNAME_SIZE, found, repeats, "sname")
             sname = _EMPTY_SNAME
+        if repeats:
+            _join(found, repeats)
         if OptionCode.OVERLOAD in found:
             raise MalformedPacket("option 52 (overload) inside an overloaded field")
     return DhcpPacket(

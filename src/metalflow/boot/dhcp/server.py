@@ -36,6 +36,7 @@ from metalflow.boot.dhcp.codec import (
 from metalflow.boot.dhcp.leases import LeaseStore
 from metalflow.boot.dhcp.network import DhcpMode, NetworkConfig
 from metalflow.boot.dhcp.policy import (
+    IP_UDP_HEADERS,
     BootSettings,
     Ignore,
     Release,
@@ -57,9 +58,24 @@ RECEIVE_BUFFER = 512 * 1024
 request that waited that long is one its client has already given up on."""
 READ_BURST = 64
 """Datagrams answered per wakeup before the loop runs its other work (HTTP, TFTP, timers)."""
-MAX_DATAGRAM = 65535
+ETHERNET_MTU = 1500
+JUMBO_MTU = 9000
 _SIOCGIFADDR = 0x8915
 _SIOCGIFNETMASK = 0x891B
+_SIOCGIFMTU = 0x8921
+
+
+def datagram_limit(mtu: int) -> int:
+    """The largest DHCP message accepted on a link of `mtu` bytes; a longer one is dropped.
+
+    Clients and relays send requests that fit one frame of their link (option 57 only says how
+    large a reply the client takes, RFC 2132 §9.10). Decoding costs time in proportion to the
+    size: a 64 KiB datagram of one-byte options is ~20,000 turns of the option loop, tens of
+    milliseconds of the event loop for anyone on the network to buy. Links below Ethernet's MTU
+    still get Ethernet's bound (relayed messages cross other links), loopback's 64 KiB MTU a
+    jumbo frame's.
+    """
+    return max(ETHERNET_MTU, min(mtu, JUMBO_MTU)) - IP_UDP_HEADERS
 
 
 @dataclass(frozen=True)
@@ -67,10 +83,11 @@ class InterfaceAddress:
     name: str
     address: IPv4
     network: ipaddress.IPv4Network
+    mtu: int = ETHERNET_MTU
 
 
 def interface_address(name: str) -> InterfaceAddress:
-    """The interface's primary IPv4 address and subnet (the ioctls `ifconfig` uses)."""
+    """The interface's primary IPv4 address, subnet and MTU (the ioctls `ifconfig` uses)."""
     request = struct.pack("256s", name.encode()[:15])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
@@ -78,8 +95,10 @@ def interface_address(name: str) -> InterfaceAddress:
             netmask = fcntl.ioctl(sock.fileno(), _SIOCGIFNETMASK, request)[20:24]
         except OSError as exc:
             raise OSError(f"interface {name!r} has no IPv4 address ({exc.strerror})") from exc
+        (mtu,) = struct.unpack_from("i", fcntl.ioctl(sock.fileno(), _SIOCGIFMTU, request), 16)
     ip = IPv4(address)
-    return InterfaceAddress(name, ip, ipaddress.IPv4Network(f"{ip}/{IPv4(netmask)}", strict=False))
+    network = ipaddress.IPv4Network(f"{ip}/{IPv4(netmask)}", strict=False)
+    return InterfaceAddress(name, ip, network, mtu)
 
 
 class Sender(Protocol):
@@ -126,6 +145,7 @@ class DhcpServer:
         self.local_network = next(
             (net for net in self.networks if interface.address in net.subnet), None
         )
+        self.max_datagram = datagram_limit(interface.mtu)
         self.dropped: collections.Counter[str] = collections.Counter()
         self.replies: collections.Counter[str] = collections.Counter()
         self._sockets: list[socket.socket] = []
@@ -159,7 +179,9 @@ class DhcpServer:
     def _read_ready(self, sock: socket.socket, on_proxy_port: bool) -> None:
         for _ in range(READ_BURST):
             try:
-                data, address = sock.recvfrom(MAX_DATAGRAM)
+                # One byte more than accepted: a longer datagram arrives cut short (the kernel
+                # drops the rest) but still too long, so handle() counts it without a 64 KiB copy.
+                data, address = sock.recvfrom(self.max_datagram + 1)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # an ICMP error for an earlier reply, reported on this socket
@@ -207,6 +229,15 @@ class DhcpServer:
         on_proxy_port: bool,
     ) -> None:
         """Answer one datagram, or drop it and count why; never raises for what a client sent."""
+        if len(data) > self.max_datagram:
+            self.dropped["oversized"] += 1
+            log.debug(
+                "event=dhcp.oversized source=%s:%d size=%d limit=%d",
+                *source,
+                len(data),
+                self.max_datagram,
+            )
+            return
         try:
             packet = decode(data)
         except MalformedPacket as exc:

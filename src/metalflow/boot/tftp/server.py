@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import stat
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from metalflow.boot.tftp.session import (
     encode_error,
     parse_request,
 )
-from metalflow.boot.tftp.tree import AccessViolation, TreeError, VirtualTree
+from metalflow.boot.tftp.tree import TreeError, VirtualTree
 
 log = logging.getLogger("metalflow.boot.tftp")
 
@@ -328,13 +327,9 @@ class TftpServer:
 
 def _open_regular(tree: VirtualTree, filename: str) -> tuple[BinaryIO, int]:
     """Open what the tree resolves, refusing a symlink or FIFO swapped in since it looked."""
-    path = tree.resolve(filename)
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    fd = tree.open(filename)
     try:
-        status = os.fstat(fd)
-        if not stat.S_ISREG(status.st_mode):
-            raise AccessViolation(filename, f"{path} is not a regular file")
-        return os.fdopen(fd, "rb", buffering=_READ_BUFFER), status.st_size
+        return os.fdopen(fd, "rb", buffering=_READ_BUFFER), os.fstat(fd).st_size
     except BaseException:
         os.close(fd)
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from ipaddress import IPv4Address
 
 from hypothesis import given, settings
@@ -139,3 +140,52 @@ def test_answer_proxy_never_raises_nor_gives_an_address(
         source=source,
     )
     check_reply(decision, asked, proxy=True)
+
+
+@st.composite
+def split_options(draw: st.DrawFn) -> tuple[bytes, dict[int, bytes]]:
+    """An options field whose values travel in pieces, the pieces of different codes
+    interleaved (RFC 3396), and the values a decoder must rebuild, in first-seen order."""
+    values = draw(
+        st.dictionaries(
+            st.integers(1, 254).filter(lambda code: code != 52),
+            st.binary(min_size=1, max_size=600),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    queues: dict[int, list[bytes]] = {}
+    for code, value in values.items():
+        cuts = draw(st.sets(st.integers(1, len(value)), max_size=8))
+        bounds = sorted({0, len(value), *cuts, *range(255, len(value), 255)})
+        queues[code] = [value[start:end] for start, end in itertools.pairwise(bounds)]
+    owners = draw(st.permutations([code for code, pieces in queues.items() for _ in pieces]))
+    field = bytearray()
+    expected: dict[int, bytes] = {}
+    for code in owners:
+        piece = queues[code].pop(0)
+        field += bytes((code, len(piece))) + piece
+        expected[code] = expected.get(code, b"") + piece
+    return bytes(field), expected
+
+
+@settings(max_examples=200)
+@given(split_options())
+def test_pieces_of_every_code_are_joined_in_wire_order(
+    case: tuple[bytes, dict[int, bytes]],
+) -> None:
+    field, expected = case
+    decoded = decode(captures.bootp_header(xid=1) + captures.COOKIE + field + b"\xff")
+    assert decoded.options == expected
+    assert list(decoded.options) == list(expected)
+    assert decode(encode(decoded)) == decoded
+
+
+def test_a_64_kib_datagram_of_one_byte_options_decodes_to_one_value() -> None:
+    """The attack of issue 13: ~21,750 one-byte pieces of option 43 in one UDP datagram."""
+    count = (65507 - 244) // 3
+    wire = captures.bootp_header(xid=1) + captures.COOKIE + b"\x35\x01\x01"
+    wire += b"\x2b\x01A" * count + b"\xff"
+    assert len(wire) <= 65507
+    decoded = decode(wire)
+    assert decoded.options == {53: b"\x01", 43: b"A" * count}

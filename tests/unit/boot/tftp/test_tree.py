@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from metalflow.boot.tftp.session import ErrorCode
 from metalflow.boot.tftp.tree import (
+    RESOLVE_BENEATH,
+    RESOLVE_NO_SYMLINKS,
     AccessViolation,
     FileNotFound,
+    OpenAt2,
     TreeError,
     VirtualTree,
+    open_beneath,
+    openat2,
     split_name,
 )
+from tests.prerequisites import unavailable
 from tests.unit.boot.tftp import require_ipxe
 
 
@@ -55,24 +63,24 @@ def tree(layout: dict[str, Path]) -> VirtualTree:
     )
 
 
-@pytest.mark.parametrize(
-    ("name", "served"),
-    [
-        ("pxelinux.0", "root/pxelinux.0"),
-        ("/pxelinux.0", "root/pxelinux.0"),
-        ("//pxelinux.0", "root/pxelinux.0"),
-        ("./pxelinux.0", "root/pxelinux.0"),
-        ("pxelinux.cfg/default", "root/pxelinux.cfg/default"),
-        ("pxelinux.cfg\\default", "root/pxelinux.cfg/default"),
-        ("\\pxelinux.cfg\\default", "root/pxelinux.cfg/default"),
-        ("alias", "root/pxelinux.0"),
-        ("ipxe.efi", "ipxe"),
-        ("/ipxe.efi", "ipxe"),
-        ("boot\\undionly.kpxe", "ipxe"),
-        ("images/kernel", "images/kernel"),
-        ("/images/kernel", "images/kernel"),
-    ],
-)
+SERVED = [
+    ("pxelinux.0", "root/pxelinux.0"),
+    ("/pxelinux.0", "root/pxelinux.0"),
+    ("//pxelinux.0", "root/pxelinux.0"),
+    ("./pxelinux.0", "root/pxelinux.0"),
+    ("pxelinux.cfg/default", "root/pxelinux.cfg/default"),
+    ("pxelinux.cfg\\default", "root/pxelinux.cfg/default"),
+    ("\\pxelinux.cfg\\default", "root/pxelinux.cfg/default"),
+    ("alias", "root/pxelinux.0"),
+    ("ipxe.efi", "ipxe"),
+    ("/ipxe.efi", "ipxe"),
+    ("boot\\undionly.kpxe", "ipxe"),
+    ("images/kernel", "images/kernel"),
+    ("/images/kernel", "images/kernel"),
+]
+
+
+@pytest.mark.parametrize(("name", "served"), SERVED)
 def test_names_inside_the_tree_resolve(
     tree: VirtualTree, layout: dict[str, Path], name: str, served: str
 ) -> None:
@@ -81,35 +89,35 @@ def test_names_inside_the_tree_resolve(
     assert tree.resolve(name) == expected.resolve()
 
 
-@pytest.mark.parametrize(
-    ("name", "error"),
-    [
-        ("../etc/passwd", AccessViolation),
-        ("/../etc/passwd", AccessViolation),
-        ("a/../../x", AccessViolation),
-        ("pxelinux.cfg/../pxelinux.0", AccessViolation),
-        ("..\\x", AccessViolation),
-        ("images/../escape", AccessViolation),
-        ("..", AccessViolation),
-        ("escape", AccessViolation),
-        ("escape-dir/secret", AccessViolation),
-        ("pxe\0linux.0", AccessViolation),
-        ("pxelinux.cfg", AccessViolation),
-        ("subdir", AccessViolation),
-        ("/", AccessViolation),
-        ("fifo", AccessViolation),
-        ("loop", AccessViolation),
-        ("null", AccessViolation),
-        ("a-directory", AccessViolation),
-        ("/etc/passwd", FileNotFound),
-        ("etc/passwd", FileNotFound),
-        ("missing", FileNotFound),
-        ("dangling", FileNotFound),
-        ("pxelinux.0/x", FileNotFound),
-        ("missing.efi", FileNotFound),
-        ("images/none", FileNotFound),
-    ],
-)
+REFUSED = [
+    ("../etc/passwd", AccessViolation),
+    ("/../etc/passwd", AccessViolation),
+    ("a/../../x", AccessViolation),
+    ("pxelinux.cfg/../pxelinux.0", AccessViolation),
+    ("..\\x", AccessViolation),
+    ("images/../escape", AccessViolation),
+    ("..", AccessViolation),
+    ("escape", AccessViolation),
+    ("escape-dir/secret", AccessViolation),
+    ("pxe\0linux.0", AccessViolation),
+    ("pxelinux.cfg", AccessViolation),
+    ("subdir", AccessViolation),
+    ("/", AccessViolation),
+    ("fifo", AccessViolation),
+    ("loop", AccessViolation),
+    ("null", AccessViolation),
+    ("a-directory", AccessViolation),
+    ("/etc/passwd", FileNotFound),
+    ("etc/passwd", FileNotFound),
+    ("missing", FileNotFound),
+    ("dangling", FileNotFound),
+    ("pxelinux.0/x", FileNotFound),
+    ("missing.efi", FileNotFound),
+    ("images/none", FileNotFound),
+]
+
+
+@pytest.mark.parametrize(("name", "error"), REFUSED)
 def test_names_outside_or_unservable_are_refused(
     tree: VirtualTree, name: str, error: type[TreeError]
 ) -> None:
@@ -170,3 +178,89 @@ def test_the_distribution_ipxe_binaries(tmp_path: Path) -> None:
     )
     for name in ("undionly.kpxe", "/ipxe.efi", "snponly.efi"):
         assert tree.resolve(name).is_file()
+
+
+def walk_only(dir_fd: int, path: str, flags: int, resolve: int) -> int:
+    """A kernel without openat2 (before Linux 5.6, or a seccomp filter that refuses it)."""
+    raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+
+@pytest.fixture(params=["openat2", "walk", "no-openat2"])
+def beneath(request: pytest.FixtureRequest) -> Iterator[OpenAt2 | None]:
+    """Both ways of opening below a root: openat2, and the walk (asked for, or fallen back to)."""
+    if request.param == "openat2":
+        probe = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.close(openat2(probe, "etc", os.O_RDONLY, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS))
+        except OSError as exc:
+            if exc.errno == errno.ENOSYS:
+                unavailable("this kernel has no openat2 (Linux 5.6 or later has it)")
+        finally:
+            os.close(probe)
+        yield openat2
+    else:
+        yield None if request.param == "walk" else walk_only
+
+
+def read_fd(fd: int) -> bytes:
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
+
+
+@pytest.mark.parametrize(("name", "served"), SERVED)
+def test_open_serves_what_resolve_names(
+    tree: VirtualTree,
+    layout: dict[str, Path],
+    beneath: OpenAt2 | None,
+    name: str,
+    served: str,
+) -> None:
+    top, _, rest = served.partition("/")
+    expected = layout[top] / rest if rest else layout[top]
+    assert read_fd(tree.open(name, beneath=beneath)) == expected.read_bytes()
+
+
+@pytest.mark.parametrize(("name", "error"), REFUSED)
+def test_open_refuses_what_resolve_refuses(
+    tree: VirtualTree, beneath: OpenAt2 | None, name: str, error: type[TreeError]
+) -> None:
+    with pytest.raises(error) as raised:
+        tree.open(name, beneath=beneath)
+    assert type(raised.value) is error
+
+
+@pytest.mark.parametrize("target", ["absolute", "relative"])
+def test_a_directory_swapped_for_a_symlink_out_of_the_root_is_not_followed(
+    tmp_path: Path, beneath: OpenAt2 | None, target: str
+) -> None:
+    """What `resolve` checked can change before the open: the open itself must refuse it."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "kernel").write_bytes(b"vmlinuz")
+    (outside / "images").mkdir(parents=True)
+    (outside / "images" / "kernel").write_bytes(b"secret")
+    tree = VirtualTree(directories={"": root})
+    assert read_fd(tree.open("images/kernel", beneath=beneath)) == b"vmlinuz"
+
+    (root / "images" / "kernel").unlink()
+    (root / "images").rmdir()
+    link = outside / "images" if target == "absolute" else Path("../outside/images")
+    (root / "images").symlink_to(link)
+    with pytest.raises(AccessViolation):
+        open_beneath("images/kernel", root, ("images", "kernel"), beneath=beneath)
+    with pytest.raises(AccessViolation):
+        tree.open("images/kernel", beneath=beneath)
+
+
+def test_a_fifo_or_a_symlink_swapped_in_for_the_file_is_refused(
+    tmp_path: Path, beneath: OpenAt2 | None
+) -> None:
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    os.mkfifo(root / "sub" / "fifo")
+    (root / "sub" / "link").symlink_to(root / "sub" / "fifo")
+    for name in ("fifo", "link"):
+        with pytest.raises(AccessViolation):
+            open_beneath(f"sub/{name}", root, ("sub", name), beneath=beneath)
+    with pytest.raises(FileNotFound):
+        open_beneath("sub/gone", root, ("sub", "gone"), beneath=beneath)
