@@ -90,6 +90,7 @@ EXTRA: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/boot/{mac}.ipxe"): (400,),
     ("post", "/api/v1/agent/discover"): (403,),
     ("get", "/api/v1/workflows"): (404,),
+    ("post", "/api/v1/workflows"): (404,),
     ("get", "/api/v1/agent/next"): (401,),
     **{(method, path): (403, 404, 416) for path in _BOOT_FILES for method in ("get", "head")},
 }
