@@ -149,9 +149,9 @@ class JsonNesting:
         self.escaped = False
 
     def feed(self, data: bytes) -> None:
-        """Raise MetalflowError once the text nests deeper than the limit or is not UTF-8."""
+        """Raise Invalid once the text nests deeper than the limit or is not UTF-8."""
         if b"\x00" in data:
-            raise MetalflowError("the JSON body must be UTF-8 (it has NUL bytes)", field="body")
+            raise Invalid("the JSON body must be UTF-8 (it has NUL bytes)", field="body")
         position = 0
         end = len(data)
         while position < end:
