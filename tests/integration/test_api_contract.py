@@ -18,8 +18,8 @@ from metalflow.config import Settings
 from tests.integration.conftest import LiveServer, apply, free_port, start_server
 from tests.integration.manifests import simple_template
 
-EXAMPLES_PER_OPERATION = 6
-"""Per operation and mode (valid, invalid input): about 500 requests, a minute on a slow machine."""
+EXAMPLES_PER_OPERATION = 5
+"""Per operation and mode (valid, invalid input): about 400 requests, one to two minutes."""
 SEMANTIC_REFUSALS = ["2xx", "3xx", "400", "401", "403", "404", "409", "422"]
 """What a schema-valid request may get: the document types every input, but the API checks more
 than JSON Schema says (a MAC's form, a label filter's key=value, what a YAML document holds)."""
