@@ -20,6 +20,12 @@ class MetalflowError(Exception):
         return {"message": self.message, "field": self.field}
 
 
+class Unauthorized(MetalflowError):
+    """No token, or one that is unknown or revoked (the API adds `WWW-Authenticate`)."""
+
+    status = 401
+
+
 class NotFound(MetalflowError):
     status = 404
 
@@ -30,6 +36,10 @@ class Forbidden(MetalflowError):
 
 class Conflict(MetalflowError):
     status = 409
+
+
+class TooLarge(MetalflowError):
+    status = 413
 
 
 class Invalid(MetalflowError, ValueError):

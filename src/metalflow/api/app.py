@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from anyio import to_thread
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import IntegrityError
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from metalflow import __version__
 from metalflow.api import events
-from metalflow.api.deps import Reader, Services, ServicesDep
+from metalflow.api.deps import Reader, Services, ServicesDep, authenticate
+from metalflow.api.errors import install_error_handlers
+from metalflow.api.limits import RequestGuard
+from metalflow.api.openapi import install_openapi
 from metalflow.apply import router as apply_router
 from metalflow.boot import router as boot_router
 from metalflow.boot.dhcp import router as dhcp_router
 from metalflow.boot.index import IndexRefresher
-from metalflow.errors import MetalflowError
 from metalflow.inventory import router as machines
 from metalflow.metadata import router as metadata_router
 from metalflow.power import router as power_router
@@ -31,6 +34,32 @@ from metalflow.workflows.controller import run_controller
 API_PREFIX = "/api/v1"
 WORKER_THREADS = 100
 """Database calls run in threads; sized for many agents reporting at once."""
+HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Ready",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["status", "version"],
+                    "properties": {"status": {"const": "ok"}, "version": {"type": "string"}},
+                }
+            }
+        },
+    },
+    503: {
+        "description": "Still starting (loading the boot index)",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {"status": {"const": "starting"}},
+                }
+            }
+        },
+    },
+}
 
 
 def create_app(services: Services) -> FastAPI:
@@ -105,24 +134,18 @@ def create_app(services: Services) -> FastAPI:
         api.include_router(router)
     app.include_router(api)
 
-    @app.exception_handler(MetalflowError)
-    async def metalflow_error(request: Request, exc: MetalflowError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status, content={"detail": exc.detail()})
+    install_error_handlers(app)
+    install_openapi(app)
+    app.add_middleware(RequestGuard, authenticate=functools.partial(authenticate, services))
 
-    @app.exception_handler(IntegrityError)
-    async def integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
-        """A uniqueness race the services' own checks lost to a concurrent request."""
-        detail = {"message": "a concurrent change conflicts with this one; retry", "field": None}
-        return JSONResponse(status_code=409, content={"detail": detail})
-
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], responses=HEALTH_RESPONSES)
     def healthz(request: Request) -> JSONResponse:
         if not request.app.state.ready:
             return JSONResponse(status_code=503, content={"status": "starting"})
         return JSONResponse({"status": "ok", "version": __version__})
 
-    @app.get("/metrics", tags=["health"])
-    def metrics(services: ServicesDep, _: Reader) -> Response:
-        return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def metrics(services: ServicesDep, _: Reader) -> PlainTextResponse:
+        return PlainTextResponse(services.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app

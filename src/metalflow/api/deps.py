@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import Depends, HTTPException, Request
 
 from metalflow.boot.index import BootIndex
 from metalflow.boot.recorder import BootEventRecorder
 from metalflow.config import Settings
 from metalflow.db.engine import Database
+from metalflow.errors import Unauthorized
 from metalflow.events import EventBus, PostgresRelay
 from metalflow.inventory.discovery import DiscoveryGate
 from metalflow.metrics import Metrics
@@ -41,35 +43,37 @@ async def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def current_principal(request: Request, services: ServicesDep) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+PRINCIPAL_KEY = "metalflow.principal"
+"""Where the API's RequestGuard (api.limits) leaves the caller it authenticated, in
+`scope["state"]`, before the body was read."""
+MISSING_TOKEN = "missing 'Authorization: Bearer TOKEN'; the admin token is in DATA_DIR/admin-token"
+
+
+def authenticate(services: Services, authorization: str | None) -> Principal:
+    """The caller named by an Authorization header; blocking (a database read)."""
+    scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise HTTPException(
-            401,
-            detail={
-                "message": "missing 'Authorization: Bearer TOKEN'; the admin token is in"
-                " DATA_DIR/admin-token",
-                "field": "authorization",
-            },
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise Unauthorized(MISSING_TOKEN, field="authorization")
     with services.db.read() as session:
         principal = services.auth.authenticate(session, token.strip())
     if principal is None:
-        raise HTTPException(
-            401,
-            detail={"message": "unknown or revoked token", "field": "authorization"},
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise Unauthorized("unknown or revoked token", field="authorization")
     return principal
+
+
+async def current_principal(request: Request, services: ServicesDep) -> Principal:
+    """The principal RequestGuard found; authenticated here only where it did not run."""
+    found = request.scope.get("state", {}).get(PRINCIPAL_KEY)
+    if isinstance(found, Principal):
+        return found
+    return await to_thread.run_sync(authenticate, services, request.headers.get("authorization"))
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
 def _requirement(action: Action) -> object:
-    def check(principal: PrincipalDep) -> Principal:
+    async def check(principal: PrincipalDep) -> Principal:
         try:
             authorize(principal, action)
         except Forbidden as exc:

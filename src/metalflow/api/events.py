@@ -28,7 +28,11 @@ def _sse(event: Event) -> bytes:
     return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n".encode()
 
 
-@router.get("/events", response_model=None)
+@router.get(
+    "/events",
+    response_model=None,
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+)
 async def events(
     request: Request,
     services: ServicesDep,

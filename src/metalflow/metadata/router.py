@@ -61,11 +61,11 @@ class MetadataGate:
             answer = text(404, "not found on this port")
         else:
             answer = await self._answer(scope, receive)
+        headers = dict(answer.headers)
+        if answer.status == 413:
+            headers["Connection"] = "close"  # else the server reads the rest of the body
         response = Response(
-            answer.body,
-            status_code=answer.status,
-            media_type=answer.content_type,
-            headers=dict(answer.headers),
+            answer.body, status_code=answer.status, media_type=answer.content_type, headers=headers
         )
         await response(scope, receive, send)
 

@@ -1,0 +1,130 @@
+"""One error shape for everything the API answers: `{"detail": {"message", "field"}}`.
+
+metalflow's own errors have it; FastAPI's request validation (a list of pydantic errors), its
+HTTPExceptions (a string or a dict) and Starlette's 404/405 are brought to it here. A validation
+422 names the first error's field as a dotted path (`body.attributes`, `query.wait`,
+`body.lines[3]`) and lists every error under `errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
+from sqlalchemy.exc import IntegrityError
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+
+from metalflow.errors import MetalflowError, validation_message
+
+FASTAPI_BODY_ERROR = "There was an error parsing the body"
+STATUS_MESSAGES = {
+    404: "no such route; the API is described at /api/v1/openapi.json",
+    405: "method not allowed here; the Allow header lists those that are",
+    413: "the body is too large",
+}
+"""Messages for the errors Starlette raises with its reason phrase as the detail."""
+
+
+def error_body(
+    message: str, field: str | None = None, errors: list[dict[str, str | None]] | None = None
+) -> dict[str, Any]:
+    detail: dict[str, Any] = {"message": message, "field": field}
+    if errors is not None:
+        detail["errors"] = errors
+    return {"detail": detail}
+
+
+def error_response(
+    status: int,
+    message: str,
+    field: str | None = None,
+    *,
+    errors: list[dict[str, str | None]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The error response; a 401 says which scheme to use (RFC 9110 requires it)."""
+    all_headers = dict(headers or {})
+    if status == 401:
+        all_headers.setdefault("WWW-Authenticate", "Bearer")
+    return JSONResponse(
+        status_code=status, content=error_body(message, field, errors), headers=all_headers
+    )
+
+
+def field_path(loc: Sequence[str | int]) -> str:
+    """A pydantic location as the project writes fields: `body.lines[3]`."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def validation_errors(errors: Sequence[Any]) -> list[dict[str, str | None]]:
+    described: list[dict[str, str | None]] = []
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        if error.get("type") == "json_invalid":
+            reason = (error.get("ctx") or {}).get("error", "invalid JSON")
+            position = loc[1] if len(loc) > 1 else 0
+            described.append(
+                {"message": f"the body is not JSON: {reason} at byte {position}", "field": "body"}
+            )
+            continue
+        described.append({"message": validation_message(error), "field": field_path(loc) or None})
+    return described
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE and route.methods:
+            methods.update(route.methods)
+    return sorted(methods)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(MetalflowError)
+    async def metalflow_error(request: Request, exc: MetalflowError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.field)
+
+    @app.exception_handler(IntegrityError)
+    async def integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
+        """A uniqueness race the services' own checks lost to a concurrent request."""
+        return error_response(409, "a concurrent change conflicts with this one; retry")
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = validation_errors(exc.errors())
+        first = errors[0] if errors else {"message": "invalid request", "field": None}
+        return error_response(422, first["message"] or "", first["field"], errors=errors)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        detail = exc.detail
+        if isinstance(detail, dict) and "message" in detail:
+            return error_response(
+                exc.status_code, str(detail["message"]), detail.get("field"), headers=headers
+            )
+        if detail == FASTAPI_BODY_ERROR:
+            message, field = "the body is not UTF-8 JSON", "body"
+        else:
+            message, field = STATUS_MESSAGES.get(exc.status_code, str(detail)), None
+        return error_response(exc.status_code, message, field, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        """Still a bug; the traceback goes to the server log (Starlette logs it)."""
+        return error_response(500, "internal error; the server log has the details")
