@@ -109,9 +109,15 @@ class Vm:
         self.driver = QemuDriver(Bmc(driver="qemu", host=str(self.qmp)))
 
     def _listening(self) -> bool:
+        """QEMU answers on its QMP socket (the file appears at bind, before QEMU listens)."""
         if self.process.poll() is not None:
             raise AssertionError(f"QEMU exited: {self.stderr.read_text()}")
-        return self.qmp.exists()
+        try:
+            with QmpClient.connect(str(self.qmp)) as client:
+                client.handshake()
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        return True
 
     def status(self) -> str:
         """What QEMU itself says, on a QMP session of the test's own."""
