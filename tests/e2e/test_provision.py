@@ -50,12 +50,16 @@ def expect_disk_boot(box: Sandbox, vm: Vm, workflow: str) -> str:
     Fails at once when the workflow fails, naming the action and its message.
     """
     deadline = vm.started + INSTALL_TIMEOUT
-    while "OSIMG-POWEROFF" not in vm.serial():
+    while True:
+        running = vm.running()  # before reading: what QEMU wrote before exiting is in the file
+        serial = vm.serial()
+        if "OSIMG-POWEROFF" in serial:
+            break
         state = box.workflow(workflow)
         if state["state"] in ("FAILED", "TIMEOUT", "CANCELLED"):
-            raise AssertionError(f"the workflow ended {summary(state)}:\n{vm.serial()[-4000:]}")
-        if not vm.running() or time.monotonic() > deadline:
-            raise AssertionError(f"the VM never booted its disk:\n{vm.serial()[-6000:]}")
+            raise AssertionError(f"the workflow ended {summary(state)}:\n{serial[-4000:]}")
+        if not running or time.monotonic() > deadline:
+            raise AssertionError(f"the VM never booted its disk:\n{serial[-6000:]}")
         time.sleep(1)
     vm.process.wait(timeout=POLL_TIMEOUT)
     return vm.serial()

@@ -28,12 +28,33 @@ from tests.prerequisites import needs_tool, unavailable
 
 IPXE_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")
 
+GUEST_ARMED = "OS: power button armed"
+"""What the guest prints once a power button press reaches it: QEMU drops a press that comes
+while the guest has not enabled the power button event (in the firmware, or before an OS's ACPI
+driver loads)."""
+
 POWER_BUTTON_GUEST = (
     bytes.fromhex(
         "ba0206"  # mov dx, 0x602     PIIX4 PM1a enable register (SeaBIOS puts PM at 0x600)
         "b80001"  # mov ax, 0x100     PWRBTN_EN: let the power button set its status bit
         "ef"  # out dx, ax
-        "ba0006"  # mov dx, 0x600     PM1a status register
+        "31c0"  # xor ax, ax
+        "8ed8"  # mov ds, ax
+        "fc"  # cld
+        "be397c"  # mov si, 0x7c39    the message below (the sector is loaded at 0x7c00)
+        "ac"  # lodsb              print:
+        "84c0"  # test al, al
+        "7412"  # jz armed
+        "88c3"  # mov bl, al
+        "bafd03"  # mov dx, 0x3fd     COM1 line status register
+        "ec"  # in al, dx          ready:
+        "a820"  # test al, 0x20     THRE: the transmitter takes a byte
+        "74fb"  # jz ready
+        "baf803"  # mov dx, 0x3f8     COM1 data register
+        "88d8"  # mov al, bl
+        "ee"  # out dx, al
+        "ebe9"  # jmp print
+        "ba0006"  # mov dx, 0x600     armed: PM1a status register
         "ed"  # in ax, dx          wait:
         "a90001"  # test ax, 0x100     PWRBTN_STS
         "74fa"  # jz wait
@@ -42,10 +63,11 @@ POWER_BUTTON_GUEST = (
         "ef"  # out dx, ax
         "f4"  # hlt
         "ebfd"  # jmp hlt
-    ).ljust(510, b"\0")
-    + b"\x55\xaa"
-)
-"""A boot sector, so that SeaBIOS boots something that answers system_powerdown."""
+    )
+    + f"{GUEST_ARMED}\r\n\0".encode()
+).ljust(510, b"\0") + b"\x55\xaa"
+"""A boot sector, so that SeaBIOS boots something that answers system_powerdown: it enables
+the power button, says so on the serial console, waits for a press and switches off."""
 
 
 class Vm:
@@ -87,9 +109,15 @@ class Vm:
         self.driver = QemuDriver(Bmc(driver="qemu", host=str(self.qmp)))
 
     def _listening(self) -> bool:
+        """QEMU answers on its QMP socket (the file appears at bind, before QEMU listens)."""
         if self.process.poll() is not None:
             raise AssertionError(f"QEMU exited: {self.stderr.read_text()}")
-        return self.qmp.exists()
+        try:
+            with QmpClient.connect(str(self.qmp)) as client:
+                client.handshake()
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        return True
 
     def status(self) -> str:
         """What QEMU itself says, on a QMP session of the test's own."""
@@ -200,7 +228,8 @@ def test_soft_off_lets_the_guest_power_down_and_on_boots_it_again(
         "virtio-blk-pci,drive=d0,id=disk0,bootindex=1",
     )
     vm.driver.set_power(PowerAction.ON)
-    wait_for(lambda: "Booting from Hard Disk" in vm.text())
+    # Pressed before the guest enabled it, the button would be lost (GUEST_ARMED).
+    wait_for(lambda: GUEST_ARMED in vm.text(), timeout=60)
 
     vm.driver.set_power(PowerAction.SOFT_OFF)
     wait_for(lambda: vm.driver.power_state() is PowerState.OFF)
@@ -209,7 +238,7 @@ def test_soft_off_lets_the_guest_power_down_and_on_boots_it_again(
 
     vm.driver.set_power(PowerAction.ON)
     assert vm.driver.power_state() is PowerState.ON
-    wait_for(lambda: vm.text().count("Booting from Hard Disk") == 2)
+    wait_for(lambda: vm.text().count(GUEST_ARMED) == 2, timeout=60)
 
 
 BOOT_ENTRY = re.compile(r"Booting from (ROM|Hard Disk|DVD/CD)")

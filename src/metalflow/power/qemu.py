@@ -172,9 +172,17 @@ class QmpClient:
         self._sock.close()
 
     def handshake(self) -> Message:
-        """QEMU's greeting (its version), after leaving capabilities negotiation mode."""
+        """QEMU's greeting (its version), after leaving capabilities negotiation mode.
+
+        QMP's specification puts the greeting first, yet a client that connects right after
+        another one can read events ahead of it (seen: a STOP from the previous shutdown, queued
+        for the client that was hanging up). They are skipped: they tell of a session that is
+        over, and `wait_event` must not take one for an event of this session.
+        """
         deadline = time.monotonic() + self._timeout
         greeting = self._read(deadline)
+        while "event" in greeting:
+            greeting = self._read(deadline)
         if not isinstance(greeting.get("QMP"), dict):
             raise QmpProtocolError(f"no QMP greeting: {str(greeting)[:80]}")
         self.execute("qmp_capabilities")

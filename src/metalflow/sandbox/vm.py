@@ -181,10 +181,11 @@ class Vm:
         compiled = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while True:
+            running = self.running()  # before reading: what QEMU wrote before exiting is in it
             found = compiled.search(self.serial(), after)
             if found is not None:
                 return found
-            if not self.running() or time.monotonic() > deadline:
+            if not running or time.monotonic() > deadline:
                 return None
             time.sleep(0.2)
 

@@ -162,6 +162,40 @@ def test_handshake_leaves_negotiation_mode_before_any_command() -> None:
     assert [message["execute"] for message in peer.received] == ["qmp_capabilities", "cont"]
 
 
+def test_events_queued_ahead_of_the_greeting_are_skipped() -> None:
+    stale = line({"event": "STOP", "timestamp": {}}) + line(
+        {"event": "SHUTDOWN", "data": {"guest": True}, "timestamp": {}}
+    )
+    peer = Peer(lambda message: [answer(message)], greeting=stale + line(GREETING))
+    with peer.client() as client:
+        greeting = client.handshake()
+        assert client.events == []
+        client.execute("cont")
+    peer.join()
+    assert greeting["QMP"]["version"]["qemu"]["major"] == 7
+    assert [message["execute"] for message in peer.received] == ["qmp_capabilities", "cont"]
+
+
+def test_events_before_the_capabilities_answer_are_not_an_answer() -> None:
+    def reply(message: dict[str, Any]) -> list[bytes]:
+        if message["execute"] == "qmp_capabilities":
+            return [line({"event": "RESUME", "timestamp": {}}), answer(message)]
+        return [answer(message, {"status": "running"})]
+
+    peer = Peer(reply)
+    with peer.client() as client:
+        client.handshake()
+        assert client.execute("query-status") == {"status": "running"}
+        assert [event["event"] for event in client.events] == ["RESUME"]
+
+
+def test_only_events_may_come_ahead_of_the_greeting() -> None:
+    early = line({"return": {}, "id": "metalflow-1"}) + line(GREETING)
+    peer = Peer(lambda message: [answer(message)], greeting=early)
+    with peer.client() as client, pytest.raises(QmpProtocolError, match="no QMP greeting"):
+        client.handshake()
+
+
 def test_events_before_the_answer_are_kept_for_wait_event() -> None:
     def reply(message: dict[str, Any]) -> list[bytes]:
         if message["execute"] == "system_reset":
@@ -405,6 +439,7 @@ class StandInQemu:
         self.refuse: dict[str, str] = {}
         self.commands: list[str] = []
         self.greet = True
+        self.before_greeting = b""
         self._listener = socket.socket(socket.AF_UNIX)
         self._listener.bind(str(path))
         self._listener.listen()
@@ -421,7 +456,7 @@ class StandInQemu:
                 if not self.greet:
                     stream.read()
                     continue
-                conn.sendall(line(GREETING))
+                conn.sendall(self.before_greeting + line(GREETING))
                 for raw in stream:
                     message = json.loads(raw)
                     command = message["execute"]
@@ -464,6 +499,16 @@ def driver_for(qemu: StandInQemu, **options: str) -> QemuDriver:
 def test_power_state_reads_query_status(qemu: StandInQemu, status: str) -> None:
     qemu.status = status
     assert driver_for(qemu).power_state() is power_state_of(status)
+
+
+def test_a_stop_left_from_the_last_session_does_not_fail_the_next(qemu: StandInQemu) -> None:
+    qemu.status = "shutdown"
+    qemu.before_greeting = line({"event": "STOP", "timestamp": {"seconds": 1}})
+    driver = driver_for(qemu)
+    assert driver.power_state() is PowerState.OFF
+    driver.set_power(PowerAction.ON)
+    assert qemu.status == "running"
+    assert driver.power_state() is PowerState.ON
 
 
 def test_on_after_a_guest_shutdown_resets_before_it_continues(qemu: StandInQemu) -> None:
