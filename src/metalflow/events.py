@@ -3,6 +3,14 @@
 Services add events inside their transaction (`record`); the bus publishes them only after the
 commit, so a subscriber never sees a change that was rolled back. Subscribers live on the asyncio
 loop; commits happen in worker threads, hence the hand-off through `call_soon_threadsafe`.
+
+The log's order is its ids (event streams and `after=ID` paging follow them), and its times must
+agree: a transaction's events are stamped when it writes them, just before its commit (when the
+change they report takes effect; stamped at `record`, a transaction that waited on a lock would
+list its events before those of one that committed earlier), under one lock per process with
+their INSERT, so that concurrent PostgreSQL transactions cannot take ids in one order and times
+in the other. Events made elsewhere come with the time they happened (boot/recorder.py keeps
+them in order for each machine).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,24 +74,37 @@ def record(
     workflow_id: str | None = None,
     **data: Any,
 ) -> Event:
-    """Queue an event; `persist` writes the transaction's events in one statement at its end."""
+    """Queue an event; `persist` stamps and writes the transaction's events in one statement
+    at its end, in the order queued."""
     event = Event(
-        time=utcnow(),
         machine_id=machine_id,
         machine_name=machine_name,
         workflow_id=workflow_id,
         kind=kind,
         data=data,
     )
-    session.info.setdefault("outbox", []).append(event)
+    queue(session, [event])
     return event
+
+
+def queue(session: Session, made: Iterable[Event]) -> None:
+    """Queue events made outside the transaction, each with the time it happened."""
+    session.info.setdefault("outbox", []).extend(made)
 
 
 _COLUMNS = ("time", "machine_id", "machine_name", "workflow_id", "kind", "data")
 
 
+_WRITE_ORDER = threading.Lock()
+"""Held from stamping a PostgreSQL transaction's events to their INSERT (which takes their ids),
+and around nothing that can wait: the transaction's other changes are flushed and its connection
+taken before, and the INSERT waits on no lock (the events table has no foreign or unique key
+but its id). SQLite needs none: one transaction writes at a time."""
+
+
 def persist(session: Session, objects: list[Any]) -> None:
-    """Insert the queued events in one multi-row INSERT and give them their ids.
+    """Stamp the queued events that have no time yet and insert them in one multi-row INSERT,
+    which gives them their ids.
 
     Events are written only, never changed, so they skip the ORM's unit of work (a
     noticeable share of every agent request's cost).
@@ -91,10 +112,17 @@ def persist(session: Session, objects: list[Any]) -> None:
     queued = [obj for obj in objects if isinstance(obj, Event)]
     if not queued:
         return
-    rows = [{name: getattr(event, name) for name in _COLUMNS} for event in queued]
-    ids = session.scalars(
-        insert(Event).returning(Event.id, sort_by_parameter_order=True), rows
-    ).all()
+    session.flush()
+    sqlite = session.connection().dialect.name == "sqlite"
+    with contextlib.nullcontext() if sqlite else _WRITE_ORDER, session.no_autoflush:
+        now = utcnow()
+        for event in queued:
+            if event.time is None:
+                event.time = now
+        rows = [{name: getattr(event, name) for name in _COLUMNS} for event in queued]
+        ids = session.scalars(
+            insert(Event).returning(Event.id, sort_by_parameter_order=True), rows
+        ).all()
     for event, event_id in zip(queued, ids, strict=True):
         event.id = event_id
 

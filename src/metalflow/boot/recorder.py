@@ -1,21 +1,42 @@
-"""Boot events (DHCP answers, TFTP transfers, scripts served) written in batches.
+"""Boot and metadata events (DHCP answers, TFTP transfers, scripts served, metadata posts),
+stamped when they happen and written in batches.
 
 The boot servers must never wait on the database per packet, and a machine stuck in a boot loop
 must not flood the event log: events are queued, coalesced per (machine, kind, detail) within a
-flush interval into one event with a `count`, and written in one transaction per interval.
+flush interval into one event with a `count` (stamped with the first occurrence; `last` is the
+time of the latest), and written in one transaction per interval.
+
+Causal order: the log is ordered by id (event streams and `after=ID` paging follow ids), and a
+queued event is often the cause of a change another transaction writes at once: a phone-home
+makes the machine active. So the recorder joins every transaction that writes events (a
+`before_commit` hook on its database, ahead of the one that inserts them): a transaction that
+writes about a machine takes that machine's queued events and inserts them with its own, merged
+by time. A machine's events then get ids in the order they happened, with no extra write per
+packet or metadata GET; the flush interval only bounds how long the events of a machine that
+nothing else writes about wait. Rejected: flushing before each state change (every write path
+would have to know its causes) and listing by time (ids, which followers use, would still
+disagree). Queued events a transaction takes are lost if its commit fails, as a failed batch
+write loses its batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import heapq
+import itertools
 import logging
+import threading
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 from anyio import to_thread
+from sqlalchemy.orm import Session
 
 from metalflow import events
 from metalflow.boot.index import MachineView
+from metalflow.db.base import utcnow
 from metalflow.db.engine import Database
 
 log = logging.getLogger("metalflow.boot")
@@ -26,62 +47,144 @@ latest caller's data, with a count), so unauthenticated callers cannot flood the
 MAX_PENDING = 10_000
 """Past this many distinct pending events new ones are dropped (and counted), not queued."""
 
+Clock = Callable[[], dt.datetime]
+
 
 @dataclass
 class _Pending:
+    seq: int
     machine_id: str | None
     machine_name: str | None
     kind: str
     data: dict[str, Any]
+    first: dt.datetime
+    last: dt.datetime
     count: int = 1
+
+    def event(self) -> events.Event:
+        data = dict(self.data)
+        if self.count > 1:
+            data["count"] = self.count
+            data["last"] = self.last.isoformat()
+        return events.Event(
+            time=self.first,
+            machine_id=self.machine_id,
+            machine_name=self.machine_name,
+            workflow_id=None,
+            kind=self.kind,
+            data=data,
+        )
+
+
+class PendingEvents:
+    """The queue: filled on the event loop, emptied by transactions in worker threads (hence
+    the lock), per machine so a transaction takes its machines' events without a scan."""
+
+    def __init__(self, clock: Clock = utcnow, limit: int = MAX_PENDING) -> None:
+        self.clock = clock
+        self.limit = limit
+        self.dropped = 0
+        self._by_machine: dict[str | None, dict[tuple[str, str], _Pending]] = {}
+        self._size = 0
+        self._seq = itertools.count()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(
+        self, kind: str, machine: MachineView | None, detail: str, data: dict[str, Any]
+    ) -> bool:
+        """Queue (or coalesce) one event, stamped now; False when it is new and the queue full."""
+        now = self.clock()
+        machine_id = machine.id if machine else None
+        with self._lock:
+            queued = self._by_machine.setdefault(machine_id, {})
+            pending = queued.get((kind, detail))
+            if pending is not None:
+                pending.count += 1
+                pending.data = data
+                pending.last = now
+                return True
+            if self._size >= self.limit:
+                self.dropped += 1
+                if not queued:
+                    del self._by_machine[machine_id]
+                return False
+            queued[(kind, detail)] = _Pending(
+                next(self._seq),
+                machine_id,
+                machine.name if machine else None,
+                kind,
+                data,
+                now,
+                now,
+            )
+            self._size += 1
+            return True
+
+    def take(self, machine_ids: Collection[str | None] | None = None) -> list[events.Event]:
+        """The queued events of these machines (all when None), in the order first recorded."""
+        with self._lock:
+            keys = list(self._by_machine) if machine_ids is None else machine_ids
+            taken = [pending for key in keys for pending in self._by_machine.pop(key, {}).values()]
+            self._size -= len(taken)
+        taken.sort(key=lambda pending: pending.seq)
+        return [pending.event() for pending in taken]
+
+
+_NOT_YET = dt.datetime.max.replace(tzinfo=dt.UTC)
+
+
+def merge_by_time(own: list[Any], earlier: list[events.Event]) -> list[Any]:
+    """A transaction's events with queued ones placed by time, each list keeping its order
+    (a transaction's events are in causal order even if the clock steps back). Its events
+    without a time yet are stamped at its end, after everything queued; on equal times the
+    queued event, the cause, goes first."""
+    return list(heapq.merge(earlier, own, key=lambda event: event.time or _NOT_YET))
 
 
 class BootEventRecorder:
-    """Queues boot events from the loop; `run` writes them, `flush` on shutdown."""
+    """Queues boot events from the loop; `run` writes them, `flush` on shutdown, and every
+    transaction that writes about a machine takes that machine's events with it (see above)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Clock = utcnow) -> None:
         self.db = db
-        self._pending: dict[tuple[str | None, str, str], _Pending] = {}
+        self.pending = PendingEvents(clock)
         self._wake = asyncio.Event()
-        self.dropped = 0
         self.log_fold = RepeatFold()
         """For the boot log lines that go with these events."""
+        db.before_commit.insert(0, self.join)
+
+    @property
+    def dropped(self) -> int:
+        return self.pending.dropped
 
     def record(self, kind: str, machine: MachineView | None, detail: str = "", **data: Any) -> None:
         """Queue an event; `detail` separates events of one kind that must not be merged."""
-        key = (machine.id if machine else None, kind, detail)
-        pending = self._pending.get(key)
-        if pending is not None:
-            pending.count += 1
-            pending.data = data
-            return
-        if len(self._pending) >= MAX_PENDING:
-            self.dropped += 1
-            return
-        self._pending[key] = _Pending(
-            machine.id if machine else None, machine.name if machine else None, kind, data
-        )
-        self._wake.set()
+        if self.pending.add(kind, machine, detail, data):
+            self._wake.set()
 
-    def _write(self, batch: list[_Pending]) -> None:
+    def join(self, session: Session, outbox: list[Any]) -> None:
+        """The before_commit hook: this transaction's machines' queued events go in with it."""
+        if not len(self.pending):
+            return
+        machine_ids = {
+            event.machine_id
+            for event in outbox
+            if isinstance(event, events.Event) and event.machine_id is not None
+        }
+        taken = self.pending.take(machine_ids) if machine_ids else []
+        if taken:
+            outbox[:] = merge_by_time(outbox, taken)
+
+    def _write(self) -> None:
         with self.db.write() as session:
-            for item in batch:
-                data = dict(item.data)
-                if item.count > 1:
-                    data["count"] = item.count
-                events.record(
-                    session,
-                    item.kind,
-                    machine_id=item.machine_id,
-                    machine_name=item.machine_name,
-                    **data,
-                )
+            events.queue(session, self.pending.take())
 
     async def flush(self) -> None:
-        batch = list(self._pending.values())
-        self._pending.clear()
-        if batch:
-            await to_thread.run_sync(self._write, batch)
+        if len(self.pending):
+            await to_thread.run_sync(self._write)
 
     async def run(self) -> None:
         while True:

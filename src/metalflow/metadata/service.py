@@ -293,6 +293,9 @@ class MetadataService:
         return Answer(204, TEXT, b"")
 
     def _mark_booted(self, machine_id: str, reason: str) -> None:
+        """The queued phone-home event joins this transaction (the boot event recorder takes a
+        machine's queued events into any transaction about it), so it is listed, by id and by
+        time, before the `active` it causes."""
         with self.services.db.write() as session:
             inventory.mark_booted(session, machine_id, reason)
 
