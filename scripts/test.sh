@@ -30,7 +30,7 @@ mf_apt_ensure openipmi ipmitool
 # test OS image (FAT partition without mounting; syslinux/systemd-boot come as .debs), OVMF.
 mf_apt_ensure cpio zstd dosfstools mtools fdisk e2fsprogs util-linux ovmf binutils
 # Both are built from .debs that `apt-get download` fetches: it needs the package lists.
-ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || mf_as_root apt-get update -q >&2
+ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || mf_as_root apt-get update -q >&2
 mf_ensure_venv
 mf_install_project test '.[test]'
 
