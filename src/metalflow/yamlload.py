@@ -148,6 +148,16 @@ LIBYAML_TOO_DEEP = "exceeded maximum nesting depth"
 """libyaml's own refusal (at 1,000 levels, while scanning ahead), said as this loader says it."""
 
 
+def error_line(exc: yaml.YAMLError, text: str) -> int | None:
+    """The 1-based line an error names, or None. libyaml puts the end of a stream without a
+    final line break on the line after it; such an error is on the last line, as PyYAML says."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is None:
+        return None
+    line = int(mark.line) + 1
+    return line if text.endswith("\n") else min(line, text.count("\n") + 1)
+
+
 def load_all(text: str) -> Iterator[Any]:
     """The stream's documents as `yaml.safe_load_all` gives them, one at a time, within the
     bounds; YamlLimitError (a MarkedYAMLError) past them."""

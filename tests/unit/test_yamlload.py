@@ -133,3 +133,16 @@ def test_raises_only_yaml_errors(text: str) -> None:
 )
 def test_what_yaml_dumps_it_reads_back(value: object) -> None:
     assert list(yamlload.load_all(yaml.safe_dump(value))) == [value]
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [("kind: [unclosed", 1), ("a: 1\nb: [\n", 3), ("a: {b: c\n\nd: e]\n", 3), ("a: 1\nb: 'x", 2)],
+)
+def test_errors_name_the_line_pyyaml_names(text: str, line: int) -> None:
+    with pytest.raises(yaml.MarkedYAMLError) as info:
+        list(yamlload.load_all(text))
+    assert yamlload.error_line(info.value, text) == line
+    with pytest.raises(yaml.MarkedYAMLError) as theirs:
+        list(yaml.safe_load_all(text))
+    assert yamlload.error_line(theirs.value, text) == line

@@ -124,8 +124,8 @@ def parse(text: str) -> list[Document]:
             if raw is not None:
                 docs.append(_one(index, raw))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
+        line = yamlload.error_line(exc, text)
+        where = f"line {line}: " if line is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         if problem == LIBYAML_BAD_ESCAPE:
             problem += f" ({BAD_ESCAPE_FIX})"

@@ -303,8 +303,7 @@ def parse_workflow(text: str) -> WorkflowSpec:
     try:
         root = yamlload.compose(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = None if mark is None else int(mark.line) + 1
+        line = yamlload.error_line(exc, text)
         raise TemplateError(f"invalid YAML: {exc.problem or exc}", line=line) from None
     except yaml.YAMLError as exc:
         raise TemplateError(f"invalid YAML: {exc}") from None
