@@ -280,7 +280,7 @@ def test_a_repeated_rufio_object_is_refused() -> None:
     one = secret("stringData: {username: a, password: b}\n")
     error = error_of(one + "---\n" + one)
     assert error.field == "documents[1].metadata.name"
-    assert "repeats documents[0]" in error.message
+    assert "documents[0] and documents[1] are both Secret" in error.message
 
 
 # --- a Hardware's bmcRef ----------------------------------------------------------------------

@@ -137,8 +137,8 @@ def test_exactly_the_limit_is_accepted_in_either_form() -> None:
 
 def test_text_that_is_not_unicode_is_refused_with_the_way_out() -> None:
     error = refused(machine(userData="#cloud-config\n\ud800"))
-    assert error.field == "documents[0].spec.userData"
-    assert "not valid Unicode text (at offset 14)" in error.message
+    assert error.field == "yaml"
+    assert "line 5: found invalid Unicode character escape code" in error.message
     assert "userDataBase64" in error.message
 
 

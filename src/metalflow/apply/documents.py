@@ -5,6 +5,9 @@ Tinkerbell's `tinkerbell.org/v1alpha1` Hardware, Template and Workflow as they a
 Tinkerbell template file (a mapping with `tasks`), and rufio's BMC objects: the
 `bmc.tinkerbell.org/v1alpha1` Machine a Hardware's `bmcRef` names and the `v1` Secret with its
 login (power/rufio.py).
+
+The stream is read by the bounded loader (metalflow.yamlload) and holds at most MAX_DOCUMENTS
+documents; every object in it is named once.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from metalflow import yamlload
 from metalflow.errors import Invalid, validation_message
-from metalflow.inventory.schemas import BmcSpec, MachineSpec
+from metalflow.inventory.schemas import MAX_METADATA_JSON, BmcSpec, MachineSpec, json_sized
 from metalflow.inventory.tinkerbell import hardware_to_machine_fields
 from metalflow.names import check_name
 from metalflow.power import declared, rufio
@@ -31,6 +35,16 @@ KNOWN = {
     rufio.SECRET_API: ("Secret",),
 }
 TOP_KEYS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+MAX_DOCUMENTS = 50_000
+"""Per apply: well above the 20,000 machines of a large site's inventory in one stream."""
+MAX_HARDWARE_MAP_JSON = 16 * 1024
+LIBYAML_BAD_ESCAPE = "found invalid Unicode character escape code"
+BAD_ESCAPE_FIX = (
+    "a \\uD800-\\uDFFF escape is half a character, not text; send bytes that are not text"
+    " base64-encoded, e.g. as userDataBase64"
+)
+METADATA_KEYS = frozenset({"name", "namespace", "project", "labels"})
+"""A Machine's fields that are written under `metadata` in the document."""
 
 
 @dataclass(frozen=True)
@@ -98,33 +112,55 @@ which finds its Secret, already applied in the same transaction."""
 
 def parse(text: str) -> list[Document]:
     """All documents of a YAML stream: Secrets, rufio Machines, machines, templates, workflows."""
+    docs: list[Document] = []
     try:
-        raw_docs = list(yaml.safe_load_all(text))
+        for index, raw in enumerate(yamlload.load_all(text)):
+            if index >= MAX_DOCUMENTS:
+                raise Invalid(
+                    f"the stream has more than {MAX_DOCUMENTS:,} documents, the limit per apply;"
+                    " split it into several applies",
+                    field="yaml",
+                )
+            if raw is not None:
+                docs.append(_one(index, raw))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
+        line = yamlload.error_line(exc, text)
+        where = f"line {line}: " if line is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
+        if problem == LIBYAML_BAD_ESCAPE:
+            problem += f" ({BAD_ESCAPE_FIX})"
         raise Invalid(f"invalid YAML: {where}{problem}", field="yaml") from None
-    docs = [_one(index, raw) for index, raw in enumerate(raw_docs) if raw is not None]
     if not docs:
         raise Invalid("no documents found; nothing to apply", field="yaml")
-    _check_unique_bmc_objects(docs)
+    check_unique(docs)
     return sorted(docs, key=lambda doc: APPLY_ORDER[type(doc)])
 
 
-def _check_unique_bmc_objects(docs: list[Document]) -> None:
-    seen: dict[tuple[str, rufio.ObjectRef], int] = {}
+def identity(doc: Document) -> str:
+    """What a document names, as one stream may name it once: a Hardware and a metalflow Machine
+    of one name are one machine, a Template and a bare template file of one name one template."""
+    if isinstance(doc, SecretDoc):
+        return f"Secret {doc.ref}"
+    if isinstance(doc, BmcMachineDoc):
+        return f"Machine.bmc.tinkerbell.org {doc.machine.ref}"
+    if isinstance(doc, MachineDoc):
+        return f"Machine {doc.name}"
+    if isinstance(doc, TemplateDoc):
+        return f"Template {doc.name}"
+    return f"Workflow {doc.name}"
+
+
+def check_unique(docs: list[Document]) -> None:
+    """Refuse a stream naming an object twice: applied in order, the later document would
+    silently replace the earlier."""
+    seen: dict[str, int] = {}
     for doc in docs:
-        if isinstance(doc, SecretDoc):
-            key = ("Secret", doc.ref)
-        elif isinstance(doc, BmcMachineDoc):
-            key = ("rufio Machine", doc.machine.ref)
-        else:
-            continue
+        key = identity(doc)
         if key in seen:
             where = f"documents[{doc.index}].metadata.name"
             raise Invalid(
-                f"{where}: {key[0]} {key[1]} repeats documents[{seen[key]}]; keep one of them",
+                f"documents[{seen[key]}] and documents[{doc.index}] are both {key}; one stream"
+                " may name each object once",
                 field=where,
             )
         seen[key] = doc.index
@@ -170,6 +206,7 @@ def _one(index: int, raw: Any) -> Document:
         ref = rufio.ObjectRef(rufio.namespace_of(metadata, where), name)
         return BmcMachineDoc(index, rufio.parse_machine(ref, spec, where))
     if kind == "Hardware":
+        spec = _free_fields(spec, f"{where}.spec")
         fields = hardware_to_machine_fields(name, metadata.get("namespace"), spec)
         fields["labels"] = metadata.get("labels") or {}
         bmc_ref = rufio.parse_bmc_ref(spec, rufio.namespace_of(metadata, where), where)
@@ -200,6 +237,17 @@ def check_bmc(bmc: BmcSpec, where: str, origin: Mapping[str, str] | None = None)
         raise Invalid(f"{path}: {exc.message}", field=path) from None
 
 
+def _free_fields(spec: dict[str, Any], where: str) -> dict[str, Any]:
+    """A Hardware spec is stored as written: each of its fields is capped like `spec.metadata`."""
+    out = {}
+    for key, value in spec.items():
+        try:
+            out[key] = json_sized(value, f"{where}.{key}", MAX_METADATA_JSON)
+        except ValueError as exc:
+            raise Invalid(str(exc), field=f"{where}.{key}") from None
+    return out
+
+
 def _machine_spec(fields: dict[str, Any], where: str, source: str) -> MachineSpec:
     """The source (Machine or Hardware) lets an error give the fix that kind allows."""
     try:
@@ -207,7 +255,8 @@ def _machine_spec(fields: dict[str, Any], where: str, source: str) -> MachineSpe
     except ValidationError as exc:
         error = exc.errors()[0]
         loc = ".".join(str(part) for part in error["loc"])
-        path = f"{where}.spec.{loc}" if loc else f"{where}.spec"
+        section = "metadata" if error["loc"] and error["loc"][0] in METADATA_KEYS else "spec"
+        path = f"{where}.{section}.{loc}" if loc else f"{where}.spec"
         message = validation_message(error)
         if error["type"] == "extra_forbidden":
             message = "unknown field"
@@ -239,9 +288,7 @@ def _workflow(
     template = spec.get(template_key)
     if not isinstance(template, str) or not template:
         raise Invalid(f"{where}.spec.{template_key} is required", field=f"{where}.spec")
-    hardware_map = spec.get("hardwareMap") or {}
-    if not isinstance(hardware_map, dict):
-        raise Invalid(f"{where}.spec.hardwareMap must be a mapping", field=f"{where}.spec")
+    hardware_map = _hardware_map(spec.get("hardwareMap"), f"{where}.spec.hardwareMap")
     machine = spec.get(machine_key)
     if machine is None and not hardware_map:
         raise Invalid(
@@ -254,11 +301,28 @@ def _workflow(
         name,
         template,
         machine,
-        {str(k): str(v) for k, v in hardware_map.items()},
+        hardware_map,
         spec.get("kind", "provision"),
         boot,
         reboot,
     )
+
+
+def _hardware_map(value: Any, where: str) -> dict[str, str]:
+    """Tinkerbell's `map[string]string`: a value that is a mapping or list is refused rather than
+    stored as its Python text."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Invalid(f"{where} must be a mapping", field=where)
+    for key, item in value.items():
+        if not isinstance(item, str | int | float | bool):
+            raise Invalid(f"{where}.{key} must be a string such as a MAC address", field=where)
+    try:
+        json_sized(value, where, MAX_HARDWARE_MAP_JSON)
+    except ValueError as exc:
+        raise Invalid(str(exc), field=where) from None
+    return {str(k): str(v) for k, v in value.items()}
 
 
 def _boot_options(spec: dict[str, Any], where: str, *, tinkerbell: bool) -> tuple[str | None, bool]:

@@ -4,21 +4,45 @@ from __future__ import annotations
 
 from typing import Any
 
+from anyio import CapacityLimiter, to_thread
+from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from metalflow.api.deps import ServicesDep, Writer
-from metalflow.apply.documents import parse
+from metalflow.apply.documents import Document, parse
 from metalflow.apply.service import apply_documents
 from metalflow.errors import Invalid
 
 router = APIRouter(tags=["apply"])
 MAX_BODY = 8 * 1024 * 1024
+PARSING_THREADS = 2
+"""Applies parsed at once: a flood of applies leaves the other worker threads to agents, boot
+and the database."""
+_parsing: RunVar[CapacityLimiter] = RunVar("apply_parsing")
 
 
 class _DryRun(Exception):
     def __init__(self, results: list[dict[str, Any]]) -> None:
         self.results = results
+
+
+def _parsing_limiter() -> CapacityLimiter:
+    """One limiter per event loop, as anyio keeps its default thread limiter."""
+    try:
+        return _parsing.get()
+    except LookupError:
+        limiter = CapacityLimiter(PARSING_THREADS)
+        _parsing.set(limiter)
+        return limiter
+
+
+def _decode_and_parse(body: bytes) -> list[Document]:
+    try:
+        text = body.decode()
+    except UnicodeDecodeError as exc:
+        raise Invalid(f"the YAML is not UTF-8 (byte {exc.start})", field="body") from None
+    return parse(text)
 
 
 @router.post(
@@ -30,17 +54,15 @@ class _DryRun(Exception):
 async def apply(
     request: Request, services: ServicesDep, _: Writer, dry_run: bool = False
 ) -> dict[str, Any]:
+    """Decoding, parsing and validation run in a worker thread, so the event loop goes on
+    answering boot, agent and metadata requests while a large stream is read."""
     declared = request.headers.get("content-length", "0")
     if declared.isdigit() and int(declared) > MAX_BODY:
         raise Invalid(f"the request is {declared} bytes; the limit is {MAX_BODY}", field="body")
     body = await request.body()
     if len(body) > MAX_BODY:
         raise Invalid(f"the request is {len(body)} bytes; the limit is {MAX_BODY}", field="body")
-    try:
-        text = body.decode()
-    except UnicodeDecodeError as exc:
-        raise Invalid(f"the YAML is not UTF-8 (byte {exc.start})", field="body") from None
-    docs = parse(text)
+    docs = await to_thread.run_sync(_decode_and_parse, body, limiter=_parsing_limiter())
 
     def run() -> list[dict[str, Any]]:
         try:

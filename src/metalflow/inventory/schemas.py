@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
 import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -24,6 +25,11 @@ _MAC = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 MAX_USER_DATA = 64 * 1024
 """Bytes as stored and served: the metadata index holds every machine's user-data in memory."""
 MAX_IPXE_SCRIPT = 64 * 1024
+MAX_METADATA_JSON = 256 * 1024
+"""`spec.metadata` (and each free field of a Hardware spec), as Kubernetes bounds annotations: the
+metadata index and every stored row hold it in full."""
+MAX_LABELS_JSON = 64 * 1024
+MAX_BMC_OPTIONS_JSON = 16 * 1024
 IPXE_MAGIC = "#!ipxe"
 IPXE_COMMAND_SEPARATORS = frozenset({"||", "&&", ";"})
 
@@ -114,6 +120,24 @@ def decode_base64(value: str, what: str) -> bytes:
             " last one padded with = or == at the very end; encode the bytes with"
             " `base64 -w0 FILE`"
         ) from None
+
+
+def json_sized(value: Any, what: str, limit: int) -> Any:
+    """`value` as the JSON types it is stored as (a YAML timestamp as its text), refused past
+    `limit` bytes of compact UTF-8 JSON: free-form fields are capped by their encoded size, the
+    one measure that bounds every later copy of them. Called before pydantic copies them."""
+    try:
+        encoded = json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+        )
+    except (TypeError, ValueError) as exc:  # a NaN, a key that is a date
+        raise ValueError(
+            f"{what} cannot be stored as JSON ({exc}); quote such keys and values"
+        ) from None
+    size = len(encoded.encode())
+    if size > limit:
+        raise ValueError(f"{what} is {size:,} bytes as JSON; the limit is {limit:,}")
+    return json.loads(encoded)
 
 
 def check_user_data_size(data: bytes, what: str, info: ValidationInfo) -> None:
@@ -225,6 +249,11 @@ class BmcSpec(Strict):
     """The driver's own settings (redfish `system`, ipmi `cipher_suite`, webhook `url`) and the
     power job's (`power_timeout`, `soft_off_timeout`, `poll_interval`)."""
 
+    @field_validator("options", mode="before")
+    @classmethod
+    def _options_size(cls, value: Any) -> Any:
+        return json_sized(value, "options", MAX_BMC_OPTIONS_JSON)
+
     @field_validator("options")
     @classmethod
     def _options(
@@ -290,6 +319,12 @@ class MachineSpec(Strict):
     metadata: dict[str, Any] = Field(default_factory=dict)
     user_data: str | None = Field(default=None, alias="userData")
     user_data_base64: str | None = Field(default=None, alias="userDataBase64")
+
+    @field_validator("labels", "metadata", mode="before")
+    @classmethod
+    def _free_form_size(cls, value: Any, info: ValidationInfo) -> Any:
+        limit = MAX_LABELS_JSON if info.field_name == "labels" else MAX_METADATA_JSON
+        return json_sized(value, str(info.field_name), limit)
 
     @field_validator("user_data")
     @classmethod

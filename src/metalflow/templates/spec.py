@@ -3,6 +3,8 @@
 The YAML is composed into nodes rather than loaded, so string fields keep the text as
 written: tink decodes into `map[string]string`, where `COMPRESSED: true` stays "true" and
 `MODE: 0600` stays "0600", which plain `yaml.safe_load` would turn into a bool and an int.
+Composing uses the bounded loader applied documents use (metalflow.yamlload): nesting and alias
+expansion are refused past its limits, with the line.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
+
+from metalflow import yamlload
 
 
 class TemplateError(ValueError):
@@ -297,12 +301,9 @@ def _task(node: yaml.Node, path: str) -> TaskSpec:
 def parse_workflow(text: str) -> WorkflowSpec:
     """Rendered YAML → spec, or TemplateError with the field path and line at fault."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except RecursionError:
-        raise TemplateError("invalid YAML: nested too deeply") from None
+        root = yamlload.compose(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = None if mark is None else int(mark.line) + 1
+        line = yamlload.error_line(exc, text)
         raise TemplateError(f"invalid YAML: {exc.problem or exc}", line=line) from None
     except yaml.YAMLError as exc:
         raise TemplateError(f"invalid YAML: {exc}") from None

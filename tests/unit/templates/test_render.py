@@ -248,5 +248,5 @@ def test_check_accepts_list_functions_on_unknown_hardware() -> None:
 
 
 def test_yaml_that_nests_too_deeply_is_a_template_error() -> None:
-    with pytest.raises(TemplateError, match="nested too deeply"):
+    with pytest.raises(TemplateError, match="nesting deeper than 100 levels"):
         check_template("[" * 50_000 + "]" * 50_000)
