@@ -8,9 +8,10 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from metalflow.cli.client import Json, resource
+from metalflow.cli.client import Json, resource, work_timeout
 from metalflow.cli.context import cli_context
 from metalflow.cli.exit_codes import CliError, ExitCode
+from metalflow.cli.render import Lines
 
 STDIN = "-"
 
@@ -33,12 +34,17 @@ def apply(
 ) -> None:
     """Create or update the resources in YAML files, all of them or none."""
     cli = cli_context(ctx)
-    stream = "\n---\n".join(read(name) for name in files)
+    stream = "\n---\n".join(read(name) for name in files).encode()
     response = cli.api.post(
         resource("apply"),
         params={"dry_run": dry_run},
         content=stream,
         content_type="application/yaml",
+        timeout=work_timeout(len(stream)),
+        check=(
+            "`metalflow apply --dry-run` with the same files reports what was saved as "
+            "unchanged, and `metalflow machine list` shows the machines"
+        ),
     )
     cli.out.emit(response, results)
 
@@ -57,10 +63,10 @@ def read(name: str) -> str:
         raise CliError(f'cannot read "{name}": {reason}', ExitCode.BAD_INPUT) from None
 
 
-def results(data: Json) -> Text:
+def results(data: Json) -> Lines:
     """`machine/m1 created` per resource, with ` (dry run)` when nothing was saved."""
     suffix = " (dry run)" if data.get("dry_run") else ""
-    return Text("\n").join(
+    return Lines(
         Text(f"{str(item['kind']).lower()}/{item['name']} {item['action']}{suffix}")
         for item in data.get("results") or []
     )

@@ -15,9 +15,24 @@ from metalflow.cli.exit_codes import CliError, ExitCode
 Json = dict[str, Any]
 Params = Mapping[str, str | int | bool | list[str] | None]
 
-TIMEOUT = httpx.Timeout(30.0)
-STREAM_TIMEOUT = httpx.Timeout(30.0, read=60.0)
+CONNECT_SECONDS = 10.0
+"""Connecting (and waiting for a pooled connection) sends nothing: a short wait is safe."""
+TIMEOUT = httpx.Timeout(60.0, connect=CONNECT_SECONDS)
+"""Each read or write of a request; a long list is not bounded as a whole, only its pauses."""
+STREAM_TIMEOUT = httpx.Timeout(60.0, connect=CONNECT_SECONDS)
 """Event streams stay quiet between events; the server sends a keep-alive every 15 seconds."""
+WORK_BASE_SECONDS = 120.0
+WORK_SECONDS_PER_MIB = 300.0
+"""How long a request that makes the server work on its body may wait for the answer: about
+five minutes per MiB of YAML (20,000 small machines are ~2 MiB) on top of two minutes; generous,
+because giving up on an apply the server is still committing tells the operator nothing."""
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def work_timeout(body_bytes: int) -> httpx.Timeout:
+    """Timeouts of a request whose answer takes time in proportion to its body (an apply)."""
+    seconds = WORK_BASE_SECONDS + WORK_SECONDS_PER_MIB * body_bytes / 2**20
+    return httpx.Timeout(seconds, connect=CONNECT_SECONDS, pool=CONNECT_SECONDS)
 
 
 def resource(*segments: str) -> str:
@@ -59,16 +74,27 @@ class ApiClient:
         *,
         json: Json | None = None,
         params: Params | None = None,
-        content: str | None = None,
+        content: str | bytes | None = None,
         content_type: str | None = None,
+        timeout: httpx.Timeout | None = None,
+        check: str | None = None,
     ) -> Json:
+        """POST a request; `check` tells the operator how to find out whether a request that
+        timed out or lost its connection was carried out anyway."""
         headers = {"Content-Type": content_type} if content_type else None
         return self._request(
-            "POST", path, params=params, json=json, content=content, headers=headers
+            "POST",
+            path,
+            params=params,
+            json=json,
+            content=content,
+            headers=headers,
+            timeout=timeout or TIMEOUT,
+            check=check,
         )
 
     def delete(self, path: str) -> None:
-        with self._errors():
+        with self._errors("DELETE", TIMEOUT):
             response = self._http.request("DELETE", path)
         if response.is_error:
             raise _api_error(response)
@@ -81,7 +107,7 @@ class ApiClient:
         headers = {"Accept": "text/event-stream"}
         if after is not None:
             headers["Last-Event-ID"] = str(after)
-        with self._errors():
+        with self._errors("GET", STREAM_TIMEOUT):
             request = self._http.build_request(
                 "GET",
                 resource("events"),
@@ -98,9 +124,20 @@ class ApiClient:
             finally:
                 response.close()
 
-    def _request(self, method: str, path: str, *, params: Params | None, **kwargs: Any) -> Json:
-        with self._errors():
-            response = self._http.request(method, path, params=_clean(params or {}), **kwargs)
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None,
+        timeout: httpx.Timeout = TIMEOUT,
+        check: str | None = None,
+        **kwargs: Any,
+    ) -> Json:
+        with self._errors(method, timeout, check):
+            response = self._http.request(
+                method, path, params=_clean(params or {}), timeout=timeout, **kwargs
+            )
         if response.is_error:
             raise _api_error(response)
         try:
@@ -112,17 +149,41 @@ class ApiClient:
         return body
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
+    def _errors(
+        self, method: str, timeout: httpx.Timeout, check: str | None = None
+    ) -> Iterator[None]:
+        """One line per transport failure, saying whether the server may have done the work:
+        a write whose request was sent can have been carried out however the wait ended."""
+        unsure = ""
+        if method in WRITE_METHODS:
+            unsure = (
+                "; the server may still have carried out the request: "
+                + (check or "check with `metalflow machine list` or `metalflow workflow list`")
+                + " before sending it again"
+            )
         try:
             yield
         except httpx.ConnectError:
             raise CliError(
                 f'cannot reach metalflow at {self.url} (is "metalflow up" running?)'
             ) from None
+        except (httpx.ConnectTimeout, httpx.PoolTimeout):
+            raise CliError(
+                f"no connection to metalflow at {self.url} within {CONNECT_SECONDS:g} s "
+                '(is "metalflow up" running, and is --url right?); nothing was sent'
+            ) from None
+        except httpx.WriteTimeout:
+            raise CliError(
+                f"timed out after {timeout.write:.0f} s sending the request to metalflow at "
+                f"{self.url}; it was not sent whole, so nothing was applied"
+            ) from None
         except httpx.TimeoutException:
-            raise CliError(f"timed out waiting for metalflow at {self.url}") from None
+            raise CliError(
+                f"timed out after {timeout.read:.0f} s waiting for metalflow at {self.url} "
+                f"to answer {method}{unsure}"
+            ) from None
         except httpx.TransportError as exc:
-            raise CliError(f"lost connection to metalflow at {self.url}: {exc}") from None
+            raise CliError(f"lost connection to metalflow at {self.url}: {exc}{unsure}") from None
 
 
 def _check_url(url: str) -> None:

@@ -5,16 +5,22 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.cells import cell_len, set_cell_size
+from rich.console import Console, ConsoleOptions, Group, RenderableType
+from rich.segment import Segment
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
 Json = Mapping[str, Any]
 
 NONE = "-"
+ELLIPSIS = "…"
+COLUMN_GAP = "  "
+MIN_COLUMN_WIDTH = 4
 GZIP_MAGIC = b"\x1f\x8b"
 STATE_STYLES = {
     "SUCCESS": "green",
@@ -34,6 +40,103 @@ def table(*headers: str) -> Table:
     for header in headers:
         grid.add_column(header)
     return grid
+
+
+class Listing:
+    """A table of one line per row, built in time linear in its cells.
+
+    Rich's `Table` measures, wraps and renders every cell as its own renderable: 26 s for
+    5,000 machines. A listing measures each cell once, fits the columns to the terminal by
+    truncating the widest ones with an ellipsis (rows never wrap, so `grep` and `awk` see one
+    row per line, as with kubectl), and writes each row as a few segments.
+    """
+
+    def __init__(self, *headers: str) -> None:
+        self.headers = headers
+        self.rows: list[tuple[str | Text, ...]] = []
+
+    def add_row(self, *cells: str | Text) -> None:
+        if len(cells) != len(self.headers):
+            raise ValueError(f"a row of {len(self.headers)} columns has {len(cells)} cells")
+        self.rows.append(cells)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
+        widths = fit_widths(self._natural_widths(), options.max_width)
+        bold = Style(bold=True)
+        yield from _row(console, [Text(header, style=bold) for header in self.headers], widths)
+        for row in self.rows:
+            yield from _row(console, row, widths)
+
+    def _natural_widths(self) -> list[int]:
+        widths = [cell_len(header) for header in self.headers]
+        for row in self.rows:
+            for index, cell in enumerate(row):
+                width = cell_len(cell.plain if isinstance(cell, Text) else cell)
+                if width > widths[index]:
+                    widths[index] = width
+        return widths
+
+
+def _row(console: Console, cells: Iterable[str | Text], widths: list[int]) -> Iterator[Segment]:
+    """One line of a listing: unstyled cells and the gaps between them make one segment."""
+    last = len(widths) - 1
+    plain: list[str] = []
+    for index, cell in enumerate(cells):
+        text = cell.plain if isinstance(cell, Text) else cell
+        width = widths[index]
+        if cell_len(text) > width:
+            text = set_cell_size(text, width - 1) + ELLIPSIS
+        padding = "" if index == last else " " * (width - cell_len(text)) + COLUMN_GAP
+        if isinstance(cell, Text) and (cell.style or cell.spans):
+            if plain:
+                yield Segment("".join(plain))
+                plain = []
+            styled = cell.copy()
+            styled.plain = text
+            base = console.get_style(styled.style, default=Style.null())
+            yield from Segment.apply_style(styled.render(console), base)
+            plain.append(padding)
+        else:
+            plain.append(text + padding)
+    plain.append("\n")
+    yield Segment("".join(plain))
+
+
+def fit_widths(natural: list[int], available: int) -> list[int]:
+    """Column widths within `available` cells: the widest columns give up width first, none
+    below `MIN_COLUMN_WIDTH`; a table that still does not fit wraps in the terminal rather than
+    losing columns."""
+    room = available - len(COLUMN_GAP) * (len(natural) - 1)
+    low, high = MIN_COLUMN_WIDTH, max(natural)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if sum(min(width, middle) for width in natural) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return [min(width, low) for width in natural]
+
+
+def listing(*headers: str) -> Listing:
+    return Listing(*headers)
+
+
+class Lines:
+    """Texts one per line; only a line wider than the console goes through Rich's wrapping,
+    which, on one joined `Text`, cost 1.3 ms per event line."""
+
+    def __init__(self, lines: Iterable[Text]) -> None:
+        self.lines = list(lines)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Segment]:
+        newline = Segment.line()
+        for line in self.lines:
+            if cell_len(line.plain) > options.max_width:
+                yield from console.render(line, options)
+                continue
+            base = console.get_style(line.style, default=Style.null())
+            yield from Segment.apply_style(line.render(console), base)
+            yield newline
 
 
 def state(value: str | None) -> Text:
@@ -138,7 +241,7 @@ def _value(value: Any) -> str:
 
 
 def machines(data: Json) -> RenderableType:
-    grid = table("NAME", "STATE", "ARCH", "MAC", "IP", "PROJECT", "WORKFLOW")
+    grid = listing("NAME", "STATE", "ARCH", "MAC", "IP", "PROJECT", "WORKFLOW")
     for machine in data["items"]:
         first = (machine.get("interfaces") or [{}])[0]
         grid.add_row(
@@ -213,7 +316,7 @@ def _bmc(bmc: Json) -> str:
 
 
 def templates(data: Json) -> RenderableType:
-    grid = table("NAME", "VERSION", "TASKS", "ACTIONS", "CREATED", "UPDATED")
+    grid = listing("NAME", "VERSION", "TASKS", "ACTIONS", "CREATED", "UPDATED")
     for template in data["items"]:
         grid.add_row(
             template["name"],
@@ -227,7 +330,7 @@ def templates(data: Json) -> RenderableType:
 
 
 def leases(data: Json) -> RenderableType:
-    grid = table("ADDRESS", "MAC", "SUBNET", "HOSTNAME", "EXPIRES")
+    grid = listing("ADDRESS", "MAC", "SUBNET", "HOSTNAME", "EXPIRES")
     for lease in data["items"]:
         grid.add_row(
             lease["address"],
@@ -266,7 +369,7 @@ def current_action(workflow: Json) -> str:
 
 
 def workflows(data: Json) -> RenderableType:
-    grid = table("ID", "NAME", "MACHINE", "TEMPLATE", "STATE", "PROGRESS", "CREATED")
+    grid = listing("ID", "NAME", "MACHINE", "TEMPLATE", "STATE", "PROGRESS", "CREATED")
     for workflow in data["items"]:
         grid.add_row(
             str(workflow["id"])[:12],
@@ -335,7 +438,7 @@ def workflow_state(data: Json) -> Text:
 
 def events(data: Json) -> RenderableType:
     ordered = sorted(data["items"], key=lambda event: int(event.get("id") or 0))
-    return Text("\n").join(event_line(event) for event in ordered)
+    return Lines(event_line(event) for event in ordered)
 
 
 def deprovisioned(data: Json) -> Text:

@@ -17,7 +17,9 @@ TOKEN = "test-token"
 class FakeServer:
     """Answers `(method, path)` with canned responses, in order (the last one repeats)."""
 
-    routes: dict[tuple[str, str], list[httpx.Response]] = field(default_factory=dict)
+    routes: dict[tuple[str, str], list[httpx.Response | type[httpx.TransportError]]] = field(
+        default_factory=dict
+    )
     requests: list[httpx.Request] = field(default_factory=list)
 
     def reply(self, method: str, path: str, body: Any = None, *, status: int = 200) -> FakeServer:
@@ -39,7 +41,13 @@ class FakeServer:
             httpx.Response(200, headers={"content-type": "text/event-stream"}, content=content),
         )
 
-    def add(self, method: str, path: str, reply: httpx.Response) -> FakeServer:
+    def fail(self, method: str, path: str, error: type[httpx.TransportError]) -> FakeServer:
+        """`method path` raises `error` in the client, as a timeout or a dropped connection do."""
+        return self.add(method, path, error)
+
+    def add(
+        self, method: str, path: str, reply: httpx.Response | type[httpx.TransportError]
+    ) -> FakeServer:
         self.routes.setdefault((method, path), []).append(reply)
         return self
 
@@ -48,7 +56,10 @@ class FakeServer:
         replies = self.routes.get((request.method, request.url.path))
         if not replies:
             return httpx.Response(404, json={"detail": {"message": "no such route", "field": None}})
-        return replies.pop(0) if len(replies) > 1 else replies[0]
+        reply = replies.pop(0) if len(replies) > 1 else replies[0]
+        if isinstance(reply, httpx.Response):
+            return reply
+        raise reply("the fake server let it fail", request=request)
 
     @property
     def last(self) -> httpx.Request:
