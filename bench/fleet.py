@@ -75,6 +75,17 @@ def pinner(cpus: set[int] | None) -> Callable[[], None]:
     return pin
 
 
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT (metalflow up shuts down cleanly), then SIGKILL if it has not ended in 15 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def percentile(sorted_values: list[float], fraction: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -514,13 +525,7 @@ class Server:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_server(self.proc)
         self.proc = None
 
     def cleanup(self, keep: bool) -> None:

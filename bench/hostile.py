@@ -26,7 +26,6 @@ import os
 import resource
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fleet import free_port, percentile  # bench/fleet.py (same directory)
+from fleet import free_port, percentile, stop_server  # bench/fleet.py (same directory)
 
 REPO = Path(__file__).resolve().parent.parent
 ATTACKS = ("bomb", "body", "fleet")
@@ -155,15 +154,8 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_server(self.proc)
 
     def cleanup(self, keep: bool) -> None:
         if keep:
