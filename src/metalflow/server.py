@@ -1,30 +1,40 @@
-"""`metalflow up`: storage, keys, tokens and every service of one process, on one asyncio loop."""
+"""`metalflow up`: the composition root. Storage, keys and tokens, the services container, the
+background workers, the app, the boot servers and the metadata port of one process, on one
+asyncio loop; the packages below only receive what they need from here.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from types import FrameType
 
 import uvicorn
+from anyio import to_thread
+from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from metalflow.api.app import create_app
-from metalflow.api.deps import Services
 from metalflow.boot.errors import BootSetupError
-from metalflow.boot.index import BootIndex
-from metalflow.boot.recorder import BootEventRecorder
 from metalflow.boot.runtime import BootServers, check_boot_files, plan_boot
 from metalflow.config import Settings
 from metalflow.db.engine import Database
 from metalflow.db.migrate import upgrade
 from metalflow.events import Event, EventBus, PostgresRelay, load_events, persist
+from metalflow.index.store import IndexRefresher
+from metalflow.index.views import MachineIndex
 from metalflow.inventory.discovery import DiscoveryGate, Rate
 from metalflow.metadata.router import MetadataGate
 from metalflow.metadata.service import MetadataService
 from metalflow.metadata.wire import MetadataServer
 from metalflow.metrics import Metrics
+from metalflow.power.runner import PowerRunner
+from metalflow.recorder import BootEventRecorder
+from metalflow.services import Services
 from metalflow.tenancy.auth import Authenticator, create_api_token, has_admin_token
 from metalflow.tenancy.secrets import (
     Keyring,
@@ -33,9 +43,12 @@ from metalflow.tenancy.secrets import (
     write_admin_token,
 )
 from metalflow.workflows import service as workflows
+from metalflow.workflows.controller import run_controller
 from metalflow.workflows.tables import Workflow
 
 log = logging.getLogger("metalflow")
+WORKER_THREADS = 100
+"""Database calls run in threads; sized for many agents reporting at once."""
 SHUTDOWN_GRACE_SECONDS = 5
 """What a request still running at shutdown gets before it is cancelled."""
 ADMIN_TOKEN_LOCK = 0x6D66_6174
@@ -95,13 +108,82 @@ def build_services(settings: Settings) -> Services:
         keyring=keyring,
         auth=Authenticator(keyring, run_records=workflows.run_record),
         metrics=metrics,
-        boot_index=BootIndex(),
+        index=MachineIndex(),
         boot_events=boot_events,
         discovery_gate=DiscoveryGate(
             Rate(settings.discovery_rate_per_address), Rate(settings.discovery_rate)
         ),
         relay=relay,
     )
+
+
+class Workers:
+    """What runs beside the requests: the event relay, the index refresher, the boot event
+    recorder, the power runner and the workflow controller."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listeners: list[Callable[[Event], None]] = []
+
+    @asynccontextmanager
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        """Bind the bus to this loop and load the index before anything is answered."""
+        services = self.services
+        services.bus.bind(asyncio.get_running_loop())
+        if services.relay is not None:
+            services.relay.start()
+        to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+        refresher = IndexRefresher(services.db, services.index)
+        self._listen(refresher.on_event)
+        await refresher.load_all()
+        power = PowerRunner(
+            services.db,
+            services.keyring,
+            workers=services.settings.power_workers,
+            sync_interval=services.settings.power_sync_interval,
+        )
+        self._listen(power.on_event)
+        self._tasks = [
+            asyncio.create_task(refresher.run()),
+            asyncio.create_task(services.boot_events.run()),
+            asyncio.create_task(power.run()),
+            asyncio.create_task(
+                run_controller(
+                    services.db,
+                    services.settings.controller_interval,
+                    services.settings.event_retention_hours,
+                )
+            ),
+        ]
+
+    def _listen(self, listener: Callable[[Event], None]) -> None:
+        self.services.bus.listeners.append(listener)
+        self._listeners.append(listener)
+
+    async def stop(self) -> None:
+        for task in reversed(self._tasks):
+            task.cancel()
+        self._tasks = []
+        for listener in self._listeners:
+            self.services.bus.listeners.remove(listener)
+        self._listeners = []
+        await self.services.boot_events.flush()
+        if self.services.relay is not None:
+            self.services.relay.stop()
+
+
+def build_app(services: Services, metadata: MetadataService | None = None) -> MetadataGate:
+    """The API port's app with this process's workers started and stopped by its lifespan."""
+    app = create_app(services, lifespan=Workers(services).lifespan)
+    return MetadataGate(app, metadata or MetadataService(services))
 
 
 def serve(settings: Settings) -> None:
@@ -119,7 +201,7 @@ def serve(settings: Settings) -> None:
     metadata_socket = _metadata_socket(settings)
     metadata = MetadataService(services)
     config = uvicorn.Config(
-        MetadataGate(create_app(services), metadata),
+        build_app(services, metadata),
         host=settings.http_host,
         port=settings.http_port,
         log_level="info",
@@ -159,7 +241,7 @@ def _metadata_socket(settings: Settings) -> socket.socket | None:
 
 
 def _metadata_server(metadata: MetadataService, services: Services) -> MetadataServer:
-    server = MetadataServer(metadata, services.boot_index)
+    server = MetadataServer(metadata, services.index)
     services.metrics.register_counts(
         "metalflow_metadata_requests",
         "Metadata port requests by answer status, or why none was made (malformed, too_large,"

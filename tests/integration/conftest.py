@@ -16,10 +16,9 @@ import pytest
 import uvicorn
 from sqlalchemy import create_engine, text
 
-from metalflow.api.app import create_app
-from metalflow.api.deps import Services
 from metalflow.config import Settings
-from metalflow.server import build_services
+from metalflow.server import build_app, build_services
+from metalflow.services import Services
 from tests.prerequisites import unavailable
 
 PG_ENV = "METALFLOW_TEST_DATABASE_URL"
@@ -89,7 +88,7 @@ class LiveServer:
 def start_server(settings: Settings) -> LiveServer:
     services = build_services(settings)
     config = uvicorn.Config(
-        create_app(services),
+        build_app(services),
         host=settings.http_host,
         port=settings.http_port,
         log_level="warning",

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from metalflow.boot.index import load_views
+from metalflow.index.store import load_views
 from tests.integration.conftest import AgentClient, LiveServer, apply
 from tests.integration.manifests import (
     TINKERBELL_STACK,

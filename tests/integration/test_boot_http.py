@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from metalflow.boot.ipxe import NO_ACTIVE_WORKFLOW, NOT_CONFIGURED
-from metalflow.boot.router import base_url
 from metalflow.config import Settings
 from metalflow.errors import MetalflowError
+from metalflow.urls import base_url
 from tests.integration.conftest import AgentClient, LiveServer, apply, start_server
 from tests.integration.manifests import TINKERBELL_STACK, machine_yaml, simple_template
 from tests.prerequisites import unavailable

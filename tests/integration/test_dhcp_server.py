@@ -19,10 +19,10 @@ from metalflow.boot.dhcp.leases import LeaseStore
 from metalflow.boot.dhcp.network import AddressRange, DhcpMode, NetworkConfig
 from metalflow.boot.dhcp.policy import BootSettings
 from metalflow.boot.dhcp.server import DhcpServer, InterfaceAddress, datagram_limit
-from metalflow.boot.index import BootIndex, InterfaceView, MachineView
-from metalflow.boot.recorder import BootEventRecorder
 from metalflow.db.engine import Database
 from metalflow.db.migrate import upgrade
+from metalflow.index.views import InterfaceView, MachineIndex, MachineView
+from metalflow.recorder import BootEventRecorder
 from tests.integration.bootlab import SERVER_IP, BootLab, wait_for
 from tests.integration.test_dhcp import apply, machine, pxe
 
@@ -83,7 +83,7 @@ def mutate(rng: random.Random, seed: bytes) -> bytes:
 def build_server(tmp_path: Path) -> DhcpServer:
     db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
     upgrade(db)
-    index = BootIndex()
+    index = MachineIndex()
     index.replace_all(
         [
             MachineView(

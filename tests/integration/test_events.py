@@ -12,16 +12,13 @@ import httpx
 import pytest
 import uvicorn
 
-from metalflow.api.app import create_app
-from metalflow.api.deps import Services
-from metalflow.boot.index import MachineView
-from metalflow.boot.recorder import BootEventRecorder
 from metalflow.config import Settings
 from metalflow.db.base import utcnow
 from metalflow.events import PRUNE_BATCH, Event, EventFilter, list_events, prune_events, record
-from metalflow.metadata.router import MetadataGate
-from metalflow.metadata.service import MetadataService
-from metalflow.server import build_services
+from metalflow.index.views import MachineView
+from metalflow.recorder import BootEventRecorder
+from metalflow.server import build_app, build_services
+from metalflow.services import Services
 from tests.integration.bootlab import wait_for
 from tests.integration.conftest import AgentClient, LiveServer, apply
 from tests.integration.manifests import machine_yaml, simple_template
@@ -65,8 +62,8 @@ class FakeClock:
 
 def indexed(services: Services, mac: str) -> MachineView:
     """The machine as the boot servers see it (the index follows changes in the background)."""
-    wait_for(lambda: services.boot_index.by_mac(mac) is not None)
-    found = services.boot_index.by_mac(mac)
+    wait_for(lambda: services.index.by_mac(mac) is not None)
+    found = services.index.by_mac(mac)
     assert found is not None
     return found
 
@@ -128,7 +125,7 @@ def metadata_live(settings: Settings) -> Iterator[LiveServer]:
         update={"metadata_on_api_port": True, "metadata_trusted_proxies": ["127.0.0.1/32"]}
     )
     services = build_services(settings)
-    app = MetadataGate(create_app(services), MetadataService(services))
+    app = build_app(services)
     config = uvicorn.Config(
         app, host=settings.http_host, port=settings.http_port, log_level="warning"
     )

@@ -22,7 +22,7 @@ from typing import cast
 import httpx
 import pytest
 
-from metalflow.boot.index import BootIndex
+from metalflow.index.views import MachineIndex
 from metalflow.metadata.service import MetadataService
 from metalflow.metadata.wire import MetadataServer
 from tests.integration.conftest import free_port
@@ -319,7 +319,7 @@ def test_slow_and_idle_connections_are_closed() -> None:
 
     async def scenario() -> tuple[bytes, bytes, collections.Counter[str]]:
         server = MetadataServer(
-            cast(MetadataService, object()), BootIndex(), idle_seconds=0.4, request_seconds=0.4
+            cast(MetadataService, object()), MachineIndex(), idle_seconds=0.4, request_seconds=0.4
         )
         listener = socket.create_server(("127.0.0.1", 0))
         port = listener.getsockname()[1]

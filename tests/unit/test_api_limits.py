@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metalflow.api.deps import MISSING_TOKEN, PRINCIPAL_KEY
 from metalflow.api.limits import (
     AGENT_REPORT_MAX_BODY,
     APPLY_MAX_BODY,
@@ -23,6 +22,7 @@ from metalflow.api.limits import (
     policy_for,
 )
 from metalflow.errors import Invalid, Unauthorized
+from metalflow.services import MISSING_TOKEN, PRINCIPAL_KEY
 from metalflow.tenancy.auth import Principal, Role
 
 Message = MutableMapping[str, Any]

@@ -1,39 +1,34 @@
-"""FastAPI app assembly: routers, error mapping, /healthz, /metrics."""
+"""The API app: routers, error mapping, /healthz, /metrics; no background work of its own."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import functools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from anyio import to_thread
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from metalflow import __version__
 from metalflow.api import events
-from metalflow.api.deps import Reader, Services, ServicesDep, authenticate
 from metalflow.api.errors import install_error_handlers
 from metalflow.api.limits import RequestGuard
 from metalflow.api.openapi import install_openapi
 from metalflow.apply import router as apply_router
 from metalflow.boot import router as boot_router
 from metalflow.boot.dhcp import router as dhcp_router
-from metalflow.boot.index import IndexRefresher
 from metalflow.inventory import router as machines
 from metalflow.metadata import router as metadata_router
 from metalflow.power import router as power_router
-from metalflow.power.runner import PowerRunner
+from metalflow.services import Reader, Services, ServicesDep, authenticate
 from metalflow.templates import router as templates
 from metalflow.workflows import agent_router
 from metalflow.workflows import router as workflows
-from metalflow.workflows.controller import run_controller
 
 API_PREFIX = "/api/v1"
-WORKER_THREADS = 100
-"""Database calls run in threads; sized for many agents reporting at once."""
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Ready",
@@ -62,51 +57,22 @@ HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
+    """The API's routes and error handling; what runs beside them (the index, the workers)
+    is started by `lifespan`, which the composition root (`metalflow.server`) passes in.
+    `/healthz` says "starting" until that start-up is done."""
+
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services.bus.bind(asyncio.get_running_loop())
-        if services.relay is not None:
-            services.relay.start()
-        to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
-        refresher = IndexRefresher(services.db, services.boot_index)
-        services.bus.listeners.append(refresher.on_event)
-        await refresher.load_all()
-        power = PowerRunner(
-            services.db,
-            services.keyring,
-            workers=services.settings.power_workers,
-            sync_interval=services.settings.power_sync_interval,
-        )
-        services.bus.listeners.append(power.on_event)
-        background = [
-            asyncio.create_task(refresher.run()),
-            asyncio.create_task(services.boot_events.run()),
-            asyncio.create_task(power.run()),
-        ]
-        controller = asyncio.create_task(
-            run_controller(
-                services.db,
-                services.settings.controller_interval,
-                services.settings.event_retention_hours,
-            )
-        )
-        app.state.ready = True
-        try:
-            yield
-        finally:
-            app.state.ready = False
-            controller.cancel()
-            for task in background:
-                task.cancel()
-            services.bus.listeners.remove(refresher.on_event)
-            services.bus.listeners.remove(power.on_event)
-            await services.boot_events.flush()
-            if services.relay is not None:
-                services.relay.stop()
+    async def ready(app: FastAPI) -> AsyncIterator[None]:
+        async with lifespan(app) if lifespan is not None else contextlib.nullcontext():
+            app.state.ready = True
+            try:
+                yield
+            finally:
+                app.state.ready = False
 
     app = FastAPI(
-        lifespan=lifespan,
+        lifespan=ready,
         title="metalflow",
         version=__version__,
         openapi_url=f"{API_PREFIX}/openapi.json",

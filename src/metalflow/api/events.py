@@ -11,8 +11,8 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from metalflow.api.deps import Reader, Services, ServicesDep
 from metalflow.events import Event, EventFilter, list_events
+from metalflow.services import Reader, Services, ServicesDep
 
 router = APIRouter(tags=["events"])
 KEEPALIVE_SECONDS = 15.0

@@ -31,10 +31,10 @@ from typing import Any
 
 from anyio import to_thread
 
-from metalflow.api.deps import PRINCIPAL_KEY
 from metalflow.api.errors import error_response
 from metalflow.apply.router import MAX_BODY as APPLY_MAX_BODY
 from metalflow.errors import Invalid, MetalflowError, TooLarge
+from metalflow.services import PRINCIPAL_KEY
 from metalflow.tenancy.auth import Principal
 
 Scope = MutableMapping[str, Any]

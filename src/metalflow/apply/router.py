@@ -9,10 +9,10 @@ from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
-from metalflow.api.deps import ServicesDep, Writer
 from metalflow.apply.documents import Document, parse
 from metalflow.apply.service import apply_documents
 from metalflow.errors import Invalid
+from metalflow.services import ServicesDep, Writer
 
 router = APIRouter(tags=["apply"])
 MAX_BODY = 8 * 1024 * 1024

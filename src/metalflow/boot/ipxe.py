@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from metalflow.boot.index import InterfaceView, MachineView
+from metalflow.index.views import InterfaceView, MachineView
 from metalflow.inventory.schemas import (
     NAME_PATTERN,
     check_http_url,

@@ -18,7 +18,6 @@ import datetime as dt
 import ipaddress
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,18 +27,19 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse
 from sqlalchemy import select
 
-from metalflow.api.deps import Services, ServicesDep, get_services
 from metalflow.boot.assets import boot_tree
 from metalflow.boot.dhcp.tables import DhcpLease
-from metalflow.boot.index import InterfaceView, MachineView
 from metalflow.boot.ipxe import Caller, InstallEnvironment, choose_script
-from metalflow.boot.recorder import UNKNOWN_CALLERS
 from metalflow.boot.tftp.tree import AccessViolation, FileNotFound
 from metalflow.config import ScriptToken, Settings
 from metalflow.db.engine import Database
 from metalflow.errors import Forbidden, MetalflowError, NotFound
+from metalflow.index.views import InterfaceView, MachineView
 from metalflow.inventory.schemas import normalize_mac
+from metalflow.recorder import UNKNOWN_CALLERS
+from metalflow.services import Services, ServicesDep, get_services
 from metalflow.tenancy.tokens import BootClaim
+from metalflow.urls import base_url
 
 router = APIRouter(prefix="/boot", tags=["boot"])
 log = logging.getLogger("metalflow.boot.http")
@@ -48,25 +48,6 @@ KERNEL_ROUTE = "/install/vmlinuz"
 INITRD_ROUTE = "/install/initrd.img"
 MAX_RANGE_IN_EVENT = 64
 """A Range header is the client's text: cut before it goes into an event."""
-WILDCARD_ADDRESSES = ("", "0.0.0.0", "::")
-_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
-
-
-def base_url(settings: Settings, host_header: str | None) -> str:
-    """Where machines reach this server: `public_url`, else the `--http` address when it is a
-    specific one, else the Host header the machine sent (iPXE sends it)."""
-    if settings.public_url:
-        return settings.public_url.rstrip("/")
-    host = settings.http_host
-    if host not in WILDCARD_ADDRESSES:
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{settings.http_port}"
-    if host_header is None or not _HOST.fullmatch(host_header):
-        raise MetalflowError(
-            f"Host header {host_header!r} is not HOST[:PORT]; or set METALFLOW_PUBLIC_URL",
-            field="host",
-        )
-    return f"http://{host_header}"
 
 
 def install_environment(settings: Settings, host_header: str | None) -> InstallEnvironment:
@@ -107,7 +88,7 @@ def _by_source_address(
 ) -> tuple[MachineView, InterfaceView] | None:
     """The machine whose interface has the caller's IPv4 address (or IPv4-mapped IPv6)."""
     ipv4 = _caller_ipv4(request)
-    return services.boot_index.by_ip(ipv4) if ipv4 is not None else None
+    return services.index.by_ip(ipv4) if ipv4 is not None else None
 
 
 def _leased_address(db: Database, mac: str) -> ipaddress.IPv4Address | None:
@@ -209,7 +190,7 @@ async def auto_script(request: Request, mac: str | None = None) -> PlainTextResp
     services = await get_services(request)
     if mac is not None:
         mac = _mac(mac)
-        return await _answer(services, request, services.boot_index.by_mac(mac), mac)
+        return await _answer(services, request, services.index.by_mac(mac), mac)
     found = _by_source_address(services, request)
     if found is None:
         return await _answer(services, request, None, None)
@@ -224,7 +205,7 @@ async def machine_script(mac: str, request: Request) -> PlainTextResponse:
     # script request's cost in bench/ipxe_script.py.
     services = await get_services(request)
     mac = _mac(mac)
-    return await _answer(services, request, services.boot_index.by_mac(mac), mac)
+    return await _answer(services, request, services.index.by_mac(mac), mac)
 
 
 def _etag_matches(if_none_match: str, etag: str) -> bool:

@@ -16,7 +16,6 @@ import yaml
 from anyio import to_thread
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from metalflow.api.deps import Services
 from metalflow.boot.assets import boot_tree
 from metalflow.boot.dhcp.leases import LeaseStore
 from metalflow.boot.dhcp.network import AddressRange, DhcpMode, NetworkConfig
@@ -24,12 +23,13 @@ from metalflow.boot.dhcp.policy import BootSettings
 from metalflow.boot.dhcp.server import DhcpServer, InterfaceAddress, interface_address
 from metalflow.boot.errors import BootSetupError
 from metalflow.boot.ra import RouterAdvertiser
-from metalflow.boot.recorder import UNKNOWN_CALLERS
-from metalflow.boot.router import base_url
 from metalflow.boot.tftp.server import TftpServer, TransferRecord
 from metalflow.config import Settings
 from metalflow.errors import validation_message
 from metalflow.metrics import Metrics
+from metalflow.recorder import UNKNOWN_CALLERS
+from metalflow.services import Services
+from metalflow.urls import base_url
 
 log = logging.getLogger("metalflow.boot")
 
@@ -165,7 +165,7 @@ class BootServers:
         self.services = services
         self.local = plan.local
         self.networks = plan.networks
-        index = services.boot_index
+        index = services.index
         self.leases = LeaseStore(services.db, lambda address: index.by_ip(address) is not None)
         self.dhcp: DhcpServer | None = None
         self.tftp_outcomes: collections.Counter[str] = collections.Counter()
@@ -226,7 +226,7 @@ class BootServers:
 
     def _on_transfer(self, record: TransferRecord) -> None:
         self.tftp_outcomes[str(record.outcome)] += 1
-        found = self.services.boot_index.by_ip(ipaddress.IPv4Address(record.client[0]))
+        found = self.services.index.by_ip(ipaddress.IPv4Address(record.client[0]))
         self.services.boot_events.record(
             "tftp.transfer",
             found[0] if found else None,

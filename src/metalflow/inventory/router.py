@@ -9,13 +9,13 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy.orm import Session
 
 from metalflow import events
-from metalflow.api.deps import Reader, ServicesDep, Writer
 from metalflow.errors import Invalid
 from metalflow.inventory import service
 from metalflow.inventory.lifecycle import MachineEvent
 from metalflow.inventory.schemas import MachineList, MachinePublic, TransitionRequest
 from metalflow.inventory.tables import Machine
 from metalflow.names import check_name
+from metalflow.services import Reader, ServicesDep, Writer
 from metalflow.workflows import service as workflows
 
 router = APIRouter(prefix="/machines", tags=["machines"])

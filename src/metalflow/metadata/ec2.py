@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from metalflow.metadata.instance import Address, Instance
+from metalflow.index.instance import Address, Instance
 from metalflow.metadata.netconfig import untagged_nic
 
 VERSIONS = ("2009-04-04", "2016-09-02", "2018-09-24", "2021-03-23", "latest")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from metalflow.metadata.instance import Instance
+from metalflow.index.instance import Instance
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from metalflow.metadata.instance import Address, Instance
+from metalflow.index.instance import Address, Instance
 
 BOND_MODES = {
     1: "active-backup",

@@ -11,7 +11,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from metalflow.api.deps import Reader, Services
 from metalflow.inventory import service as inventory
 from metalflow.metadata.service import (
     MAX_POST_BODY,
@@ -22,6 +21,7 @@ from metalflow.metadata.service import (
     is_metadata_path,
     text,
 )
+from metalflow.services import Reader, Services
 
 router = APIRouter(tags=["metadata"])
 

@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 import yaml
 from anyio import to_thread
 
-from metalflow.api.deps import Services
-from metalflow.boot.index import MachineView
-from metalflow.boot.recorder import UNKNOWN_CALLERS
-from metalflow.boot.router import base_url
 from metalflow.errors import MetalflowError
+from metalflow.index.instance import Instance
+from metalflow.index.views import MachineView
 from metalflow.inventory import service as inventory
 from metalflow.metadata import ec2, equinix
-from metalflow.metadata.instance import Instance
 from metalflow.metadata.netconfig import network_config
+from metalflow.recorder import UNKNOWN_CALLERS
+from metalflow.services import Services
+from metalflow.urls import base_url
 
 log = logging.getLogger("metalflow.metadata")
 
@@ -43,6 +43,8 @@ METADATA_PREFIXES = (
     "/events",
     "/instances",
 )
+TREE_CACHE_SLACK = 1_000
+"""Trees of deleted machines are dropped once the cache outgrows the index by this much."""
 TOKEN_TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 MAX_TOKEN_TTL = 21600
 MAX_POST_BODY = 64 * 1024
@@ -175,6 +177,19 @@ class MetadataService:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.trusted = services.settings.metadata_trusted_networks
+        self._trees: dict[str, tuple[MachineView, ec2.Directory]] = {}
+
+    def _tree(self, view: MachineView, instance: Instance) -> ec2.Directory:
+        """The instance's EC2 tree, built once per version of the machine's view (the index
+        replaces a view whole when the machine changes) rather than per request."""
+        cached = self._trees.get(view.id)
+        if cached is not None and cached[0] is view:
+            return cached[1]
+        if len(self._trees) > 2 * len(self.services.index) + TREE_CACHE_SLACK:
+            self._trees.clear()
+        built = ec2.tree(instance)
+        self._trees[view.id] = (view, built)
+        return built
 
     def caller(self, request: MetadataRequest, token: str | None) -> Caller | None:
         address = caller_address(request.peer, request.forwarded_for, self.trusted)
@@ -182,10 +197,10 @@ class MetadataService:
             view = self._by_token(token)
             reason = "the instance token is not (or no longer) valid"
         else:
-            view = self.services.boot_index.by_address(address) if address is not None else None
+            view = self.services.index.by_address(address) if address is not None else None
             reason = "no machine has this address" if address is not None else "no usable address"
-        if view is not None and view.instance is not None and view.ec2_tree is not None:
-            return Caller(view, view.instance, view.ec2_tree)
+        if view is not None and view.instance is not None:
+            return Caller(view, view.instance, self._tree(view, view.instance))
         path = shown_path(request.path)
         log.info(
             "event=metadata.unknown_caller peer=%s address=%s path=%s reason=%s",
@@ -208,7 +223,7 @@ class MetadataService:
         parsed = self.services.keyring.parse_metadata_token(token)
         if parsed is None:
             return None
-        view = self.services.boot_index.by_id(parsed[0])
+        view = self.services.index.by_id(parsed[0])
         if view is None or view.agent_token_generation != parsed[1]:
             return None
         return view

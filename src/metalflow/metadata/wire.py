@@ -34,7 +34,7 @@ from typing import cast
 
 import httptools
 
-from metalflow.boot.index import BootIndex, MachineView
+from metalflow.index.views import MachineIndex, MachineView
 from metalflow.metadata.service import (
     MAX_POST_BODY,
     Answer,
@@ -98,7 +98,7 @@ class MetadataServer:
     def __init__(
         self,
         service: MetadataService,
-        index: BootIndex,
+        index: MachineIndex,
         *,
         idle_seconds: float = IDLE_SECONDS,
         request_seconds: float = REQUEST_SECONDS,

@@ -12,7 +12,6 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
-from metalflow.api.deps import Reader, Services, ServicesDep, Writer
 from metalflow.errors import Conflict
 from metalflow.inventory import service as inventory
 from metalflow.power import service
@@ -20,6 +19,7 @@ from metalflow.power.driver import BootDevice, BootRequest, PowerAction, PowerEr
 from metalflow.power.runner import open_driver
 from metalflow.power.steps import Step
 from metalflow.power.tables import PowerJob
+from metalflow.services import Reader, Services, ServicesDep, Writer
 
 router = APIRouter(tags=["power"])
 MAX_WAIT = 600.0

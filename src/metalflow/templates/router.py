@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from metalflow.api.deps import Reader, ServicesDep, Writer
+from metalflow.services import Reader, ServicesDep, Writer
 from metalflow.templates import service
 
 router = APIRouter(prefix="/templates", tags=["templates"])

@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from metalflow.api.deps import Agent, PrincipalDep, Services, ServicesDep
 from metalflow.boot.dhcp.tables import DhcpLease
 from metalflow.db.base import utcnow
 from metalflow.inventory import service as inventory
@@ -33,6 +32,7 @@ from metalflow.inventory.discovery import (
 )
 from metalflow.inventory.schemas import normalize_mac
 from metalflow.inventory.tables import Interface, Machine
+from metalflow.services import Agent, PrincipalDep, Services, ServicesDep
 from metalflow.tenancy.auth import Action, Forbidden, Principal, authorize
 from metalflow.tenancy.tokens import Refused, hash_agent_key
 from metalflow.workflows import service

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy.orm import Session
 
-from metalflow.api.deps import Reader, ServicesDep, Writer
 from metalflow.db.base import utcnow
 from metalflow.errors import Conflict
 from metalflow.inventory import service as inventory
 from metalflow.names import check_name
+from metalflow.services import Reader, ServicesDep, Writer
 from metalflow.workflows import service
 from metalflow.workflows.states import FINAL_WORKFLOW_STATES, WorkflowState
 from metalflow.workflows.tables import Workflow

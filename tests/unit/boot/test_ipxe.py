@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from metalflow.boot.index import BootOptions, InterfaceView, MachineView
 from metalflow.boot.ipxe import (
     ANY_ADDRESS_HINT,
     CANNOT_RENDER,
@@ -29,6 +28,7 @@ from metalflow.boot.ipxe import (
     exit_script,
     install_script,
 )
+from metalflow.index.views import BootOptions, InterfaceView, MachineView
 from metalflow.inventory.schemas import (
     NAME_PATTERN,
     BootSpec,

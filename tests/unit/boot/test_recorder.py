@@ -9,9 +9,9 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metalflow.boot.index import MachineView
-from metalflow.boot.recorder import PendingEvents, merge_by_time
 from metalflow.events import Event
+from metalflow.index.views import MachineView
+from metalflow.recorder import PendingEvents, merge_by_time
 
 START = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
 

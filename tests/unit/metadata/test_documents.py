@@ -8,8 +8,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from metalflow.index.instance import Instance, InterfaceFields, instance_from
 from metalflow.metadata.equinix import Urls, document
-from metalflow.metadata.instance import Instance, InterfaceFields, instance_from
 from metalflow.metadata.netconfig import network_config
 
 URLS = Urls(

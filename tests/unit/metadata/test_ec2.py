@@ -7,8 +7,8 @@ import ipaddress
 from hypothesis import given
 from hypothesis import strategies as st
 
+from metalflow.index.instance import InterfaceFields, instance_from
 from metalflow.metadata.ec2 import Directory, key_name, lookup, tree
-from metalflow.metadata.instance import InterfaceFields, instance_from
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0 ops@example"
 

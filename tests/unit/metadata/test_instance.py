@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from metalflow.metadata.instance import Instance, InterfaceFields, instance_from, prefix_length
+from metalflow.index.instance import Instance, InterfaceFields, instance_from, prefix_length
 from metalflow.metadata.netconfig import network_config
 
 NIC = InterfaceFields(

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metalflow.metadata.instance import Instance, InterfaceFields, instance_from
+from metalflow.index.instance import Instance, InterfaceFields, instance_from
 from metalflow.metadata.netconfig import network_config
 from tests.integration.cloudinit_client import Rendered, render_network
 

@@ -33,7 +33,7 @@ from metalflow.boot.dhcp.options import (
     pxe_vendor_options,
     u32,
 )
-from metalflow.boot.index import InterfaceView, MachineView
+from metalflow.index.views import InterfaceView, MachineView
 
 PXE_CLIENT = "PXEClient"
 HTTP_CLIENT = "HTTPClient"

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
-from metalflow.api.deps import Reader, ServicesDep
 from metalflow.boot.dhcp.tables import DhcpLease
+from metalflow.services import Reader, ServicesDep
 
 router = APIRouter(prefix="/dhcp", tags=["dhcp"])
 

@@ -46,8 +46,8 @@ from metalflow.boot.dhcp.policy import (
     classify,
     select_network,
 )
-from metalflow.boot.index import BootIndex, MachineView
-from metalflow.boot.recorder import BootEventRecorder, RepeatFold
+from metalflow.index.views import MachineIndex, MachineView
+from metalflow.recorder import BootEventRecorder, RepeatFold
 
 log = logging.getLogger("metalflow.boot.dhcp")
 IPv4 = ipaddress.IPv4Address
@@ -127,7 +127,7 @@ class DhcpServer:
         interface: InterfaceAddress,
         networks: Sequence[NetworkConfig],
         boot: BootSettings,
-        index: BootIndex,
+        index: MachineIndex,
         leases: LeaseStore,
         events: BootEventRecorder,
         port: int = 67,

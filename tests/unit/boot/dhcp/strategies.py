@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from metalflow.boot.dhcp.codec import DhcpPacket
 from metalflow.boot.dhcp.network import DhcpMode, NetworkConfig
 from metalflow.boot.dhcp.policy import BootSettings
-from metalflow.boot.index import MachineView
+from metalflow.index.views import MachineView
 from tests.unit.boot.dhcp.testbed import DISCOVERY, LAN, MANY_ROUTES, PROXY, RACK, SETTINGS, machine
 
 MACS = ("52:54:00:12:34:56", "52:54:00:ab:cd:ef")

@@ -28,7 +28,7 @@ from metalflow.boot.dhcp.policy import (
     reply_to,
     select_network,
 )
-from metalflow.boot.index import MachineView
+from metalflow.index.views import MachineView
 from tests.unit.boot.dhcp import captures
 from tests.unit.boot.dhcp.captures import COOKIE, QEMU_MAC_TEXT, UUID_BYTES, UUID_TEXT, bootp_header
 from tests.unit.boot.dhcp.testbed import (

@@ -23,7 +23,7 @@ from metalflow.boot.dhcp.policy import (
     answer_reservation,
     classify,
 )
-from metalflow.boot.index import MachineView
+from metalflow.index.views import MachineView
 from tests.unit.boot.dhcp import captures
 from tests.unit.boot.dhcp.strategies import (
     addresses,

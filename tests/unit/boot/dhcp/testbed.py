@@ -6,7 +6,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from metalflow.boot.dhcp.network import AddressRange, DhcpMode, NetworkConfig, Route
 from metalflow.boot.dhcp.policy import BootSettings
-from metalflow.boot.index import InterfaceView, MachineView
+from metalflow.index.views import InterfaceView, MachineView
 from tests.unit.boot.dhcp.captures import QEMU_MAC_TEXT
 
 IP = IPv4Address

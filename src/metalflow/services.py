@@ -1,23 +1,32 @@
-"""What every endpoint needs: the services, the caller, and the authorisation check."""
+"""The services of one process, and what every endpoint asks of them: the caller and its rights.
+
+`server.py` builds one `Services` and hands it to the app, the boot servers and the metadata
+port; nothing looks its parts up elsewhere. The container's field types are imported for type
+checking only, so the routers of every package can depend on this module without importing
+each other's packages through it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from anyio import to_thread
 from fastapi import Depends, HTTPException, Request
 
-from metalflow.boot.index import BootIndex
-from metalflow.boot.recorder import BootEventRecorder
-from metalflow.config import Settings
-from metalflow.db.engine import Database
 from metalflow.errors import Unauthorized
-from metalflow.events import EventBus, PostgresRelay
-from metalflow.inventory.discovery import DiscoveryGate
-from metalflow.metrics import Metrics
-from metalflow.tenancy.auth import Action, Authenticator, Forbidden, Principal, authorize
-from metalflow.tenancy.secrets import Keyring
+from metalflow.tenancy.auth import Action, Forbidden, Principal, authorize
+
+if TYPE_CHECKING:
+    from metalflow.config import Settings
+    from metalflow.db.engine import Database
+    from metalflow.events import EventBus, PostgresRelay
+    from metalflow.index.views import MachineIndex
+    from metalflow.inventory.discovery import DiscoveryGate
+    from metalflow.metrics import Metrics
+    from metalflow.recorder import BootEventRecorder
+    from metalflow.tenancy.auth import Authenticator
+    from metalflow.tenancy.secrets import Keyring
 
 
 @dataclass
@@ -28,7 +37,7 @@ class Services:
     keyring: Keyring
     auth: Authenticator
     metrics: Metrics
-    boot_index: BootIndex
+    index: MachineIndex
     boot_events: BootEventRecorder
     discovery_gate: DiscoveryGate
     relay: PostgresRelay | None = None

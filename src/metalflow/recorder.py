@@ -35,9 +35,9 @@ from anyio import to_thread
 from sqlalchemy.orm import Session
 
 from metalflow import events
-from metalflow.boot.index import MachineView
 from metalflow.db.base import utcnow
 from metalflow.db.engine import Database
+from metalflow.index.views import MachineView
 
 log = logging.getLogger("metalflow.boot")
 FLUSH_SECONDS = 0.2

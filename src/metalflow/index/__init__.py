@@ -1,0 +1,1 @@
+"""The machine index: what the boot and metadata services know of every machine, in memory."""
