@@ -7,9 +7,10 @@ import ipaddress
 import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from metalflow.boot.dhcp.network import DhcpMode
 from metalflow.inventory.schemas import check_http_url, check_script_words
@@ -25,6 +26,19 @@ class ScriptToken(StrEnum):
 
     BOOT = "boot"
     AGENT = "agent"
+
+
+class Role(StrEnum):
+    """What one `metalflow up` process runs; several processes on one PostgreSQL may split them."""
+
+    API = "api"
+    BOOT = "boot"
+    METADATA = "metadata"
+    CONTROLLER = "controller"
+    POWER = "power"
+
+
+ALL_ROLES = frozenset(Role)
 
 
 class Settings(BaseSettings):
@@ -48,6 +62,12 @@ class Settings(BaseSettings):
         default=30 * 24,
         ge=0,
         description="events older than this are deleted (0 keeps them forever)",
+    )
+    roles: Annotated[frozenset[Role], NoDecode] = Field(
+        default=ALL_ROLES,
+        description="what this process runs, comma-separated: api (/api/v1), boot (DHCP, TFTP,"
+        " RA, /boot), metadata (its port, on the API port), controller (timeout sweeps, event"
+        " pruning), power (power jobs, BMC sync)",
     )
     controller_interval: float = Field(
         default=1.0, gt=0, description="seconds between timeout and retry sweeps"
@@ -154,6 +174,26 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"--http must be ADDR:PORT, e.g. 0.0.0.0:7080 (got {value!r})")
         return value
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _known_roles(cls, value: object) -> object:
+        """Comma-separated in the environment as on the command line; each one named."""
+        names = value.split(",") if isinstance(value, str) else value
+        if not isinstance(names, (list, tuple, set, frozenset)):
+            return value
+        valid = ", ".join(Role)
+        roles = set()
+        for word in (str(name).strip() for name in names):
+            if not word:
+                continue
+            try:
+                roles.add(Role(word))
+            except ValueError:
+                raise ValueError(f"--roles: {word!r} is not a role (valid: {valid})") from None
+        if not roles:
+            raise ValueError(f"--roles needs at least one role (valid: {valid})")
+        return frozenset(roles)
 
     @field_validator("public_url")
     @classmethod

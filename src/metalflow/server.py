@@ -17,11 +17,12 @@ import uvicorn
 from anyio import to_thread
 from fastapi import FastAPI
 from sqlalchemy import func, select
+from starlette.types import ASGIApp
 
 from metalflow.api.app import create_app
 from metalflow.boot.errors import BootSetupError
 from metalflow.boot.runtime import BootServers, check_boot_files, plan_boot
-from metalflow.config import Settings
+from metalflow.config import Role, Settings
 from metalflow.db.engine import Database
 from metalflow.db.migrate import upgrade
 from metalflow.events import Event, EventBus, PostgresRelay, load_events, persist
@@ -118,8 +119,9 @@ def build_services(settings: Settings) -> Services:
 
 
 class Workers:
-    """What runs beside the requests: the event relay, the index refresher, the boot event
-    recorder, the power runner and the workflow controller."""
+    """What runs beside the requests, by role: the event relay (always, on PostgreSQL), the
+    index refresher and the boot event recorder (boot, metadata: the only readers of the index
+    and the only recorders), the power runner (power) and the workflow controller (controller)."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -141,28 +143,32 @@ class Workers:
         if services.relay is not None:
             services.relay.start()
         to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
-        refresher = IndexRefresher(services.db, services.index)
-        self._listen(refresher.on_event)
-        await refresher.load_all()
-        power = PowerRunner(
-            services.db,
-            services.keyring,
-            workers=services.settings.power_workers,
-            sync_interval=services.settings.power_sync_interval,
-        )
-        self._listen(power.on_event)
-        self._tasks = [
-            asyncio.create_task(refresher.run()),
-            asyncio.create_task(services.boot_events.run()),
-            asyncio.create_task(power.run()),
-            asyncio.create_task(
-                run_controller(
-                    services.db,
-                    services.settings.controller_interval,
-                    services.settings.event_retention_hours,
+        roles = services.settings.roles
+        if roles & {Role.BOOT, Role.METADATA}:
+            refresher = IndexRefresher(services.db, services.index)
+            self._listen(refresher.on_event)
+            await refresher.load_all()
+            self._tasks.append(asyncio.create_task(refresher.run()))
+            self._tasks.append(asyncio.create_task(services.boot_events.run()))
+        if Role.POWER in roles:
+            power = PowerRunner(
+                services.db,
+                services.keyring,
+                workers=services.settings.power_workers,
+                sync_interval=services.settings.power_sync_interval,
+            )
+            self._listen(power.on_event)
+            self._tasks.append(asyncio.create_task(power.run()))
+        if Role.CONTROLLER in roles:
+            self._tasks.append(
+                asyncio.create_task(
+                    run_controller(
+                        services.db,
+                        services.settings.controller_interval,
+                        services.settings.event_retention_hours,
+                    )
                 )
-            ),
-        ]
+            )
 
     def _listen(self, listener: Callable[[Event], None]) -> None:
         self.services.bus.listeners.append(listener)
@@ -180,25 +186,32 @@ class Workers:
             self.services.relay.stop()
 
 
-def build_app(services: Services, metadata: MetadataService | None = None) -> MetadataGate:
-    """The API port's app with this process's workers started and stopped by its lifespan."""
-    app = create_app(services, lifespan=Workers(services).lifespan)
+def build_app(services: Services, metadata: MetadataService | None = None) -> ASGIApp:
+    """The API port's app with this process's workers started and stopped by its lifespan;
+    without the metadata role, metadata paths are the app's 404 like any unknown path."""
+    roles = services.settings.roles
+    app = create_app(services, lifespan=Workers(services).lifespan, roles=roles)
+    if Role.METADATA not in roles:
+        return app
     return MetadataGate(app, metadata or MetadataService(services))
 
 
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    check_boot_files(settings)
-    plan = plan_boot(settings, settings.interface) if settings.interface else None
+    plan = None
+    if Role.BOOT in settings.roles:
+        check_boot_files(settings)
+        plan = plan_boot(settings, settings.interface) if settings.interface else None
     services = build_services(settings)
     boot = BootServers(settings, services, plan) if plan is not None else None
     log.info(
-        "event=up http=%s database=%s data_dir=%s",
+        "event=up http=%s database=%s data_dir=%s roles=%s",
         settings.http,
         services.db.engine.url.render_as_string(hide_password=True),
         settings.data_dir,
+        ",".join(role for role in Role if role in settings.roles),
     )
-    metadata_socket = _metadata_socket(settings)
+    metadata_socket = _metadata_socket(settings) if Role.METADATA in settings.roles else None
     metadata = MetadataService(services)
     config = uvicorn.Config(
         build_app(services, metadata),

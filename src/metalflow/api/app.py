@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Set
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -19,6 +19,7 @@ from metalflow.api.openapi import install_openapi
 from metalflow.apply import router as apply_router
 from metalflow.boot import router as boot_router
 from metalflow.boot.dhcp import router as dhcp_router
+from metalflow.config import ALL_ROLES, Role
 from metalflow.inventory import router as machines
 from metalflow.metadata import router as metadata_router
 from metalflow.power import router as power_router
@@ -36,8 +37,12 @@ HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
             "application/json": {
                 "schema": {
                     "type": "object",
-                    "required": ["status", "version"],
-                    "properties": {"status": {"const": "ok"}, "version": {"type": "string"}},
+                    "required": ["status", "version", "roles"],
+                    "properties": {
+                        "status": {"const": "ok"},
+                        "version": {"type": "string"},
+                        "roles": {"type": "array", "items": {"enum": [r.value for r in Role]}},
+                    },
                 }
             }
         },
@@ -57,10 +62,13 @@ HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
+def create_app(
+    services: Services, lifespan: Lifespan | None = None, roles: Set[Role] = ALL_ROLES
+) -> FastAPI:
     """The API's routes and error handling; what runs beside them (the index, the workers)
     is started by `lifespan`, which the composition root (`metalflow.server`) passes in.
-    `/healthz` says "starting" until that start-up is done."""
+    Only the routes of `roles` are mounted (the others are a 404); `/healthz` and `/metrics`
+    always are. `/healthz` says "starting" until that start-up is done."""
 
     @asynccontextmanager
     async def ready(app: FastAPI) -> AsyncIterator[None]:
@@ -84,21 +92,24 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
 
     # First: machines fetch their scripts and files far more often than operators call the
     # API, and routes are matched in order.
-    app.include_router(boot_router.router)
-    app.include_router(metadata_router.router)
-    api = APIRouter(prefix=API_PREFIX)
-    for router in (
-        machines.router,
-        templates.router,
-        workflows.router,
-        agent_router.router,
-        events.router,
-        apply_router.router,
-        dhcp_router.router,
-        power_router.router,
-    ):
-        api.include_router(router)
-    app.include_router(api)
+    if Role.BOOT in roles:
+        app.include_router(boot_router.router)
+    if Role.API in roles:
+        app.include_router(metadata_router.router)
+        api = APIRouter(prefix=API_PREFIX)
+        for router in (
+            machines.router,
+            templates.router,
+            workflows.router,
+            agent_router.router,
+            events.router,
+            apply_router.router,
+            dhcp_router.router,
+            power_router.router,
+        ):
+            api.include_router(router)
+        app.include_router(api)
+    shown_roles = [role.value for role in Role if role in roles]
 
     install_error_handlers(app)
     install_openapi(app)
@@ -108,7 +119,7 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     def healthz(request: Request) -> JSONResponse:
         if not request.app.state.ready:
             return JSONResponse(status_code=503, content={"status": "starting"})
-        return JSONResponse({"status": "ok", "version": __version__})
+        return JSONResponse({"status": "ok", "version": __version__, "roles": shown_roles})
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def metrics(services: ServicesDep, _: Reader) -> PlainTextResponse:

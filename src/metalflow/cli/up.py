@@ -20,6 +20,7 @@ OPTIONS = {
     "data_dir": "--data-dir",
     "database": "--database",
     "http": "--http",
+    "roles": "--roles",
     "interface": "--interface",
     "dhcp_mode": "--dhcp-mode",
     "dhcp_pool": "--dhcp-pool",
@@ -66,6 +67,17 @@ def up(
         str | None,
         typer.Option(
             metavar="ADDR:PORT", help="Address of the API and boot HTTP server.", show_default=False
+        ),
+    ] = None,
+    roles: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ROLE[,ROLE...]",
+            help="What this process runs: api (/api/v1 routes), boot (DHCP, TFTP and RA with"
+            " --interface, the /boot routes), metadata (the metadata port, --metadata-on-api-port),"
+            " controller (timeout and retry sweeps, event pruning), power (power jobs, BMC sync)."
+            " /healthz and /metrics are always served. [default: all]",
+            show_default=False,
         ),
     ] = None,
     interface: Annotated[
@@ -261,6 +273,7 @@ def up(
         "data_dir": data_dir or cli_context(ctx).data_dir,
         "database": database,
         "http": http,
+        "roles": roles,
         "interface": interface,
         "dhcp_mode": dhcp_mode,
         "dhcp_pool": dhcp_pool,
