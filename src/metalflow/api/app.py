@@ -16,6 +16,7 @@ from metalflow.api import events
 from metalflow.api.errors import install_error_handlers
 from metalflow.api.limits import RequestGuard
 from metalflow.api.openapi import install_openapi
+from metalflow.api.schemas import Ready, Starting
 from metalflow.apply import router as apply_router
 from metalflow.boot import router as boot_router
 from metalflow.boot.dhcp import router as dhcp_router
@@ -30,30 +31,8 @@ from metalflow.workflows import router as workflows
 API_PREFIX = "/api/v1"
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "Ready",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["status", "version"],
-                    "properties": {"status": {"const": "ok"}, "version": {"type": "string"}},
-                }
-            }
-        },
-    },
-    503: {
-        "description": "Still starting (loading the boot index)",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["status"],
-                    "properties": {"status": {"const": "starting"}},
-                }
-            }
-        },
-    },
+    200: {"description": "Ready", "model": Ready},
+    503: {"description": "Still starting (loading the boot index)", "model": Starting},
 }
 
 
@@ -107,8 +86,8 @@ def create_app(services: Services, lifespan: Lifespan | None = None) -> FastAPI:
     @app.get("/healthz", tags=["health"], responses=HEALTH_RESPONSES)
     def healthz(request: Request) -> JSONResponse:
         if not request.app.state.ready:
-            return JSONResponse(status_code=503, content={"status": "starting"})
-        return JSONResponse({"status": "ok", "version": __version__})
+            return JSONResponse(status_code=503, content=Starting(status="starting").model_dump())
+        return JSONResponse(Ready(status="ok", version=__version__).model_dump())
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def metrics(services: ServicesDep, _: Reader) -> PlainTextResponse:
