@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from anyio import to_thread
 from fastapi import APIRouter, Query
@@ -14,7 +16,7 @@ from sqlalchemy import select
 from metalflow.errors import Conflict
 from metalflow.inventory import service as inventory
 from metalflow.power import service
-from metalflow.power.driver import BootDevice, BootRequest, PowerAction, PowerError
+from metalflow.power.driver import BootDevice, BootRequest, Driver, PowerAction, PowerError
 from metalflow.power.runner import open_driver
 from metalflow.power.schemas import MediaResult, PowerJobPublic, PowerStatus, ProbeResult
 from metalflow.power.steps import Step
@@ -24,6 +26,7 @@ from metalflow.services import Reader, Services, ServicesDep, Writer
 router = APIRouter(tags=["power"])
 MAX_WAIT = 600.0
 BMC_CALL_SECONDS = 60.0
+T = TypeVar("T")
 
 
 class PowerRequest(BaseModel):
@@ -132,9 +135,7 @@ def cancel_power_job(job_id: str, services: ServicesDep, _: Writer) -> PowerJobP
         return service.to_public(job, machine.name)
 
 
-def _direct(
-    services: Services, name: str, call: str, url: str | None = None
-) -> ProbeResult | MediaResult:
+def _direct(services: Services, name: str, call: Callable[[Driver], T]) -> T:
     """A BMC call outside the job queue; refused while a job runs on that BMC."""
     with services.db.read() as session:
         machine = inventory.get_machine(session, name)
@@ -155,34 +156,17 @@ def _direct(
         except PowerError as exc:
             raise Conflict(str(exc), field="bmc") from None
     try:
-        if call == "probe":
-            found = driver.probe()
-            return ProbeResult(
-                machine=name,
-                driver=found.driver,
-                power=found.power,
-                boot_device=found.boot_device,
-                virtual_media=found.virtual_media,
-                details=dict(found.details),
-            )
-        if call == "insert":
-            assert url is not None
-            driver.insert_media(url)
-        else:
-            driver.eject_media()
-        return MediaResult(machine=name, media=url)
+        return call(driver)
     except PowerError as exc:
         raise Conflict(str(exc), field="bmc") from None
     finally:
         driver.close()
 
 
-async def _bounded(
-    services: Services, name: str, call: str, url: str | None = None
-) -> ProbeResult | MediaResult:
+async def _bounded(services: Services, name: str, call: Callable[[Driver], T]) -> T:
     try:
         return await asyncio.wait_for(
-            to_thread.run_sync(_direct, services, name, call, url), BMC_CALL_SECONDS
+            to_thread.run_sync(_direct, services, name, call), BMC_CALL_SECONDS
         )
     except TimeoutError:
         raise Conflict(
@@ -193,22 +177,36 @@ async def _bounded(
 @router.post("/machines/{name}/bmc/probe")
 async def probe(name: str, services: ServicesDep, _: Writer) -> ProbeResult:
     """What this BMC supports: power, boot device, virtual media, and its own details."""
-    result = await _bounded(services, name, "probe")
-    assert isinstance(result, ProbeResult)
-    return result
+
+    def call(driver: Driver) -> ProbeResult:
+        found = driver.probe()
+        return ProbeResult(
+            machine=name,
+            driver=found.driver,
+            power=found.power,
+            boot_device=found.boot_device,
+            virtual_media=found.virtual_media,
+            details=dict(found.details),
+        )
+
+    return await _bounded(services, name, call)
 
 
 @router.post("/machines/{name}/bmc/media")
 async def insert_media(
     name: str, body: MediaRequest, services: ServicesDep, _: Writer
 ) -> MediaResult:
-    result = await _bounded(services, name, "insert", body.url)
-    assert isinstance(result, MediaResult)
-    return result
+    def call(driver: Driver) -> MediaResult:
+        driver.insert_media(body.url)
+        return MediaResult(machine=name, media=body.url)
+
+    return await _bounded(services, name, call)
 
 
 @router.delete("/machines/{name}/bmc/media")
 async def eject_media(name: str, services: ServicesDep, _: Writer) -> MediaResult:
-    result = await _bounded(services, name, "eject")
-    assert isinstance(result, MediaResult)
-    return result
+    def call(driver: Driver) -> MediaResult:
+        driver.eject_media()
+        return MediaResult(machine=name, media=None)
+
+    return await _bounded(services, name, call)
