@@ -16,6 +16,7 @@ from metalflow.api import events
 from metalflow.api.errors import install_error_handlers
 from metalflow.api.limits import RequestGuard
 from metalflow.api.openapi import install_openapi
+from metalflow.api.schemas import Ready, Starting
 from metalflow.apply import router as apply_router
 from metalflow.boot import router as boot_router
 from metalflow.boot.dhcp import router as dhcp_router
@@ -31,34 +32,8 @@ from metalflow.workflows import router as workflows
 API_PREFIX = "/api/v1"
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "Ready",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["status", "version", "roles"],
-                    "properties": {
-                        "status": {"const": "ok"},
-                        "version": {"type": "string"},
-                        "roles": {"type": "array", "items": {"enum": [r.value for r in Role]}},
-                    },
-                }
-            }
-        },
-    },
-    503: {
-        "description": "Still starting (loading the boot index)",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["status"],
-                    "properties": {"status": {"const": "starting"}},
-                }
-            }
-        },
-    },
+    200: {"description": "Ready", "model": Ready},
+    503: {"description": "Still starting (loading the boot index)", "model": Starting},
 }
 
 
@@ -109,7 +84,7 @@ def create_app(
         ):
             api.include_router(router)
         app.include_router(api)
-    shown_roles = [role.value for role in Role if role in roles]
+    shown_roles = [role for role in Role if role in roles]
 
     install_error_handlers(app)
     install_openapi(app)
@@ -118,8 +93,10 @@ def create_app(
     @app.get("/healthz", tags=["health"], responses=HEALTH_RESPONSES)
     def healthz(request: Request) -> JSONResponse:
         if not request.app.state.ready:
-            return JSONResponse(status_code=503, content={"status": "starting"})
-        return JSONResponse({"status": "ok", "version": __version__, "roles": shown_roles})
+            return JSONResponse(status_code=503, content=Starting(status="starting").model_dump())
+        return JSONResponse(
+            Ready(status="ok", version=__version__, roles=shown_roles).model_dump(mode="json")
+        )
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
     def metrics(services: ServicesDep, _: Reader) -> PlainTextResponse:

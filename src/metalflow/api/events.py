@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from metalflow.api.schemas import EventList, EventPublic
 from metalflow.events import Event, EventFilter, list_events
 from metalflow.services import Reader, Services, ServicesDep
 
@@ -30,7 +30,7 @@ def _sse(event: Event) -> bytes:
 
 @router.get(
     "/events",
-    response_model=None,
+    response_model=EventList,
     responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
 )
 async def events(
@@ -44,12 +44,14 @@ async def events(
     limit: int = Query(100, ge=1, le=10_000),
     follow: bool = Query(False, description="stream as text/event-stream"),
     last_event_id: int | None = Header(None, ge=0, le=2**62),
-) -> dict[str, Any] | StreamingResponse:
+) -> EventList | StreamingResponse:
     event_filter = EventFilter(machine=machine, workflow=workflow, kind_prefix=kind)
     start = max(after, last_event_id or 0)
     if not follow:
         items = await run_in_threadpool(_read, services, event_filter, start, limit)
-        return {"items": [e.public() for e in items], "count": len(items)}
+        return EventList(
+            items=[EventPublic.model_validate(e.public()) for e in items], count=len(items)
+        )
 
     async def stream() -> AsyncIterator[bytes]:
         sub = services.bus.subscribe(event_filter)

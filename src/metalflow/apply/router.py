@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from anyio import CapacityLimiter, to_thread
 from anyio.lowlevel import RunVar
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from metalflow.apply.documents import Document, parse
+from metalflow.apply.schemas import ApplyAnswer, ApplyResult
 from metalflow.apply.service import apply_documents
 from metalflow.errors import Invalid
 from metalflow.services import ServicesDep, Writer
@@ -23,7 +22,7 @@ _parsing: RunVar[CapacityLimiter] = RunVar("apply_parsing")
 
 
 class _DryRun(Exception):
-    def __init__(self, results: list[dict[str, Any]]) -> None:
+    def __init__(self, results: list[ApplyResult]) -> None:
         self.results = results
 
 
@@ -53,7 +52,7 @@ def _decode_and_parse(body: bytes) -> list[Document]:
 )
 async def apply(
     request: Request, services: ServicesDep, _: Writer, dry_run: bool = False
-) -> dict[str, Any]:
+) -> ApplyAnswer:
     """Decoding, parsing and validation run in a worker thread, so the event loop goes on
     answering boot, agent and metadata requests while a large stream is read."""
     declared = request.headers.get("content-length", "0")
@@ -64,7 +63,7 @@ async def apply(
         raise Invalid(f"the request is {len(body)} bytes; the limit is {MAX_BODY}", field="body")
     docs = await to_thread.run_sync(_decode_and_parse, body, limiter=_parsing_limiter())
 
-    def run() -> list[dict[str, Any]]:
+    def run() -> list[ApplyResult]:
         try:
             with services.db.write() as session:
                 results = apply_documents(session, docs, services.keyring)
@@ -74,4 +73,4 @@ async def apply(
             return done.results
         return results
 
-    return {"dry_run": dry_run, "results": await run_in_threadpool(run)}
+    return ApplyAnswer(dry_run=dry_run, results=await run_in_threadpool(run))

@@ -17,6 +17,7 @@ from metalflow.apply.documents import (
     WorkflowDoc,
     check_bmc,
 )
+from metalflow.apply.schemas import ApplyResult
 from metalflow.errors import Conflict, Invalid, MetalflowError, NotFound
 from metalflow.inventory import service as inventory
 from metalflow.inventory.schemas import BmcSpec, normalize_mac
@@ -38,24 +39,22 @@ KINDS: dict[type[Any], str] = {
 """How results and errors name each kind (a rufio Machine as kubectl names it)."""
 
 
-def apply_documents(
-    session: Session, docs: list[Document], keyring: Keyring
-) -> list[dict[str, Any]]:
+def apply_documents(session: Session, docs: list[Document], keyring: Keyring) -> list[ApplyResult]:
     """One result per document, then one per stored machine a rufio Machine or Secret changed
     (machines of this stream are not among them: their own document sets their BMC)."""
     stream = _Stream(
         machines={doc.name for doc in docs if isinstance(doc, MachineDoc)},
         rufio={doc.machine.ref for doc in docs if isinstance(doc, BmcMachineDoc)},
     )
-    results = []
+    results: list[ApplyResult] = []
     for doc in docs:
         try:
             action, changed = _apply_one(session, doc, keyring, stream)
         except MetalflowError as exc:
             prefix = f"documents[{doc.index}] ({KINDS[type(doc)]} {doc.name})"
             raise type(exc)(f"{prefix}: {exc.message}", field=exc.field) from exc
-        results.append({"kind": KINDS[type(doc)], "name": doc.name, "action": action})
-        results += [{"kind": "Machine", "name": name, "action": "updated"} for name in changed]
+        results.append(ApplyResult(kind=KINDS[type(doc)], name=doc.name, action=action))
+        results += [ApplyResult(kind="Machine", name=name, action="updated") for name in changed]
     return results
 
 

@@ -12,7 +12,12 @@ from metalflow import events
 from metalflow.errors import Invalid
 from metalflow.inventory import service
 from metalflow.inventory.lifecycle import MachineEvent
-from metalflow.inventory.schemas import MachineList, MachinePublic, TransitionRequest
+from metalflow.inventory.schemas import (
+    AgentToken,
+    MachineList,
+    MachinePublic,
+    TransitionRequest,
+)
 from metalflow.inventory.tables import Machine
 from metalflow.names import check_name
 from metalflow.services import Reader, ServicesDep, Writer
@@ -76,14 +81,16 @@ def transition_machine(
 
 
 @router.post("/{name}/agent-token")
-def agent_token(name: str, services: ServicesDep, _: Writer) -> dict[str, str]:
+def agent_token(name: str, services: ServicesDep, _: Writer) -> AgentToken:
     with services.db.read() as session:
         machine = service.get_machine(session, name)
-        return {"token": services.keyring.agent_token(machine.id, machine.agent_token_generation)}
+        return AgentToken(
+            token=services.keyring.agent_token(machine.id, machine.agent_token_generation)
+        )
 
 
 @router.post("/{name}/agent-token/rotate")
-def rotate_agent_token(name: str, services: ServicesDep, _: Writer) -> dict[str, str]:
+def rotate_agent_token(name: str, services: ServicesDep, _: Writer) -> AgentToken:
     """Revoke the machine's current agent token and return the new one."""
     with services.db.write() as session:
         machine = service.get_machine(session, name)
@@ -93,7 +100,7 @@ def rotate_agent_token(name: str, services: ServicesDep, _: Writer) -> dict[str,
             session, "machine.token_rotated", machine_id=machine.id, machine_name=machine.name
         )
     services.auth.forget(machine.id)
-    return {"token": token}
+    return AgentToken(token=token)
 
 
 class ProvisionRequest(BaseModel):

@@ -463,3 +463,9 @@ class TransitionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     event: str
     reason: str | None = None
+
+
+class AgentToken(BaseModel):
+    """The bearer token the machine's agent authenticates with."""
+
+    token: str

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from metalflow.inventory import service as inventory
+from metalflow.metadata.schemas import MetadataUrl
 from metalflow.metadata.service import (
     MAX_POST_BODY,
     Answer,
@@ -31,7 +32,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 @router.get("/api/v1/machines/{name}/metadata-url", tags=["machines"])
-def metadata_url(name: str, request: Request, _: Reader) -> dict[str, str]:
+def metadata_url(name: str, request: Request, _: Reader) -> MetadataUrl:
     """The machine's secret metadata URL, for an OS that cannot be known by its address."""
     services: Services = request.app.state.services
     with services.db.read() as session:
@@ -39,7 +40,7 @@ def metadata_url(name: str, request: Request, _: Reader) -> dict[str, str]:
         token = services.keyring.metadata_token(machine.id, machine.agent_token_generation)
     api = urllib.parse.urlsplit(api_url(services, request.headers.get("host")))
     port = services.settings.metadata_port or services.settings.http_port
-    return {"url": f"{api.scheme}://{api.hostname}:{port}/instances/{token}/", "token": token}
+    return MetadataUrl(url=f"{api.scheme}://{api.hostname}:{port}/instances/{token}/", token=token)
 
 
 class MetadataGate:

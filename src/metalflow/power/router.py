@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
 
 from anyio import to_thread
 from fastapi import APIRouter, Query
@@ -15,8 +16,9 @@ from sqlalchemy import select
 from metalflow.errors import Conflict
 from metalflow.inventory import service as inventory
 from metalflow.power import service
-from metalflow.power.driver import BootDevice, BootRequest, PowerAction, PowerError
+from metalflow.power.driver import BootDevice, BootRequest, Driver, PowerAction, PowerError
 from metalflow.power.runner import open_driver
+from metalflow.power.schemas import MediaResult, PowerJobPublic, PowerStatus, ProbeResult
 from metalflow.power.steps import Step
 from metalflow.power.tables import PowerJob
 from metalflow.services import Reader, Services, ServicesDep, Writer
@@ -24,6 +26,7 @@ from metalflow.services import Reader, Services, ServicesDep, Writer
 router = APIRouter(tags=["power"])
 MAX_WAIT = 600.0
 BMC_CALL_SECONDS = 60.0
+T = TypeVar("T")
 
 
 class PowerRequest(BaseModel):
@@ -43,17 +46,17 @@ class MediaRequest(BaseModel):
     url: str
 
 
-async def _job_answer(services: Services, job_id: str, wait: float) -> dict[str, Any]:
+async def _job_answer(services: Services, job_id: str, wait: float) -> PowerJobPublic:
     """The job, once it ended or `wait` seconds passed."""
     give_up = time.monotonic() + wait
     while True:
         public = await to_thread.run_sync(_job_public, services, job_id)
-        if public["state"] not in service.UNFINISHED or time.monotonic() >= give_up:
+        if public.state not in service.UNFINISHED or time.monotonic() >= give_up:
             return public
         await asyncio.sleep(min(0.2, max(0.0, give_up - time.monotonic())))
 
 
-def _job_public(services: Services, job_id: str) -> dict[str, Any]:
+def _job_public(services: Services, job_id: str) -> PowerJobPublic:
     with services.db.read() as session:
         job = service.get_job(session, job_id)
         machine = inventory.get_machine_by_id(session, job.machine_id)
@@ -73,7 +76,7 @@ async def power(
     services: ServicesDep,
     principal: Writer,
     wait: float = Query(0.0, ge=0, le=MAX_WAIT, description="seconds to wait for the job"),
-) -> dict[str, Any]:
+) -> PowerJobPublic:
     """A power job; verified by polling the BMC until it reports the wanted state."""
     job_id = await to_thread.run_sync(
         _enqueue, services, name, str(body.action), Step(power=body.action), principal.name
@@ -88,30 +91,30 @@ async def boot_device(
     services: ServicesDep,
     principal: Writer,
     wait: float = Query(0.0, ge=0, le=MAX_WAIT, description="seconds to wait for the job"),
-) -> dict[str, Any]:
+) -> PowerJobPublic:
     step = Step(boot=BootRequest(body.device, persistent=body.persistent, efi=body.efi))
     job_id = await to_thread.run_sync(_enqueue, services, name, "boot-device", step, principal.name)
     return await _job_answer(services, job_id, wait)
 
 
 @router.get("/machines/{name}/power")
-def power_status(name: str, services: ServicesDep, _: Reader) -> dict[str, Any]:
+def power_status(name: str, services: ServicesDep, _: Reader) -> PowerStatus:
     """The state as the BMC last reported it, when, why it could not be read, and how long
     this BMC's steps usually take."""
     with services.db.read() as session:
         machine = inventory.get_machine(session, name)
         jobs = service.jobs_of(session, machine)
-        return {
-            "machine": machine.name,
-            "driver": machine.bmc_driver,
-            "state": machine.power_state,
-            "state_at": machine.power_state_at.isoformat() if machine.power_state_at else None,
-            "error": machine.power_error,
-            "typical_seconds": service.typical_seconds(
+        return PowerStatus(
+            machine=machine.name,
+            driver=machine.bmc_driver,
+            state=machine.power_state,
+            state_at=machine.power_state_at.isoformat() if machine.power_state_at else None,
+            error=machine.power_error,
+            typical_seconds=service.typical_seconds(
                 [job for job in jobs if job.state == service.SUCCEEDED]
             ),
-            "jobs": [service.to_public(job, machine.name) for job in jobs[:5]],
-        }
+            jobs=[service.to_public(job, machine.name) for job in jobs[:5]],
+        )
 
 
 @router.get("/power-jobs/{job_id}")
@@ -120,19 +123,19 @@ async def get_power_job(
     services: ServicesDep,
     _: Reader,
     wait: float = Query(0.0, ge=0, le=MAX_WAIT, description="seconds to wait for its end"),
-) -> dict[str, Any]:
+) -> PowerJobPublic:
     return await _job_answer(services, job_id, wait)
 
 
 @router.post("/power-jobs/{job_id}/cancel")
-def cancel_power_job(job_id: str, services: ServicesDep, _: Writer) -> dict[str, Any]:
+def cancel_power_job(job_id: str, services: ServicesDep, _: Writer) -> PowerJobPublic:
     with services.db.write() as session:
         job = service.cancel(session, service.get_job(session, job_id))
         machine = inventory.get_machine_by_id(session, job.machine_id)
         return service.to_public(job, machine.name)
 
 
-def _direct(services: Services, name: str, call: str, url: str | None = None) -> dict[str, Any]:
+def _direct(services: Services, name: str, call: Callable[[Driver], T]) -> T:
     """A BMC call outside the job queue; refused while a job runs on that BMC."""
     with services.db.read() as session:
         machine = inventory.get_machine(session, name)
@@ -153,32 +156,17 @@ def _direct(services: Services, name: str, call: str, url: str | None = None) ->
         except PowerError as exc:
             raise Conflict(str(exc), field="bmc") from None
     try:
-        if call == "probe":
-            found = driver.probe()
-            return {
-                "machine": name,
-                "driver": found.driver,
-                "power": found.power,
-                "boot_device": found.boot_device,
-                "virtual_media": found.virtual_media,
-                "details": dict(found.details),
-            }
-        if call == "insert":
-            assert url is not None
-            driver.insert_media(url)
-        else:
-            driver.eject_media()
-        return {"machine": name, "media": url}
+        return call(driver)
     except PowerError as exc:
         raise Conflict(str(exc), field="bmc") from None
     finally:
         driver.close()
 
 
-async def _bounded(services: Services, name: str, call: str, url: str | None = None) -> Any:
+async def _bounded(services: Services, name: str, call: Callable[[Driver], T]) -> T:
     try:
         return await asyncio.wait_for(
-            to_thread.run_sync(_direct, services, name, call, url), BMC_CALL_SECONDS
+            to_thread.run_sync(_direct, services, name, call), BMC_CALL_SECONDS
         )
     except TimeoutError:
         raise Conflict(
@@ -187,21 +175,38 @@ async def _bounded(services: Services, name: str, call: str, url: str | None = N
 
 
 @router.post("/machines/{name}/bmc/probe")
-async def probe(name: str, services: ServicesDep, _: Writer) -> dict[str, Any]:
+async def probe(name: str, services: ServicesDep, _: Writer) -> ProbeResult:
     """What this BMC supports: power, boot device, virtual media, and its own details."""
-    result: dict[str, Any] = await _bounded(services, name, "probe")
-    return result
+
+    def call(driver: Driver) -> ProbeResult:
+        found = driver.probe()
+        return ProbeResult(
+            machine=name,
+            driver=found.driver,
+            power=found.power,
+            boot_device=found.boot_device,
+            virtual_media=found.virtual_media,
+            details=dict(found.details),
+        )
+
+    return await _bounded(services, name, call)
 
 
 @router.post("/machines/{name}/bmc/media")
 async def insert_media(
     name: str, body: MediaRequest, services: ServicesDep, _: Writer
-) -> dict[str, Any]:
-    result: dict[str, Any] = await _bounded(services, name, "insert", body.url)
-    return result
+) -> MediaResult:
+    def call(driver: Driver) -> MediaResult:
+        driver.insert_media(body.url)
+        return MediaResult(machine=name, media=body.url)
+
+    return await _bounded(services, name, call)
 
 
 @router.delete("/machines/{name}/bmc/media")
-async def eject_media(name: str, services: ServicesDep, _: Writer) -> dict[str, Any]:
-    result: dict[str, Any] = await _bounded(services, name, "eject")
-    return result
+async def eject_media(name: str, services: ServicesDep, _: Writer) -> MediaResult:
+    def call(driver: Driver) -> MediaResult:
+        driver.eject_media()
+        return MediaResult(machine=name, media=None)
+
+    return await _bounded(services, name, call)

@@ -24,6 +24,7 @@ from metalflow.errors import Conflict, NotFound
 from metalflow.inventory import service as inventory
 from metalflow.inventory.tables import Machine
 from metalflow.power.driver import Bmc, PowerState
+from metalflow.power.schemas import PowerJobPublic
 from metalflow.power.steps import JobOutcome, Step
 from metalflow.power.tables import PowerJob
 from metalflow.tenancy.secrets import Keyring
@@ -298,21 +299,21 @@ def typical_seconds(jobs: list[PowerJob]) -> dict[str, float]:
     return {what: round(statistics.median(values), 3) for what, values in sorted(seen.items())}
 
 
-def to_public(job: PowerJob, machine_name: str) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "machine": machine_name,
-        "operation": job.operation,
-        "state": job.state,
-        "message": job.message,
-        "steps": job.steps,
-        "results": job.results,
-        "workflow": job.workflow_id,
-        "requested_by": job.requested_by,
-        "created_at": job.created_at.isoformat(),
-        "started_at": job.started_at.isoformat() if job.started_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-    }
+def to_public(job: PowerJob, machine_name: str) -> PowerJobPublic:
+    return PowerJobPublic(
+        id=job.id,
+        machine=machine_name,
+        operation=job.operation,
+        state=job.state,
+        message=job.message,
+        steps=job.steps,
+        results=job.results,
+        workflow=job.workflow_id,
+        requested_by=job.requested_by,
+        created_at=job.created_at.isoformat(),
+        started_at=job.started_at.isoformat() if job.started_at else None,
+        finished_at=job.finished_at.isoformat() if job.finished_at else None,
+    )
 
 
 def _emit(session: Session, job: PowerJob, machine: Machine | None, kind: str, **data: Any) -> None:

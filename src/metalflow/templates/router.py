@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 
 from metalflow.services import Reader, ServicesDep, Writer
 from metalflow.templates import service
+from metalflow.templates.schemas import TemplateList, TemplatePublic
 
 router = APIRouter(prefix="/templates", tags=["templates"])
 
 
 @router.get("")
-def list_templates(services: ServicesDep, _: Reader) -> dict[str, Any]:
+def list_templates(services: ServicesDep, _: Reader) -> TemplateList:
     with services.db.read() as session:
-        items = [service.to_public(row, with_data=False) for row in service.list_templates(session)]
-    return {"items": items, "count": len(items)}
+        items = [service.summary(row) for row in service.list_templates(session)]
+    return TemplateList(items=items, count=len(items))
 
 
 @router.get("/{name}")
-def show_template(name: str, services: ServicesDep, _: Reader) -> dict[str, Any]:
+def show_template(name: str, services: ServicesDep, _: Reader) -> TemplatePublic:
     with services.db.read() as session:
-        return service.to_public(service.get_template(session, name), with_data=True)
+        return service.to_public(service.get_template(session, name))
 
 
 @router.delete("/{name}", status_code=204)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from metalflow import events
 from metalflow.errors import Invalid, NotFound
 from metalflow.templates import TemplateError, check_template
+from metalflow.templates.schemas import TemplatePublic, TemplateSummary
 from metalflow.templates.tables import Template
 
 
@@ -52,18 +53,19 @@ def list_templates(session: Session) -> list[Template]:
     return list(session.scalars(select(Template).order_by(Template.name)))
 
 
-def to_public(row: Template, *, with_data: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "name": row.name,
-        "version": row.version,
-        "tasks": row.task_count,
-        "actions": row.action_count,
-        "created_at": row.created_at.isoformat(),
-        "updated_at": row.updated_at.isoformat(),
-    }
-    if with_data:
-        out["data"] = row.data
-    return out
+def summary(row: Template) -> TemplateSummary:
+    return TemplateSummary(
+        name=row.name,
+        version=row.version,
+        tasks=row.task_count,
+        actions=row.action_count,
+        created_at=row.created_at.isoformat(),
+        updated_at=row.updated_at.isoformat(),
+    )
+
+
+def to_public(row: Template) -> TemplatePublic:
+    return TemplatePublic(**summary(row).model_dump(), data=row.data)
 
 
 def delete_template(session: Session, row: Template) -> None:

@@ -1,0 +1,249 @@
+"""Every route of the OpenAPI document answers what the document says: one call each, with
+valid input, against a live server, and each body validated against the schema the document
+declares for that route and status. A JSON answer must be a named model of the document's
+components (not a bare object), and a route with no sample here fails the test."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema_rs
+import pytest
+
+from metalflow.boot.dhcp.tables import DhcpLease
+from metalflow.config import Settings
+from metalflow.inventory.tables import Machine
+from tests.integration.conftest import AgentClient, LiveServer, free_port, start_server
+from tests.integration.manifests import machine_yaml, simple_template
+
+OPENAPI = "/api/v1/openapi.json"
+FAKE_MAC = "52:54:00:00:e1:01"
+MANUAL_MAC = "52:54:00:00:e1:02"
+SPARE_MAC = "52:54:00:00:e1:03"
+DISCOVERED_MAC = "52:54:00:00:e1:0d"
+
+
+@dataclass
+class Sample:
+    method: str
+    template: str
+    response: httpx.Response
+
+
+@dataclass
+class Caller:
+    """Calls routes by their template in the document and keeps each answer."""
+
+    http: httpx.Client
+    samples: list[Sample] = field(default_factory=list)
+
+    def __call__(self, method: str, template: str, status: int, /, **kwargs: Any) -> httpx.Response:
+        path_values = kwargs.pop("path", {})
+        response = self.http.request(method, template.format(**path_values), **kwargs)
+        assert response.status_code == status, f"{method} {template}: {response.text}"
+        self.samples.append(Sample(method.lower(), template, response))
+        return response
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    boot_dir = tmp_path / "boot"
+    boot_dir.mkdir()
+    (boot_dir / "hello.txt").write_text("hello\n")
+    (tmp_path / "vmlinuz").write_bytes(b"kernel")
+    (tmp_path / "initrd.img").write_bytes(b"initrd")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        http=f"127.0.0.1:{free_port()}",
+        controller_interval=0.1,
+        boot_dir=boot_dir,
+        kernel=tmp_path / "vmlinuz",
+        initrd=tmp_path / "initrd.img",
+        discovery=True,
+    )
+    live = start_server(settings)
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+def fake_machine(name: str, mac: str) -> str:
+    host = f"fake-{uuid.uuid4().hex[:8]}"
+    return f"""\
+apiVersion: metalflow/v1
+kind: Machine
+metadata: {{name: {name}}}
+spec:
+  interfaces: [{{mac: "{mac}"}}]
+  bmc: {{driver: fake, address: {host}, username: admin, password: secret}}
+"""
+
+
+def exercise(call: Caller, live: LiveServer) -> None:
+    """Each route once, in an order that gives each the resources it needs."""
+    call("GET", "/healthz", 200)
+    call("GET", "/metrics", 200)
+    stream = "---\n".join(
+        [
+            fake_machine("bmc1", FAKE_MAC),
+            machine_yaml("m2", MANUAL_MAC),
+            machine_yaml("m3", SPARE_MAC),
+            simple_template(count=2),
+        ]
+    )
+    call(
+        "POST",
+        "/api/v1/apply",
+        200,
+        content=stream.encode(),
+        headers={"Content-Type": "application/yaml"},
+    )
+    with live.services.db.write() as session:
+        session.query(Machine).filter_by(name="bmc1").one().bmc_options = {"delay": "1"}
+        session.add(
+            DhcpLease(
+                mac="52:54:00:00:e1:09",
+                address="192.0.2.109",
+                subnet="192.0.2.0/24",
+                hostname="leased",
+                expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+            )
+        )
+    call("GET", "/api/v1/machines", 200)
+    call("GET", "/api/v1/machines/{name}", 200, path={"name": "m2"})
+    call("GET", "/api/v1/machines/{name}/metadata-url", 200, path={"name": "m2"})
+    call("GET", "/api/v1/templates", 200)
+    call("GET", "/api/v1/templates/{name}", 200, path={"name": "ubuntu"})
+    call("GET", "/api/v1/dhcp/leases", 200)
+
+    bmc = {"name": "bmc1"}
+    call("POST", "/api/v1/machines/{name}/bmc/probe", 200, path=bmc)
+    media = {"url": "http://192.0.2.1/install.iso"}
+    call("POST", "/api/v1/machines/{name}/bmc/media", 200, path=bmc, json=media)
+    call("DELETE", "/api/v1/machines/{name}/bmc/media", 200, path=bmc)
+    on = {"action": "on"}
+    job = call("POST", "/api/v1/machines/{name}/power", 202, path=bmc, json=on, params={"wait": 30})
+    call("GET", "/api/v1/power-jobs/{job_id}", 200, path={"job_id": job.json()["id"]})
+    call(
+        "POST",
+        "/api/v1/machines/{name}/boot-device",
+        202,
+        path=bmc,
+        json={"device": "pxe"},
+        params={"wait": 30},
+    )
+    off = call("POST", "/api/v1/machines/{name}/power", 202, path=bmc, json={"action": "off"})
+    call("POST", "/api/v1/power-jobs/{job_id}/cancel", 200, path={"job_id": off.json()["id"]})
+    call("GET", "/api/v1/machines/{name}/power", 200, path=bmc)
+
+    # A workflow run by its agent: one action fails, the workflow resumes and ends.
+    m2 = {"name": "m2"}
+    call("POST", "/api/v1/machines/{name}/agent-token/rotate", 200, path=m2)
+    token = call("POST", "/api/v1/machines/{name}/agent-token", 200, path=m2).json()["token"]
+    workflow = call(
+        "POST", "/api/v1/machines/{name}/provision", 201, path=m2, json={"template": "ubuntu"}
+    ).json()
+    ref = {"ref": workflow["id"]}
+    agent = AgentClient(live.url, token, MANUAL_MAC)
+    try:
+        call.http.headers["Authorization"] = f"Bearer {token}"
+        body = {"mac": MANUAL_MAC, "attributes": {}}
+        call("POST", "/api/v1/agent/hello", 200, json=body)
+        call("GET", "/api/v1/agent/ping", 200)
+        first = call("GET", "/api/v1/agent/next", 200).json()
+        attempt = {"attempt_id": first["id"]}
+        logs = {"seq": 0, "lines": ["pulling"]}
+        call("POST", "/api/v1/agent/actions/{attempt_id}/logs", 200, path=attempt, json=logs)
+        done = {"status": "success", "exit_code": 0}
+        call("POST", "/api/v1/agent/actions/{attempt_id}/status", 200, path=attempt, json=done)
+        second = agent.next()
+        assert second is not None
+        agent.report(second["id"], "failed", exit_code=2, message="bad image")
+        call.http.headers["Authorization"] = f"Bearer {live.admin_token}"
+        call("POST", "/api/v1/workflows/{ref}/resume", 200, path=ref)
+        again = agent.next()
+        assert again is not None
+        agent.report(again["id"], "success", exit_code=0)
+    finally:
+        agent.close()
+        call.http.headers["Authorization"] = f"Bearer {live.admin_token}"
+    call("GET", "/api/v1/workflows", 200)
+    call("GET", "/api/v1/workflows/{ref}", 200, path=ref)
+    call("POST", "/api/v1/machines/{name}/deprovision", 200, path=m2, json={})
+
+    # A workflow created, cancelled, rerun, cancelled and deleted.
+    created = call("POST", "/api/v1/workflows", 201, json={"machine": "m3", "template": "ubuntu"})
+    other = {"ref": created.json()["id"]}
+    call("POST", "/api/v1/workflows/{ref}/cancel", 200, path=other)
+    call("POST", "/api/v1/workflows/{ref}/rerun", 200, path=other)
+    call.http.post(f"/api/v1/workflows/{other['ref']}/cancel").raise_for_status()
+    call("DELETE", "/api/v1/workflows/{ref}", 204, path=other)
+    maintenance = {"event": "maintenance", "reason": "fan"}
+    call("POST", "/api/v1/machines/{name}/transition", 200, path={"name": "m3"}, json=maintenance)
+
+    report = {"mac": DISCOVERED_MAC, "attributes": {"arch": "x86_64"}, "agent_version": "test"}
+    with httpx.Client(base_url=live.url, timeout=30) as anonymous:
+        Caller(anonymous, call.samples)("POST", "/api/v1/agent/discover", 201, json=report)
+        boot = Caller(anonymous, call.samples)
+        boot("GET", "/boot/auto.ipxe", 200, params={"mac": MANUAL_MAC})
+        boot("GET", "/boot/{mac}.ipxe", 200, path={"mac": MANUAL_MAC})
+        for method in ("GET", "HEAD"):
+            boot(method, "/boot/assets/{name}", 200, path={"name": "hello.txt"})
+            boot(method, "/boot/install/vmlinuz", 200)
+            boot(method, "/boot/install/initrd.img", 200)
+    call("GET", "/api/v1/events", 200, params={"limit": 50})
+    call("DELETE", "/api/v1/machines/{name}", 204, path={"name": "bmc1"})
+    call("DELETE", "/api/v1/templates/{name}", 204, path={"name": "ubuntu"})
+
+
+def problems_of(sample: Sample, operation: dict[str, Any], components: dict[str, Any]) -> list[str]:
+    label = f"{sample.method.upper()} {sample.template} {sample.response.status_code}"
+    declared = operation["responses"].get(str(sample.response.status_code))
+    if declared is None:
+        return [f"{label}: status not in the document"]
+    content = declared.get("content", {})
+    if not content:
+        return [] if not sample.response.content else [f"{label}: a body where none is declared"]
+    media_type = sample.response.headers.get("content-type", "").split(";")[0]
+    if media_type not in content and "*/*" not in content:
+        return [f"{label}: {media_type} is not among {sorted(content)}"]
+    if media_type != "application/json":
+        return []
+    schema = content[media_type].get("schema", {})
+    if "$ref" not in schema:
+        return [f"{label}: untyped (its schema is {schema})"]
+    validator = jsonschema_rs.Draft202012Validator({**schema, "components": components})
+    return [
+        f"{label}: {error.message} at {list(error.instance_path)}"
+        for error in validator.iter_errors(sample.response.json())
+    ]
+
+
+def test_every_route_answers_what_the_document_declares(server: LiveServer) -> None:
+    with server.client() as http:
+        document = http.get(OPENAPI).json()
+        call = Caller(http)
+        exercise(call, server)
+    operations = {
+        (method, path): operation
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+    }
+    sampled = {(sample.method, sample.template) for sample in call.samples}
+    problems = [
+        f"{method.upper()} {path}: no sample" for method, path in operations.keys() - sampled
+    ]
+    for sample in call.samples:
+        operation = operations.get((sample.method, sample.template))
+        if operation is None:
+            problems.append(f"{sample.method.upper()} {sample.template}: not in the document")
+            continue
+        problems += problems_of(sample, operation, document["components"])
+    assert not problems, "\n".join(sorted(problems))
