@@ -147,6 +147,7 @@ class Workers:
         power = PowerRunner(
             services.db,
             services.keyring,
+            on_job_finished=workflows.power_job_finished,
             workers=services.settings.power_workers,
             sync_interval=services.settings.power_sync_interval,
         )

@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 from anyio import to_thread
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from metalflow.db.base import utcnow
 from metalflow.db.engine import Database
@@ -28,7 +30,6 @@ from metalflow.power.driver import Bmc, Driver, PowerError, PowerState, driver_c
 from metalflow.power.steps import JobOutcome, Limits, Runner, step_from
 from metalflow.power.tables import PowerJob
 from metalflow.tenancy.secrets import Keyring
-from metalflow.workflows import service as workflows
 
 log = logging.getLogger("metalflow.power")
 IDLE_WAKE_SECONDS = 1.0
@@ -61,12 +62,23 @@ def open_driver(machine: Machine, keyring: Keyring) -> Driver:
         raise PowerError(bmc.driver, bmc.host, "connect", str(exc)) from None
 
 
+JobFinished = Callable[[Session, PowerJob], None]
+"""Told of every job that ended, in the transaction that ends it (a workflow waits on some)."""
+
+
 class PowerRunner:
     def __init__(
-        self, db: Database, keyring: Keyring, *, workers: int = 32, sync_interval: float = 60.0
+        self,
+        db: Database,
+        keyring: Keyring,
+        *,
+        on_job_finished: JobFinished,
+        workers: int = 32,
+        sync_interval: float = 60.0,
     ) -> None:
         self.db = db
         self.keyring = keyring
+        self.on_job_finished = on_job_finished
         self.limiter = anyio.CapacityLimiter(workers)
         self.sync_interval = sync_interval
         self.running: set[str] = set()
@@ -170,8 +182,8 @@ class PowerRunner:
     def _finish(self, job_id: str, outcome: JobOutcome) -> None:
         with self.db.write() as session:
             job = service.finish(session, job_id, outcome)
-            if job is not None and job.workflow_id is not None:
-                workflows.power_job_finished(session, job)
+            if job is not None:
+                self.on_job_finished(session, job)
         log.info(
             "event=power.job.finished job=%s ok=%s message=%s", job_id, outcome.ok, outcome.message
         )

@@ -314,7 +314,9 @@ def _power_job_running(session: Session, workflow: Workflow) -> bool:
 
 def power_job_finished(session: Session, job: PowerJob) -> None:
     """A workflow's power job ended: a failure fails the workflow with the BMC's words; the
-    boot-from-disk job's success ends POST."""
+    boot-from-disk job's success ends POST; a job no workflow asked for changes nothing."""
+    if job.workflow_id is None:
+        return
     workflow = session.get(Workflow, job.workflow_id)
     if workflow is None or WorkflowState(workflow.state) not in ACTIVE_WORKFLOW_STATES:
         return
