@@ -11,7 +11,7 @@ from metalflow.inventory import service
 from metalflow.inventory.schemas import MachineList, MachinePublic, TransitionRequest
 from metalflow.inventory.tables import Machine
 from metalflow.services import Reader, ServicesDep, Writer
-from metalflow.workflows import service as workflows
+from metalflow.workflows import engine as workflows
 
 router = APIRouter(prefix="/machines", tags=["machines"])
 

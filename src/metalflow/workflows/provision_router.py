@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -11,7 +9,8 @@ from metalflow.inventory import service as inventory
 from metalflow.inventory.lifecycle import MachineEvent
 from metalflow.names import check_name
 from metalflow.services import ServicesDep, Writer
-from metalflow.workflows import service
+from metalflow.workflows import engine
+from metalflow.workflows.schemas import Deprovisioned, WorkflowPublic, to_public
 
 router = APIRouter(prefix="/machines", tags=["machines"])
 
@@ -37,47 +36,44 @@ class DeprovisionRequest(BaseModel):
     template: str | None = None
 
 
-@router.post("/{name}/provision", status_code=201)
+@router.post("/{name}/provision", status_code=201, response_model=WorkflowPublic)
 def provision(
     name: str, body: ProvisionRequest, services: ServicesDep, _: Writer
-) -> dict[str, Any]:
+) -> WorkflowPublic:
     with services.db.write() as session:
         machine = inventory.get_machine(session, name)
         power = body.power if body.power is not None else machine.bmc_driver is not None
-        workflow = service.create_workflow(
+        workflow = engine.create_workflow(
             session,
             machine=machine,
             template_name=body.template,
             hardware_map=body.hardware_map,
             name=body.name,
-            boot=service.NETBOOT_MODE if power else None,
+            boot=engine.NETBOOT_MODE if power else None,
             reboot=body.reboot,
         )
-        return service.to_public(workflow, machine.name)
+        return to_public(workflow, machine.name)
 
 
-@router.post("/{name}/deprovision")
+@router.post("/{name}/deprovision", response_model=Deprovisioned)
 def deprovision(
     name: str, body: DeprovisionRequest, services: ServicesDep, _: Writer
-) -> dict[str, Any]:
+) -> Deprovisioned:
     """With a template (e.g. a disk wipe), run it; without, release the machine at once."""
     with services.db.write() as session:
         machine = inventory.get_machine(session, name)
         workflow_out = None
         if body.template is not None:
-            workflow = service.create_workflow(
+            workflow = engine.create_workflow(
                 session, machine=machine, template_name=body.template, kind="deprovision"
             )
-            workflow_out = service.to_public(workflow, machine.name)
+            workflow_out = to_public(workflow, machine.name)
         else:
             machine = inventory.lock(session, machine)
             inventory.transition(session, machine, MachineEvent.DEPROVISION)
             inventory.transition(session, machine, MachineEvent.DEPROVISIONED)
             inventory.set_netboot(machine, False)
-        active = service.active_workflow_ids(session, [machine.id])
-        return {
-            "machine": inventory.to_public(machine, active.get(machine.id)).model_dump(
-                by_alias=True
-            ),
-            "workflow": workflow_out,
-        }
+        active = engine.active_workflow_ids(session, [machine.id])
+        return Deprovisioned(
+            machine=inventory.to_public(machine, active.get(machine.id)), workflow=workflow_out
+        )
