@@ -26,7 +26,14 @@ from metalflow.db.engine import Database
 from metalflow.events import Event
 from metalflow.inventory.tables import Machine
 from metalflow.power import service
-from metalflow.power.driver import Bmc, Driver, PowerError, PowerState, driver_class
+from metalflow.power.driver import (
+    Bmc,
+    Driver,
+    PowerError,
+    PowerState,
+    driver_class,
+    known_driver,
+)
 from metalflow.power.steps import JobOutcome, Limits, Runner, step_from
 from metalflow.power.tables import PowerJob
 from metalflow.tenancy.secrets import Keyring
@@ -36,20 +43,22 @@ IDLE_WAKE_SECONDS = 1.0
 STALE_CHECK_SECONDS = 30.0
 
 
-DRIVER_TIMEOUTS = {"qemu": 30.0, "manual": 5.0, "fake": 30.0}
-"""Power step timeouts of drivers whose state changes at once (others: Limits' default)."""
-
-
 def limits_for(driver: str, options: dict[str, Any]) -> Limits:
     """A machine's own timeouts (`bmc.options.power_timeout`, `soft_off_timeout`), else its
     driver's, else the defaults."""
-    defaults = Limits()
-    defaults = Limits(timeout=DRIVER_TIMEOUTS.get(driver, defaults.timeout))
+    factory = known_driver(driver)
+    own = factory.default_timeout if factory is not None else None
+    defaults = Limits() if own is None else Limits(timeout=own)
     return Limits(
         timeout=float(options.get("power_timeout", defaults.timeout)),
         soft_off_timeout=float(options.get("soft_off_timeout", defaults.soft_off_timeout)),
         poll_interval=float(options.get("poll_interval", defaults.poll_interval)),
     )
+
+
+def _syncs(driver: str) -> bool:
+    factory = known_driver(driver)
+    return factory is None or factory.syncs_state
 
 
 def open_driver(machine: Machine, keyring: Keyring) -> Driver:
@@ -234,13 +243,16 @@ class PowerRunner:
         return changed
 
     def _sync_candidates(self) -> dict[str, tuple[str | None, str | None]]:
-        """Machines to read, with the state and error last recorded."""
+        """Machines to read, with the state and error last recorded: those whose driver reads
+        a BMC (or is unknown, so that the reason it cannot be read is recorded)."""
         with self.db.read() as session:
+            used = session.scalars(
+                select(Machine.bmc_driver).where(Machine.bmc_driver.is_not(None)).distinct()
+            )
+            read = [name for name in used if name is not None and _syncs(name)]
             busy = select(PowerJob.machine_id).where(PowerJob.state == service.RUNNING)
             query = select(Machine.id, Machine.power_state, Machine.power_error).where(
-                Machine.bmc_driver.is_not(None),
-                Machine.bmc_driver != "manual",
-                Machine.id.not_in(busy),
+                Machine.bmc_driver.in_(read), Machine.id.not_in(busy)
             )
             return {row[0]: (row[1], row[2]) for row in session.execute(query)}
 

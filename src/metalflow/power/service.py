@@ -23,7 +23,7 @@ from metalflow.db.base import utcnow
 from metalflow.errors import Conflict, NotFound
 from metalflow.inventory import service as inventory
 from metalflow.inventory.tables import Machine
-from metalflow.power.driver import Bmc, PowerState
+from metalflow.power.driver import Bmc, PowerState, known_driver
 from metalflow.power.states import POWER_JOB, PowerJobEvent, PowerJobState
 from metalflow.power.steps import JobOutcome, Step
 from metalflow.power.tables import PowerJob
@@ -75,8 +75,9 @@ def bmc_from(
     if port is None and host.count(":") == 1 and "://" not in host:
         host, _, port_text = host.partition(":")
         port = int(port_text) if port_text.isdigit() else None
-    if driver == "manual":
-        options.setdefault("state", power_state or "off")  # what was last asked
+    factory = known_driver(driver)
+    if factory is not None and not factory.syncs_state:
+        options.setdefault("state", power_state or "off")  # what was last asked: no BMC to read
     return Bmc(
         driver=driver,
         host=host,

@@ -22,6 +22,7 @@ from metalflow.inventory import service as inventory
 from metalflow.inventory.lifecycle import MachineEvent
 from metalflow.inventory.tables import Machine
 from metalflow.power import service as power
+from metalflow.power.driver import known_driver
 from metalflow.power.steps import NETBOOT, boot_from_disk
 from metalflow.power.tables import PowerJob
 from metalflow.statemachine import IllegalTransition
@@ -42,7 +43,6 @@ from metalflow.workflows.tables import ACTIVE, ActionAttempt, Workflow, Workflow
 
 KINDS = ("provision", "deprovision")
 NETBOOT_MODE = "netboot"
-MANUAL_DRIVER = "manual"
 _START_EVENT = {"provision": MachineEvent.PROVISION, "deprovision": MachineEvent.DEPROVISION}
 _DONE_EVENT = {"provision": MachineEvent.PROVISIONED, "deprovision": MachineEvent.DEPROVISIONED}
 
@@ -278,9 +278,12 @@ def _uses_bmc(workflow: Workflow) -> bool:
 
 
 def waits_for_bmc(workflow: Workflow, machine: Machine) -> bool:
-    """A `manual` BMC's jobs only record what an operator is asked to do: the workflow goes
-    on without waiting for them."""
-    return _uses_bmc(workflow) and machine.bmc_driver != MANUAL_DRIVER
+    """Some drivers' jobs (`manual`'s) only record what an operator is asked to do: the workflow
+    goes on without waiting for them."""
+    if not _uses_bmc(workflow):
+        return False
+    driver = known_driver(machine.bmc_driver or "")
+    return driver is None or driver.holds_workflows
 
 
 def _power_into_netboot(session: Session, workflow: Workflow, machine: Machine) -> None:
