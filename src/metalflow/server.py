@@ -43,7 +43,8 @@ from metalflow.tenancy.secrets import (
     make_data_dir,
     write_admin_token,
 )
-from metalflow.workflows import service as workflows
+from metalflow.workflows import engine as workflows
+from metalflow.workflows import protocol
 from metalflow.workflows.controller import run_controller
 from metalflow.workflows.tables import Workflow
 
@@ -107,7 +108,7 @@ def build_services(settings: Settings) -> Services:
         db=db,
         bus=bus,
         keyring=keyring,
-        auth=Authenticator(keyring, run_records=workflows.run_record),
+        auth=Authenticator(keyring, run_records=protocol.run_record),
         metrics=metrics,
         index=MachineIndex(),
         boot_events=boot_events,
@@ -154,6 +155,7 @@ class Workers:
             power = PowerRunner(
                 services.db,
                 services.keyring,
+                on_job_finished=workflows.power_job_finished,
                 workers=services.settings.power_workers,
                 sync_interval=services.settings.power_sync_interval,
             )

@@ -26,7 +26,7 @@ from metalflow.metadata import router as metadata_router
 from metalflow.power import router as power_router
 from metalflow.services import Reader, Services, ServicesDep, authenticate
 from metalflow.templates import router as templates
-from metalflow.workflows import agent_router
+from metalflow.workflows import agent_router, provision_router
 from metalflow.workflows import router as workflows
 
 API_PREFIX = "/api/v1"
@@ -74,6 +74,7 @@ def create_app(
         api = APIRouter(prefix=API_PREFIX)
         for router in (
             machines.router,
+            provision_router.router,
             templates.router,
             workflows.router,
             agent_router.router,

@@ -26,7 +26,7 @@ from metalflow.power import objects
 from metalflow.power.rufio import ObjectRef, RufioMachine
 from metalflow.templates.service import apply_template
 from metalflow.tenancy.secrets import Keyring
-from metalflow.workflows import service as workflows
+from metalflow.workflows import engine as workflows
 from metalflow.workflows.tables import Workflow
 
 KINDS: dict[type[Any], str] = {

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy.orm import Session
 
 from metalflow import events
 from metalflow.errors import Invalid
 from metalflow.inventory import service
-from metalflow.inventory.lifecycle import MachineEvent
-from metalflow.inventory.schemas import (
-    AgentToken,
-    MachineList,
-    MachinePublic,
-    TransitionRequest,
-)
+from metalflow.inventory.schemas import AgentToken, MachineList, MachinePublic, TransitionRequest
 from metalflow.inventory.tables import Machine
-from metalflow.names import check_name
 from metalflow.services import Reader, ServicesDep, Writer
-from metalflow.workflows import service as workflows
+from metalflow.workflows import engine as workflows
 
 router = APIRouter(prefix="/machines", tags=["machines"])
 
@@ -101,67 +91,3 @@ def rotate_agent_token(name: str, services: ServicesDep, _: Writer) -> AgentToke
         )
     services.auth.forget(machine.id)
     return AgentToken(token=token)
-
-
-class ProvisionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    template: str
-    hardware_map: dict[str, str] | None = None
-    name: str | None = None
-    power: bool | None = None
-    """Power the machine into PXE through its BMC (default: when it has one)."""
-    reboot: bool = False
-    """After the workflow, reboot the machine into its disk through the BMC."""
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        return None if value is None else check_name(value, "name")
-
-
-class DeprovisionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    template: str | None = None
-
-
-@router.post("/{name}/provision", status_code=201)
-def provision(
-    name: str, body: ProvisionRequest, services: ServicesDep, _: Writer
-) -> dict[str, Any]:
-    with services.db.write() as session:
-        machine = service.get_machine(session, name)
-        power = body.power if body.power is not None else machine.bmc_driver is not None
-        workflow = workflows.create_workflow(
-            session,
-            machine=machine,
-            template_name=body.template,
-            hardware_map=body.hardware_map,
-            name=body.name,
-            boot=workflows.NETBOOT_MODE if power else None,
-            reboot=body.reboot,
-        )
-        return workflows.to_public(workflow, machine.name)
-
-
-@router.post("/{name}/deprovision")
-def deprovision(
-    name: str, body: DeprovisionRequest, services: ServicesDep, _: Writer
-) -> dict[str, Any]:
-    """With a template (e.g. a disk wipe), run it; without, release the machine at once."""
-    with services.db.write() as session:
-        machine = service.get_machine(session, name)
-        workflow_out = None
-        if body.template is not None:
-            workflow = workflows.create_workflow(
-                session, machine=machine, template_name=body.template, kind="deprovision"
-            )
-            workflow_out = workflows.to_public(workflow, machine.name)
-        else:
-            machine = service.lock(session, machine)
-            service.transition(session, machine, MachineEvent.DEPROVISION)
-            service.transition(session, machine, MachineEvent.DEPROVISIONED)
-            service.set_netboot(machine, False)
-        return {
-            "machine": public(session, machine).model_dump(by_alias=True),
-            "workflow": workflow_out,
-        }

@@ -20,6 +20,8 @@ from pydantic import (
     model_validator,
 )
 
+from metalflow.power.driver import driver_names
+
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,198}[a-z0-9])?$"
 _MAC = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 MAX_USER_DATA = 64 * 1024
@@ -239,7 +241,9 @@ BMC_STORED_KEYS = frozenset({"port", "insecure_tls"})
 
 
 class BmcSpec(Strict):
-    driver: Literal["ipmi", "redfish", "qemu", "manual", "webhook", "fake"]
+    driver: str
+    """A registered power driver: metalflow's own or a plug-in's (the `metalflow.power`
+    entry points)."""
     address: str = ""
     port: int | None = Field(default=None, ge=1, le=65535)
     username: str | None = None
@@ -248,6 +252,14 @@ class BmcSpec(Strict):
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
     """The driver's own settings (redfish `system`, ipmi `cipher_suite`, webhook `url`) and the
     power job's (`power_timeout`, `soft_off_timeout`, `poll_interval`)."""
+
+    @field_validator("driver")
+    @classmethod
+    def _driver(cls, value: str) -> str:
+        known = driver_names()
+        if value not in known:
+            raise ValueError(f"unknown driver {value!r}; known: {', '.join(known)}")
+        return value
 
     @field_validator("options", mode="before")
     @classmethod

@@ -125,6 +125,13 @@ class Unsupported(PowerError):
 class Driver(Protocol):
     name: ClassVar[str]
     fields: ClassVar[tuple[FieldDoc, ...]]
+    holds_workflows: ClassVar[bool]
+    """A workflow that powers the machine through this driver waits for its jobs; False where a
+    job only records what an operator is asked to do."""
+    syncs_state: ClassVar[bool]
+    """The periodic sync reads the BMC's state; False where there is no BMC to ask."""
+    default_timeout: ClassVar[float | None]
+    """Seconds for a power step, for BMCs whose state changes at once; None: `Limits`' own."""
 
     @classmethod
     def validate(cls, bmc: Bmc) -> None:
@@ -151,6 +158,9 @@ class Driver(Protocol):
 class DriverFactory(Protocol):
     name: ClassVar[str]
     fields: ClassVar[tuple[FieldDoc, ...]]
+    holds_workflows: ClassVar[bool]
+    syncs_state: ClassVar[bool]
+    default_timeout: ClassVar[float | None]
 
     def __call__(self, bmc: Bmc) -> Driver: ...
 
@@ -222,3 +232,12 @@ def driver_class(name: str) -> DriverFactory:
         raise ValueError(f"no BMC driver {name!r}; known: {', '.join(driver_names())}")
     loaded: DriverFactory = point.load()
     return loaded
+
+
+def known_driver(name: str) -> DriverFactory | None:
+    """The driver registered as `name`, or None: for the callers that leave refusing an
+    unknown driver to the job that would use it."""
+    try:
+        return driver_class(name)
+    except ValueError:
+        return None

@@ -129,6 +129,9 @@ def _knobs(bmc: Bmc) -> _Knobs:
 
 class FakeDriver:
     name: ClassVar[str] = "fake"
+    holds_workflows: ClassVar[bool] = True
+    syncs_state: ClassVar[bool] = True
+    default_timeout: ClassVar[float | None] = 30.0
     fields: ClassVar[tuple[FieldDoc, ...]] = (
         FieldDoc("host", "any name; drivers made with the same host share one state", True),
         FieldDoc("options.state", "the power state the host starts with (on|off, default off)"),

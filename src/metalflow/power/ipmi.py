@@ -222,6 +222,9 @@ class IpmiDriver:
     """One BMC over IPMI 2.0; made per BMC, used by one job at a time."""
 
     name: ClassVar[str] = "ipmi"
+    holds_workflows: ClassVar[bool] = True
+    syncs_state: ClassVar[bool] = True
+    default_timeout: ClassVar[float | None] = None
     fields: ClassVar[tuple[FieldDoc, ...]] = (
         FieldDoc("host", "BMC address: IP or DNS name", required=True),
         FieldDoc("port", f"UDP port of the BMC's RMCP+ service (default {DEFAULT_PORT})"),

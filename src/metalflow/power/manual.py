@@ -32,6 +32,9 @@ def _state(bmc: Bmc) -> PowerState:
 
 class ManualDriver:
     name: ClassVar[str] = "manual"
+    holds_workflows: ClassVar[bool] = False
+    syncs_state: ClassVar[bool] = False
+    default_timeout: ClassVar[float | None] = 5.0
     fields: ClassVar[tuple[FieldDoc, ...]] = (
         FieldDoc(
             "options.state",

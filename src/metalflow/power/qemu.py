@@ -341,6 +341,9 @@ def media_filename(url: str) -> str:
 
 class QemuDriver:
     name: ClassVar[str] = "qemu"
+    holds_workflows: ClassVar[bool] = True
+    syncs_state: ClassVar[bool] = True
+    default_timeout: ClassVar[float | None] = 30.0
     fields: ClassVar[tuple[FieldDoc, ...]] = (
         FieldDoc(
             "host",

@@ -264,6 +264,9 @@ class RedfishDriver:
     """One Redfish BMC; with several ComputerSystems, `options.system` picks the one driven."""
 
     name: ClassVar[str] = NAME
+    holds_workflows: ClassVar[bool] = True
+    syncs_state: ClassVar[bool] = True
+    default_timeout: ClassVar[float | None] = None
     fields: ClassVar[tuple[FieldDoc, ...]] = (
         FieldDoc("host", "BMC host name or address, or its URL https://host:port", True),
         FieldDoc("port", "TCP port (default: 443 for https, 80 for http)"),

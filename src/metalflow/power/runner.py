@@ -13,42 +13,52 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 from anyio import to_thread
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from metalflow.db.base import utcnow
 from metalflow.db.engine import Database
 from metalflow.events import Event
 from metalflow.inventory.tables import Machine
 from metalflow.power import service
-from metalflow.power.driver import Bmc, Driver, PowerError, PowerState, driver_class
+from metalflow.power.driver import (
+    Bmc,
+    Driver,
+    PowerError,
+    PowerState,
+    driver_class,
+    known_driver,
+)
 from metalflow.power.steps import JobOutcome, Limits, Runner, step_from
 from metalflow.power.tables import PowerJob
 from metalflow.tenancy.secrets import Keyring
-from metalflow.workflows import service as workflows
 
 log = logging.getLogger("metalflow.power")
 IDLE_WAKE_SECONDS = 1.0
 STALE_CHECK_SECONDS = 30.0
 
 
-DRIVER_TIMEOUTS = {"qemu": 30.0, "manual": 5.0, "fake": 30.0}
-"""Power step timeouts of drivers whose state changes at once (others: Limits' default)."""
-
-
 def limits_for(driver: str, options: dict[str, Any]) -> Limits:
     """A machine's own timeouts (`bmc.options.power_timeout`, `soft_off_timeout`), else its
     driver's, else the defaults."""
-    defaults = Limits()
-    defaults = Limits(timeout=DRIVER_TIMEOUTS.get(driver, defaults.timeout))
+    factory = known_driver(driver)
+    own = factory.default_timeout if factory is not None else None
+    defaults = Limits() if own is None else Limits(timeout=own)
     return Limits(
         timeout=float(options.get("power_timeout", defaults.timeout)),
         soft_off_timeout=float(options.get("soft_off_timeout", defaults.soft_off_timeout)),
         poll_interval=float(options.get("poll_interval", defaults.poll_interval)),
     )
+
+
+def _syncs(driver: str) -> bool:
+    factory = known_driver(driver)
+    return factory is None or factory.syncs_state
 
 
 def open_driver(machine: Machine, keyring: Keyring) -> Driver:
@@ -61,12 +71,23 @@ def open_driver(machine: Machine, keyring: Keyring) -> Driver:
         raise PowerError(bmc.driver, bmc.host, "connect", str(exc)) from None
 
 
+JobFinished = Callable[[Session, PowerJob], None]
+"""Told of every job that ended, in the transaction that ends it (a workflow waits on some)."""
+
+
 class PowerRunner:
     def __init__(
-        self, db: Database, keyring: Keyring, *, workers: int = 32, sync_interval: float = 60.0
+        self,
+        db: Database,
+        keyring: Keyring,
+        *,
+        on_job_finished: JobFinished,
+        workers: int = 32,
+        sync_interval: float = 60.0,
     ) -> None:
         self.db = db
         self.keyring = keyring
+        self.on_job_finished = on_job_finished
         self.limiter = anyio.CapacityLimiter(workers)
         self.sync_interval = sync_interval
         self.running: set[str] = set()
@@ -170,8 +191,8 @@ class PowerRunner:
     def _finish(self, job_id: str, outcome: JobOutcome) -> None:
         with self.db.write() as session:
             job = service.finish(session, job_id, outcome)
-            if job is not None and job.workflow_id is not None:
-                workflows.power_job_finished(session, job)
+            if job is not None:
+                self.on_job_finished(session, job)
         log.info(
             "event=power.job.finished job=%s ok=%s message=%s", job_id, outcome.ok, outcome.message
         )
@@ -222,13 +243,16 @@ class PowerRunner:
         return changed
 
     def _sync_candidates(self) -> dict[str, tuple[str | None, str | None]]:
-        """Machines to read, with the state and error last recorded."""
+        """Machines to read, with the state and error last recorded: those whose driver reads
+        a BMC (or is unknown, so that the reason it cannot be read is recorded)."""
         with self.db.read() as session:
+            used = session.scalars(
+                select(Machine.bmc_driver).where(Machine.bmc_driver.is_not(None)).distinct()
+            )
+            read = [name for name in used if name is not None and _syncs(name)]
             busy = select(PowerJob.machine_id).where(PowerJob.state == service.RUNNING)
             query = select(Machine.id, Machine.power_state, Machine.power_error).where(
-                Machine.bmc_driver.is_not(None),
-                Machine.bmc_driver != "manual",
-                Machine.id.not_in(busy),
+                Machine.bmc_driver.in_(read), Machine.id.not_in(busy)
             )
             return {row[0]: (row[1], row[2]) for row in session.execute(query)}
 

@@ -23,19 +23,18 @@ from metalflow.db.base import utcnow
 from metalflow.errors import Conflict, NotFound
 from metalflow.inventory import service as inventory
 from metalflow.inventory.tables import Machine
-from metalflow.power.driver import Bmc, PowerState
+from metalflow.power.driver import Bmc, PowerState, known_driver
 from metalflow.power.schemas import PowerJobPublic
+from metalflow.power.states import POWER_JOB, PowerJobEvent, PowerJobState
 from metalflow.power.steps import JobOutcome, Step
 from metalflow.power.tables import PowerJob
 from metalflow.tenancy.secrets import Keyring
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-)
+QUEUED = PowerJobState.QUEUED.value
+RUNNING = PowerJobState.RUNNING.value
+SUCCEEDED = PowerJobState.SUCCEEDED.value
+FAILED = PowerJobState.FAILED.value
+CANCELLED = PowerJobState.CANCELLED.value
 UNFINISHED = (QUEUED, RUNNING)
 JOB_OPTIONS = frozenset({"power_timeout", "soft_off_timeout", "poll_interval", "boot_device"})
 """`bmc.options` keys that the job layer reads; the rest are the driver's own."""
@@ -77,8 +76,9 @@ def bmc_from(
     if port is None and host.count(":") == 1 and "://" not in host:
         host, _, port_text = host.partition(":")
         port = int(port_text) if port_text.isdigit() else None
-    if driver == "manual":
-        options.setdefault("state", power_state or "off")  # what was last asked
+    factory = known_driver(driver)
+    if factory is not None and not factory.syncs_state:
+        options.setdefault("state", power_state or "off")  # what was last asked: no BMC to read
     return Bmc(
         driver=driver,
         host=host,
@@ -155,7 +155,8 @@ def claim(session: Session, *, skip_locked: bool, exclude: set[str]) -> PowerJob
         if job is None or job.state != QUEUED or running is not None:
             continue
         now = utcnow()
-        job.state, job.started_at, job.heartbeat_at = RUNNING, now, now
+        _move(job, PowerJobEvent.START)
+        job.started_at, job.heartbeat_at = now, now
         _emit(session, job, machine, "power.job.started", operation=job.operation)
         return job
     return None
@@ -181,15 +182,23 @@ def report(session: Session, job_id: str, kind: str, data: dict[str, Any]) -> No
     _emit(session, job, machine, kind, **data)
 
 
+def _move(job: PowerJob, event: PowerJobEvent) -> None:
+    job.state = POWER_JOB.next(PowerJobState(job.state), event).value
+
+
+def _ending(outcome: JobOutcome) -> PowerJobEvent:
+    if outcome.ok:
+        return PowerJobEvent.SUCCEED
+    return PowerJobEvent.CANCEL if outcome.message == "cancelled" else PowerJobEvent.FAIL
+
+
 def finish(session: Session, job_id: str, outcome: JobOutcome) -> PowerJob | None:
     job = session.get(PowerJob, job_id)
     if job is None:
         return None
     machine = inventory.lock_machine(session, job.machine_id)
     if job.state == RUNNING:
-        job.state = (
-            SUCCEEDED if outcome.ok else (CANCELLED if outcome.message == "cancelled" else FAILED)
-        )
+        _move(job, _ending(outcome))
     job.message = outcome.message
     job.finished_at = utcnow()
     job.heartbeat_at = None
@@ -220,7 +229,7 @@ def cancel(session: Session, job: PowerJob) -> PowerJob:
     if job.state not in UNFINISHED:
         raise Conflict(f"power job {job.id} is {job.state}; nothing to cancel", field="state")
     was = job.state
-    job.state = CANCELLED
+    _move(job, PowerJobEvent.CANCEL)
     if was == QUEUED:
         job.finished_at = utcnow()
         job.message = "cancelled before it started"
@@ -235,7 +244,7 @@ def fail_stale(session: Session, now: dt.datetime) -> int:
         select(PowerJob).where(PowerJob.state == RUNNING, PowerJob.heartbeat_at < now - STALE_AFTER)
     ).all()
     for job in stale:
-        job.state = FAILED
+        _move(job, PowerJobEvent.FAIL)
         job.message = "the metalflow process running this job stopped; ask again"
         job.finished_at = now
         _emit(

@@ -151,6 +151,9 @@ def refusal_message(status: int, reason: str, body: bytes) -> str:
 
 class WebhookDriver:
     name: ClassVar[str] = "webhook"
+    holds_workflows: ClassVar[bool] = True
+    syncs_state: ClassVar[bool] = True
+    default_timeout: ClassVar[float | None] = None
     fields: ClassVar[tuple[FieldDoc, ...]] = (
         FieldDoc("options.url", "the receiver's http(s) URL (or put it in host)"),
         FieldDoc("host", "the receiver's URL when options.url is not set", required=True),

@@ -35,7 +35,15 @@ from metalflow.inventory.tables import Interface, Machine
 from metalflow.services import Agent, PrincipalDep, Services, ServicesDep
 from metalflow.tenancy.auth import Action, Forbidden, Principal, authorize
 from metalflow.tenancy.tokens import Refused, hash_agent_key
-from metalflow.workflows import service
+from metalflow.workflows import protocol
+from metalflow.workflows.schemas import (
+    Assignment,
+    Discovered,
+    HelloAnswer,
+    LogsReceived,
+    Ping,
+    StatusAnswer,
+)
 from metalflow.workflows.states import ActionState
 
 router = APIRouter(prefix="/agent", tags=["agent"])
@@ -105,29 +113,29 @@ def _remote(request: Request) -> str:
     return request.client.host if request.client else "-"
 
 
-@router.post("/hello")
+@router.post("/hello", response_model=HelloAnswer)
 def hello(
     body: AgentHello, request: Request, services: ServicesDep, principal: HelloCaller
-) -> dict[str, Any]:
+) -> HelloAnswer:
     """Hello; with a boot token, also its exchange: the answer's `token` is the run token."""
     services.metrics.agent_requests.labels("hello").inc()
     boot = principal.boot
     refused: Refused | None = None
     with services.db.write() as session:
         machine = _machine(session, principal, lock=True)
-        answer: dict[str, Any] = {"machine": machine.name, "id": machine.id}
+        token: str | None = None
         if boot is not None:
             key_hash = hash_agent_key(body.key) if body.key else None
-            exchanged = service.exchange_boot_token(
+            exchanged = protocol.exchange_boot_token(
                 session, machine, boot, key_hash, remote=_remote(request), now=time.time()
             )
             if isinstance(exchanged, Refused):
                 refused = exchanged
             else:
-                answer["token"] = services.keyring.run_token(exchanged)
+                token = services.keyring.run_token(exchanged)
         if refused is None:
-            service.hello(session, machine, body.mac, body.attributes)
-        answer["state"] = machine.state
+            protocol.hello(session, machine, body.mac, body.attributes)
+        answer = HelloAnswer(machine=machine.name, id=machine.id, state=machine.state, token=token)
     if refused is not None:
         raise HTTPException(
             401,
@@ -219,12 +227,12 @@ async def _admitted_caller(request: Request, services: ServicesDep) -> str | Non
     return caller
 
 
-@router.post("/discover", status_code=201, responses=DISCOVER_RESPONSES)
+@router.post("/discover", status_code=201, response_model=Discovered, responses=DISCOVER_RESPONSES)
 def discover(
     body: Hello,
     services: ServicesDep,
     caller: Annotated[str | None, Depends(_admitted_caller)],
-) -> dict[str, Any]:
+) -> Discovered:
     """An unknown machine's agent registers it and receives its agent token.
 
     Unauthenticated, as MAAS enlistment and Ironic inspection are: the machine has no
@@ -241,21 +249,27 @@ def discover(
     with services.db.write() as session:
         machine = inventory.discover_machine(session, body.mac, body.attributes)
         token = services.keyring.agent_token(machine.id, machine.agent_token_generation)
-        return {"machine": machine.name, "id": machine.id, "state": machine.state, "token": token}
+        return Discovered(machine=machine.name, id=machine.id, state=machine.state, token=token)
 
 
-def _try_next(services: Services, principal: Principal) -> service.NextAction:
+def _try_next(services: Services, principal: Principal) -> protocol.NextAction:
     """A machine with no workflow to run is answered by one read; only work takes the write
     path (on SQLite, the write lock)."""
     with services.db.read() as session:
-        if not service.has_active_workflow(session, principal.machine_id or ""):
+        if not protocol.has_active_workflow(session, principal.machine_id or ""):
             return None
     with services.db.write() as session:
         machine = _machine(session, principal, lock=True)
-        return service.next_action(session, machine, utcnow())
+        return protocol.next_action(session, machine, utcnow())
 
 
-@router.get("/next", responses={204: {"description": "no action to run now"}})
+@router.get(
+    "/next",
+    responses={
+        200: {"model": Assignment, "description": "the attempt to run"},
+        204: {"description": "no action to run now"},
+    },
+)
 async def next_action(
     request: Request,
     services: ServicesDep,
@@ -296,22 +310,19 @@ class StatusReport(BaseModel):
 AttemptId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the attempt id from next")]
 
 
-@router.post("/actions/{attempt_id}/status")
+@router.post("/actions/{attempt_id}/status", response_model=StatusAnswer)
 def report_status(
     attempt_id: AttemptId, body: StatusReport, services: ServicesDep, principal: Agent
-) -> dict[str, Any]:
+) -> StatusAnswer:
     services.metrics.agent_requests.labels("status").inc()
     if body.status == "running":
         with services.db.read() as session:
-            attempt = service.attempt_for(session, _machine(session, principal), attempt_id)
-            return {
-                "id": attempt.id,
-                "state": attempt.state,
-                "workflow_state": attempt.action.workflow.state,
-            }
+            attempt = protocol.attempt_for(session, _machine(session, principal), attempt_id)
+            workflow_state = attempt.action.workflow.state
+            return StatusAnswer(id=attempt.id, state=attempt.state, workflow_state=workflow_state)
     with services.db.write() as session:
         machine = _machine(session, principal, lock=True)
-        attempt = service.report(
+        attempt = protocol.report(
             session,
             machine,
             attempt_id,
@@ -321,7 +332,7 @@ def report_status(
             now=utcnow(),
         )
         workflow = attempt.action.workflow
-        return {"id": attempt.id, "state": attempt.state, "workflow_state": workflow.state}
+        return StatusAnswer(id=attempt.id, state=attempt.state, workflow_state=workflow.state)
 
 
 class LogLines(BaseModel):
@@ -330,21 +341,21 @@ class LogLines(BaseModel):
     lines: list[str] = Field(max_length=1000)
 
 
-@router.post("/actions/{attempt_id}/logs")
+@router.post("/actions/{attempt_id}/logs", response_model=LogsReceived)
 def append_logs(
     attempt_id: AttemptId, body: LogLines, services: ServicesDep, principal: Agent
-) -> dict[str, int]:
+) -> LogsReceived:
     services.metrics.agent_requests.labels("logs").inc()
     with services.db.write() as session:
         machine = _machine(session, principal, lock=True)
-        received = service.append_logs(
+        received = protocol.append_logs(
             session, machine, attempt_id, seq=body.seq, lines=[line[:4096] for line in body.lines]
         )
-    return {"received": received}
+    return LogsReceived(received=received)
 
 
-@router.get("/ping")
-def ping(services: ServicesDep, principal: Agent) -> dict[str, str]:
+@router.get("/ping", response_model=Ping)
+def ping(services: ServicesDep, principal: Agent) -> Ping:
     """A no-op round trip with the same authentication, for measuring protocol overhead."""
     services.metrics.agent_requests.labels("ping").inc()
-    return {"machine": principal.machine_id or ""}
+    return Ping(machine=principal.machine_id or "")

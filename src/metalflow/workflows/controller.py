@@ -13,14 +13,14 @@ from fastapi.concurrency import run_in_threadpool
 from metalflow.db.base import utcnow
 from metalflow.db.engine import Database
 from metalflow.events import prune_events
-from metalflow.workflows import service
+from metalflow.workflows import engine
 
 log = logging.getLogger("metalflow.controller")
 
 
 def sweep_once(db: Database) -> int:
     with db.write() as session:
-        return service.sweep(session, utcnow(), skip_locked=not db.is_sqlite)
+        return engine.sweep(session, utcnow(), skip_locked=not db.is_sqlite)
 
 
 PRUNE_EVERY_SECONDS = 60.0

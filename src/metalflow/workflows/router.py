@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, field_validator
 from sqlalchemy.orm import Session
@@ -13,7 +11,8 @@ from metalflow.errors import Conflict
 from metalflow.inventory import service as inventory
 from metalflow.names import check_name
 from metalflow.services import Reader, ServicesDep, Writer
-from metalflow.workflows import service
+from metalflow.workflows import engine
+from metalflow.workflows.schemas import WorkflowList, WorkflowPublic, to_public
 from metalflow.workflows.states import FINAL_WORKFLOW_STATES, WorkflowState
 from metalflow.workflows.tables import Workflow
 
@@ -38,16 +37,16 @@ class WorkflowCreate(BaseModel):
     reboot: bool = False
 
 
-def _public(session: Session, workflow: Workflow, *, history: bool = False) -> dict[str, Any]:
+def _public(session: Session, workflow: Workflow, *, history: bool = False) -> WorkflowPublic:
     machine = inventory.get_machine_by_id(session, workflow.machine_id)
-    return service.to_public(workflow, machine.name, history=history)
+    return to_public(workflow, machine.name, history=history)
 
 
-@router.post("", status_code=201)
-def create_workflow(body: WorkflowCreate, services: ServicesDep, _: Writer) -> dict[str, Any]:
+@router.post("", status_code=201, response_model=WorkflowPublic)
+def create_workflow(body: WorkflowCreate, services: ServicesDep, _: Writer) -> WorkflowPublic:
     with services.db.write() as session:
         machine = inventory.get_machine(session, body.machine)
-        workflow = service.create_workflow(
+        workflow = engine.create_workflow(
             session,
             machine=machine,
             template_name=body.template,
@@ -57,57 +56,57 @@ def create_workflow(body: WorkflowCreate, services: ServicesDep, _: Writer) -> d
             boot=body.boot,
             reboot=body.reboot,
         )
-        return service.to_public(workflow, machine.name)
+        return to_public(workflow, machine.name)
 
 
-@router.get("")
+@router.get("", response_model=WorkflowList)
 def list_workflows(
     services: ServicesDep, _: Reader, machine: str | None = None, state: str | None = None
-) -> dict[str, Any]:
+) -> WorkflowList:
     with services.db.read() as session:
         machine_row = inventory.get_machine(session, machine) if machine else None
         names = inventory.machine_names(session)
-        rows = service.list_workflows(session, machine=machine_row, state=state)
-        items = [service.to_public(w, names.get(w.machine_id, "?")) for w in rows]
-    return {"items": items, "count": len(items)}
+        rows = engine.list_workflows(session, machine=machine_row, state=state)
+        items = [to_public(w, names.get(w.machine_id, "?")) for w in rows]
+    return WorkflowList(items=items, count=len(items))
 
 
-@router.get("/{ref}")
+@router.get("/{ref}", response_model=WorkflowPublic)
 def show_workflow(
     ref: str, services: ServicesDep, _: Reader, history: bool = True
-) -> dict[str, Any]:
+) -> WorkflowPublic:
     with services.db.read() as session:
-        return _public(session, service.get_workflow(session, ref), history=history)
+        return _public(session, engine.get_workflow(session, ref), history=history)
 
 
-@router.post("/{ref}/cancel")
-def cancel_workflow(ref: str, services: ServicesDep, _: Writer) -> dict[str, Any]:
+@router.post("/{ref}/cancel", response_model=WorkflowPublic)
+def cancel_workflow(ref: str, services: ServicesDep, _: Writer) -> WorkflowPublic:
     with services.db.write() as session:
-        workflow, machine = service.lock_workflow(session, ref)
-        service.cancel(session, workflow, machine, utcnow())
+        workflow, machine = engine.lock_workflow(session, ref)
+        engine.cancel(session, workflow, machine, utcnow())
         return _public(session, workflow)
 
 
-@router.post("/{ref}/resume")
-def resume_workflow(ref: str, services: ServicesDep, _: Writer) -> dict[str, Any]:
+@router.post("/{ref}/resume", response_model=WorkflowPublic)
+def resume_workflow(ref: str, services: ServicesDep, _: Writer) -> WorkflowPublic:
     with services.db.write() as session:
-        workflow, machine = service.lock_workflow(session, ref)
-        service.resume(session, workflow, machine, utcnow())
+        workflow, machine = engine.lock_workflow(session, ref)
+        engine.resume(session, workflow, machine, utcnow())
         return _public(session, workflow)
 
 
-@router.post("/{ref}/rerun")
-def rerun_workflow(ref: str, services: ServicesDep, _: Writer) -> dict[str, Any]:
+@router.post("/{ref}/rerun", response_model=WorkflowPublic)
+def rerun_workflow(ref: str, services: ServicesDep, _: Writer) -> WorkflowPublic:
     with services.db.write() as session:
-        workflow, machine = service.lock_workflow(session, ref)
-        service.rerun(session, workflow, machine)
+        workflow, machine = engine.lock_workflow(session, ref)
+        engine.rerun(session, workflow, machine)
         return _public(session, workflow)
 
 
 @router.delete("/{ref}", status_code=204)
 def delete_workflow(ref: str, services: ServicesDep, _: Writer) -> Response:
     with services.db.write() as session:
-        workflow, _machine = service.lock_workflow(session, ref)
+        workflow, _machine = engine.lock_workflow(session, ref)
         if WorkflowState(workflow.state) not in FINAL_WORKFLOW_STATES:
             raise Conflict(
                 f"workflow {workflow.name} is {workflow.state}; cancel it first", field="state"

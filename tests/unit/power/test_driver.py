@@ -50,3 +50,20 @@ def test_other_strings_are_no_host_names(name: str) -> None:
 def test_the_refusal_names_the_field_given() -> None:
     with pytest.raises(ValueError, match=r"^options\.url: 'x y' is neither"):
         check_host("x y", "options.url")
+
+
+def test_the_drivers_say_what_the_job_layer_asks_of_them() -> None:
+    from metalflow.power.driver import driver_class, driver_names
+
+    facts = {
+        name: (
+            driver_class(name).holds_workflows,
+            driver_class(name).syncs_state,
+            driver_class(name).default_timeout,
+        )
+        for name in driver_names()
+    }
+    assert facts["manual"] == (False, False, 5.0)
+    assert facts["qemu"] == facts["fake"] == (True, True, 30.0)
+    for name in ("ipmi", "redfish", "webhook"):
+        assert facts[name] == (True, True, None)

@@ -1,4 +1,5 @@
-"""Workflow engine: create, start, report, retry, time out, cancel, resume, re-run.
+"""Workflow engine: create, start, retry, time out, cancel, resume, re-run, and what a workflow's
+power jobs change.
 
 All state lives in the database, so a restarted server picks up exactly where it stopped: an
 action that was running is served again to the agent that asks. Transitions go through the tables
@@ -12,7 +13,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from metalflow import events
 from metalflow.db.base import utcnow
@@ -21,12 +22,12 @@ from metalflow.inventory import service as inventory
 from metalflow.inventory.lifecycle import MachineEvent
 from metalflow.inventory.tables import Machine
 from metalflow.power import service as power
+from metalflow.power.driver import known_driver
 from metalflow.power.steps import NETBOOT, boot_from_disk
 from metalflow.power.tables import PowerJob
 from metalflow.statemachine import IllegalTransition
 from metalflow.templates import ActionSpec, TemplateError, WorkflowSpec, render_template
 from metalflow.templates.service import get_template, template_error
-from metalflow.tenancy.tokens import BootClaim, Refused, RunClaim, RunRecord, exchange
 from metalflow.workflows.states import (
     ACTION,
     ACTIVE_WORKFLOW_STATES,
@@ -40,12 +41,8 @@ from metalflow.workflows.states import (
 )
 from metalflow.workflows.tables import ACTIVE, ActionAttempt, Workflow, WorkflowAction
 
-LOG_TAIL_LINES = 200
 KINDS = ("provision", "deprovision")
 NETBOOT_MODE = "netboot"
-MANUAL_DRIVER = "manual"
-POWER_WAIT_SECONDS = 2
-"""An agent that asks while the BMC's netboot job still runs is told to ask again this soon."""
 _START_EVENT = {"provision": MachineEvent.PROVISION, "deprovision": MachineEvent.DEPROVISION}
 _DONE_EVENT = {"provision": MachineEvent.PROVISIONED, "deprovision": MachineEvent.DEPROVISIONED}
 
@@ -57,16 +54,14 @@ def _move(workflow: Workflow, event: WorkflowEvent) -> None:
         raise Conflict(f"workflow {workflow.name}: {exc}", field="state") from exc
 
 
-def _move_action(action: WorkflowAction, event: ActionEvent) -> None:
+def move_action(action: WorkflowAction, event: ActionEvent) -> None:
     try:
         action.state = ACTION.next(ActionState(action.state), event).value
     except IllegalTransition as exc:
         raise Conflict(f"action {action.name}: {exc}", field="state") from exc
 
 
-def _emit(
-    session: Session, workflow: Workflow, machine: Machine, kind: str, /, **data: Any
-) -> None:
+def emit(session: Session, workflow: Workflow, machine: Machine, kind: str, /, **data: Any) -> None:
     events.record(
         session,
         kind,
@@ -240,7 +235,7 @@ def create_workflow(
     )
     session.add(workflow)
     session.flush()
-    _emit(
+    emit(
         session,
         workflow,
         machine,
@@ -257,15 +252,15 @@ def current_actions(workflow: Workflow) -> list[WorkflowAction]:
     return [action for action in workflow.actions if action.run == workflow.run]
 
 
-def _first_unfinished(actions: list[WorkflowAction]) -> WorkflowAction | None:
+def first_unfinished(actions: list[WorkflowAction]) -> WorkflowAction | None:
     return next((a for a in actions if a.state != ActionState.SUCCESS.value), None)
 
 
 def _current_action(workflow: Workflow) -> WorkflowAction | None:
-    return _first_unfinished(current_actions(workflow))
+    return first_unfinished(current_actions(workflow))
 
 
-def _start(session: Session, workflow: Workflow, machine: Machine, now: dt.datetime) -> None:
+def start(session: Session, workflow: Workflow, machine: Machine, now: dt.datetime) -> None:
     """PENDING (or PREPARING, the BMC's netboot job done) → RUNNING."""
     if workflow.state == WorkflowState.PENDING.value:
         _move(workflow, WorkflowEvent.PREPARE)
@@ -275,17 +270,20 @@ def _start(session: Session, workflow: Workflow, machine: Machine, now: dt.datet
     workflow.deadline = (
         now + dt.timedelta(seconds=workflow.global_timeout) if workflow.global_timeout else None
     )
-    _emit(session, workflow, machine, "workflow.started", run=workflow.run)
+    emit(session, workflow, machine, "workflow.started", run=workflow.run)
 
 
 def _uses_bmc(workflow: Workflow) -> bool:
     return (workflow.boot_options or {}).get("mode") == NETBOOT_MODE
 
 
-def _waits_for_bmc(workflow: Workflow, machine: Machine) -> bool:
-    """A `manual` BMC's jobs only record what an operator is asked to do: the workflow goes
-    on without waiting for them."""
-    return _uses_bmc(workflow) and machine.bmc_driver != MANUAL_DRIVER
+def waits_for_bmc(workflow: Workflow, machine: Machine) -> bool:
+    """Some drivers' jobs (`manual`'s) only record what an operator is asked to do: the workflow
+    goes on without waiting for them."""
+    if not _uses_bmc(workflow):
+        return False
+    driver = known_driver(machine.bmc_driver or "")
+    return driver is None or driver.holds_workflows
 
 
 def _power_into_netboot(session: Session, workflow: Workflow, machine: Machine) -> None:
@@ -305,7 +303,7 @@ def _power_into_netboot(session: Session, workflow: Workflow, machine: Machine) 
     )
 
 
-def _power_job_running(session: Session, workflow: Workflow) -> bool:
+def power_job_running(session: Session, workflow: Workflow) -> bool:
     query = select(PowerJob.id).where(
         PowerJob.workflow_id == workflow.id, PowerJob.state.in_(power.UNFINISHED)
     )
@@ -314,7 +312,9 @@ def _power_job_running(session: Session, workflow: Workflow) -> bool:
 
 def power_job_finished(session: Session, job: PowerJob) -> None:
     """A workflow's power job ended: a failure fails the workflow with the BMC's words; the
-    boot-from-disk job's success ends POST."""
+    boot-from-disk job's success ends POST; a job no workflow asked for changes nothing."""
+    if job.workflow_id is None:
+        return
     workflow = session.get(Workflow, job.workflow_id)
     if workflow is None or WorkflowState(workflow.state) not in ACTIVE_WORKFLOW_STATES:
         return
@@ -338,132 +338,7 @@ def latest_attempt(session: Session, action: WorkflowAction) -> ActionAttempt:
     return attempt
 
 
-def assignment(action: WorkflowAction, attempt: ActionAttempt, total: int) -> dict[str, Any]:
-    """What the agent runs: one attempt of one action.
-
-    `log_seq` is how many log lines the server already holds for this attempt, so an agent
-    that is served a running attempt again continues its log where it stopped.
-    """
-    return {
-        "id": attempt.id,
-        "attempt": attempt.number,
-        "workflow": action.workflow_id,
-        "task": action.task_name,
-        "name": action.name,
-        "image": action.image,
-        "command": action.command,
-        "environment": action.environment,
-        "volumes": action.volumes,
-        "pid": action.pid,
-        "timeout": action.timeout,
-        "terminal": action.terminal,
-        "index": action.position,
-        "total": total,
-        "log_seq": attempt.log_lines,
-    }
-
-
-NextAction = dict[str, Any] | dt.datetime | None
-
-
-def has_active_workflow(session: Session, machine_id: str) -> bool:
-    query = select(Workflow.id).where(Workflow.machine_id == machine_id, Workflow.state.in_(ACTIVE))
-    return session.scalar(query) is not None
-
-
-def next_action(session: Session, machine: Machine, now: dt.datetime) -> NextAction:
-    """The attempt the agent should run now, or when to ask again, or None for no work.
-
-    The caller holds the machine's lock.
-    """
-    workflow = active_workflow(session, machine.id)
-    if workflow is None or not any(iface.allow_workflow for iface in machine.interfaces):
-        return None
-    if workflow.state in (WorkflowState.PENDING.value, WorkflowState.PREPARING.value):
-        if _waits_for_bmc(workflow, machine) and _power_job_running(session, workflow):
-            return now + dt.timedelta(seconds=POWER_WAIT_SECONDS)
-        _start(session, workflow, machine, now)
-    if workflow.state != WorkflowState.RUNNING.value:
-        return None
-    actions = current_actions(workflow)
-    action = _first_unfinished(actions)
-    if action is None:
-        return None
-    if action.state == ActionState.RUNNING.value:
-        return assignment(action, latest_attempt(session, action), len(actions))
-    if action.not_before is not None and action.not_before > now:
-        return action.not_before
-    _move_action(action, ActionEvent.START)
-    action.attempts += 1
-    action.started_at = now
-    action.finished_at = None
-    action.not_before = None
-    action.deadline = now + dt.timedelta(seconds=action.timeout) if action.timeout else None
-    attempt = ActionAttempt(
-        action_id=action.id, number=action.attempts, state=ActionState.RUNNING.value, started_at=now
-    )
-    session.add(attempt)
-    session.flush()
-    _emit(
-        session,
-        workflow,
-        machine,
-        "workflow.action.started",
-        action=action.name,
-        task=action.task_name,
-        index=action.position,
-        total=len(actions),
-        attempt=attempt.number,
-        image=action.image,
-    )
-    return assignment(action, attempt, len(actions))
-
-
-def attempt_for(session: Session, machine: Machine, attempt_id: int) -> ActionAttempt:
-    """The attempt, loaded fresh after the caller locked its machine."""
-    attempt = session.scalar(
-        select(ActionAttempt)
-        .where(ActionAttempt.id == attempt_id)
-        .options(joinedload(ActionAttempt.action).joinedload(WorkflowAction.workflow))
-    )
-    if attempt is None or attempt.action.workflow.machine_id != machine.id:
-        raise NotFound(f"action {attempt_id} not found for machine {machine.name}", field="id")
-    return attempt
-
-
-def report(
-    session: Session,
-    machine: Machine,
-    attempt_id: int,
-    *,
-    status: ActionState,
-    exit_code: int | None,
-    message: str | None,
-    now: dt.datetime,
-) -> ActionAttempt:
-    """Apply an agent's report; the same report twice changes nothing the second time.
-
-    The caller holds the machine's lock, which serialises every change to its workflows.
-    """
-    attempt = attempt_for(session, machine, attempt_id)
-    action = attempt.action
-    workflow = action.workflow
-    if status is ActionState.RUNNING:
-        return attempt
-    if attempt.state != ActionState.RUNNING.value:
-        if attempt.state == status.value:
-            return attempt
-        raise Conflict(
-            f"action {attempt_id} already ended as {attempt.state}; it cannot become {status}",
-            field="status",
-        )
-    if attempt.number != action.attempts or action.state != ActionState.RUNNING.value:
-        raise Conflict(f"action {attempt_id} is not the running attempt", field="id")
-    _finish_attempt(session, workflow, machine, action, attempt, status, exit_code, message, now)
-    return attempt
-
-
-def _finish_attempt(
+def finish_attempt(
     session: Session,
     workflow: Workflow,
     machine: Machine,
@@ -485,15 +360,13 @@ def _finish_attempt(
     duration = (now - attempt.started_at).total_seconds()
     common = {"action": action.name, "index": action.position, "attempt": attempt.number}
     if status is ActionState.SUCCESS:
-        _move_action(action, ActionEvent.SUCCEED)
-        _emit(session, workflow, machine, "workflow.action.succeeded", duration=duration, **common)
+        move_action(action, ActionEvent.SUCCEED)
+        emit(session, workflow, machine, "workflow.action.succeeded", duration=duration, **common)
         if _current_action(workflow) is None:
             _complete(session, workflow, machine, now)
         return
-    _move_action(
-        action, ActionEvent.TIME_OUT if status is ActionState.TIMEOUT else ActionEvent.FAIL
-    )
-    _emit(
+    move_action(action, ActionEvent.TIME_OUT if status is ActionState.TIMEOUT else ActionEvent.FAIL)
+    emit(
         session,
         workflow,
         machine,
@@ -522,9 +395,9 @@ def _finish_attempt(
         )
         _end(session, workflow, machine, event, reason, now)
         return
-    _move_action(action, ActionEvent.RETRY)
+    move_action(action, ActionEvent.RETRY)
     action.not_before = decision.not_before
-    _emit(
+    emit(
         session,
         workflow,
         machine,
@@ -550,7 +423,7 @@ def _complete(session: Session, workflow: Workflow, machine: Machine, now: dt.da
             workflow_id=workflow.id,
             requested_by=f"workflow {workflow.name}",
         )
-        if _waits_for_bmc(workflow, machine):
+        if waits_for_bmc(workflow, machine):
             return
     _succeed(session, workflow, machine, now)
 
@@ -562,7 +435,7 @@ def _succeed(session: Session, workflow: Workflow, machine: Machine, now: dt.dat
     workflow.reason = None
     inventory.transition(session, machine, _DONE_EVENT[workflow.kind], workflow_id=workflow.id)
     duration = (now - workflow.started_at).total_seconds() if workflow.started_at else None
-    _emit(session, workflow, machine, "workflow.succeeded", run=workflow.run, duration=duration)
+    emit(session, workflow, machine, "workflow.succeeded", run=workflow.run, duration=duration)
 
 
 def _end(
@@ -580,7 +453,7 @@ def _end(
     inventory.transition(
         session, machine, MachineEvent.FAIL, reason=reason, workflow_id=workflow.id
     )
-    _emit(session, workflow, machine, f"workflow.{workflow.state.lower()}", reason=reason)
+    emit(session, workflow, machine, f"workflow.{workflow.state.lower()}", reason=reason)
 
 
 def _stop_current_action(
@@ -599,10 +472,10 @@ def _stop_current_action(
         action.finished_at = now
         action.deadline = None
         event = ActionEvent.CANCEL if state is ActionState.CANCELLED else ActionEvent.TIME_OUT
-        _move_action(action, event)
+        move_action(action, event)
     elif action.state == ActionState.PENDING.value and action.attempts:
         action.not_before = None
-        _move_action(action, ActionEvent.CANCEL)
+        move_action(action, ActionEvent.CANCEL)
 
 
 def cancel(session: Session, workflow: Workflow, machine: Machine, now: dt.datetime) -> None:
@@ -643,7 +516,7 @@ def resume(session: Session, workflow: Workflow, machine: Machine, now: dt.datet
         raise Conflict(f"machine {machine.name} runs workflow {other.name}", field="machine")
     _move(workflow, WorkflowEvent.RESUME)
     actions = current_actions(workflow)
-    failed = _first_unfinished(actions)
+    failed = first_unfinished(actions)
     if failed is None:
         raise Conflict(f"workflow {workflow.name} has no unfinished action", field="state")
     data = _latest_template_data(session, workflow)
@@ -660,7 +533,7 @@ def resume(session: Session, workflow: Workflow, machine: Machine, now: dt.datet
     for key, value in _spec_fields(spec)[failed.position].items():
         setattr(failed, key, value)
     if failed.state != ActionState.PENDING.value:
-        _move_action(failed, ActionEvent.RETRY)
+        move_action(failed, ActionEvent.RETRY)
     failed.budget_start = failed.attempts
     failed.not_before = None
     workflow.actions.extend(fresh[failed.position + 1 :])
@@ -673,7 +546,7 @@ def resume(session: Session, workflow: Workflow, machine: Machine, now: dt.datet
         now + dt.timedelta(seconds=workflow.global_timeout) if workflow.global_timeout else None
     )
     _restart_machine(session, workflow, machine)
-    _emit(
+    emit(
         session,
         workflow,
         machine,
@@ -701,38 +574,7 @@ def rerun(session: Session, workflow: Workflow, machine: Machine) -> None:
     workflow.finished_at = None
     workflow.deadline = None
     _restart_machine(session, workflow, machine)
-    _emit(session, workflow, machine, "workflow.rerun", run=workflow.run)
-
-
-def append_logs(
-    session: Session, machine: Machine, attempt_id: int, *, seq: int, lines: list[str]
-) -> int:
-    """Keep the last lines of each attempt; `seq` (index of the first line) makes resends no-ops."""
-    attempt = attempt_for(session, machine, attempt_id)
-    skip = max(0, attempt.log_lines - seq)
-    if seq > attempt.log_lines:
-        raise Conflict(
-            f"log lines {attempt.log_lines}..{seq - 1} of action {attempt_id} are missing;"
-            f" resend from seq {attempt.log_lines}",
-            field="seq",
-        )
-    new = lines[skip:]
-    if not new:
-        return attempt.log_lines
-    attempt.log_tail = (list(attempt.log_tail) + new)[-LOG_TAIL_LINES:]
-    attempt.log_lines += len(new)
-    action = attempt.action
-    events.record(
-        session,
-        "workflow.action.log",
-        machine_id=machine.id,
-        machine_name=machine.name,
-        workflow_id=action.workflow_id,
-        action=action.name,
-        attempt=attempt.number,
-        lines=new[-50:],
-    )
-    return attempt.log_lines
+    emit(session, workflow, machine, "workflow.rerun", run=workflow.run)
 
 
 def sweep(session: Session, now: dt.datetime, *, skip_locked: bool) -> int:
@@ -770,7 +612,7 @@ def sweep(session: Session, now: dt.datetime, *, skip_locked: bool) -> int:
             and action.deadline < now
         ):
             message = f"no report within the action timeout of {action.timeout}s"
-            _finish_attempt(
+            finish_attempt(
                 session,
                 workflow,
                 machine,
@@ -783,135 +625,3 @@ def sweep(session: Session, now: dt.datetime, *, skip_locked: bool) -> int:
             )
             handled += 1
     return handled
-
-
-def hello(session: Session, machine: Machine, mac: str, attributes: dict[str, Any]) -> None:
-    if mac not in {iface.mac for iface in machine.interfaces}:
-        raise Invalid(f"MAC {mac} is not an interface of machine {machine.name}", field="mac")
-    machine.attributes = attributes
-    events.record(
-        session,
-        "agent.hello",
-        machine_id=machine.id,
-        machine_name=machine.name,
-        mac=mac,
-        attributes=sorted(attributes),
-    )
-
-
-def run_record(session: Session, workflow_id: str) -> RunRecord | None:
-    """What boot and run tokens are checked against; one primary-key read."""
-    row = session.execute(
-        select(
-            Workflow.machine_id,
-            Workflow.state,
-            Workflow.starts,
-            Workflow.boot_token_issued,
-            Workflow.agent_key_hash,
-        ).where(Workflow.id == workflow_id)
-    ).one_or_none()
-    if row is None:
-        return None
-    return RunRecord(
-        machine_id=row.machine_id,
-        active=row.state in ACTIVE,
-        start=row.starts,
-        exchanged_ms=row.boot_token_issued,
-        agent_key_hash=row.agent_key_hash,
-    )
-
-
-def exchange_boot_token(
-    session: Session,
-    machine: Machine,
-    claim: BootClaim,
-    key_hash: str | None,
-    *,
-    remote: str,
-    now: float,
-) -> RunClaim | Refused:
-    """The run token for this boot token, its exchange recorded, or why not; either way an event
-    with the caller's address. The caller holds the machine's lock, so two exchanges of one
-    token cannot both be first."""
-    record = run_record(session, claim.workflow_id)
-    decision = exchange(claim, record, key_hash, now)
-    ids = {"machine_id": machine.id, "machine_name": machine.name, "workflow_id": claim.workflow_id}
-    if isinstance(decision, Refused):
-        reason = decision.reason
-        events.record(
-            session, "agent.token.refused", **ids, remote=remote, start=claim.start, reason=reason
-        )
-        return decision
-    again = record is not None and record.exchanged_ms == claim.issued_ms
-    workflow = session.get(Workflow, claim.workflow_id)
-    if not again and workflow is not None:
-        workflow.boot_token_issued = claim.issued_ms
-        workflow.agent_key_hash = key_hash
-    events.record(
-        session, "agent.token.exchanged", **ids, remote=remote, start=decision.start, again=again
-    )
-    return decision
-
-
-def to_public(workflow: Workflow, machine_name: str, *, history: bool = False) -> dict[str, Any]:
-    actions = workflow.actions if history else current_actions(workflow)
-    done = sum(1 for a in current_actions(workflow) if a.state == ActionState.SUCCESS.value)
-    return {
-        "id": workflow.id,
-        "name": workflow.name,
-        "machine": machine_name,
-        "template": workflow.template_name,
-        "kind": workflow.kind,
-        "state": workflow.state,
-        "reason": workflow.reason,
-        "run": workflow.run,
-        "global_timeout": workflow.global_timeout,
-        "hardware_map": workflow.hardware_map,
-        "boot": (workflow.boot_options or {}).get("mode"),
-        "reboot": bool((workflow.boot_options or {}).get("reboot")),
-        "created_at": workflow.created_at.isoformat(),
-        "started_at": _iso(workflow.started_at),
-        "finished_at": _iso(workflow.finished_at),
-        "progress": {"done": done, "total": len(current_actions(workflow))},
-        "actions": [_action_public(a, journal=history) for a in actions],
-    }
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def _action_public(action: WorkflowAction, *, journal: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": action.id,
-        "run": action.run,
-        "index": action.position,
-        "task": action.task_name,
-        "name": action.name,
-        "image": action.image,
-        "state": action.state,
-        "attempts": action.attempts,
-        "timeout": action.timeout,
-        "retries": action.retries,
-        "terminal": action.terminal,
-        "started_at": _iso(action.started_at),
-        "finished_at": _iso(action.finished_at),
-        "exit_code": action.exit_code,
-        "message": action.message,
-    }
-    if journal:
-        out["journal"] = [
-            {
-                "id": a.id,
-                "attempt": a.number,
-                "state": a.state,
-                "started_at": _iso(a.started_at),
-                "finished_at": _iso(a.finished_at),
-                "exit_code": a.exit_code,
-                "message": a.message,
-                "log_tail": a.log_tail,
-                "log_lines": a.log_lines,
-            }
-            for a in action.journal
-        ]
-    return out
