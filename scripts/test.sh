@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what metalflow's tests need (idempotent), start a throwaway PostgreSQL cluster,
-# run pytest against it and remove the cluster again. Arguments go to pytest (default: -q).
+# run pytest against it and remove the cluster again. Arguments go to pytest (default: the whole
+# suite in parallel, slowest 25 tests listed).
 # Exit code: pytest's, except "no tests collected" (5) becomes a failure (1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -124,8 +125,16 @@ export METALFLOW_TEST_DATABASE_URL="postgresql://metalflow@127.0.0.1:$PG_PORT/me
 mf_log "throwaway PostgreSQL at $METALFLOW_TEST_DATABASE_URL (data in $PG_DATA)"
 
 # --- tests --------------------------------------------------------------------------------
+# The whole suite runs on pytest-xdist workers, one per core (at most 4). Each worker has its own
+# database on this server (tests/integration/conftest.py); --dist loadgroup keeps the tests of
+# an xdist_group on one worker, so the e2e tests boot one VM at a time. Given arguments (one
+# file, -k, --pdb) go to pytest unchanged, in this process.
 args=("$@")
-[ "${#args[@]}" -gt 0 ] || args=(-q)
+if [ "${#args[@]}" -eq 0 ]; then
+    workers="$(nproc 2>/dev/null || echo 1)"
+    [ "$workers" -le 4 ] || workers=4
+    args=(-q -n "$workers" --dist loadgroup --durations=25)
+fi
 
 # pytest runs as a child we wait for, so a signal to this script reaches the trap at once.
 # Bash starts background commands with SIGINT ignored and stdin on /dev/null: restore the

@@ -4,7 +4,7 @@ and the install environment with the real agent."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,15 @@ STABLE_DIR = Path("/tmp/metalflow-installenv-test")
 """Shared with tests/integration/test_installenv.py: the .deb cache is reused."""
 CACHE_ENV = "METALFLOW_E2E_CACHE"
 DEFAULT_CACHE = Path("/tmp/metalflow-e2e-cache")
+
+
+def pytest_collection_modifyitems(items: Sequence[pytest.Item]) -> None:
+    """Under pytest-xdist (`--dist loadgroup`) every test here runs on one worker: one VM at a
+    time, and the session fixtures below build once, not once per worker."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.xdist_group("e2e"))
 
 
 @pytest.fixture(scope="session")

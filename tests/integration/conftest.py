@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from metalflow.config import Settings
 from metalflow.server import build_app, build_services
@@ -26,13 +27,31 @@ PG_ENV = "METALFLOW_TEST_DATABASE_URL"
 
 def postgres_url() -> str:
     url = os.environ.get(PG_ENV)
-    if url:
-        return url
-    message = (
-        f"{PG_ENV} is not set: run the suite with `bash scripts/test.sh`, which starts a"
-        " throwaway PostgreSQL"
-    )
-    unavailable(message)
+    if not url:
+        message = (
+            f"{PG_ENV} is not set: run the suite with `bash scripts/test.sh`, which starts a"
+            " throwaway PostgreSQL"
+        )
+        unavailable(message)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return worker_database(url, worker) if worker else url
+
+
+@functools.cache
+def worker_database(url: str, worker: str) -> str:
+    """A database of the pytest-xdist worker's own on the server at `url`, created on first use:
+    reset_postgres drops the schema, which must not happen under another worker's test."""
+    server = make_url(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"{server.database}_{worker}"
+    engine = create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        exists = conn.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+        ).scalar()
+        if not exists:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def reset_postgres(url: str) -> None:

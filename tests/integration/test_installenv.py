@@ -26,6 +26,10 @@ from tests.prerequisites import needs_tool
 from tests.unit.installenv.newc import Member, read_newc
 from tests.unit.installenv.test_modules import VIRTIO_ORDER
 
+# The builds here share STABLE_DIR and its .deb cache with each other and with the e2e tests:
+# under pytest-xdist they all run on the e2e tests' worker, one after the other.
+pytestmark = pytest.mark.xdist_group("e2e")
+
 STABLE_DIR = Path(tempfile.gettempdir()) / "metalflow-installenv-test"
 MAX_INITRD = 15_000_000
 BOOT_TIMEOUT = 180

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metalflow.installenv import init
@@ -91,6 +92,8 @@ def test_cmdline_value(tmp_path: Path, cmdline: str, key: str, value: str) -> No
     assert out == value + "\n"
 
 
+# Every example starts a shell: under load one takes far longer than the code in it, but not 10 s.
+@settings(deadline=timedelta(seconds=10))
 @given(st.lists(st.integers(0, 255), min_size=6, max_size=6), st.sampled_from([":", "-"]))
 def test_normalise_mac(octets: list[int], separator: str) -> None:
     mac = separator.join(f"{octet:02X}" for octet in octets)
