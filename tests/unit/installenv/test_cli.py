@@ -24,7 +24,8 @@ def invoke(*args: str) -> Result:
     def callback(ctx: typer.Context, output: OutputFormat = OutputFormat.TABLE) -> None:
         ctx.obj = CliContext(url="http://x", token=None, data_dir=None, out=Output(output))
 
-    return CliRunner().invoke(root, list(args))
+    # Wide enough that a long temporary path (as under pytest-xdist) is not wrapped.
+    return CliRunner().invoke(root, list(args), env={"COLUMNS": "200"})
 
 
 def result(tmp_path: Path) -> BuildResult:
