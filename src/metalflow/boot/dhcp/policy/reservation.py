@@ -50,7 +50,9 @@ def pool_lookup(
     holds a lease or a live offer for; None: the pool has no say (no pool, or the machine's
     own address lies in this network).
     """
-    if network.pool is None or own_interface(machine, request.mac, network) is not None:
+    if network.pool is None:
+        return None
+    if machine is not None and own_interface(machine, request.mac, network) is not None:
         return None
     message_type = request.message_type
     if message_type == MessageType.DISCOVER:
