@@ -12,8 +12,7 @@ from typing import Annotated
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from metalflow.boot.dhcp.network import DhcpMode
-from metalflow.inventory.schemas import check_http_url, check_script_words
+from metalflow.values import DhcpMode, check_http_url, check_script_words
 
 DEFAULT_DATA_DIR = Path("metalflow-data")
 DEFAULT_HTTP = "0.0.0.0:7080"

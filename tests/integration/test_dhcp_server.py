@@ -21,8 +21,9 @@ from metalflow.boot.dhcp.policy import BootSettings
 from metalflow.boot.dhcp.server import DhcpServer, InterfaceAddress, datagram_limit
 from metalflow.db.engine import Database
 from metalflow.db.migrate import upgrade
-from metalflow.index.views import InterfaceView, MachineIndex, MachineView
+from metalflow.index.views import MachineIndex
 from metalflow.recorder import BootEventRecorder
+from tests.factories import interface_view, machine_view
 from tests.integration.bootlab import SERVER_IP, BootLab, wait_for
 from tests.integration.test_dhcp import apply, machine, pxe
 
@@ -86,26 +87,16 @@ def build_server(tmp_path: Path) -> DhcpServer:
     index = MachineIndex()
     index.replace_all(
         [
-            MachineView(
+            machine_view(
                 id="m1",
-                name="m1",
                 hostname="m1",
-                arch="x86_64",
-                uefi=False,
-                state="provisioning",
-                agent_token_generation=0,
-                has_active_workflow=True,
                 interfaces=(
-                    InterfaceView(
-                        mac=KNOWN_MAC,
-                        ip=IPv4("192.0.2.31"),
-                        netmask=IPv4("255.255.255.0"),
-                        gateway=IPv4("192.0.2.1"),
-                        nameservers=(IPv4("192.0.2.53"),),
-                        hostname=None,
-                        lease_time=None,
-                        allow_pxe=True,
-                        allow_workflow=True,
+                    interface_view(
+                        KNOWN_MAC,
+                        ip="192.0.2.31",
+                        netmask="255.255.255.0",
+                        gateway="192.0.2.1",
+                        nameservers=("192.0.2.53",),
                     ),
                 ),
             )

@@ -2,7 +2,7 @@
 
 iPXE has no quoting, so nothing reaches a script unchecked: MACs are normalised, names match
 the inventory pattern, URLs and kernel arguments pass `check_script_words` (the rules are in
-`inventory.schemas`, which applies them when a machine is applied, too). A value that fails
+`metalflow.values`, which the inventory applies when a machine is applied, too). A value that fails
 raises ValueError naming it; `choose_script` turns that into an exit script, never an error.
 
 An install script carries a token (a boot token, or with `--script-token agent` the machine's
@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from metalflow.boot.netboot import Netboot, eligibility
 from metalflow.index.views import InterfaceView, MachineView
-from metalflow.inventory.schemas import (
+from metalflow.values import (
     NAME_PATTERN,
     check_http_url,
     check_ipxe_script,
@@ -49,6 +50,12 @@ NOT_CONFIGURED = (
 )
 WHO_ARE_YOU = "who are you? no ?mac= given and no machine has this address"
 CANNOT_RENDER = "cannot render a boot script for this machine; its boot.script event says why"
+EXIT_REASONS = {
+    Netboot.PXE_DISABLED: NETBOOT_DISABLED,
+    Netboot.NO_WORKFLOW: NO_ACTIVE_WORKFLOW,
+    Netboot.WORKFLOW_DISABLED: WORKFLOW_DISABLED,
+}
+"""What the exit script says for each refusal of `netboot.eligibility` a known machine gets."""
 ANY_ADDRESS_HINT = (
     "(behind a DHCP relay or another DHCP server, start metalflow up with"
     " --script-token-any-address)"
@@ -260,9 +267,10 @@ def _decide(
     if mac is None:
         return _exit("unknown", WHO_ARE_YOU)
     mac = normalize_mac(mac)
+    netboot = eligibility(machine, mac, env.discovery)
+    if netboot is Netboot.UNKNOWN:
+        return _exit("unknown", f"unknown machine {mac}: {NOT_IN_INVENTORY}")
     if machine is None:
-        if not env.discovery:
-            return _exit("unknown", f"unknown machine {mac}: {NOT_IN_INVENTORY}")
         if env.kernel_url is None or env.initrd_url is None:
             return _exit("unknown", f"unknown machine {mac}: {NOT_CONFIGURED}")
         text = discovery_script(
@@ -274,19 +282,17 @@ def _decide(
             kernel_args=env.kernel_args,
         )
         return ScriptDecision("discovery", text, f"unknown machine {mac}: discovery")
-    interface = machine.interface(mac)
-    if interface is None or not interface.allow_pxe:
-        return _exit("exit", NETBOOT_DISABLED)
+    refusal = EXIT_REASONS.get(netboot)
+    if refusal is not None:
+        return _exit("exit", refusal)
     if machine.boot.ipxe_script is not None:
         text = check_ipxe_script(machine.boot.ipxe_script, "ipxe_script")
         return ScriptDecision("custom", text, "the machine's own iPXE script")
     if machine.boot.ipxe_url is not None:
         url = machine.boot.ipxe_url
         return ScriptDecision("chain", chain_script(url), f"chain to {url}")
-    if not machine.has_active_workflow:
-        return _exit("exit", NO_ACTIVE_WORKFLOW)
-    if not interface.allow_workflow:
-        return _exit("exit", WORKFLOW_DISABLED)
+    interface = machine.interface(mac)
+    assert interface is not None  # eligibility found it
     if env.kernel_url is None or env.initrd_url is None:
         return _exit("exit", NOT_CONFIGURED)
     refusal = address_refusal(interface, caller, remote)

@@ -58,15 +58,6 @@ class MachineView:
     def interface(self, mac: str) -> InterfaceView | None:
         return next((iface for iface in self.interfaces if iface.mac == mac), None)
 
-    def wants_netboot(self, mac: str) -> bool:
-        """True when this interface may PXE boot and there is something to boot: a workflow the
-        interface may run (Tinkerbell's allowWorkflow), or the machine's own script or URL."""
-        iface = self.interface(mac)
-        if iface is None or not iface.allow_pxe:
-            return False
-        has_own_script = self.boot.ipxe_script is not None or self.boot.ipxe_url is not None
-        return has_own_script or (self.has_active_workflow and iface.allow_workflow)
-
     def host_name(self, mac: str) -> str:
         iface = self.interface(mac)
         return (iface.hostname if iface else None) or self.hostname or self.name

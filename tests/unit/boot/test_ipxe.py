@@ -29,13 +29,14 @@ from metalflow.boot.ipxe import (
     install_script,
 )
 from metalflow.index.views import BootOptions, InterfaceView, MachineView
-from metalflow.inventory.schemas import (
+from metalflow.inventory.schemas import BootSpec
+from metalflow.values import (
     NAME_PATTERN,
-    BootSpec,
     check_http_url,
     check_ipxe_script,
     check_script_words,
 )
+from tests.factories import interface_view, machine_view
 
 FAST = settings(max_examples=200, deadline=None)
 MAC = "52:54:00:aa:00:01"
@@ -57,17 +58,7 @@ ENV = InstallEnvironment(
 
 
 def interface(mac: str = MAC, *, allow_pxe: bool = True) -> InterfaceView:
-    return InterfaceView(
-        mac=mac,
-        ip=ipaddress.IPv4Address("192.0.2.31"),
-        netmask=None,
-        gateway=None,
-        nameservers=(),
-        hostname=None,
-        lease_time=None,
-        allow_pxe=allow_pxe,
-        allow_workflow=allow_pxe,
-    )
+    return interface_view(mac, ip="192.0.2.31", allow_pxe=allow_pxe, allow_workflow=allow_pxe)
 
 
 def machine(
@@ -77,17 +68,14 @@ def machine(
     boot: BootOptions | None = None,
     name: str = "web1",
 ) -> MachineView:
-    return MachineView(
-        id="m-1",
+    return machine_view(
         name=name,
         hostname=name,
-        arch="x86_64",
         uefi=True,
         state="provisioning" if active else "ready",
-        agent_token_generation=0,
         has_active_workflow=active,
         interfaces=(interface(allow_pxe=allow_pxe),),
-        boot=boot or BootOptions(),
+        boot=boot,
     )
 
 

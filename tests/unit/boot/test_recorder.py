@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from metalflow.events import Event
 from metalflow.index.views import MachineView
 from metalflow.recorder import PendingEvents, merge_by_time
+from tests.factories import machine_view
 
 START = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -30,17 +31,7 @@ class FakeClock:
 
 
 def machine(name: str) -> MachineView:
-    return MachineView(
-        id=f"id-{name}",
-        name=name,
-        hostname=None,
-        arch="x86_64",
-        uefi=True,
-        state="provisioning",
-        agent_token_generation=0,
-        has_active_workflow=True,
-        interfaces=(),
-    )
+    return machine_view(id=f"id-{name}", name=name, uefi=True)
 
 
 def test_events_keep_the_time_they_were_recorded_not_the_time_they_are_taken() -> None:

@@ -168,18 +168,13 @@ class LeaseStore:
             return None
         state = self._pool(network, pool)
         lease = self._by_mac.get(mac)
-        preferred = (
-            int(lease.address) if lease else None,
-            int(requested) if requested is not None else None,
-            self._offered.get(mac),
-        )
         key = next(
             (
                 k
-                for k in preferred
-                if k is not None
-                and state.first <= k <= state.last
-                and self._is_free(k, mac, state, now)
+                for k in preferred(
+                    lease, requested, self._offered.get(mac), state.first, state.last
+                )
+                if self._is_free(k, mac, state, now)
             ),
             None,
         )
@@ -252,17 +247,10 @@ class LeaseStore:
         pool = network.pool
         if pool is None:
             return None
-        lease = self._by_mac.get(mac)
-        if lease is not None and lease.expires_at > now and lease.address in pool:
-            return lease.address
         key = self._offered.get(mac)
         offer = self._offers.get(key) if key is not None else None
-        if key is None or offer is None:
-            return None
         state = self._pool(network, pool)
-        if offer.until > now and state.first <= key <= state.last:
-            return IPv4(key)
-        return None
+        return held(self._by_mac.get(mac), key, offer, state.first, state.last, now)
 
     def forget_offer(self, mac: str) -> None:
         """The client chose another server: its offered address is free again."""
@@ -381,16 +369,51 @@ class LeaseStore:
     def _send_acks(self, mac: str, written: Lease | None, acks: list[_Ack]) -> None:
         """Send the ACKs the written lease makes true, unless the client has moved on since:
         an ACK for an address it no longer holds could hand that address out twice."""
-        held = self._by_mac.get(mac)
-        if written is None or held is None or held.address != written.address:
-            return
-        for ack in acks:
-            if ack.address != written.address:
-                continue
+        for ack in acks_to_send(written, self._by_mac.get(mac), acks):
             try:
                 ack.send()
             except Exception:
                 log.exception("event=dhcp.lease_ack_failed mac=%s", mac)
+
+
+def preferred(
+    lease: Lease | None, requested: IPv4 | None, offered: int | None, first: int, last: int
+) -> list[int]:
+    """The addresses a DISCOVER's client is offered before any other, best first, as integers:
+    its current lease, the address it asks for (option 50), its earlier offer; only those in
+    the pool's range [first, last]. Whether each is free is the store's to say."""
+    keys = (
+        int(lease.address) if lease else None,
+        int(requested) if requested is not None else None,
+        offered,
+    )
+    return [key for key in keys if key is not None and first <= key <= last]
+
+
+def held(
+    lease: Lease | None,
+    offered: int | None,
+    offer: _Offer | None,
+    first: int,
+    last: int,
+    now: float,
+) -> IPv4 | None:
+    """The address a REQUEST is checked against: the client's unexpired lease in this pool's
+    range, else its live offer there; never a new one."""
+    if lease is not None and lease.expires_at > now and first <= int(lease.address) <= last:
+        return lease.address
+    if offered is None or offer is None or offer.until <= now or not first <= offered <= last:
+        return None
+    return IPv4(offered)
+
+
+def acks_to_send(written: Lease | None, held: Lease | None, acks: list[_Ack]) -> list[_Ack]:
+    """The ACKs a written lease makes true: none when the client has moved on since (released,
+    moved or lost the address while the write was under way), since an ACK for an address it no
+    longer holds could hand that address out twice; else those for the written address."""
+    if written is None or held is None or held.address != written.address:
+        return []
+    return [ack for ack in acks if ack.address == written.address]
 
 
 def _unchanged(value: object) -> object:

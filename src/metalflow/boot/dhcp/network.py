@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-from enum import StrEnum
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from metalflow.values import DhcpMode as DhcpMode
+
 IPv4 = ipaddress.IPv4Address
-
-
-class DhcpMode(StrEnum):
-    RESERVATION = "reservation"
-    """Full DHCP: known machines get their address; an optional pool serves unknown ones."""
-    PROXY = "proxy"
-    """ProxyDHCP beside the site's DHCP: boot options only, never an address."""
-    OFF = "off"
-    """No DHCP from metalflow; the site's DHCP chains iPXE to metalflow's HTTP URL."""
 
 
 class Route(BaseModel):

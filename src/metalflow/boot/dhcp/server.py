@@ -3,7 +3,8 @@
 One UDP socket on port 67 bound to the boot interface (SO_BINDTODEVICE, so broadcasts from that
 link and unicasts from relays arrive, and broadcast replies leave by it), plus port 4011 in proxy
 mode. Each datagram is answered synchronously from memory; only an ACK of a pool address waits,
-for its lease's group commit.
+for its lease's group commit. What to answer, and which pool address to look up for it, the
+policy decides; the server only applies it.
 
 The sockets are read with `loop.add_reader` rather than asyncio's datagram transport: the
 transport reads one datagram per wakeup of the loop and queues what it cannot send at once,
@@ -28,8 +29,6 @@ from typing import Protocol
 from metalflow.boot.dhcp.codec import (
     DhcpPacket,
     MalformedPacket,
-    MessageType,
-    OptionCode,
     decode,
     encode,
 )
@@ -44,6 +43,7 @@ from metalflow.boot.dhcp.policy import (
     answer_proxy,
     answer_reservation,
     classify,
+    pool_lookup,
     select_network,
 )
 from metalflow.index.views import MachineIndex, MachineView
@@ -269,22 +269,18 @@ class DhcpServer:
                 source=source,
             )
         else:
-            pool_address = None
-            iface = machine.interface(mac) if machine else None
-            reserved_here = (
-                iface is not None and iface.ip is not None and iface.ip in network.subnet
-            )
-            if network.pool is not None and not reserved_here:
-                message_type = packet.message_type
-                if message_type == MessageType.DISCOVER:
-                    pool_address = self.leases.candidate(network, mac, packet.requested_ip, now)
-                elif message_type == MessageType.REQUEST:
-                    pool_address = self.leases.held_address(network, mac, now)
+            lookup = pool_lookup(packet, network, machine)
+            if lookup == "candidate":
+                pool_address = self.leases.candidate(network, mac, packet.requested_ip, now)
+            elif lookup == "held":
+                pool_address = self.leases.held_address(network, mac, now)
+            else:
+                pool_address = None
             decision = answer_reservation(
                 packet, info, network, server_ip, machine, pool_address, self.boot
             )
         if isinstance(decision, Ignore):
-            if decision.counter == "other_server":
+            if decision.frees_offer:
                 self.leases.forget_offer(mac)
             self._ignore(packet, decision.counter, decision.reason, now)
             if machine is not None:
@@ -303,11 +299,10 @@ class DhcpServer:
             elif self.leases.release(decision.mac, decision.address):
                 self.replies["release"] += 1
             return
-        self._send(packet, mac, decision, sender, machine, network, now)
+        self._send(mac, decision, sender, machine, network, now)
 
     def _send(
         self,
-        request: DhcpPacket,
         mac: str,
         reply: Reply,
         sender: Sender,
@@ -326,14 +321,6 @@ class DhcpServer:
                 bootfile=reply.bootfile,
                 note=reply.note or None,
             )
-        iface = machine.interface(mac) if machine else None
-        pool_ack = (
-            reply.kind == "dhcp.ack"
-            and reply.address is not None
-            and network.pool is not None
-            and reply.address in network.pool
-            and (iface is None or iface.ip != reply.address)
-        )
 
         def send() -> None:
             try:
@@ -352,16 +339,10 @@ class DhcpServer:
                 return
             self.replies[reply.kind] += 1
 
-        if pool_ack and reply.address is not None:
-            hostname = request.option(OptionCode.HOSTNAME)
+        lease = reply.lease
+        if lease is not None:
             self.leases.commit(
-                network,
-                mac,
-                reply.address,
-                reply.lease_time or network.lease_time,
-                now,
-                hostname.decode("ascii", "replace") if hostname else None,
-                send,
+                network, mac, lease.address, lease.lease_time, now, lease.hostname, send
             )
         else:
             send()

@@ -6,7 +6,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 from metalflow.boot.dhcp.network import AddressRange, DhcpMode, NetworkConfig, Route
 from metalflow.boot.dhcp.policy import BootSettings
-from metalflow.index.views import InterfaceView, MachineView
+from metalflow.index.views import MachineView
+from tests.factories import interface_view, machine_view
 from tests.unit.boot.dhcp.captures import QEMU_MAC_TEXT
 
 IP = IPv4Address
@@ -47,23 +48,18 @@ def machine(
     nameservers: tuple[str, ...] = (),
     lease_time: int | None = None,
 ) -> MachineView:
-    iface = InterfaceView(
-        mac=mac,
-        ip=IP(ip) if ip else None,
-        netmask=IP(netmask) if netmask else None,
-        gateway=IP(gateway) if gateway else None,
-        nameservers=tuple(map(IP, nameservers)),
+    iface = interface_view(
+        mac,
+        ip=ip,
+        netmask=netmask,
+        gateway=gateway,
+        nameservers=nameservers,
         hostname=hostname,
         lease_time=lease_time,
         allow_pxe=allow_pxe,
-        allow_workflow=True,
     )
-    return MachineView(
-        id="m-1",
+    return machine_view(
         name="rack1-u07",
-        hostname=None,
-        arch="x86_64",
-        uefi=False,
         state="ready",
         agent_token_generation=1,
         has_active_workflow=workflow,
