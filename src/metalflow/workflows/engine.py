@@ -575,6 +575,7 @@ def rerun(session: Session, workflow: Workflow, machine: Machine) -> None:
     workflow.deadline = None
     _restart_machine(session, workflow, machine)
     emit(session, workflow, machine, "workflow.rerun", run=workflow.run)
+    session.flush()  # the new run's actions get their ids and defaults for the answer
 
 
 def sweep(session: Session, now: dt.datetime, *, skip_locked: bool) -> int:
