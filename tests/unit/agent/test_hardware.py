@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import platform
+import socket
+import struct
 from pathlib import Path
 
 from metalflow.agent import hardware
@@ -122,5 +126,27 @@ def test_macs_with_carrier_come_first(tmp_path: Path) -> None:
     assert hardware.macs_by_preference(found) == ["3c:ec:ef:4c:4f:54", "3c:ec:ef:4c:4f:55"]
 
 
-def test_real_host_does_not_crash() -> None:
-    json.dumps(hardware.collect())
+def test_real_host_facts_match_what_the_kernel_reports() -> None:
+    """The running host, read through libc and the socket API rather than /proc and /sys."""
+    found = hardware.collect()
+    assert json.loads(json.dumps(found)) == found
+    assert found["arch"] == platform.machine()
+    assert found["cpu"]["threads"] == os.sysconf("SC_NPROCESSORS_ONLN")
+    assert found["memory_bytes"] == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert {nic["name"]: nic["mac"] for nic in found["nics"]} == kernel_macs()
+
+
+SIOCGIFHWADDR = 0x8927
+
+
+def kernel_macs() -> dict[str, str]:
+    """Hardware addresses as the SIOCGIFHWADDR ioctl reports them, without lo and zero MACs."""
+    macs = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode())
+            reply = fcntl.ioctl(sock.fileno(), SIOCGIFHWADDR, request)
+            mac = ":".join(f"{byte:02x}" for byte in reply[18:24])
+            if name != "lo" and mac != "00:00:00:00:00:00":
+                macs[name] = mac
+    return macs
