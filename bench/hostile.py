@@ -36,7 +36,12 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fleet import free_port, percentile, stop_server  # bench/fleet.py (same directory)
+from fleet import (  # bench/fleet.py (same directory)
+    free_port,
+    machine_yaml,
+    percentile,
+    stop_server,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 ATTACKS = ("bomb", "body", "fleet")
@@ -69,12 +74,7 @@ def alias_bomb(depth: int = BOMB_DEPTH) -> bytes:
 
 
 def fleet_yaml(count: int = FLEET_MACHINES) -> bytes:
-    return "".join(
-        f"---\napiVersion: metalflow/v1\nkind: Machine\nmetadata: {{name: h{i:05d}}}\n"
-        f'spec:\n  interfaces: [{{mac: "02:00:00:{i >> 16 & 255:02x}:{i >> 8 & 255:02x}:'
-        f'{i & 255:02x}"}}]\n'
-        for i in range(count)
-    ).encode()
+    return "".join(f"---\n{machine_yaml(i)}" for i in range(count)).encode()
 
 
 def zeros(total: int, chunk: int = BODY_CHUNK) -> Iterator[bytes]:

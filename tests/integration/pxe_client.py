@@ -15,7 +15,6 @@ import argparse
 import json
 import random
 import socket
-import sys
 import time
 from typing import Any
 
@@ -169,4 +168,4 @@ def fuzz(args: argparse.Namespace, chaddr: bytes) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

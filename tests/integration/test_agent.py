@@ -32,7 +32,7 @@ from metalflow.agent.system import System
 from metalflow.config import Settings
 from tests.integration.agent_http import Images, Script, scripted, serve
 from tests.integration.conftest import LiveServer, apply, start_server
-from tests.integration.manifests import machine_yaml, template_yaml
+from tests.manifests import machine_yaml, template_yaml
 from tests.prerequisites import needs_root, needs_tool
 
 MIB = 1 << 20

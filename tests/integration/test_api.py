@@ -12,7 +12,7 @@ import httpx
 
 from metalflow.index.store import load_views
 from tests.integration.conftest import AgentClient, LiveServer, apply
-from tests.integration.manifests import (
+from tests.manifests import (
     TINKERBELL_STACK,
     machine_yaml,
     simple_template,

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from metalflow.cli import app
 from metalflow.inventory.schemas import MAX_METADATA_JSON
 from tests.integration.conftest import AgentClient, LiveServer, apply
-from tests.integration.manifests import machine_yaml
+from tests.manifests import machine_yaml
 
 BOMB_LEVELS = 9
 

@@ -19,7 +19,7 @@ from metalflow.config import Settings
 from metalflow.errors import MetalflowError
 from metalflow.urls import base_url
 from tests.integration.conftest import AgentClient, LiveServer, apply, start_server
-from tests.integration.manifests import TINKERBELL_STACK, machine_yaml, simple_template
+from tests.manifests import TINKERBELL_STACK, machine_yaml, simple_template
 from tests.prerequisites import unavailable
 
 MAC = "52:54:00:aa:00:01"

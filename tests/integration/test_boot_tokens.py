@@ -23,7 +23,7 @@ from metalflow.agent.client import Client, ProtocolError
 from metalflow.boot.dhcp.tables import DhcpLease
 from metalflow.config import ScriptToken, Settings
 from tests.integration.conftest import LiveServer, apply, start_server
-from tests.integration.manifests import machine_yaml, simple_template
+from tests.manifests import machine_yaml, simple_template
 
 MAC = "52:54:00:aa:0b:01"
 KEY = "k" * 43

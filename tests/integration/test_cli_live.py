@@ -10,7 +10,7 @@ from typer.testing import CliRunner, Result
 
 from metalflow.cli import app
 from tests.integration.conftest import AgentClient, LiveServer
-from tests.integration.manifests import TINKERBELL_STACK, machine_yaml, simple_template
+from tests.manifests import TINKERBELL_STACK, machine_yaml, simple_template
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from metalflow.boot.dhcp.tables import DhcpLease
 from metalflow.config import Settings
 from tests.integration.conftest import AgentClient, LiveServer, apply, start_server
-from tests.integration.manifests import machine_yaml, simple_template
+from tests.manifests import machine_yaml, simple_template
 
 MAC = "52:54:00:00:0d:01"
 REPORT = {

@@ -21,8 +21,8 @@ from metalflow.server import build_app, build_services
 from metalflow.services import Services
 from tests.integration.bootlab import wait_for
 from tests.integration.conftest import AgentClient, LiveServer, apply
-from tests.integration.manifests import machine_yaml, simple_template
 from tests.integration.test_workflows import provision, run_to_end
+from tests.manifests import machine_yaml, simple_template
 
 MAC = "52:54:00:00:e7:01"
 OTHER_MAC = "52:54:00:00:e7:02"

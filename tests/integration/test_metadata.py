@@ -10,29 +10,24 @@ import pytest
 
 from tests.integration.bootlab import BootLab, Host, Metalflow, wait_for
 from tests.integration.cloudinit_client import crawl, crawl_imdsv2
+from tests.manifests import interface, machine, stream
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMetalflowTestKey ops@example"
 BASE = "http://192.0.2.1:50061"
 
 
-def manifest(name: str, mac: str, ip: str, *, user_data: str | None) -> str:
-    data = f"\n  userData: {json.dumps(user_data)}" if user_data is not None else ""
-    return f"""\
-apiVersion: metalflow/v1
-kind: Machine
-metadata: {{name: {name}}}
-spec:
-  hostname: {name}.lab
-  interfaces:
-    - {{mac: "{mac}", ip: {ip}, netmask: 255.255.255.0, gateway: 192.0.2.1,
-       nameservers: [192.0.2.53]}}
-  metadata:
-    instance:
-      id: id-{name}
-      ssh_keys: ["{KEY}"]
-      tags: ["role={name}"]
-    facility: {{facility_code: lab1, plan_slug: vm.small}}{data}
-"""
+def manifest(name: str, mac: str, ip: str, *, user_data: str | None) -> dict[str, object]:
+    data = {"userData": user_data} if user_data is not None else {}
+    return machine(
+        name,
+        interface(mac, ip, nameservers=["192.0.2.53"]),
+        hostname=f"{name}.lab",
+        metadata={
+            "instance": {"id": f"id-{name}", "ssh_keys": [KEY], "tags": [f"role={name}"]},
+            "facility": {"facility_code": "lab1", "plan_slug": "vm.small"},
+        },
+        **data,
+    )
 
 
 def curl(host: Host, url: str, *args: str) -> tuple[int, str]:
@@ -44,16 +39,11 @@ def curl(host: Host, url: str, *args: str) -> tuple[int, str]:
 @pytest.fixture
 def served(lab: BootLab) -> tuple[Metalflow, Host, Host]:
     metalflow = lab.metalflow("--metadata-trusted-proxy", "192.0.2.30")
-    text = "---\n".join(
-        [
-            manifest(
-                "web1",
-                "52:54:00:00:5d:01",
-                "192.0.2.11",
-                user_data="#cloud-config\nhostname: web1\n",
-            ),
-            manifest("web2", "52:54:00:00:5d:02", "192.0.2.12", user_data=None),
-        ]
+    text = stream(
+        manifest(
+            "web1", "52:54:00:00:5d:01", "192.0.2.11", user_data="#cloud-config\nhostname: web1\n"
+        ),
+        manifest("web2", "52:54:00:00:5d:02", "192.0.2.12", user_data=None),
     )
     with metalflow.api() as api:
         applied = api.post(

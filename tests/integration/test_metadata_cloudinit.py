@@ -9,43 +9,48 @@ import pytest
 
 from tests.integration.bootlab import BootLab, Host, Metalflow
 from tests.integration.cloudinit_client import ec2_datasource, render_network
+from tests.manifests import interface, machine, stream
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMetalflowTestKey ops@example"
 BASE = "http://192.0.2.1:50061"
 WEB1, WEB2, WEB2_VLAN = "52:54:00:00:5e:01", "52:54:00:00:5e:02", "52:54:00:00:5e:12"
-MACHINES = f"""\
-apiVersion: metalflow/v1
-kind: Machine
-metadata: {{name: web1}}
-spec:
-  hostname: web1.lab
-  interfaces:
-    - {{mac: "{WEB1}", ip: 192.0.2.11, netmask: 255.255.255.0, gateway: 192.0.2.1,
-       nameservers: [192.0.2.53]}}
-  userData: "#cloud-config\\nhostname: web1\\n"
-  metadata:
-    instance:
-      id: id-web1
-      ssh_keys: ["{KEY}"]
-      ips:
-        - {{address: 192.0.2.11, netmask: 255.255.255.0, gateway: 192.0.2.1, management: true}}
-        - {{address: 192.0.2.21, netmask: 255.255.255.0}}
-        - {{address: "2001:db8::11", netmask: "64", gateway: "2001:db8::1", public: true}}
-    facility: {{facility_code: lab1}}
----
-apiVersion: metalflow/v1
-kind: Machine
-metadata: {{name: web2}}
-spec:
-  hostname: web2.lab
-  interfaces:
-    - {{mac: "{WEB2}", ip: 192.0.2.12, netmask: 255.255.255.0, gateway: 192.0.2.1,
-       nameservers: [192.0.2.53]}}
-    - {{mac: "{WEB2_VLAN}", ip: 198.51.100.12, netmask: 255.255.255.0, vlan: 100}}
-  metadata:
-    instance: {{id: id-web2}}
-    facility: {{facility_code: lab2}}
-"""
+MACHINES = stream(
+    machine(
+        "web1",
+        interface(WEB1, "192.0.2.11", nameservers=["192.0.2.53"]),
+        hostname="web1.lab",
+        userData="#cloud-config\nhostname: web1\n",
+        metadata={
+            "instance": {
+                "id": "id-web1",
+                "ssh_keys": [KEY],
+                "ips": [
+                    {
+                        "address": "192.0.2.11",
+                        "netmask": "255.255.255.0",
+                        "gateway": "192.0.2.1",
+                        "management": True,
+                    },
+                    {"address": "192.0.2.21", "netmask": "255.255.255.0"},
+                    {
+                        "address": "2001:db8::11",
+                        "netmask": "64",
+                        "gateway": "2001:db8::1",
+                        "public": True,
+                    },
+                ],
+            },
+            "facility": {"facility_code": "lab1"},
+        },
+    ),
+    machine(
+        "web2",
+        interface(WEB2, "192.0.2.12", nameservers=["192.0.2.53"]),
+        {"mac": WEB2_VLAN, "ip": "198.51.100.12", "netmask": "255.255.255.0", "vlan": 100},
+        hostname="web2.lab",
+        metadata={"instance": {"id": "id-web2"}, "facility": {"facility_code": "lab2"}},
+    ),
+)
 
 
 @pytest.fixture

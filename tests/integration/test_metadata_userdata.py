@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import json
 import os
 import random
 import subprocess
@@ -20,6 +19,7 @@ import yaml
 
 from tests.integration.bootlab import METALFLOW, BootLab, Host, Metalflow
 from tests.integration.cloudinit_client import PYTHON, crawl, needs_cloudinit
+from tests.manifests import interface, machine, stream
 
 BASE = "http://192.0.2.1:50061"
 USER_DATA_PATHS = ("/2009-04-04/user-data", "/latest/user-data", "/userdata", "/nocloud/user-data")
@@ -44,18 +44,15 @@ def b64(data: bytes) -> str:
 
 
 def manifest(name: str, mac: str, ip: str, **user_data: str | None) -> str:
-    lines = "".join(f"\n  {key}: {json.dumps(value)}" for key, value in user_data.items())
-    return f"""\
-apiVersion: metalflow/v1
-kind: Machine
-metadata: {{name: {name}}}
-spec:
-  hostname: {name}.lab
-  interfaces:
-    - {{mac: "{mac}", ip: {ip}, netmask: 255.255.255.0, gateway: 192.0.2.1}}
-  metadata:
-    instance: {{id: id-{name}}}{lines}
-"""
+    return stream(
+        machine(
+            name,
+            interface(mac, ip),
+            hostname=f"{name}.lab",
+            metadata={"instance": {"id": f"id-{name}"}},
+            **user_data,
+        )
+    )
 
 
 def apply(metalflow: Metalflow, text: str) -> httpx.Response:

@@ -27,16 +27,11 @@ from metalflow.metadata.service import MetadataService
 from metalflow.metadata.wire import MetadataServer
 from tests.integration.conftest import free_port
 from tests.integration.test_up import METALFLOW, stop
+from tests.manifests import interface, machine, stream
 
-MACHINE = """\
-apiVersion: metalflow/v1
-kind: Machine
-metadata: {{name: {name}}}
-spec:
-  hostname: {hostname}
-  interfaces:
-    - {{mac: "{mac}", ip: {ip}, netmask: 255.255.255.0, gateway: 198.18.0.1}}
-"""
+
+def manifest(name: str, hostname: str, mac: str, ip: str) -> dict[str, object]:
+    return machine(name, interface(mac, ip, gateway="198.18.0.1"), hostname=hostname)
 
 
 @dataclass
@@ -113,10 +108,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         token = (data_dir / "admin-token").read_text().strip()
         result = Served(api_port, metadata_port, token, process)
         result.apply(
-            MACHINE.format(name="m1", hostname="one.lab", mac="52:54:00:00:77:01", ip="198.18.0.11")
-            + "---\n"
-            + MACHINE.format(
-                name="m2", hostname="two.lab", mac="52:54:00:00:77:02", ip="198.18.0.12"
+            stream(
+                manifest("m1", "one.lab", "52:54:00:00:77:01", "198.18.0.11"),
+                manifest("m2", "two.lab", "52:54:00:00:77:02", "198.18.0.12"),
             )
         )
         result.wait_for_hostname("198.18.0.11", b"one.lab")
@@ -288,13 +282,9 @@ def test_a_pipelined_phone_home_is_answered_before_what_follows_it(served: Serve
 
 def test_answers_follow_the_machines_changes(served: Served) -> None:
     served.wait_for_hostname("198.18.0.11", b"one.lab")  # now kept by the server
-    served.apply(
-        MACHINE.format(name="m1", hostname="renamed.lab", mac="52:54:00:00:77:01", ip="198.18.0.11")
-    )
+    served.apply(stream(manifest("m1", "renamed.lab", "52:54:00:00:77:01", "198.18.0.11")))
     served.wait_for_hostname("198.18.0.11", b"renamed.lab")
-    served.apply(
-        MACHINE.format(name="m1", hostname="one.lab", mac="52:54:00:00:77:01", ip="198.18.0.11")
-    )
+    served.apply(stream(manifest("m1", "one.lab", "52:54:00:00:77:01", "198.18.0.11")))
     served.wait_for_hostname("198.18.0.11", b"one.lab")
 
 

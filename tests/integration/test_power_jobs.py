@@ -18,7 +18,7 @@ from metalflow.inventory.tables import Machine
 from metalflow.power import fake
 from metalflow.power.driver import Bmc, BootDevice, PowerAction, PowerState
 from tests.integration.conftest import AgentClient, LiveServer, apply, start_server
-from tests.integration.manifests import simple_template
+from tests.manifests import simple_template
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_netboot_workflow_is_powered_into_pxe_and_onto_its_disk(
         agent.close()
 
     def succeeded() -> bool:
-        return api.get(f"/api/v1/workflows/{workflow['id']}").json()["state"] == "SUCCESS"
+        return bool(api.get(f"/api/v1/workflows/{workflow['id']}").json()["state"] == "SUCCESS")
 
     assert wait_for(succeeded), api.get(f"/api/v1/workflows/{workflow['id']}").json()
     boot = fake.inspect(host).boot

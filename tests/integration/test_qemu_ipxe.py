@@ -9,7 +9,7 @@ from typing import Any
 
 from metalflow.sandbox.vm import machine_args
 from tests.integration.bootlab import BootLab, Metalflow, wait_for
-from tests.integration.manifests import simple_template
+from tests.manifests import simple_template
 from tests.prerequisites import needs_tool
 
 MAC = "52:54:00:12:34:56"
@@ -71,6 +71,7 @@ spec:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
     lab.processes.append(vm)
 

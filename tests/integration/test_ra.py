@@ -4,7 +4,7 @@ an advertisement with router lifetime 0 and no prefix; unknown machines get noth
 from __future__ import annotations
 
 from tests.integration.bootlab import BootLab, Metalflow
-from tests.integration.manifests import machine_yaml
+from tests.manifests import machine_yaml
 from tests.prerequisites import needs_tool
 
 KNOWN = "52:54:00:00:aa:01"

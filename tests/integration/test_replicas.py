@@ -15,7 +15,7 @@ from tests.integration.conftest import (
     reset_postgres,
     start_server,
 )
-from tests.integration.manifests import machine_yaml, simple_template
+from tests.manifests import machine_yaml, simple_template
 
 
 def test_long_poll_on_one_replica_wakes_on_change_made_through_another(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from metalflow.inventory.service import get_machine
 from metalflow.power.driver import Bmc
 from metalflow.power.service import bmc_of
 from tests.integration.conftest import LiveServer, apply
-from tests.integration.manifests import simple_template
 from tests.integration.test_api import results
+from tests.manifests import simple_template
 
 PASSWORD = "t0p-Secret"
 NEW_PASSWORD = "n3w-Secret"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import AgentClient, LiveServer, apply, start_server
-from tests.integration.manifests import machine_yaml, simple_template, template_yaml
+from tests.manifests import machine_yaml, simple_template, template_yaml
 
 MAC = "52:54:00:00:00:01"
 

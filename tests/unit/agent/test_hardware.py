@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import platform
+import socket
+import struct
 from pathlib import Path
 
 from metalflow.agent import hardware
@@ -122,5 +126,36 @@ def test_macs_with_carrier_come_first(tmp_path: Path) -> None:
     assert hardware.macs_by_preference(found) == ["3c:ec:ef:4c:4f:54", "3c:ec:ef:4c:4f:55"]
 
 
-def test_real_host_does_not_crash() -> None:
-    json.dumps(hardware.collect())
+def test_real_host_facts_match_what_the_kernel_reports() -> None:
+    """The running host, read through libc and the socket API rather than /proc and /sys."""
+    for _ in range(5):  # interfaces other processes add or remove between the two readings
+        found = hardware.collect()
+        macs = {nic["name"]: nic["mac"] for nic in found["nics"] if len(nic["mac"]) == 17}
+        if macs == ethernet_macs():
+            break
+    assert macs == ethernet_macs()
+    assert json.loads(json.dumps(found)) == found
+    assert found["arch"] == platform.machine()
+    assert found["cpu"]["threads"] == os.sysconf("SC_NPROCESSORS_ONLN")
+    assert found["memory_bytes"] == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+SIOCGIFHWADDR = 0x8927
+ARPHRD_ETHER = 1
+
+
+def ethernet_macs() -> dict[str, str]:
+    """Non-zero Ethernet addresses as the SIOCGIFHWADDR ioctl reports them, by interface."""
+    macs = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _, name in socket.if_nameindex():
+            try:
+                reply = fcntl.ioctl(
+                    sock.fileno(), SIOCGIFHWADDR, struct.pack("256s", name.encode())
+                )
+            except OSError:
+                continue  # gone since it was listed
+            family, address = struct.unpack_from("=H6s", reply, 16)
+            if family == ARPHRD_ETHER and any(address):
+                macs[name] = address.hex(":")
+    return macs

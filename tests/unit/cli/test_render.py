@@ -11,6 +11,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
+from rich.text import Text
 
 from metalflow.cli import render
 from tests.unit.cli.fakes import FakeServer, Run, event_doc, machine_doc
@@ -142,7 +143,7 @@ def test_a_listing_row_must_have_a_cell_per_column() -> None:
 
 
 def test_a_line_wider_than_the_console_wraps_instead_of_being_cut() -> None:
-    lines = render.Lines([render.Text("x" * 30), render.Text("short")])
+    lines = render.Lines([Text("x" * 30), Text("short")])
 
     assert rendered(lines, 20).splitlines() == ["x" * 20, "x" * 10, "short"]
 

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from metalflow.cli import client
+from tests.manifests import machine, stream
 from tests.unit.cli.fakes import FakeServer, Run
 
 APPLY = "/api/v1/apply"
@@ -15,10 +16,11 @@ MACHINES = "/api/v1/machines"
 
 
 def machines_yaml(count: int) -> str:
-    return "".join(
-        f"---\nkind: Machine\nmetadata: {{name: n{i:05d}}}\n"
-        f'spec:\n  interfaces: [{{mac: "02:00:00:00:{i >> 8 & 255:02x}:{i & 255:02x}"}}]\n'
-        for i in range(count)
+    return stream(
+        *(
+            machine(f"n{i:05d}", {"mac": f"02:00:00:00:{i >> 8 & 255:02x}:{i & 255:02x}"})
+            for i in range(count)
+        )
     )
 
 

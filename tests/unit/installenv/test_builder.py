@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,9 +35,46 @@ def test_each_input_changes_the_digest() -> None:
     assert len({base, *variants}) == len(variants) + 1
 
 
-def test_builder_digest_is_stable() -> None:
-    assert builder_digest() == builder_digest()
-    assert len(builder_digest()) == 64
+def copy_of_the_builder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The installenv sources in a directory of their own, read by builder_digest from there."""
+    copy = tmp_path / "installenv"
+    shutil.copytree(Path(builder.__file__).parent, copy)
+    monkeypatch.setattr(builder, "__file__", str(copy / "builder.py"))
+    return copy
+
+
+def test_the_same_builder_source_anywhere_gives_the_same_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed = builder_digest()
+    copy_of_the_builder(tmp_path, monkeypatch)
+    assert builder_digest() == installed
+    assert re.fullmatch(r"[0-9a-f]{64}", installed)
+
+
+@pytest.mark.parametrize("edit", ["one byte of builder.py", "a new module", "a renamed module"])
+def test_an_edited_builder_changes_the_digest(
+    edit: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed = builder_digest()
+    copy = copy_of_the_builder(tmp_path, monkeypatch)
+    if edit == "one byte of builder.py":
+        source = (copy / "builder.py").read_bytes()
+        (copy / "builder.py").write_bytes(source.replace(b"rebuild", b"Rebuild", 1))
+    elif edit == "a new module":
+        (copy / "extra.py").write_text("")
+    else:
+        (copy / "cpio.py").rename(copy / "cpio2.py")
+    assert builder_digest() != installed
+
+
+def test_files_other_than_python_sources_leave_the_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed = builder_digest()
+    copy = copy_of_the_builder(tmp_path, monkeypatch)
+    (copy / "notes.txt").write_text("not part of the builder")
+    assert builder_digest() == installed
 
 
 class Rebuilt(Exception):

@@ -15,15 +15,14 @@ from metalflow.apply.documents import MachineDoc, parse
 from metalflow.errors import Invalid
 from metalflow.inventory.schemas import MAX_USER_DATA, user_data_fields
 from metalflow.inventory.tinkerbell import hardware_view
+from tests import manifests
 
 CLOUD_CONFIG = b"#cloud-config\nhostname: web1\nruncmd: [[touch, /root/\xc3\xa9t\xc3\xa9]]\n"
 GZIPPED = gzip.compress(CLOUD_CONFIG, mtime=0)
 
 
 def machine(**user_data: str | None) -> str:
-    """A Machine document; values are written as JSON strings, which YAML reads as they are."""
-    lines = "".join(f"\n  {key}: {json.dumps(value)}" for key, value in user_data.items())
-    return f"apiVersion: metalflow/v1\nkind: Machine\nmetadata: {{name: web1}}\nspec:{lines}\n"
+    return manifests.stream(manifests.machine("web1", **user_data))
 
 
 def hardware(user_data: str) -> str:

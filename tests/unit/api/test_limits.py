@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 
 from metalflow.api.limits import (
     AGENT_REPORT_MAX_BODY,
-    APPLY_MAX_BODY,
     DEFAULT_MAX_BODY,
     MAX_JSON_DEPTH,
     JsonNesting,
     RequestGuard,
     policy_for,
 )
+from metalflow.apply.router import MAX_BODY as APPLY_MAX_BODY
 from metalflow.errors import Invalid, Unauthorized
 from metalflow.services import MISSING_TOKEN, PRINCIPAL_KEY
 from metalflow.tenancy.auth import Principal, Role
