@@ -20,7 +20,7 @@ from metalflow.boot.dhcp.tables import DhcpLease
 from metalflow.config import Settings
 from metalflow.inventory.tables import Machine
 from tests.integration.conftest import AgentClient, LiveServer, free_port, start_server
-from tests.integration.manifests import machine_yaml, simple_template
+from tests.manifests import machine_yaml, simple_template
 
 OPENAPI = "/api/v1/openapi.json"
 FAKE_MAC = "52:54:00:00:e1:01"

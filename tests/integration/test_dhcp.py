@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.integration.bootlab import SERVER_IP, BootLab, Host, Metalflow, wait_for
-from tests.integration.manifests import simple_template
+from tests.manifests import simple_template
 from tests.prerequisites import needs_tool
 
 pytestmark = pytest.mark.usefixtures("lab")

@@ -24,7 +24,7 @@ from tests.integration.conftest import (
     reset_postgres,
     start_server,
 )
-from tests.integration.manifests import machine_yaml, template_yaml
+from tests.manifests import machine_yaml, template_yaml
 
 pytestmark = pytest.mark.postgres
 

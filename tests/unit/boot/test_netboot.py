@@ -7,6 +7,7 @@ import ipaddress
 import itertools
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from metalflow.boot.dhcp.codec import decode
 from metalflow.boot.dhcp.policy import (
@@ -53,8 +54,8 @@ IPXE_REFUSALS = {reason: netboot for netboot, reason in EXIT_REASONS.items()}
 DHCP_REFUSALS = {reason: netboot for netboot, reason in BOOT_REFUSALS.items()}
 
 
-def known_cases() -> list[object]:
-    cases = []
+def known_cases() -> list[ParameterSet]:
+    cases: list[ParameterSet] = []
     for allow_pxe, allow_workflow, active, boot, own_mac in itertools.product(
         (True, False), (True, False), (True, False), OWN_BOOT, (True, False)
     ):

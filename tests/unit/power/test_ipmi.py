@@ -9,7 +9,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
-from pyghmi.exceptions import IpmiException  # type: ignore[import-untyped]
+from pyghmi.exceptions import IpmiException
+from pyghmi.ipmi import command as pyghmi_command
+from pyghmi.ipmi.private import session as pyghmi_session
 
 from metalflow.power import ipmi as ipmi_module
 from metalflow.power.driver import (
@@ -109,7 +111,7 @@ class FakeCommand:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeBmc:
     bmc = FakeBmc()
-    monkeypatch.setattr(ipmi_module.pyghmi_command, "Command", bmc.login)
+    monkeypatch.setattr(pyghmi_command, "Command", bmc.login)
     return bmc
 
 
@@ -475,4 +477,4 @@ def test_a_queued_reply_ends_the_wait_at_once() -> None:
 
 
 def test_the_lost_wakeup_fix_is_installed_in_pyghmi() -> None:
-    assert hasattr(ipmi_module.pyghmi_session._io_wait, "__wrapped__")
+    assert hasattr(pyghmi_session._io_wait, "__wrapped__")

@@ -186,7 +186,8 @@ def http_error(status: int, body: object = None) -> Exception:
     try:
         sushy_errors.raise_for_response("POST", "https://192.0.2.7/redfish/v1/x", response)
     except sushy_errors.SushyError as exc:
-        return exc
+        found: Exception = exc
+        return found
     raise AssertionError(f"sushy raised nothing for HTTP {status}")
 
 
@@ -198,7 +199,8 @@ def wrapped(cause: Exception) -> Exception:
         try:
             raise sushy_errors.ConnectionError(url="https://192.0.2.7/redfish/v1/", error=exc)
         except sushy_errors.ConnectionError as outer:
-            return outer
+            found: Exception = outer
+            return found
     raise AssertionError("unreachable")
 
 

@@ -4,7 +4,7 @@ transient errors retried, a state never reached or a refusal ends the job with t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,6 +13,7 @@ from metalflow.power.driver import (
     Bmc,
     BootDevice,
     BootRequest,
+    FieldDoc,
     PowerAction,
     PowerError,
     PowerState,
@@ -53,7 +54,15 @@ class StandIn:
     asked: list[str] = field(default_factory=list)
     pending: tuple[float, PowerState] | None = None
 
-    name = "stand-in"
+    name: ClassVar[str] = "stand-in"
+    fields: ClassVar[tuple[FieldDoc, ...]] = ()
+    holds_workflows: ClassVar[bool] = True
+    syncs_state: ClassVar[bool] = True
+    default_timeout: ClassVar[float | None] = None
+
+    @classmethod
+    def validate(cls, bmc: Bmc) -> None:
+        """Every address is a stand-in's."""
 
     def _fail(self, action: str) -> None:
         if self.refuse == action:
