@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from metalflow.config import ScriptToken, Settings
+from metalflow.config import Role, ScriptToken, Settings
 from tests.unit.cli.fakes import Run
 
 
@@ -133,4 +133,20 @@ def test_a_bad_discovery_network_names_the_option(served: list[Settings], run: R
 
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --discovery-networks 'rack2' is not an address")
+    assert served == []
+
+
+def test_up_passes_the_roles_on(served: list[Settings], run: Run) -> None:
+    result = run("up", "--roles", "api,boot")
+
+    assert result.exit_code == 0, result.output
+    assert served[0].roles == {Role.API, Role.BOOT}
+
+
+def test_up_refuses_an_unknown_role_with_exit_2(served: list[Settings], run: Run) -> None:
+    result = run("up", "--roles", "api,controler")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --roles: 'controler' is not a role (valid: api,")
+    assert len(result.stderr.splitlines()) == 1
     assert served == []

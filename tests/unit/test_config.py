@@ -1,16 +1,13 @@
-"""`--roles` / METALFLOW_ROLES: comma-separated, every role by default, an unknown one named."""
+"""METALFLOW_ROLES / the `roles` setting: comma-separated, every role by default, an unknown one
+named (the `--roles` flag is tested with the other `metalflow up` flags, in tests/unit/cli)."""
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from typer.testing import CliRunner
 
-from metalflow.cli import app
 from metalflow.config import ALL_ROLES, Role, Settings
 
 
@@ -58,29 +55,3 @@ def test_an_unknown_role_is_named_with_the_valid_ones(given: str) -> None:
 def test_no_role_at_all_is_refused(given: str) -> None:
     with pytest.raises(ValidationError, match="--roles needs at least one role"):
         Settings.model_validate({"roles": given})
-
-
-@pytest.fixture
-def served(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
-    """Replaces `metalflow.server.serve`, recording the settings it was given."""
-    calls: list[Settings] = []
-    module = types.ModuleType("metalflow.server")
-    monkeypatch.setattr(module, "serve", calls.append, raising=False)
-    monkeypatch.setitem(sys.modules, "metalflow.server", module)
-    return calls
-
-
-def test_up_passes_the_roles_on(served: list[Settings]) -> None:
-    result = CliRunner().invoke(app, ["up", "--roles", "api,boot"])
-
-    assert result.exit_code == 0, result.output
-    assert served[0].roles == {Role.API, Role.BOOT}
-
-
-def test_up_refuses_an_unknown_role_with_exit_2(served: list[Settings]) -> None:
-    result = CliRunner().invoke(app, ["up", "--roles", "api,controler"])
-
-    assert result.exit_code == 2
-    assert result.stderr.startswith("error: --roles: 'controler' is not a role (valid: api,")
-    assert len(result.stderr.splitlines()) == 1
-    assert served == []
