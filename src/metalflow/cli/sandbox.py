@@ -28,6 +28,7 @@ from metalflow.cli.context import TOKEN_FILE, cli_context
 from metalflow.cli.exit_codes import CliError, ExitCode
 from metalflow.cli.output import Output
 from metalflow.config import DEFAULT_DATA_DIR
+from metalflow.sandbox import session
 from metalflow.sandbox.lab import Lab, LabError
 from metalflow.sandbox.osimage import BuildError, MissingPrerequisite, OsImage
 from metalflow.sandbox.run import Sandbox, SandboxError
@@ -40,7 +41,6 @@ from metalflow.sandbox.session import (
     fresh,
     lab_tag,
     launch,
-    prepare_image,
     prerequisites,
     summary,
     terminable,
@@ -136,28 +136,14 @@ def sandbox(
 
 
 def prepare(console: Console, data_dir: Path) -> tuple[Path, Path, OsImage]:
-    """The install environment and the test OS image: built by the first run, reused after."""
-    data_dir = data_dir.absolute()
-    if installenv.built(data_dir) is None:
-        console.print("building the install environment (first run: ~1 min)...")
-    else:
-        console.print("checking the install environment...")
+    """The run's kernel, initrd and image; what this machine lacks is the user's to fix (exit 2),
+    a build that fails is not."""
     try:
-        env = installenv.build(data_dir)
-    except installenv.InstallEnvError as exc:
-        raise CliError(str(exc), ExitCode.BAD_INPUT) from None
-    for warning in env.warnings:
-        console.print(f"warning: {warning}")
-    how = "reused" if env.cached else "built"
-    console.print(f"{how} the install environment ({env.seconds:.0f} s): {env.kernel_path.parent}")
-
-    try:
-        image = prepare_image(data_dir, console.print)
-    except MissingPrerequisite as exc:
+        return session.prepare(data_dir, console.print)
+    except (installenv.InstallEnvError, MissingPrerequisite) as exc:
         raise CliError(str(exc), ExitCode.BAD_INPUT) from None
     except BuildError as exc:
         raise CliError(str(exc)) from None
-    return env.kernel_path, env.initrd_path, image
 
 
 def run(

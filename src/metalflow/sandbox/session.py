@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from metalflow import installenv
 from metalflow.sandbox import lab as lab_setup
 from metalflow.sandbox import vm as vm_setup
 from metalflow.sandbox.lab import BRIDGE, PREFIX_LENGTH, SERVER_IP, Lab
@@ -187,11 +188,23 @@ def prerequisites(firmware: Firmware) -> list[str]:
     return list(dict.fromkeys(missing))
 
 
-def prepare_image(data_dir: Path, say: Say) -> OsImage:
-    """The test OS image: built by the first run, reused after.
+def prepare(data_dir: Path, say: Say) -> tuple[Path, Path, OsImage]:
+    """The install environment (kernel, initrd) and the test OS image: built by the first run,
+    reused after.
 
-    Raises MissingPrerequisite or BuildError.
+    Raises InstallEnvError, MissingPrerequisite or BuildError.
     """
+    data_dir = data_dir.absolute()
+    if installenv.built(data_dir) is None:
+        say("building the install environment (first run: ~1 min)...")
+    else:
+        say("checking the install environment...")
+    env = installenv.build(data_dir)
+    for warning in env.warnings:
+        say(f"warning: {warning}")
+    how = "reused" if env.cached else "built"
+    say(f"{how} the install environment ({env.seconds:.0f} s): {env.kernel_path.parent}")
+
     cache = data_dir / IMAGE_CACHE
     before = set((cache / "images").glob("*"))
     if before:
@@ -202,7 +215,7 @@ def prepare_image(data_dir: Path, say: Say) -> OsImage:
     image = build_os_image(cache)
     how = "reused" if image.raw.parent in before else "built"
     say(f"{how} the test OS image ({time.monotonic() - started:.0f} s): {image.zst}")
-    return image
+    return env.kernel_path, env.initrd_path, image
 
 
 def lab_tag() -> str:
