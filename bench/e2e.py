@@ -49,7 +49,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import struct
@@ -391,19 +390,6 @@ def stop(process: subprocess.Popen[str]) -> None:
             process.wait(10)
 
 
-def stop_metalflow(box: Sandbox) -> None:
-    """Sandbox.close() without its lab.close(): the lab outlives the run."""
-    for vm in box.vms.values():
-        vm.stop()
-    if box.process is not None and box.process.poll() is None:
-        box.process.send_signal(signal.SIGINT)
-        try:
-            box.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            box.process.kill()
-            box.process.wait()
-
-
 def wait_for_marker(
     vm: Vm, watch: SerialWatch, failure: Callable[[], str | None], timeout: float
 ) -> str | None:
@@ -534,7 +520,7 @@ def run_metalflow(ctx: Context, round_: int) -> Run:
     except (SandboxError, LabError, vm_module.VmError) as exc:
         run.error = str(exc)
     finally:
-        stop_metalflow(box)
+        box.stop()
         if watch is not None:
             watch.halt.set()
         if run.error is not None:

@@ -114,7 +114,8 @@ spec:
 
 @dataclass
 class Sandbox:
-    """The lab, the metalflow process in it and the VMs started on it; `close()` ends them all."""
+    """The lab, the metalflow process in it and the VMs started on it; `close()` ends them all,
+    `stop()` all but the lab, for a caller whose lab outlives one run."""
 
     workdir: Path
     lab: Lab
@@ -237,7 +238,8 @@ class Sandbox:
         self.vms[name] = vm
         return vm
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """The VMs and metalflow; metalflow gets SIGINT first to shut down cleanly."""
         for vm in self.vms.values():
             vm.stop()
         if self.process is not None and self.process.poll() is None:
@@ -247,6 +249,9 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def close(self) -> None:
+        self.stop()
         self.lab.close()
 
 
