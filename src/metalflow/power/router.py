@@ -19,6 +19,7 @@ from metalflow.power import service
 from metalflow.power.driver import BootDevice, BootRequest, Driver, PowerAction, PowerError
 from metalflow.power.runner import open_driver
 from metalflow.power.schemas import MediaResult, PowerJobPublic, PowerStatus, ProbeResult
+from metalflow.power.states import PowerJobState
 from metalflow.power.steps import Step
 from metalflow.power.tables import PowerJob
 from metalflow.services import Reader, Services, ServicesDep, Writer
@@ -111,7 +112,7 @@ def power_status(name: str, services: ServicesDep, _: Reader) -> PowerStatus:
             state_at=machine.power_state_at.isoformat() if machine.power_state_at else None,
             error=machine.power_error,
             typical_seconds=service.typical_seconds(
-                [job for job in jobs if job.state == service.SUCCEEDED]
+                [job for job in jobs if job.state == PowerJobState.SUCCEEDED]
             ),
             jobs=[service.to_public(job, machine.name) for job in jobs[:5]],
         )
@@ -141,7 +142,7 @@ def _direct(services: Services, name: str, call: Callable[[Driver], T]) -> T:
         machine = inventory.get_machine(session, name)
         running = session.scalar(
             select(PowerJob.id).where(
-                PowerJob.machine_id == machine.id, PowerJob.state == service.RUNNING
+                PowerJob.machine_id == machine.id, PowerJob.state == PowerJobState.RUNNING
             )
         )
         if running is not None:

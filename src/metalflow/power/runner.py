@@ -34,6 +34,7 @@ from metalflow.power.driver import (
     driver_class,
     known_driver,
 )
+from metalflow.power.states import PowerJobState
 from metalflow.power.steps import JobOutcome, Limits, Runner, step_from
 from metalflow.power.tables import PowerJob
 from metalflow.tenancy.secrets import Keyring
@@ -178,7 +179,7 @@ class PowerRunner:
         def cancelled() -> bool:
             if time.monotonic() - float(state["last"]) >= limits.poll_interval:
                 with self.db.write() as session:
-                    state["cancelled"] = service.heartbeat(session, job_id) != service.RUNNING
+                    state["cancelled"] = service.heartbeat(session, job_id) != PowerJobState.RUNNING
                 state["last"] = time.monotonic()
             return bool(state["cancelled"])
 
@@ -250,7 +251,7 @@ class PowerRunner:
                 select(Machine.bmc_driver).where(Machine.bmc_driver.is_not(None)).distinct()
             )
             read = [name for name in used if name is not None and _syncs(name)]
-            busy = select(PowerJob.machine_id).where(PowerJob.state == service.RUNNING)
+            busy = select(PowerJob.machine_id).where(PowerJob.state == PowerJobState.RUNNING)
             query = select(Machine.id, Machine.power_state, Machine.power_error).where(
                 Machine.bmc_driver.in_(read), Machine.id.not_in(busy)
             )

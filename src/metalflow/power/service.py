@@ -30,12 +30,7 @@ from metalflow.power.steps import JobOutcome, Step
 from metalflow.power.tables import PowerJob
 from metalflow.tenancy.secrets import Keyring
 
-QUEUED = PowerJobState.QUEUED.value
-RUNNING = PowerJobState.RUNNING.value
-SUCCEEDED = PowerJobState.SUCCEEDED.value
-FAILED = PowerJobState.FAILED.value
-CANCELLED = PowerJobState.CANCELLED.value
-UNFINISHED = (QUEUED, RUNNING)
+UNFINISHED = (PowerJobState.QUEUED, PowerJobState.RUNNING)
 JOB_OPTIONS = frozenset({"power_timeout", "soft_off_timeout", "poll_interval", "boot_device"})
 """`bmc.options` keys that the job layer reads; the rest are the driver's own."""
 OFF_WORDS = frozenset({"false", "off", "no", "0"})
@@ -115,7 +110,7 @@ def enqueue(
         machine_id=machine.id,
         operation=operation,
         steps=[step.as_dict() for step in steps],
-        state=QUEUED,
+        state=PowerJobState.QUEUED,
         results=[],
         workflow_id=workflow_id,
         requested_by=requested_by,
@@ -135,10 +130,10 @@ def enqueue(
 
 def claim(session: Session, *, skip_locked: bool, exclude: set[str]) -> PowerJob | None:
     """The oldest queued job whose machine runs none, now running in this process."""
-    busy = select(PowerJob.machine_id).where(PowerJob.state == RUNNING)
+    busy = select(PowerJob.machine_id).where(PowerJob.state == PowerJobState.RUNNING)
     query = (
         select(PowerJob.id, PowerJob.machine_id)
-        .where(PowerJob.state == QUEUED, PowerJob.machine_id.not_in(busy))
+        .where(PowerJob.state == PowerJobState.QUEUED, PowerJob.machine_id.not_in(busy))
         .order_by(PowerJob.created_at)
         .limit(50)
     )
@@ -150,9 +145,11 @@ def claim(session: Session, *, skip_locked: bool, exclude: set[str]) -> PowerJob
             continue
         job = session.get(PowerJob, job_id, populate_existing=True)
         running = session.scalar(
-            select(PowerJob.id).where(PowerJob.machine_id == machine_id, PowerJob.state == RUNNING)
+            select(PowerJob.id).where(
+                PowerJob.machine_id == machine_id, PowerJob.state == PowerJobState.RUNNING
+            )
         )
-        if job is None or job.state != QUEUED or running is not None:
+        if job is None or job.state != PowerJobState.QUEUED or running is not None:
             continue
         now = utcnow()
         _move(job, PowerJobEvent.START)
@@ -167,7 +164,7 @@ def heartbeat(session: Session, job_id: str) -> str | None:
     job = session.get(PowerJob, job_id)
     if job is None:
         return None
-    if job.state == RUNNING:
+    if job.state == PowerJobState.RUNNING:
         job.heartbeat_at = utcnow()
     return job.state
 
@@ -197,7 +194,7 @@ def finish(session: Session, job_id: str, outcome: JobOutcome) -> PowerJob | Non
     if job is None:
         return None
     machine = inventory.lock_machine(session, job.machine_id)
-    if job.state == RUNNING:
+    if job.state == PowerJobState.RUNNING:
         _move(job, _ending(outcome))
     job.message = outcome.message
     job.finished_at = utcnow()
@@ -230,7 +227,7 @@ def cancel(session: Session, job: PowerJob) -> PowerJob:
         raise Conflict(f"power job {job.id} is {job.state}; nothing to cancel", field="state")
     was = job.state
     _move(job, PowerJobEvent.CANCEL)
-    if was == QUEUED:
+    if was == PowerJobState.QUEUED:
         job.finished_at = utcnow()
         job.message = "cancelled before it started"
     machine = session.get(Machine, job.machine_id)
@@ -241,7 +238,9 @@ def cancel(session: Session, job: PowerJob) -> PowerJob:
 def fail_stale(session: Session, now: dt.datetime) -> int:
     """Running jobs whose process stopped writing heartbeats: failed, never run twice."""
     stale = session.scalars(
-        select(PowerJob).where(PowerJob.state == RUNNING, PowerJob.heartbeat_at < now - STALE_AFTER)
+        select(PowerJob).where(
+            PowerJob.state == PowerJobState.RUNNING, PowerJob.heartbeat_at < now - STALE_AFTER
+        )
     ).all()
     for job in stale:
         _move(job, PowerJobEvent.FAIL)

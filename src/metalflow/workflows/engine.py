@@ -23,6 +23,7 @@ from metalflow.inventory.lifecycle import MachineEvent
 from metalflow.inventory.tables import Machine
 from metalflow.power import service as power
 from metalflow.power.driver import known_driver
+from metalflow.power.states import PowerJobState
 from metalflow.power.steps import NETBOOT, boot_from_disk
 from metalflow.power.tables import PowerJob
 from metalflow.statemachine import IllegalTransition
@@ -320,7 +321,7 @@ def power_job_finished(session: Session, job: PowerJob) -> None:
         return
     machine = inventory.lock(session, inventory.get_machine_by_id(session, workflow.machine_id))
     now = utcnow()
-    if job.state != power.SUCCEEDED:
+    if job.state != PowerJobState.SUCCEEDED:
         _stop_current_action(session, workflow, ActionState.CANCELLED, "BMC failure", now)
         _end(session, workflow, machine, WorkflowEvent.FAIL, f"BMC: {job.message}", now)
     elif workflow.state == WorkflowState.POST.value:
