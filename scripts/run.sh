@@ -15,7 +15,7 @@ if [ "${1:-}" = sandbox ]; then
     MF_SANDBOX=1
     # The sandbox's VMs (QEMU, its iPXE ROM, OVMF), its network namespace, and the tools the
     # test OS image is built with; both images are built from .debs: apt needs its lists.
-    mf_apt_ensure iproute2 qemu-system-x86 ipxe-qemu ovmf cpio zstd dosfstools mtools fdisk
+    mf_apt_ensure iproute2 qemu-system-x86 ipxe-qemu ovmf zstd dosfstools mtools fdisk
     ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1 || mf_as_root apt-get update -q >&2
 fi
 mf_ensure_venv

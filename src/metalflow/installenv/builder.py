@@ -289,12 +289,8 @@ def _module_entries(
     root: Path, version: str, flavour: str
 ) -> tuple[list[cpio.Entry], list[str], list[str]]:
     """The module files to pack, their /init paths in load order, and warnings."""
-    modules_dir = root / "lib" / "modules" / version
-    found = modules.scan(modules_dir / "kernel")
-    builtin_file = modules_dir / "modules.builtin"
-    builtin = modules.parse_builtin(builtin_file.read_text()) if builtin_file.is_file() else set()
-    resolution = modules.resolve(
-        modules.wanted_modules(flavour), {name: info for name, (_, info) in found.items()}, builtin
+    resolution, files = modules.resolve_tree(
+        root / "lib" / "modules" / version, modules.wanted_modules(flavour)
     )
     warnings = [
         f"kernel {version} has no module {name} (not built in either); left out"
@@ -307,7 +303,7 @@ def _module_entries(
     entries: list[cpio.Entry] = []
     paths: list[str] = []
     for name in resolution.order:
-        source = found[name][0]
+        source = files[name]
         inside = rootfs.initramfs_path(PurePosixPath(source.relative_to(root).as_posix()))
         entries.append(cpio.file(inside, source))
         paths.append("/" + inside)
@@ -329,14 +325,20 @@ def _skeleton() -> list[cpio.Entry]:
     return entries
 
 
-def _busybox_entries(root: Path) -> list[cpio.Entry]:
+def busybox_entries(root: Path, lease_file: str | None = None) -> list[cpio.Entry]:
+    """busybox from the unpacked root, its applet links and udhcpc's lease hook.
+
+    `lease_file` is passed to `init.render_udhcpc_script` (the sandbox's test OS reads it).
+    """
     busybox = root / "bin" / "busybox"
     if not busybox.is_file():
         raise InstallEnvError(f"{BUSYBOX_PACKAGE} has no /bin/busybox; delete the cache and retry")
     entries = [cpio.file("usr/bin/busybox", busybox, 0o755)]
     entries += [cpio.symlink(f"usr/bin/{name}", "busybox") for name in init.BUSYBOX_APPLETS]
     entries.append(
-        cpio.file(init.UDHCPC_SCRIPT.lstrip("/"), init.render_udhcpc_script().encode(), 0o755)
+        cpio.file(
+            init.UDHCPC_SCRIPT.lstrip("/"), init.render_udhcpc_script(lease_file).encode(), 0o755
+        )
     )
     return entries
 
@@ -462,7 +464,7 @@ def _assemble(
         log.warning("installenv: %s", warning)
     entries = [
         *_skeleton(),
-        *_busybox_entries(root),
+        *busybox_entries(root),
         *_ca_entries(root),
         *_python_entries(root, libraries, target, staging / "bytecode"),
         *_tool_entries(root),
@@ -474,7 +476,7 @@ def _assemble(
     kernel_path = out_dir / KERNEL_NAME
     initrd_path = out_dir / INITRD_NAME
     with _atomic(initrd_path) as out:
-        _write_compressed(entries, out, compression)
+        write_compressed(entries, out, compression)
     with _atomic(kernel_path) as out, (root / "boot" / f"vmlinuz-{version}").open("rb") as src:
         shutil.copyfileobj(src, out)
     result = BuildResult(
@@ -495,7 +497,7 @@ def _assemble(
     return result
 
 
-def _write_compressed(entries: list[cpio.Entry], out: BinaryIO, compression: Compression) -> None:
+def write_compressed(entries: list[cpio.Entry], out: BinaryIO, compression: Compression) -> None:
     if compression is Compression.XZ:
         with lzma.LZMAFile(out, "wb", format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32) as xz:
             cpio.write(entries, xz)

@@ -260,9 +260,20 @@ rescue "the agent exited with status $?"
 """
 
 
-def render_udhcpc_script() -> str:
-    """busybox udhcpc's lease hook: address, routes and resolv.conf from the DHCP reply."""
-    return """#!/bin/sh
+def render_udhcpc_script(lease_file: str | None = None) -> str:
+    """busybox udhcpc's lease hook: address, routes and resolv.conf from the DHCP reply.
+
+    With `lease_file`, each lease also leaves `LEASE_IP='...'` and `LEASE_SERVER='...'` (the DHCP
+    server id) there, as shell assignments for a script to source.
+    """
+    record = (
+        ""
+        if lease_file is None
+        else '        printf "LEASE_IP=\'%s\'\\nLEASE_SERVER=\'%s\'\\n" "$ip" "$serverid"'
+        f" >{shlex.quote(lease_file)}\n"
+    )
+    return (
+        """#!/bin/sh
 # udhcpc lease hook of the metalflow install environment (generated).
 RESOLV_CONF="${RESOLV_CONF:-/etc/resolv.conf}"
 case "$1" in
@@ -291,10 +302,13 @@ case "$1" in
         for server in $dns; do
             echo "nameserver $server" >>"$RESOLV_CONF"
         done
-        ;;
+"""
+        + record
+        + """        ;;
     leasefail|nak)
         echo "udhcpc: $1 on $interface" >&2
         ;;
 esac
 exit 0
 """
+    )

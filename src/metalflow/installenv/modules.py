@@ -149,3 +149,12 @@ def scan(modules_dir: Path) -> dict[str, tuple[Path, ModInfo]]:
             info = read_modinfo(path)
             found[info.name] = (path, info)
     return found
+
+
+def resolve_tree(modules_dir: Path, wanted: Sequence[str]) -> tuple[Resolution, dict[str, Path]]:
+    """`resolve` over an unpacked `lib/modules/<version>` tree, and each module's file."""
+    found = scan(modules_dir / "kernel")
+    builtin_file = modules_dir / "modules.builtin"
+    builtin = parse_builtin(builtin_file.read_text()) if builtin_file.is_file() else frozenset()
+    resolution = resolve(wanted, {name: info for name, (_, info) in found.items()}, builtin)
+    return resolution, {name: path for name, (path, _) in found.items()}

@@ -5,8 +5,9 @@ One MBR disk with one active FAT16 partition of type 0xEF boots under both BIOS 
 UEFI (systemd-boot at \\EFI\\BOOT\\BOOTX64.EFI); both load the same Debian cloud kernel and a
 busybox initramfs whose /init reports on ttyS0 and powers the VM off (shared/notes/test-os-image.md
 has the recipe and the measurements). Everything is built in files (mkfs.vfat -C, mtools, sfdisk
-on a file): no mount, no loop device. The Debian packages are downloaded and unpacked, never
-installed.
+on a file): no mount, no loop device, no root. The Debian packages are fetched and unpacked, and
+the initramfs written, by the install environment's own pipeline (metalflow.installenv: debs,
+modules, cpio, busybox and udhcpc's lease hook); only the disk layout and /init are this module's.
 
 Lines the test OS prints on the serial console (one per line):
   OSIMG-BOOTED cmdline=...                 after the virtio modules are loaded
@@ -23,13 +24,10 @@ JSON POST {hostname, mac, ip}), osimg.dhcp_timeout=SECONDS (default 10).
 from __future__ import annotations
 
 import fcntl
-import gzip
 import hashlib
 import json
 import os
-import re
 import shutil
-import stat
 import subprocess
 import tempfile
 import time
@@ -38,6 +36,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from metalflow.installenv import builder, cpio, debs, init, modules, rootfs
+from metalflow.installenv.errors import InstallEnvError
 from metalflow.sandbox.vm import QEMU, firmware_args, machine_args
 
 # Fixed values so that the same inputs give the same bytes.
@@ -53,9 +53,14 @@ RAW_NAME = "metalflow-test-os.raw"
 # -19 gains 1.3 MB (the kernel is LZ4 already) for ~10 s more on two busy CPUs.
 ZSTD_LEVEL = 12
 STALE_IMAGE_SECONDS = 7 * 24 * 3600
+RETIRED_CACHE_ENTRIES = ("pkgs",)
+"""What earlier recipes kept in the cache and this one no longer reads (unpacked packages)."""
 
-KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
-PACKAGES = ("busybox-static", "syslinux", "syslinux-common", "systemd-boot-efi")
+ARCH = debs.ARCHES["x86_64"]
+KERNEL_METAPACKAGE = ARCH.kernels["cloud"]
+PACKAGES = (builder.BUSYBOX_PACKAGE, "syslinux", "syslinux-common", "systemd-boot-efi")
+LEASE_FILE = "/run/lease"
+"""Where udhcpc's lease hook leaves the address and server id for /init."""
 # Loaded in this order (dependencies first). The cloud kernel has virtio only as modules.
 CORE_MODULES = (
     "virtio_ring",
@@ -83,7 +88,6 @@ HOST_TOOLS = {
     "mmd": "mtools",
     "mattrib": "mtools",
     "sfdisk": "fdisk",
-    "cpio": "cpio",
     "zstd": "zstd",
     "apt-get": "apt",
     "apt-cache": "apt",
@@ -91,7 +95,7 @@ HOST_TOOLS = {
     "dpkg-query": "dpkg",
 }
 # Their versions go into the cache key: a different mkfs or mtools may lay out other bytes.
-HOST_PACKAGES = ("dosfstools", "mtools", "fdisk", "cpio", "zstd")
+HOST_PACKAGES = ("dosfstools", "mtools", "fdisk", "zstd")
 
 
 class MissingPrerequisite(RuntimeError):
@@ -119,9 +123,16 @@ class OsImage:
 
 @dataclass(frozen=True)
 class _Package:
+    """A package at apt's candidate version, with the SHA256 apt's index gives its .deb."""
+
     name: str
     version: str
+    architecture: str
     sha256: str
+
+    @property
+    def deb(self) -> debs.Package:
+        return debs.Package(self.name, self.version, self.architecture)
 
 
 # --- host tools -------------------------------------------------------------------------------
@@ -190,24 +201,6 @@ def _sha256(path: Path) -> str:
 # --- Debian packages ---------------------------------------------------------------------------
 
 
-def _apt_show(tools: Mapping[str, str], names: Sequence[str]) -> dict[str, dict[str, str]]:
-    """The candidate version's control fields per package, from the local apt lists."""
-    try:
-        out = _run([tools["apt-cache"], "show", "--no-all-versions", *names])
-    except BuildError as exc:
-        raise MissingPrerequisite(
-            f"apt does not know {' '.join(names)} (run `apt-get update`?): {exc}"
-        ) from exc
-    fields: dict[str, dict[str, str]] = {}
-    for paragraph in out.decode().split("\n\n"):
-        parsed = dict(
-            line.split(": ", 1) for line in paragraph.splitlines() if re.match(r"^[\w-]+: ", line)
-        )
-        if "Package" in parsed:
-            fields.setdefault(parsed["Package"], parsed)
-    return fields
-
-
 def _apt_fingerprint() -> str:
     """What apt's candidate versions depend on: its lists, its configuration, dpkg's status."""
     entries: list[str] = []
@@ -219,102 +212,82 @@ def _apt_fingerprint() -> str:
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()
 
 
-def _resolve_packages(tools: Mapping[str, str], cache_dir: Path) -> list[_Package]:
-    """The packages to use, remembered per apt state (each apt-cache call takes ~1 s here)."""
-    fingerprint = _apt_fingerprint()
+def _resolve_packages(cache_dir: Path) -> list[_Package]:
+    """The packages to use, remembered per apt state and recipe (apt-cache takes ~1 s a call)."""
+    fingerprint = hashlib.sha256(
+        (_apt_fingerprint() + json.dumps([KERNEL_METAPACKAGE, *PACKAGES])).encode()
+    ).hexdigest()
     remembered = cache_dir / "resolved.json"
     if remembered.is_file():
         data = json.loads(remembered.read_text())
         if data.get("fingerprint") == fingerprint:
             return [_Package(**package) for package in data["packages"]]
-    packages = _ask_apt(tools)
+    packages = _ask_apt()
     data = {"fingerprint": fingerprint, "packages": [asdict(package) for package in packages]}
     remembered.write_text(json.dumps(data, indent=2) + "\n")
     return packages
 
 
-def _ask_apt(tools: Mapping[str, str]) -> list[_Package]:
-    """The kernel package behind the metapackage, then the others, at apt's candidate versions."""
-    meta = _apt_show(tools, [KERNEL_METAPACKAGE])[KERNEL_METAPACKAGE]
-    kernel = re.search(r"\b(linux-image-\d[\w.+-]*)", meta.get("Depends", ""))
-    if kernel is None:
-        raise BuildError(f"{KERNEL_METAPACKAGE} depends on no linux-image-N package: {meta}")
-    names = [kernel.group(1), *PACKAGES]
-    shown = _apt_show(tools, names)
-    missing = [name for name in names if name not in shown]
+def _show(names: Sequence[str]) -> dict[str, dict[str, str]]:
+    try:
+        shown = debs.show(names, ARCH)
+    except InstallEnvError as exc:
+        raise MissingPrerequisite(str(exc)) from exc
+    missing = [name for name in names if name not in shown or "SHA256" not in shown[name]]
     if missing:
         raise MissingPrerequisite(f"apt has no candidate for {missing} (run `apt-get update`?)")
-    return [_Package(name, shown[name]["Version"], shown[name]["SHA256"]) for name in names]
+    return shown
 
 
-def _fetch_deb(tools: Mapping[str, str], cache_dir: Path, package: _Package) -> Path:
-    """The package's .deb in the cache, downloaded and checked against apt's SHA256 if absent."""
-    debs = cache_dir / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    deb = debs / f"{package.name}_{package.sha256}.deb"
-    if deb.exists() and _sha256(deb) == package.sha256:
-        return deb
-    with tempfile.TemporaryDirectory(dir=debs, prefix=".download-") as tmp:
-        argv = [tools["apt-get"], "-q", "-o", "APT::Sandbox::User=root", "download"]
-        try:
-            _run([*argv, f"{package.name}={package.version}"], cwd=Path(tmp))
-        except BuildError as exc:
-            raise MissingPrerequisite(f"cannot download {package.name} (network?): {exc}") from exc
-        (downloaded,) = Path(tmp).glob("*.deb")
-        if _sha256(downloaded) != package.sha256:
-            raise BuildError(f"{downloaded.name} does not match apt's SHA256 {package.sha256}")
-        downloaded.replace(deb)
-    return deb
-
-
-def _unpack(tools: Mapping[str, str], cache_dir: Path, package: _Package, deb: Path) -> Path:
-    """The package's files, unpacked once into the cache with `dpkg-deb -x`."""
-    pkgs = cache_dir / "pkgs"
-    pkgs.mkdir(parents=True, exist_ok=True)
-    tree = pkgs / f"{package.name}_{package.sha256}"
-    if tree.is_dir():
-        return tree
-    tmp = Path(tempfile.mkdtemp(dir=pkgs, prefix=".unpack-"))
+def _ask_apt() -> list[_Package]:
+    """The kernel package behind the metapackage, then the others, at apt's candidate versions."""
+    meta = _show([KERNEL_METAPACKAGE])[KERNEL_METAPACKAGE]
     try:
-        _run([tools["dpkg-deb"], "-x", deb, tmp])
-        tmp.rename(tree)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return tree
+        kernel = debs.real_kernel_package(meta.get("Depends", ""), KERNEL_METAPACKAGE)
+    except InstallEnvError as exc:
+        raise BuildError(str(exc)) from exc
+    names = [kernel, *PACKAGES]
+    shown = _show(names)
+    return [
+        _Package(
+            name,
+            shown[name]["Version"],
+            shown[name].get("Architecture", ARCH.debian),
+            shown[name]["SHA256"],
+        )
+        for name in names
+    ]
 
 
-# --- kernel modules ----------------------------------------------------------------------------
+def _fetch(cache_dir: Path, packages: Sequence[_Package], root: Path) -> None:
+    """Download the packages into the cache (each checked against apt's SHA256), unpack to root."""
+    try:
+        paths = debs.download([package.deb for package in packages], ARCH, cache_dir / "debs")
+    except InstallEnvError as exc:
+        raise MissingPrerequisite(f"cannot download the test OS's packages: {exc}") from exc
+    for package, path in zip(packages, paths, strict=True):
+        if _sha256(path) != package.sha256:
+            path.unlink()
+            raise BuildError(f"{path.name} does not match apt's SHA256 {package.sha256}; retry")
+    try:
+        debs.extract(paths, root)
+    except InstallEnvError as exc:
+        raise BuildError(str(exc)) from exc
 
 
-def _module_name(path: Path) -> str:
-    return path.name.removesuffix(".ko").replace("-", "_")
-
-
-def _module_depends(ko: Path) -> list[str]:
-    """The depends= field of the module's .modinfo (Debian ships no modules.dep in the deb)."""
-    found = re.search(rb"(?:^|\x00)depends=([^\x00]*)", ko.read_bytes())
-    if found is None or not found.group(1):
-        return []
-    return [name.replace("-", "_") for name in found.group(1).decode().split(",")]
-
-
-def _load_order(index: Mapping[str, Path], wanted: Sequence[str], loaded: set[str]) -> list[str]:
-    """wanted and their dependencies, each after what it needs, skipping the already loaded."""
-    order: list[str] = []
-
-    def visit(name: str, chain: tuple[str, ...]) -> None:
-        if name in loaded:
-            return
-        if name not in index:
-            raise BuildError(f"kernel module {name} (needed by {' > '.join(chain)}) not found")
-        loaded.add(name)
-        for dep in _module_depends(index[name]):
-            visit(dep, (*chain, name))
-        order.append(name)
-
-    for name in wanted:
-        visit(name, ())
-    return order
+def _modules(modules_dir: Path) -> tuple[list[cpio.Entry], list[str], list[str]]:
+    """The module files at usr/lib/modules/NAME.ko, and the core and disk-fallback load orders."""
+    try:
+        core, files = modules.resolve_tree(modules_dir, CORE_MODULES)
+        every, _ = modules.resolve_tree(modules_dir, (*CORE_MODULES, *DISK_FALLBACK_MODULES))
+    except InstallEnvError as exc:
+        raise BuildError(str(exc)) from exc
+    absent = [*every.missing, *every.missing_deps]
+    if absent:
+        raise BuildError(f"the kernel in {modules_dir} lacks the modules {', '.join(absent)}")
+    fallback = list(every.order[len(core.order) :])
+    entries = [cpio.file(f"usr/lib/modules/{name}.ko", files[name]) for name in every.order]
+    return entries, list(core.order), fallback
 
 
 # --- initramfs ---------------------------------------------------------------------------------
@@ -402,13 +375,13 @@ phone_home() {
     fi
     ip link set lo up
     ip link set "$iface" up
-    timeout $((DHCP_TIMEOUT + 5)) udhcpc -f -q -n -i "$iface" -s /bin/dhcp.sh \
+    timeout $((DHCP_TIMEOUT + 5)) udhcpc -f -q -n -i "$iface" -s @UDHCPC_SCRIPT@ \
         -t "$DHCP_TIMEOUT" -T 1
-    if [ ! -f /run/lease ]; then
+    if [ ! -f @LEASE_FILE@ ]; then
         echo "OSIMG-DHCP-FAILED iface=$iface timeout=$DHCP_TIMEOUT"
         return
     fi
-    . /run/lease
+    . @LEASE_FILE@
     mac=$(cat "/sys/class/net/$iface/address")
     [ -n "$MD" ] || MD="http://$LEASE_SERVER:50061"
     [ -n "$PH" ] || PH="$MD/phone-home"
@@ -435,81 +408,36 @@ poweroff -f
 while :; do sleep 60; done
 """
 
-DHCP_SCRIPT = r"""#!/bin/sh
-# udhcpc's event script: configure the lease and leave address and server id for /init.
-case "$1" in
-    deconfig)
-        ip addr flush dev "$interface"
-        ip link set "$interface" up
-        ;;
-    bound | renew)
-        ip addr flush dev "$interface"
-        ip addr add "$ip/$mask" dev "$interface"
-        if [ -n "$router" ]; then
-            ip route add default via "${router%% *}" dev "$interface"
-        fi
-        printf "LEASE_IP='%s'\nLEASE_SERVER='%s'\n" "$ip" "$serverid" >/run/lease
-        ;;
-esac
-"""
-
 
 def _init_script(core: Sequence[str], fallback: Sequence[str]) -> str:
     return (
         INIT.replace("@CORE_MODULES@", " ".join(core))
         .replace("@DISK_FALLBACK_MODULES@", " ".join(fallback))
         .replace("@MARKER_FILE@", MARKER_FILE)
+        .replace("@UDHCPC_SCRIPT@", init.UDHCPC_SCRIPT)
+        .replace("@LEASE_FILE@", LEASE_FILE)
     )
 
 
-def _stage_initramfs(root: Path, busybox: Path, kernel_tree: Path, release: str) -> None:
-    """The initramfs tree: busybox and its applet links, /dev/console, modules, /init."""
-    for directory in ("bin", "dev", "proc", "sys", "run", "tmp", "boot-partition", "lib/modules"):
-        (root / directory).mkdir(parents=True)
-    shutil.copyfile(busybox, root / "bin/busybox")
-    (root / "bin/busybox").chmod(0o755)
-    applets = _run([root / "bin/busybox", "--list-full"]).decode().split()
-    for applet in applets:
-        link = root / applet
-        if "/" not in applet or link.exists():
-            continue
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to("/bin/busybox")
-    os.mknod(root / "dev/console", 0o600 | stat.S_IFCHR, os.makedev(5, 1))
-
-    module_dir = kernel_tree / "lib/modules" / release
-    index = {_module_name(ko): ko for ko in module_dir.rglob("*.ko")}
-    loaded: set[str] = set()
-    core = _load_order(index, CORE_MODULES, loaded)
-    fallback = _load_order(index, DISK_FALLBACK_MODULES, loaded)
-    for name in (*core, *fallback):
-        shutil.copyfile(index[name], root / "lib/modules" / f"{name}.ko")
-
-    (root / "init").write_text(_init_script(core, fallback))
-    (root / "bin/dhcp.sh").write_text(DHCP_SCRIPT)
-    for script in (root / "init", root / "bin/dhcp.sh"):
-        script.chmod(0o755)
-
-
-def _cpio_gz(tools: Mapping[str, str], root: Path) -> bytes:
-    """A gzip'd newc archive of root with fixed owners, modes, times and inode numbers."""
-    paths: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        paths.extend(Path(dirpath, name) for name in (*dirnames, *filenames))
-    for path in (*paths, root):
-        mode = path.lstat().st_mode
-        if stat.S_ISDIR(mode) or (stat.S_ISREG(mode) and mode & 0o100):
-            path.chmod(0o755)
-        elif stat.S_ISREG(mode):
-            path.chmod(0o644)
-        os.utime(path, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH), follow_symlinks=False)
-    listing = sorted(str(path.relative_to(root)) for path in paths)
-    archive = _run(
-        [tools["cpio"], "-o", "-H", "newc", "-R", "0:0", "--reproducible", "--quiet"],
-        cwd=root,
-        stdin="\n".join(listing).encode() + b"\n",
-    )
-    return gzip.compress(archive, compresslevel=9, mtime=0)
+def _write_initrd(root: Path, release: str, initrd: Path) -> None:
+    """The initramfs: busybox, /dev/console, the modules and /init, as installenv writes one."""
+    module_entries, core, fallback = _modules(root / "lib/modules" / release)
+    try:
+        busybox = builder.busybox_entries(root, lease_file=LEASE_FILE)
+    except InstallEnvError as exc:
+        raise BuildError(str(exc)) from exc
+    entries = [
+        *(cpio.directory(name) for name in ("proc", "sys", "run", "boot-partition")),
+        cpio.directory("tmp", 0o1777),
+        *(cpio.symlink(name, f"usr/{name}") for name in rootfs.MERGED),
+        cpio.char_device("dev/console", 5, 1, 0o600),
+        cpio.file("etc/resolv.conf", b""),
+        *busybox,
+        *module_entries,
+        cpio.file("init", _init_script(core, fallback).encode(), 0o755),
+    ]
+    with initrd.open("wb") as out:
+        builder.write_compressed(entries, out, builder.Compression.GZIP)
 
 
 # --- the disk ----------------------------------------------------------------------------------
@@ -591,13 +519,16 @@ def _make_disk(
 def _prune(cache_dir: Path, packages: Sequence[_Package], current: Path) -> None:
     """Drop what this build no longer needs: every kernel update or recipe change leaves some.
 
-    Unpacked and downloaded packages other than the current ones go at once, images that no
-    run used for a week go too, and so do leftovers of builds that were killed midway.
+    Downloaded packages other than the current ones go at once, as do the entries earlier
+    recipes kept; images that no run used for a week go too, and so do leftovers of builds that
+    were killed midway.
     """
-    wanted = {f"{package.name}_{package.sha256}" for package in packages}
-    for stale in (*(cache_dir / "pkgs").glob("*"), *(cache_dir / "debs").glob("*.deb")):
-        if stale.name.removesuffix(".deb") not in wanted:
+    wanted = {package.deb.deb_name for package in packages}
+    for stale in (cache_dir / "debs").glob("*.deb"):
+        if stale.name not in wanted:
             _remove(stale)
+    for retired in RETIRED_CACHE_ENTRIES:
+        _remove(cache_dir / retired)
     os.utime(current / "manifest.json")
     cutoff = time.time() - STALE_IMAGE_SECONDS
     for image in (cache_dir / "images").iterdir():
@@ -638,6 +569,7 @@ def _host_versions(tools: Mapping[str, str]) -> dict[str, str]:
 def _cache_key(packages: Sequence[_Package], host: Mapping[str, str], cmdline: str) -> str:
     material = {
         "recipe": _sha256(Path(__file__)),
+        "installenv": builder.builder_digest(),
         "packages": {p.name: p.sha256 for p in packages},
         "host": dict(host),
         "cmdline": cmdline,
@@ -664,17 +596,15 @@ def _cached(directory: Path) -> OsImage | None:
 def build_os_image(cache_dir: Path, *, extra_cmdline: str = "") -> OsImage:
     """Build the test OS image into cache_dir, or return the cached one built from the same inputs.
 
-    The key covers this recipe, the Debian packages' digests, the host tools' versions and the
-    command line, so a rerun is fast and a changed input rebuilds. Needs root (mknod
-    /dev/console) and apt lists that know the packages; downloads go into cache_dir/debs.
+    The key covers this recipe and installenv's, the Debian packages' digests, the host tools'
+    versions and the command line, so a rerun is fast and a changed input rebuilds. Needs apt
+    lists that know the packages (no root); downloads go into cache_dir/debs.
     """
     tools = _host_tools()
-    if os.geteuid() != 0:
-        raise MissingPrerequisite("building the test OS image needs root (mknod /dev/console)")
     cmdline = f"{BASE_CMDLINE} {extra_cmdline}".strip()
     cache_dir.mkdir(parents=True, exist_ok=True)
     with _locked(cache_dir):
-        packages = _resolve_packages(tools, cache_dir)
+        packages = _resolve_packages(cache_dir)
         key = _cache_key(packages, _host_versions(tools), cmdline)
         final = cache_dir / "images" / key
         cached = _cached(final)
@@ -682,27 +612,22 @@ def build_os_image(cache_dir: Path, *, extra_cmdline: str = "") -> OsImage:
             _prune(cache_dir, packages, final)
             return cached
         started = time.monotonic()
-        trees = {
-            p.name: _unpack(tools, cache_dir, p, _fetch_deb(tools, cache_dir, p)) for p in packages
-        }
-        kernel_tree = trees[packages[0].name]
-        (vmlinuz,) = (kernel_tree / "boot").glob("vmlinuz-*")
-        release = vmlinuz.name.removeprefix("vmlinuz-")
-
         work = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".build-"))
         try:
-            staging = work / "initramfs"
-            _stage_initramfs(staging, trees["busybox-static"] / "bin/busybox", kernel_tree, release)
+            root = work / "root"
+            _fetch(cache_dir, packages, root)
+            (vmlinuz,) = (root / "boot").glob("vmlinuz-*")
+            release = vmlinuz.name.removeprefix("vmlinuz-")
             initrd = work / "initrd.img"
-            initrd.write_bytes(_cpio_gz(tools, staging))
+            _write_initrd(root, release, initrd)
             raw = _make_disk(
                 tools,
                 work,
                 kernel=vmlinuz,
                 initrd=initrd,
-                syslinux=trees["syslinux"] / "usr/bin/syslinux",
-                mbr=trees["syslinux-common"] / "usr/lib/syslinux/mbr/mbr.bin",
-                bootx64=trees["systemd-boot-efi"] / "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+                syslinux=root / "usr/bin/syslinux",
+                mbr=root / "usr/lib/syslinux/mbr/mbr.bin",
+                bootx64=root / "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
                 cmdline=cmdline,
             )
             out = work / "out"

@@ -56,7 +56,12 @@ def test_the_script_never_ends_without_a_rescue_shell() -> None:
 
 @pytest.mark.parametrize("name", SHELLS)
 def test_scripts_parse_in_real_shells(name: str, tmp_path: Path) -> None:
-    for script in (init.render_init(init.InitConfig(MODULES)), init.render_udhcpc_script()):
+    scripts = (
+        init.render_init(init.InitConfig(MODULES)),
+        init.render_udhcpc_script(),
+        init.render_udhcpc_script(lease_file="/run/lease"),
+    )
+    for script in scripts:
         path = tmp_path / "script"
         path.write_text(script)
         subprocess.run([*shell(name), "-n", str(path)], check=True)
@@ -187,3 +192,30 @@ def test_udhcpc_hook_configures_address_routes_and_dns(tmp_path: Path) -> None:
     log.unlink()
     subprocess.run([str(hook), "deconfig"], env=env, check=True)
     assert log.read_text().splitlines() == ["ip -4 addr flush dev eth0", "ip link set eth0 up"]
+
+
+def test_udhcpc_hook_leaves_the_lease_for_a_script_to_source(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ip").write_text("#!/bin/sh\n")
+    (bin_dir / "ip").chmod(0o755)
+    lease = tmp_path / "the lease"
+    hook = tmp_path / "default.script"
+    hook.write_text(init.render_udhcpc_script(lease_file=str(lease)))
+    hook.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "RESOLV_CONF": str(tmp_path / "resolv.conf"),
+        "interface": "eth0",
+        "ip": "192.0.2.10",
+        "mask": "24",
+        "serverid": "192.0.2.1",
+        "staticroutes": "198.51.100.0/24 192.0.2.2",
+    }
+    subprocess.run([str(hook), "deconfig"], env=env, check=True)
+    assert not lease.exists()
+    subprocess.run([str(hook), "bound"], env=env, check=True)
+    sourced = run_sh(f'. "{lease}"; echo "$LEASE_IP $LEASE_SERVER"', {})
+    assert sourced.strip() == "192.0.2.10 192.0.2.1"
+    assert str(lease) not in init.render_udhcpc_script()

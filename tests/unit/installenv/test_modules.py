@@ -144,3 +144,17 @@ def test_order_is_the_closure_with_dependencies_first(
     position = {name: index for index, name in enumerate(order)}
     for name in order:
         assert all(position[dep] < position[name] for dep in graph[name].depends)
+
+
+def test_resolve_tree_reads_an_unpacked_modules_directory(tmp_path: Path) -> None:
+    release = tmp_path / "lib/modules/6.1.0-1-cloud-amd64"
+    drivers = release / "kernel/drivers"
+    drivers.mkdir(parents=True)
+    (drivers / "virtio_blk.ko").write_bytes(make_elf({".modinfo": b"depends=virtio\0"}))
+    (drivers / "virtio.ko").write_bytes(make_elf({".modinfo": b""}))
+    (release / "modules.builtin").write_text("kernel/drivers/nvme/host/nvme.ko\n")
+    resolution, files = modules.resolve_tree(release, ["virtio_blk", "nvme", "ahci"])
+    assert resolution.order == ("virtio", "virtio_blk")
+    assert resolution.builtin == ("nvme",)
+    assert resolution.missing == ("ahci",)
+    assert files == {"virtio": drivers / "virtio.ko", "virtio_blk": drivers / "virtio_blk.ko"}
