@@ -4,8 +4,8 @@ Every prefix metalflow knows is one `ipam_blocks` row: the provider's pools, the
 them for a project, a project's reservations, the addresses assigned to machines, and released
 blocks in quarantine. A block's children never overlap one another; on PostgreSQL the database
 itself refuses it (migration 0008: an exclusion constraint, GiST over `cidr` with `inet_ops`
-and btree_gist for the parent), so two processes allocating at once cannot both win, whatever
-the service above does; SQLite serialises writers.
+and btree_gist for the parent, checked at commit), so two processes allocating at once cannot
+both win, whatever the service above does; SQLite serialises writers.
 
 The free space inside a block that hands out children is kept as `ipam_free_blocks` rows, one per
 free aligned block (buddy-style), so that an allocation reads and writes a number of rows bounded

@@ -92,11 +92,13 @@ def upgrade() -> None:
     )
     if op.get_bind().dialect.name == "postgresql":
         # btree_gist gives GiST the `=` on text that the parent needs; it is a trusted extension,
-        # so the database's owner may create it without being a superuser.
+        # so the database's owner may create it without being a superuser. Checked at commit:
+        # a new prefix over existing ones is inserted before they move under it.
         op.execute("CREATE EXTENSION IF NOT EXISTS btree_gist")
         op.execute(
             f"ALTER TABLE ipam_blocks ADD CONSTRAINT {DISJOINT} EXCLUDE USING gist"
             " ((COALESCE(parent_id, '')) WITH =, cidr inet_ops WITH &&)"
+            " DEFERRABLE INITIALLY DEFERRED"
         )
 
 
