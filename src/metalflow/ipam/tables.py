@@ -96,9 +96,9 @@ class IpBlock(Base):
     status: Mapped[str] = mapped_column(String(16))
     project_id: Mapped[str | None] = mapped_column(String(32))
     """The owning project; None for the provider's own space."""
-    machine_id: Mapped[str | None] = mapped_column(
-        ForeignKey("machines.id", ondelete="SET NULL"), index=True
-    )
+    machine_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    """The machine an assignment is given to. No foreign key: ipam sits beside inventory, not
+    above it; removing a machine releases its assignments through the service."""
     metro: Mapped[str | None] = mapped_column(String(64))
     provisioning: Mapped[bool] = mapped_column(default=False)
     """The provisioning network's DHCP reservations are allocated from this pool."""

@@ -55,12 +55,6 @@ def upgrade() -> None:
             name=op.f("fk_ipam_blocks_parent_id_ipam_blocks"),
             ondelete="RESTRICT",
         ),
-        sa.ForeignKeyConstraint(
-            ["machine_id"],
-            ["machines.id"],
-            name=op.f("fk_ipam_blocks_machine_id_machines"),
-            ondelete="SET NULL",
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ipam_blocks")),
     )
     op.create_index("ix_ipam_blocks_parent_first", "ipam_blocks", ["parent_id", "family", "first"])
