@@ -22,6 +22,7 @@ from metalflow.boot import router as boot_router
 from metalflow.boot.dhcp import router as dhcp_router
 from metalflow.config import ALL_ROLES, Role
 from metalflow.inventory import router as machines
+from metalflow.ipam import router as ipam_router
 from metalflow.metadata import router as metadata_router
 from metalflow.power import router as power_router
 from metalflow.services import Reader, Services, ServicesDep, authenticate
@@ -82,6 +83,7 @@ def create_app(
             apply_router.router,
             dhcp_router.router,
             power_router.router,
+            ipam_router.router,
         ):
             api.include_router(router)
         app.include_router(api)

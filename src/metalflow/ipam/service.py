@@ -452,15 +452,12 @@ def delete_prefix(session: Session, block_id: str) -> None:
 
 
 def get(session: Session, id_or_cidr: str) -> IpBlock:
-    """A block by id, or a root or pool by its CIDR."""
+    """A block by id, or by its CIDR: where a child has its parent's CIDR, the child."""
     found = session.get(IpBlock, id_or_cidr)
     if found is None and "/" in id_or_cidr:
-        found = session.scalar(
-            select(IpBlock)
-            .where(IpBlock.cidr == id_or_cidr, IpBlock.status == Status.POOL.value)
-            .order_by(IpBlock.prefixlen)
-            .limit(1)
-        )
+        matches = list(session.scalars(select(IpBlock).where(IpBlock.cidr == id_or_cidr)))
+        parents = {match.parent_id for match in matches}
+        found = next((match for match in matches if match.id not in parents), None)
     if found is None:
         raise NotFound(
             f"no prefix {id_or_cidr!r}: list them with `metalflow ipam prefix list`", field="id"
@@ -497,3 +494,27 @@ def children(session: Session, block: IpBlock) -> list[IpBlock]:
             select(IpBlock).where(IpBlock.parent_id == block.id).order_by(IpBlock.first)
         )
     )
+
+
+def list_prefixes(
+    session: Session,
+    *,
+    family: int | None = None,
+    kind: Kind | None = None,
+    status: Status | None = None,
+    metro: str | None = None,
+    project_id: str | None = None,
+    parent_id: str | None = None,
+) -> list[IpBlock]:
+    query = select(IpBlock)
+    for column, value in (
+        (IpBlock.family, family),
+        (IpBlock.kind, None if kind is None else kind.value),
+        (IpBlock.status, None if status is None else status.value),
+        (IpBlock.metro, metro),
+        (IpBlock.project_id, project_id),
+        (IpBlock.parent_id, parent_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    return list(session.scalars(query.order_by(IpBlock.family, IpBlock.first, IpBlock.prefixlen)))
