@@ -11,6 +11,7 @@ sizes, not sign-ins): neither fit, and a sliding window is a deque per key.
 
 from __future__ import annotations
 
+import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class PasswordCheck:
 class Passwords:
     def __init__(self, hasher: PasswordHasher | None = None) -> None:
         self.hasher = hasher or PasswordHasher()
+        self._stand_in: str | None = None
 
     def hash(self, password: str) -> str:
         return self.hasher.hash(check_password(password))
@@ -64,6 +66,14 @@ class Passwords:
         if self.hasher.check_needs_rehash(stored_hash):
             return PasswordCheck(True, self.hasher.hash(password))
         return PasswordCheck(True)
+
+    def verify_absent(self, password: str) -> PasswordCheck:
+        """Not ok, at the cost of a real verify: a sign-in as an unknown account (or one without
+        a password) takes as long as a wrong password, so timing does not tell which exist."""
+        if self._stand_in is None:
+            self._stand_in = self.hasher.hash(secrets.token_urlsafe(32))
+        self.verify(self._stand_in, password)
+        return PasswordCheck(False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,6 +241,7 @@ def verify_password(
     hasher = passwords or Passwords()
     user = find_user(session, email)
     if user is None or user.password_hash is None:
+        hasher.verify_absent(password)
         return None
     check = hasher.verify(user.password_hash, password)
     if not check.ok:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytest
 from argon2 import PasswordHasher
 from hypothesis import given, settings
@@ -42,6 +44,20 @@ def test_a_corrupt_hash_or_overlong_password_is_refused_quietly() -> None:
     passwords = Passwords(FAST)
     assert not passwords.verify("not a hash", PASSWORD).ok
     assert not passwords.verify(passwords.hash(PASSWORD), "x" * 5000).ok
+
+
+def test_an_absent_account_costs_a_real_verify_and_never_passes() -> None:
+    calls: list[str] = []
+
+    class CountingHasher(PasswordHasher):
+        def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+            calls.append("verify")
+            return super().verify(hash, password)
+
+    passwords = Passwords(CountingHasher(time_cost=1, memory_cost=8, parallelism=1))
+    assert not passwords.verify_absent(PASSWORD).ok
+    assert not passwords.verify_absent("").ok
+    assert calls == ["verify", "verify"]
 
 
 @pytest.mark.parametrize(("password", "words"), [("short", "too short"), ("x" * 2000, "too long")])

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from metalflow.tenancy import auth
 from metalflow.tenancy.policy import (
     ROLE_ORDER,
     Action,
@@ -20,6 +21,7 @@ from metalflow.tenancy.policy import (
     ProjectRole,
     decide,
 )
+from metalflow.tenancy.tokens import BootClaim
 
 OWN, OTHER = "p-own", "p-other"
 ORG = "o-own"
@@ -248,3 +250,38 @@ def test_adding_an_org_role_never_removes_a_permission(
     more = dataclasses.replace(principal, org_roles={**principal.org_roles, org: added})
     if decide(principal, action, where).allowed:
         assert decide(more, action, where).allowed
+
+
+BOOT_CLAIM = BootClaim(MACHINE, "w1", start=1, issued_ms=0, expires=0)
+AUTH_PRINCIPALS = {
+    "admin token": (
+        auth.Principal(auth.Role.ADMIN, "admin"),
+        Principal(PrincipalKind.PROVIDER, "admin"),
+    ),
+    "agent token": (
+        auth.Principal(auth.Role.AGENT, "agent:m-own", MACHINE),
+        PRINCIPALS["agent"],
+    ),
+    "boot token": (
+        auth.Principal(
+            auth.Role.AGENT, "agent:m-own", MACHINE, boot=BootClaim(MACHINE, "w", 1, 0, 0)
+        ),
+        PRINCIPALS["agent with a boot token"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", AUTH_PRINCIPALS)
+@pytest.mark.parametrize("action", list(auth.Action))
+@pytest.mark.parametrize("machine", [None, MACHINE, OTHER_MACHINE])
+def test_todays_authorize_is_expressed_by_decide(
+    name: str, action: auth.Action, machine: str | None
+) -> None:
+    today, principal = AUTH_PRINCIPALS[name]
+    try:
+        auth.authorize(today, action, machine_id=machine)
+        allowed_today = True
+    except auth.Forbidden:
+        allowed_today = False
+    decision = decide(principal, Action(action.value), None, resource_machine=machine)
+    assert decision.allowed == allowed_today, decision.reason
