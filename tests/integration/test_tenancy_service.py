@@ -183,6 +183,16 @@ def test_key_create_authenticate_revoke(db: Database, acme: dict[str, str]) -> N
     with db.read() as session:
         key = service.list_keys(session, user_id=acme["ada"])[0]
         assert (key.last_used_at, key.last_used_address) == (later, "198.51.100.7")
+    soon = later + dt.timedelta(seconds=10)
+    with db.write() as session:
+        assert service.authenticate_key(session, created.secret, "198.51.100.7", soon)
+    with db.read() as session:
+        assert service.list_keys(session, user_id=acme["ada"])[0].last_used_at == later
+    with db.write() as session:
+        assert service.authenticate_key(session, created.secret, "203.0.113.9", soon)
+    with db.read() as session:
+        key = service.list_keys(session, user_id=acme["ada"])[0]
+        assert (key.last_used_at, key.last_used_address) == (soon, "203.0.113.9")
 
     with db.write() as session:
         service.revoke_key(session, key_id, later)

@@ -41,6 +41,7 @@ REDACTED = "[redacted]"
 SECRET_WORDS = ("password", "secret", "token", "hash", "credential")
 """A summary field whose name holds one of these is stored as REDACTED."""
 AUDIT_PAGE = 100
+LAST_USE_RESOLUTION = dt.timedelta(minutes=1)
 
 
 def _new_id() -> str:
@@ -524,7 +525,8 @@ def authenticate_key(
     """Who the key acts for, or None when it is malformed, unknown, revoked or expired.
 
     A malformed key or a bad checksum is refused without a lookup (`keys.parse_key`). A key
-    that passes has its last use recorded.
+    that passes has its last use recorded (within LAST_USE_RESOLUTION, from the same address,
+    the row is left alone: a busy client does not write once per request). Call it in a write.
     """
     if keys.parse_key(secret).problem is not None:
         return None
@@ -533,9 +535,11 @@ def authenticate_key(
         return None
     if key.expires_at is not None and key.expires_at <= now:
         return None
-    key.last_used_at = now
-    key.last_used_address = address
-    session.flush()
+    stale = key.last_used_at is None or now - key.last_used_at >= LAST_USE_RESOLUTION
+    if stale or key.last_used_address != address:
+        key.last_used_at = now
+        key.last_used_address = address
+        session.flush()
     return KeyIdentity(
         key.id, key.name, KeyKind(key.kind), key.read_only, key.user_id, key.project_id
     )
