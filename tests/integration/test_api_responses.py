@@ -200,6 +200,7 @@ def exercise(call: Caller, live: LiveServer) -> None:
             boot(method, "/boot/install/initrd.img", 200)
     call("GET", "/api/v1/events", 200, params={"limit": 50})
     exercise_ipam(call)
+    call("GET", "/api/v1/whoami", 200)
     call("DELETE", "/api/v1/machines/{name}", 204, path={"name": "bmc1"})
     call("DELETE", "/api/v1/templates/{name}", 204, path={"name": "ubuntu"})
 

@@ -27,6 +27,7 @@ from metalflow.metadata import router as metadata_router
 from metalflow.power import router as power_router
 from metalflow.services import Reader, Services, ServicesDep, authenticate
 from metalflow.templates import router as templates
+from metalflow.tenancy import router as tenancy_router
 from metalflow.workflows import agent_router, provision_router
 from metalflow.workflows import router as workflows
 
@@ -84,6 +85,7 @@ def create_app(
             dhcp_router.router,
             power_router.router,
             ipam_router.router,
+            tenancy_router.router,
         ):
             api.include_router(router)
         app.include_router(api)
