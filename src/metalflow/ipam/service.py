@@ -1,12 +1,14 @@
 """Prefixes and allocations on the tables: the allocation core decides, this module reads and
 writes the few rows it names.
 
-Race-free by construction: every change to a block's children first takes that block's row lock
-(`SELECT ... FOR UPDATE` on PostgreSQL; SQLite serialises writers), always top-down (a pool before
-a block carved from it), so two processes never split the same free block and never deadlock.
-The lock is what makes concurrent allocations succeed one after the other rather than fail; the
-exclusion constraint of migration 0008 is the proof: an overlapping child is refused by the
-database itself, whichever code path writes it.
+Race-free by construction, and concurrent: an allocation claims the free block it splits with
+`SELECT ... FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite serialises writers), so concurrent
+allocators from one pool take different free blocks instead of queueing on the pool; every other
+reader of free blocks (a release merging buddies, a prefix carved over them) locks the rows it
+reads, so a block claimed by an allocation is never merged or carved twice. Changes to a block's
+own children other than allocation (nesting a new prefix, deleting, releasing) take the block's
+row lock, top-down. The exclusion constraint of migration 0008 is the proof: an overlapping child
+is refused by the database itself, whichever code path writes it.
 """
 
 from __future__ import annotations
@@ -100,12 +102,15 @@ def _add_free(session: Session, holder: IpBlock, network: Network) -> None:
 
 
 def _free_row(session: Session, holder: IpBlock, network: Network) -> FreeBlock | None:
+    """The free block `network`, locked, if it is free (and not being claimed)."""
     return session.scalar(
-        select(FreeBlock).where(
+        select(FreeBlock)
+        .where(
             FreeBlock.block_id == holder.id,
             FreeBlock.prefixlen == network.prefixlen,
             FreeBlock.first == address_key(network.network_address),
         )
+        .with_for_update()
     )
 
 
@@ -120,6 +125,7 @@ def _free_row_containing(session: Session, holder: IpBlock, network: Network) ->
         )
         .order_by(FreeBlock.first.desc())
         .limit(1)
+        .with_for_update()
     )
     if row is None or not allocator.inside(network, network_of(row)):
         return None
@@ -264,7 +270,9 @@ def allocate(
 ) -> IpBlock:
     """A child of the holder (a pool or reservation): the first free /prefixlen by `strategy`,
     or the given block `at`."""
-    holder = lock_block(session, holder_id)
+    holder = session.get(IpBlock, holder_id)
+    if holder is None:
+        raise NotFound(f"prefix {holder_id} does not exist", field="prefix")
     if holder.status not in HOLDS_CHILDREN:
         raise Invalid(
             f"{holder.cidr} is a {holder.status}, which hands out no addresses: allocate from a"
@@ -288,13 +296,7 @@ def allocate(
                     f" {parent_network.prefixlen}..{parent_network.max_prefixlen}",
                     field="prefixlen",
                 )
-            candidate = _candidate(session, holder, prefixlen, strategy)
-            if candidate is None:
-                figures = stats(session, holder)
-                raise allocator.Exhausted(
-                    parent_network, prefixlen, figures.utilisation, figures.largest_free_prefixlen
-                )
-            source = candidate
+            source = _claim(session, holder, prefixlen, strategy)
             split = allocator.carve(network_of(source), prefixlen)
     session.delete(source)
     session.flush()
@@ -331,10 +333,34 @@ def _source_for(
     )
 
 
+CLAIM_TRIES = 5
+
+
+def _claim(session: Session, holder: IpBlock, prefixlen: int, strategy: Strategy) -> FreeBlock:
+    """The free block the allocation splits, locked; Exhausted only when the free space says so.
+
+    A claim skips blocks other allocations hold; when it finds none it waits for them once, and
+    when that comes back empty too (a block it waited for was taken), it asks the free space
+    whether anything of the size is left before it says the pool is full.
+    """
+    for _ in range(CLAIM_TRIES):
+        found = _candidate(session, holder, prefixlen, strategy, skip_locked=True)
+        found = found or _candidate(session, holder, prefixlen, strategy, skip_locked=False)
+        if found is not None:
+            return found
+        figures = stats(session, holder)
+        largest = figures.largest_free_prefixlen
+        if largest is None or largest > prefixlen:
+            raise allocator.Exhausted(network_of(holder), prefixlen, figures.utilisation, largest)
+    raise Conflict(
+        f"{holder.cidr} is too busy to hand out a /{prefixlen} just now: retry", field="prefix"
+    )
+
+
 def _candidate(
-    session: Session, holder: IpBlock, prefixlen: int, strategy: Strategy
+    session: Session, holder: IpBlock, prefixlen: int, strategy: Strategy, *, skip_locked: bool
 ) -> FreeBlock | None:
-    """The free block the allocation splits, in `allocator.candidate_order`: one indexed query.
+    """The first free block in `allocator.candidate_order`: one indexed query.
 
     Best-fit reads the (prefixlen, first) index backwards and stops at its first row. First-fit
     walks the free blocks by address and skips those too small for the request: with requests of
@@ -350,6 +376,7 @@ def _candidate(
         .where(FreeBlock.block_id == holder.id, FreeBlock.prefixlen <= prefixlen)
         .order_by(*order)
         .limit(1)
+        .with_for_update(skip_locked=skip_locked)
     )
 
 
