@@ -257,16 +257,17 @@ class AllocatorAgainstASetOfBlocks(RuleBasedStateMachine):
     """FreeIndex against a naive model: the set of allocated blocks, checked by brute force."""
 
     allocated = Bundle("allocated")
+    parent: Network = V4_PARENT
 
     def __init__(self) -> None:
         super().__init__()
-        self.index = FreeIndex(V4_PARENT)
+        self.index = FreeIndex(self.parent)
         self.model: set[Network] = set()
 
     @rule(target=allocated, offset=size_offsets, strategy=strategies)
     def allocate(self, offset: int, strategy: Strategy) -> Network | None:
-        prefixlen = V4_PARENT.prefixlen + offset
-        lowest = lowest_free(V4_PARENT, list(self.model), prefixlen)
+        prefixlen = self.parent.prefixlen + offset
+        lowest = lowest_free(self.parent, list(self.model), prefixlen)
         if lowest is None:
             with pytest.raises(Exhausted):
                 self.index.allocate(prefixlen, strategy)
@@ -280,7 +281,7 @@ class AllocatorAgainstASetOfBlocks(RuleBasedStateMachine):
 
     @rule(target=allocated, offset=size_offsets, pick=st.integers(0, 255))
     def allocate_block(self, offset: int, pick: int) -> Network | None:
-        candidates = aligned_blocks(V4_PARENT, V4_PARENT.prefixlen + offset)
+        candidates = aligned_blocks(self.parent, self.parent.prefixlen + offset)
         block = candidates[pick % len(candidates)]
         taken = [other for other in self.model if overlaps(block, other)]
         if taken:
@@ -307,10 +308,15 @@ class AllocatorAgainstASetOfBlocks(RuleBasedStateMachine):
         assert_partition(self.index)
 
 
-TestAllocatorAgainstASetOfBlocks = AllocatorAgainstASetOfBlocks.TestCase
-TestAllocatorAgainstASetOfBlocks.settings = settings(
-    max_examples=100, stateful_step_count=30, deadline=None
-)
+class V6AllocatorAgainstASetOfBlocks(AllocatorAgainstASetOfBlocks):
+    parent = V6_PARENT
+
+
+stateful_settings = settings(max_examples=100, stateful_step_count=30, deadline=None)
+TestV4AllocatorAgainstASetOfBlocks = AllocatorAgainstASetOfBlocks.TestCase
+TestV4AllocatorAgainstASetOfBlocks.settings = stateful_settings
+TestV6AllocatorAgainstASetOfBlocks = V6AllocatorAgainstASetOfBlocks.TestCase
+TestV6AllocatorAgainstASetOfBlocks.settings = stateful_settings
 
 
 def test_exhausted_names_the_size_the_parent_and_the_utilisation() -> None:
