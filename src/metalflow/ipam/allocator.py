@@ -156,7 +156,9 @@ def carve(free_block: Network, prefixlen: int, at: Network | None = None) -> Car
         )
     if at is None:
         at = network_at(free_block, int(free_block.network_address), prefixlen)
-    elif at.prefixlen != prefixlen or at.version != free_block.version:
+    elif at.version != free_block.version:
+        raise family_mismatch(at, free_block)
+    elif at.prefixlen != prefixlen:
         raise InvalidBlock(f"{at} is no /{prefixlen}: use a /{prefixlen}", field="network")
     elif not inside(at, free_block):
         raise InvalidBlock(f"{at} is outside {free_block}: use a block inside it", field="network")
@@ -207,8 +209,12 @@ def parse_block(text: str, *, field: str = "network") -> Network:
     raise InvalidBlock(f"{text} has host bits set: use {meant}", field=field)
 
 
-def family_name(version: int) -> str:
-    return f"IPv{version}"
+def family_mismatch(block: Network, parent: Network) -> InvalidBlock:
+    return InvalidBlock(
+        f"{block} is IPv{block.version} but the parent {parent} is IPv{parent.version}: "
+        f"use an IPv{parent.version} block",
+        field="network",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,12 +382,7 @@ class FreeIndex:
     def _check_block(self, block: Network | str) -> Network:
         network = parse_block(block) if isinstance(block, str) else block
         if network.version != self.parent.version:
-            raise InvalidBlock(
-                f"{network} is {family_name(network.version)} but the parent {self.parent} is "
-                f"{family_name(self.parent.version)}: use an {family_name(self.parent.version)} "
-                "block",
-                field="network",
-            )
+            raise family_mismatch(network, self.parent)
         if not inside(network, self.parent):
             raise InvalidBlock(
                 f"{network} is outside the parent {self.parent}: use a block inside it",

@@ -406,11 +406,13 @@ def test_releasing_what_was_not_allocated_is_refused() -> None:
         index.release("192.0.2.64/26")
 
 
-def test_carve_refuses_a_wanted_block_of_another_size_or_place() -> None:
+def test_carve_refuses_a_wanted_block_of_another_size_family_or_place() -> None:
     free_block = ipaddress.ip_network("10.0.0.0/24")
     with pytest.raises(InvalidSize, match=r"^prefixlen 23 does not fit in 10\.0\.0\.0/24"):
         carve(free_block, 23)
     with pytest.raises(InvalidBlock, match=r"^10\.0\.0\.0/28 is no /29: use a /29$"):
         carve(free_block, 29, at=ipaddress.ip_network("10.0.0.0/28"))
+    with pytest.raises(InvalidBlock, match=r"^2001:db8::/29 is IPv6 but the parent 10\.0\.0\.0/24"):
+        carve(free_block, 29, at=ipaddress.ip_network("2001:db8::/29"))
     with pytest.raises(InvalidBlock, match=r"^10\.0\.1\.0/29 is outside 10\.0\.0\.0/24"):
         carve(free_block, 29, at=ipaddress.ip_network("10.0.1.0/29"))
