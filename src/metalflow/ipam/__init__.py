@@ -1,1 +1,1 @@
-"""IP address management: prefixes, allocation, reservations and assignments (v4 and v6)."""
+"""Service-provider IPAM: prefixes, the free-block allocator, reservations and assignments (v4, v6)."""
