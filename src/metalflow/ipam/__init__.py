@@ -1,1 +1,1 @@
-"""Service-provider IPAM: prefixes, the free-block allocator, reservations and assignments (v4, v6)."""
+"""Service-provider IPAM: prefixes, the free-block allocator, reservations, assignments."""
