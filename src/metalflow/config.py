@@ -66,10 +66,15 @@ class Settings(BaseSettings):
         default=ALL_ROLES,
         description="what this process runs, comma-separated: api (/api/v1), boot (DHCP, TFTP,"
         " RA, /boot), metadata (its port, on the API port), controller (timeout sweeps, event"
-        " pruning), power (power jobs, BMC sync)",
+        " pruning, IP quarantine), power (power jobs, BMC sync)",
     )
     controller_interval: float = Field(
         default=1.0, gt=0, description="seconds between timeout and retry sweeps"
+    )
+    ipam_quarantine_seconds: float = Field(
+        default=3600,
+        ge=0,
+        description="released IP blocks wait this long before they are handed out again",
     )
 
     interface: str | None = Field(

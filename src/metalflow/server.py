@@ -29,6 +29,7 @@ from metalflow.events import Event, EventBus, PostgresRelay, load_events, persis
 from metalflow.index.store import IndexRefresher
 from metalflow.index.views import MachineIndex
 from metalflow.inventory.discovery import DiscoveryGate, Rate
+from metalflow.ipam.sweeper import run_quarantine_sweeps
 from metalflow.metadata.router import MetadataGate
 from metalflow.metadata.service import MetadataService
 from metalflow.metadata.wire import MetadataServer
@@ -171,6 +172,7 @@ class Workers:
                     )
                 )
             )
+            self._tasks.append(asyncio.create_task(run_quarantine_sweeps(services.db)))
 
     def _listen(self, listener: Callable[[Event], None]) -> None:
         self.services.bus.listeners.append(listener)

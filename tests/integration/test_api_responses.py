@@ -199,8 +199,22 @@ def exercise(call: Caller, live: LiveServer) -> None:
             boot(method, "/boot/install/vmlinuz", 200)
             boot(method, "/boot/install/initrd.img", 200)
     call("GET", "/api/v1/events", 200, params={"limit": 50})
+    exercise_ipam(call)
+    call("GET", "/api/v1/whoami", 200)
     call("DELETE", "/api/v1/machines/{name}", 204, path={"name": "bmc1"})
     call("DELETE", "/api/v1/templates/{name}", 204, path={"name": "ubuntu"})
+
+
+def exercise_ipam(call: Caller) -> None:
+    pool = {"cidr": "198.18.0.0/24", "kind": "public", "metro": "am", "tags": ["edge"]}
+    created = call("POST", "/api/v1/ipam/prefixes", 201, json=pool).json()
+    ref = {"ref": created["id"]}
+    call("GET", "/api/v1/ipam/prefixes", 200, params={"family": 4})
+    call("GET", "/api/v1/ipam/prefixes/{ref}", 200, path={"ref": "198.18.0.0/24"})
+    wanted = {"prefixlen": 31, "status": "assignment"}
+    given = call("POST", "/api/v1/ipam/prefixes/{ref}/allocations", 201, path=ref, json=wanted)
+    call("GET", "/api/v1/ipam/prefixes/{ref}/usage", 200, path=ref)
+    call("DELETE", "/api/v1/ipam/prefixes/{ref}", 204, path={"ref": given.json()["id"]})
 
 
 def problems_of(sample: Sample, operation: dict[str, Any], components: dict[str, Any]) -> list[str]:

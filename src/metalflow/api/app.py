@@ -22,10 +22,12 @@ from metalflow.boot import router as boot_router
 from metalflow.boot.dhcp import router as dhcp_router
 from metalflow.config import ALL_ROLES, Role
 from metalflow.inventory import router as machines
+from metalflow.ipam import router as ipam_router
 from metalflow.metadata import router as metadata_router
 from metalflow.power import router as power_router
 from metalflow.services import Reader, Services, ServicesDep, authenticate
 from metalflow.templates import router as templates
+from metalflow.tenancy import router as tenancy_router
 from metalflow.workflows import agent_router, provision_router
 from metalflow.workflows import router as workflows
 
@@ -82,6 +84,8 @@ def create_app(
             apply_router.router,
             dhcp_router.router,
             power_router.router,
+            ipam_router.router,
+            tenancy_router.router,
         ):
             api.include_router(router)
         app.include_router(api)

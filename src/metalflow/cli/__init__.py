@@ -13,6 +13,7 @@ from metalflow.cli import (
     apply,
     dhcp,
     installenv,
+    ipam,
     lifecycle,
     machine,
     power,
@@ -52,6 +53,7 @@ app.add_typer(dhcp.app, name="dhcp")
 app.add_typer(installenv.app, name="installenv")
 app.add_typer(power.power_app, name="power")
 app.add_typer(power.bmc_app, name="bmc")
+app.add_typer(ipam.app, name="ipam")
 app.command("up")(up.up)
 app.command("apply")(apply.apply)
 app.command("provision")(lifecycle.provision)

@@ -20,6 +20,7 @@ def target_metadata() -> MetaData:
     from metalflow.boot.dhcp import tables as _dhcp  # noqa: F401
     from metalflow.db.base import Base
     from metalflow.inventory import tables as _inventory  # noqa: F401
+    from metalflow.ipam import tables as _ipam  # noqa: F401
     from metalflow.power import tables as _power  # noqa: F401
     from metalflow.templates import tables as _templates  # noqa: F401
     from metalflow.tenancy import tables as _tenancy  # noqa: F401

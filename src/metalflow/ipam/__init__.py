@@ -1,1 +1,1 @@
-"""Service-provider IPAM: prefixes, the free-block allocator, block layouts (v4 and v6)."""
+"""Service-provider IPAM: prefixes, the free-block allocator, reservations, assignments."""

@@ -1,0 +1,547 @@
+"""Prefixes and allocations on the tables: the allocation core decides, this module reads and
+writes the few rows it names.
+
+Race-free by construction, and concurrent: an allocation claims the free block it splits with
+`SELECT ... FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite serialises writers), so concurrent
+allocators from one pool take different free blocks instead of queueing on the pool; every other
+reader of free blocks (a release merging buddies, a prefix carved over them) locks the rows it
+reads, so a block claimed by an allocation is never merged or carved twice. Changes to a block's
+own children other than allocation (nesting a new prefix, deleting, releasing) take the block's
+row lock, top-down. The exclusion constraint of migration 0008 is the proof: an overlapping child
+is refused by the database itself, whichever code path writes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from metalflow.db.base import utcnow
+from metalflow.errors import Conflict, Invalid, NotFound
+from metalflow.ipam import allocator
+from metalflow.ipam.allocator import Network, Strategy
+from metalflow.ipam.tables import FreeBlock, IpBlock, Kind, Status, address_key
+
+HOLDS_CHILDREN = (Status.POOL.value, Status.RESERVATION.value)
+
+
+@dataclass(frozen=True)
+class PrefixSpec:
+    """A prefix the provider adds (a pool), or brings in for a project (`byo`: then it is that
+    project's reservation, never handed to anyone outside it and `allowed_projects`)."""
+
+    cidr: str
+    kind: Kind = Kind.PUBLIC
+    metro: str | None = None
+    project_id: str | None = None
+    tags: Sequence[str] = ()
+    description: str = ""
+    provisioning: bool = False
+    byo: bool = False
+    allowed_projects: Sequence[str] = field(default_factory=tuple)
+
+
+@contextmanager
+def _as_metalflow_errors() -> Iterator[None]:
+    """The allocation core's errors as the API's: 422 for bad blocks and sizes, 409 for space
+    that is taken or used up, 404 for releasing what is not allocated."""
+    try:
+        yield
+    except allocator.Exhausted as exc:
+        raise Conflict(exc.message, field=exc.field) from exc
+    except allocator.Overlap as exc:
+        raise Conflict(exc.message, field=exc.field) from exc
+    except allocator.NotAllocated as exc:
+        raise NotFound(exc.message, field=exc.field) from exc
+    except allocator.IpamError as exc:
+        raise Invalid(exc.message, field=exc.field) from exc
+
+
+def network_of(block: IpBlock | FreeBlock) -> Network:
+    return ipaddress.ip_network(block.cidr)
+
+
+def _span(network: Network) -> tuple[str, str]:
+    return address_key(network.network_address), address_key(network.broadcast_address)
+
+
+def _new_block(network: Network, parent: IpBlock | None, status: Status, kind: str) -> IpBlock:
+    first, last = _span(network)
+    return IpBlock(
+        id=uuid.uuid4().hex,
+        parent_id=None if parent is None else parent.id,
+        cidr=str(network),
+        family=network.version,
+        prefixlen=network.prefixlen,
+        first=first,
+        last=last,
+        kind=kind,
+        status=status.value,
+        allowed_projects=[],
+        tags=[],
+        description="",
+    )
+
+
+def _add_free(session: Session, holder: IpBlock, network: Network) -> None:
+    session.add(
+        FreeBlock(
+            block_id=holder.id,
+            cidr=str(network),
+            prefixlen=network.prefixlen,
+            first=address_key(network.network_address),
+        )
+    )
+
+
+def _free_row(session: Session, holder: IpBlock, network: Network) -> FreeBlock | None:
+    """The free block `network`, locked, if it is free (and not being claimed)."""
+    return session.scalar(
+        select(FreeBlock)
+        .where(
+            FreeBlock.block_id == holder.id,
+            FreeBlock.prefixlen == network.prefixlen,
+            FreeBlock.first == address_key(network.network_address),
+        )
+        .with_for_update()
+    )
+
+
+def _free_row_containing(session: Session, holder: IpBlock, network: Network) -> FreeBlock | None:
+    """The free block holding `network`: free blocks are disjoint, so it is the last one that
+    starts at or before it, if that one reaches far enough."""
+    row = session.scalar(
+        select(FreeBlock)
+        .where(
+            FreeBlock.block_id == holder.id,
+            FreeBlock.first <= address_key(network.network_address),
+        )
+        .order_by(FreeBlock.first.desc())
+        .limit(1)
+        .with_for_update()
+    )
+    if row is None or not allocator.inside(network, network_of(row)):
+        return None
+    return row
+
+
+def lock_block(session: Session, block_id: str) -> IpBlock:
+    """The block's row lock, the serialisation point for changes to its children."""
+    session.expire_all()
+    locked = session.scalar(select(IpBlock).where(IpBlock.id == block_id).with_for_update())
+    if locked is None:
+        raise NotFound(f"prefix {block_id} was deleted", field="prefix")
+    return locked
+
+
+def _siblings_overlapping(
+    session: Session, parent: IpBlock | None, network: Network
+) -> list[IpBlock]:
+    """Children of `parent` (or roots) that overlap `network`: those starting inside it, plus
+    the one before it if that one reaches into it (siblings are disjoint)."""
+    first, last = _span(network)
+    same_parent = IpBlock.parent_id.is_(None) if parent is None else IpBlock.parent_id == parent.id
+    scope = (same_parent, IpBlock.family == network.version)
+    inside = list(
+        session.scalars(
+            select(IpBlock).where(*scope, IpBlock.first >= first, IpBlock.first <= last)
+        )
+    )
+    before = session.scalar(
+        select(IpBlock).where(*scope, IpBlock.first < first).order_by(IpBlock.first.desc()).limit(1)
+    )
+    if before is not None and before.last >= first:
+        inside.append(before)
+    return inside
+
+
+def _containing_pool(session: Session, network: Network) -> IpBlock | None:
+    """The smallest pool that holds `network`."""
+    first, last = _span(network)
+    return session.scalar(
+        select(IpBlock)
+        .where(
+            IpBlock.family == network.version,
+            IpBlock.status == Status.POOL.value,
+            IpBlock.first <= first,
+            IpBlock.last >= last,
+            IpBlock.prefixlen < network.prefixlen,
+        )
+        .order_by(IpBlock.prefixlen.desc())
+        .limit(1)
+    )
+
+
+def _gaps(network: Network, children: Sequence[Network]) -> list[Network]:
+    """`network` minus its (disjoint) children, as maximal aligned blocks."""
+    gaps: list[Network] = []
+    cursor = int(network.network_address)
+    end = int(network.broadcast_address)
+    address = type(network.network_address)
+    for child in sorted(children, key=lambda c: int(c.network_address)):
+        if int(child.network_address) > cursor:
+            gaps += ipaddress.summarize_address_range(
+                address(cursor), address(int(child.network_address) - 1)
+            )
+        cursor = int(child.broadcast_address) + 1
+    if cursor <= end:
+        gaps += ipaddress.summarize_address_range(address(cursor), address(end))
+    return gaps
+
+
+def create_prefix(session: Session, spec: PrefixSpec) -> IpBlock:
+    """Add a prefix: inside the smallest pool that holds it, over what it contains.
+
+    Blocks it contains become its children; a block it only partly overlaps is a conflict.
+    """
+    with _as_metalflow_errors():
+        network = allocator.parse_block(spec.cidr, field="cidr")
+    parent = _containing_pool(session, network)
+    if parent is not None:
+        parent = lock_block(session, parent.id)
+    overlapping = _siblings_overlapping(session, parent, network)
+    for sibling in overlapping:
+        if sibling.cidr == str(network):
+            raise Conflict(f"prefix {network} exists already", field="cidr")
+        if not allocator.inside(network_of(sibling), network):
+            raise Conflict(
+                f"{network} overlaps {sibling.cidr} without containing it: choose a block that"
+                f" holds all of {sibling.cidr} or none of it",
+                field="cidr",
+            )
+    status = Status.RESERVATION if spec.byo else Status.POOL
+    block = _new_block(network, parent, status, spec.kind.value)
+    block.metro = spec.metro
+    block.project_id = spec.project_id
+    block.tags = list(spec.tags)
+    block.description = spec.description
+    block.provisioning = spec.provisioning
+    block.byo = spec.byo
+    block.allowed_projects = list(spec.allowed_projects)
+    session.add(block)
+    session.flush()
+    if parent is not None:
+        _take_from_free_space(session, parent, network)
+    for child in overlapping:
+        child.parent_id = block.id
+    for gap in _gaps(network, [network_of(child) for child in overlapping]):
+        _add_free(session, block, gap)
+    session.flush()
+    return block
+
+
+def _take_from_free_space(session: Session, holder: IpBlock, network: Network) -> None:
+    """Remove `network` from the holder's free space: split the free block that holds it, or
+    drop the free blocks inside it (a new pool over children takes those gaps as its own)."""
+    containing = _free_row_containing(session, holder, network)
+    if containing is not None:
+        with _as_metalflow_errors():
+            split = allocator.carve(network_of(containing), network.prefixlen, at=network)
+        session.delete(containing)
+        session.flush()
+        for free in split.remainder:
+            _add_free(session, holder, free)
+        return
+    first, last = _span(network)
+    session.execute(
+        delete(FreeBlock).where(
+            FreeBlock.block_id == holder.id, FreeBlock.first >= first, FreeBlock.first <= last
+        )
+    )
+
+
+def allocate(
+    session: Session,
+    holder_id: str,
+    *,
+    prefixlen: int | None = None,
+    at: str | None = None,
+    strategy: Strategy = Strategy.FIRST_FIT,
+    status: Status = Status.ASSIGNMENT,
+    project_id: str | None = None,
+    machine_id: str | None = None,
+) -> IpBlock:
+    """A child of the holder (a pool or reservation): the first free /prefixlen by `strategy`,
+    or the given block `at`."""
+    holder = session.get(IpBlock, holder_id)
+    if holder is None:
+        raise NotFound(f"prefix {holder_id} does not exist", field="prefix")
+    if holder.status not in HOLDS_CHILDREN:
+        raise Invalid(
+            f"{holder.cidr} is a {holder.status}, which hands out no addresses: allocate from a"
+            " pool or a reservation",
+            field="prefix",
+        )
+    parent_network = network_of(holder)
+    with _as_metalflow_errors():
+        if at is not None:
+            wanted = allocator.parse_block(at, field="cidr")
+            source = _source_for(session, holder, parent_network, wanted)
+            split = allocator.carve(network_of(source), wanted.prefixlen, at=wanted)
+        else:
+            if prefixlen is None:
+                raise allocator.InvalidSize(
+                    "give prefixlen (the size to allocate) or cidr (the block)", field="prefixlen"
+                )
+            if not parent_network.prefixlen <= prefixlen <= parent_network.max_prefixlen:
+                raise allocator.InvalidSize(
+                    f"prefixlen {prefixlen} does not fit in {parent_network}: use"
+                    f" {parent_network.prefixlen}..{parent_network.max_prefixlen}",
+                    field="prefixlen",
+                )
+            source = _claim(session, holder, prefixlen, strategy)
+            split = allocator.carve(network_of(source), prefixlen)
+    session.delete(source)
+    session.flush()
+    for free in split.remainder:
+        _add_free(session, holder, free)
+    child = _new_block(split.allocated, holder, status, holder.kind)
+    child.metro = holder.metro
+    child.project_id = project_id if project_id is not None else holder.project_id
+    child.machine_id = machine_id
+    session.add(child)
+    if status.value in HOLDS_CHILDREN:
+        session.flush()
+        _add_free(session, child, split.allocated)
+    session.flush()
+    return child
+
+
+def _source_for(
+    session: Session, holder: IpBlock, parent_network: Network, wanted: Network
+) -> FreeBlock:
+    if wanted.version != parent_network.version or not allocator.inside(wanted, parent_network):
+        raise allocator.InvalidBlock(
+            f"{wanted} is outside {parent_network}: use a block inside it", field="cidr"
+        )
+    source = _free_row_containing(session, holder, wanted)
+    if source is not None:
+        return source
+    taken = _siblings_overlapping(session, holder, wanted)
+    name = taken[0].cidr if taken else "an allocation"
+    raise allocator.Overlap(
+        f"{wanted} overlaps {name}, which is allocated: choose a free block or release that one",
+        field="cidr",
+        allocated=network_of(taken[0]) if taken else wanted,
+    )
+
+
+CLAIM_TRIES = 5
+
+
+def _claim(session: Session, holder: IpBlock, prefixlen: int, strategy: Strategy) -> FreeBlock:
+    """The free block the allocation splits, locked; Exhausted only when the free space says so.
+
+    A claim skips blocks other allocations hold; when it finds none it waits for them once, and
+    when that comes back empty too (a block it waited for was taken), it asks the free space
+    whether anything of the size is left before it says the pool is full.
+    """
+    for _ in range(CLAIM_TRIES):
+        found = _candidate(session, holder, prefixlen, strategy, skip_locked=True)
+        found = found or _candidate(session, holder, prefixlen, strategy, skip_locked=False)
+        if found is not None:
+            return found
+        figures = stats(session, holder)
+        largest = figures.largest_free_prefixlen
+        if largest is None or largest > prefixlen:
+            raise allocator.Exhausted(network_of(holder), prefixlen, figures.utilisation, largest)
+    raise Conflict(
+        f"{holder.cidr} is too busy to hand out a /{prefixlen} just now: retry", field="prefix"
+    )
+
+
+def _candidate(
+    session: Session, holder: IpBlock, prefixlen: int, strategy: Strategy, *, skip_locked: bool
+) -> FreeBlock | None:
+    """The first free block in `allocator.candidate_order`: one indexed query.
+
+    Best-fit reads the (prefixlen, first) index backwards and stops at its first row. First-fit
+    walks the free blocks by address and skips those too small for the request: with requests of
+    one size there are none, with mixed sizes it skips the small fragments below the pick.
+    """
+    columns = {"prefixlen": FreeBlock.prefixlen, "address": FreeBlock.first}
+    order = [
+        columns[term.column].desc() if term.descending else columns[term.column]
+        for term in allocator.candidate_order(strategy)
+    ]
+    return session.scalar(
+        select(FreeBlock)
+        .where(FreeBlock.block_id == holder.id, FreeBlock.prefixlen <= prefixlen)
+        .order_by(*order)
+        .limit(1)
+        .with_for_update(skip_locked=skip_locked)
+    )
+
+
+def release(
+    session: Session, block_id: str, *, quarantine: dt.timedelta, now: dt.datetime | None = None
+) -> IpBlock | None:
+    """Give a child back: into quarantine until `now + quarantine`, or free at once when the
+    quarantine is zero (then None is returned: the block is gone)."""
+    block = session.get(IpBlock, block_id)
+    if block is None or block.parent_id is None:
+        raise NotFound(f"allocation {block_id} does not exist", field="id")
+    holder = lock_block(session, block.parent_id)
+    block = session.get(IpBlock, block_id)
+    if block is None:
+        raise NotFound(f"allocation {block_id} was released", field="id")
+    if block.status == Status.QUARANTINE.value:
+        raise Conflict(f"{block.cidr} is released already (in quarantine)", field="id")
+    if block.status == Status.POOL.value:
+        raise Invalid(f"{block.cidr} is a pool: delete it as a prefix, not release it", field="id")
+    children = session.scalar(select(func.count()).where(IpBlock.parent_id == block.id))
+    if children:
+        raise Conflict(
+            f"{block.cidr} still has {children} assignment(s): unassign them first", field="id"
+        )
+    if quarantine > dt.timedelta(0):
+        block.status = Status.QUARANTINE.value
+        block.machine_id = None
+        block.quarantine_until = (now or utcnow()) + quarantine
+        session.execute(delete(FreeBlock).where(FreeBlock.block_id == block.id))
+        session.flush()
+        return block
+    _free(session, holder, block)
+    return None
+
+
+def _free(session: Session, holder: IpBlock, block: IpBlock) -> None:
+    network = network_of(block)
+    session.execute(delete(FreeBlock).where(FreeBlock.block_id == block.id))
+    session.delete(block)
+    session.flush()
+    rows: dict[Network, FreeBlock] = {}
+
+    def is_free(candidate: Network) -> bool:
+        row = _free_row(session, holder, candidate)
+        if row is not None:
+            rows[candidate] = row
+        return row is not None
+
+    merge = allocator.coalesce(network, network_of(holder), is_free)
+    for absorbed in merge.absorbed:
+        session.delete(rows[absorbed])
+    session.flush()
+    _add_free(session, holder, merge.merged)
+    session.flush()
+
+
+def sweep_quarantine(session: Session, now: dt.datetime | None = None) -> int:
+    """Return the blocks whose quarantine has passed to their parents' free space."""
+    due = list(
+        session.scalars(
+            select(IpBlock.id).where(
+                IpBlock.status == Status.QUARANTINE.value,
+                IpBlock.quarantine_until <= (now or utcnow()),
+            )
+        )
+    )
+    for block_id in due:
+        block = session.get(IpBlock, block_id)
+        if block is None or block.parent_id is None:
+            continue
+        holder = lock_block(session, block.parent_id)
+        block = session.get(IpBlock, block_id)
+        if block is not None and block.status == Status.QUARANTINE.value:
+            _free(session, holder, block)
+    return len(due)
+
+
+def delete_prefix(session: Session, block_id: str) -> None:
+    """Remove a pool that hands out nothing (its whole space is free)."""
+    block = get(session, block_id)
+    if block.status != Status.POOL.value:
+        raise Invalid(
+            f"{block.cidr} is a {block.status}: release it instead of deleting it", field="id"
+        )
+    if block.parent_id is not None:
+        holder = lock_block(session, block.parent_id)
+    block = lock_block(session, block_id)
+    children = session.scalar(select(func.count()).where(IpBlock.parent_id == block.id))
+    if children:
+        raise Conflict(
+            f"{block.cidr} still holds {children} block(s): release or delete them first",
+            field="id",
+        )
+    if block.parent_id is None:
+        session.execute(delete(FreeBlock).where(FreeBlock.block_id == block.id))
+        session.delete(block)
+        session.flush()
+        return
+    _free(session, holder, block)
+
+
+def get(session: Session, id_or_cidr: str) -> IpBlock:
+    """A block by id, or by its CIDR: where a child has its parent's CIDR, the child."""
+    found = session.get(IpBlock, id_or_cidr)
+    if found is None and "/" in id_or_cidr:
+        matches = list(session.scalars(select(IpBlock).where(IpBlock.cidr == id_or_cidr)))
+        parents = {match.parent_id for match in matches}
+        found = next((match for match in matches if match.id not in parents), None)
+    if found is None:
+        raise NotFound(
+            f"no prefix {id_or_cidr!r}: list them with `metalflow ipam prefix list`", field="id"
+        )
+    return found
+
+
+def stats(session: Session, block: IpBlock) -> allocator.PrefixStats:
+    """Counts from the free space alone (one grouped read of the free blocks)."""
+    network = network_of(block)
+    by_size = dict(
+        session.execute(
+            select(FreeBlock.prefixlen, func.count())
+            .where(FreeBlock.block_id == block.id)
+            .group_by(FreeBlock.prefixlen)
+        ).all()
+    )
+    free = sum(count << (network.max_prefixlen - plen) for plen, count in by_size.items())
+    largest = min(by_size, default=None)
+    largest_size = 0 if largest is None else 1 << (network.max_prefixlen - largest)
+    return allocator.PrefixStats(
+        total=network.num_addresses,
+        allocated=network.num_addresses - free,
+        free=free,
+        largest_free_prefixlen=largest,
+        free_blocks=sum(by_size.values()),
+        fragmentation=0.0 if free == 0 else 1 - largest_size / free,
+    )
+
+
+def children(session: Session, block: IpBlock) -> list[IpBlock]:
+    return list(
+        session.scalars(
+            select(IpBlock).where(IpBlock.parent_id == block.id).order_by(IpBlock.first)
+        )
+    )
+
+
+def list_prefixes(
+    session: Session,
+    *,
+    family: int | None = None,
+    kind: Kind | None = None,
+    status: Status | None = None,
+    metro: str | None = None,
+    project_id: str | None = None,
+    parent_id: str | None = None,
+) -> list[IpBlock]:
+    query = select(IpBlock)
+    for column, value in (
+        (IpBlock.family, family),
+        (IpBlock.kind, None if kind is None else kind.value),
+        (IpBlock.status, None if status is None else status.value),
+        (IpBlock.metro, metro),
+        (IpBlock.project_id, project_id),
+        (IpBlock.parent_id, parent_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    return list(session.scalars(query.order_by(IpBlock.family, IpBlock.first, IpBlock.prefixlen)))
