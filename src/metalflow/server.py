@@ -17,12 +17,14 @@ import uvicorn
 from anyio import to_thread
 from fastapi import FastAPI
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from starlette.types import ASGIApp
 
 from metalflow.api.app import create_app
 from metalflow.boot.errors import BootSetupError
 from metalflow.boot.runtime import BootServers, check_boot_files, plan_boot
 from metalflow.config import Role, Settings
+from metalflow.db.base import utcnow
 from metalflow.db.engine import Database
 from metalflow.db.migrate import upgrade
 from metalflow.events import Event, EventBus, PostgresRelay, load_events, persist
@@ -37,6 +39,8 @@ from metalflow.metrics import Metrics
 from metalflow.power.runner import PowerRunner
 from metalflow.recorder import BootEventRecorder
 from metalflow.services import Services
+from metalflow.tenancy import policy
+from metalflow.tenancy import service as tenancy
 from metalflow.tenancy.auth import Authenticator, create_api_token, has_admin_token
 from metalflow.tenancy.secrets import (
     Keyring,
@@ -56,6 +60,16 @@ SHUTDOWN_GRACE_SECONDS = 5
 """What a request still running at shutdown gets before it is cancelled."""
 ADMIN_TOKEN_LOCK = 0x6D66_6174
 """Advisory lock key: processes starting together on one PostgreSQL create one admin token."""
+
+
+def resolve_key(
+    session: Session, key: str, address: str | None
+) -> tuple[bool, policy.Principal] | None:
+    """The tenancy service's answer for an API key, as the Authenticator asks for it."""
+    identity = tenancy.authenticate_key(session, key, address, utcnow())
+    if identity is None:
+        return None
+    return identity.read_only, tenancy.principal_for_key(session, identity)
 
 
 def build_services(settings: Settings) -> Services:
@@ -109,7 +123,7 @@ def build_services(settings: Settings) -> Services:
         db=db,
         bus=bus,
         keyring=keyring,
-        auth=Authenticator(keyring, run_records=protocol.run_record),
+        auth=Authenticator(keyring, run_records=protocol.run_record, resolve_key=resolve_key),
         metrics=metrics,
         index=MachineIndex(),
         boot_events=boot_events,

@@ -16,6 +16,7 @@ from fastapi import Depends, HTTPException, Request
 
 from metalflow.errors import Unauthorized
 from metalflow.tenancy.auth import Action, Forbidden, Principal, authorize
+from metalflow.tenancy.keys import parse_key
 
 if TYPE_CHECKING:
     from metalflow.config import Settings
@@ -55,18 +56,45 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 PRINCIPAL_KEY = "metalflow.principal"
 """Where the API's RequestGuard (api.limits) leaves the caller it authenticated, in
 `scope["state"]`, before the body was read."""
-MISSING_TOKEN = "missing 'Authorization: Bearer TOKEN'; the admin token is in DATA_DIR/admin-token"
+MISSING_TOKEN = (
+    "missing 'Authorization: Bearer TOKEN' (or 'X-Auth-Token: TOKEN'); the admin token is in"
+    " DATA_DIR/admin-token"
+)
 
 
-def authenticate(services: Services, authorization: str | None) -> Principal:
-    """The caller named by an Authorization header; blocking (a database read)."""
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+@dataclass(frozen=True)
+class Credentials:
+    """What a request offers to say who sent it: either header, and the peer's address (an API
+    key records where it was last used)."""
+
+    authorization: str | None
+    x_auth_token: str | None = None
+    address: str | None = None
+
+
+def authenticate(services: Services, credentials: Credentials) -> Principal:
+    """The caller named by `Authorization: Bearer` or Equinix Metal's `X-Auth-Token`; blocking
+    (a database read, or for an API key a short write now and then)."""
+    scheme, _, bearer = (credentials.authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and bearer.strip():
+        token, field = bearer.strip(), "authorization"
+    elif credentials.x_auth_token and credentials.x_auth_token.strip():
+        token, field = credentials.x_auth_token.strip(), "x-auth-token"
+    else:
         raise Unauthorized(MISSING_TOKEN, field="authorization")
+    parsed = parse_key(token)
+    if parsed.kind is not None:
+        if parsed.problem is not None:
+            raise Unauthorized(parsed.problem, field=field)
+        with services.db.write() as session:
+            principal = services.auth.authenticate_key(session, token, credentials.address)
+        if principal is None:
+            raise Unauthorized("unknown, revoked or expired API key", field=field)
+        return principal
     with services.db.read() as session:
-        principal = services.auth.authenticate(session, token.strip())
+        principal = services.auth.authenticate(session, token)
     if principal is None:
-        raise Unauthorized("unknown or revoked token", field="authorization")
+        raise Unauthorized("unknown or revoked token", field=field)
     return principal
 
 
@@ -75,7 +103,12 @@ async def current_principal(request: Request, services: ServicesDep) -> Principa
     found = request.scope.get("state", {}).get(PRINCIPAL_KEY)
     if isinstance(found, Principal):
         return found
-    return await to_thread.run_sync(authenticate, services, request.headers.get("authorization"))
+    credentials = Credentials(
+        request.headers.get("authorization"),
+        request.headers.get("x-auth-token"),
+        request.client.host if request.client else None,
+    )
+    return await to_thread.run_sync(authenticate, services, credentials)
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

@@ -6,8 +6,8 @@ without a token could make the server hold hundreds of megabytes. `RequestGuard`
 routing, as pure ASGI, and for every HTTP request:
 
 1. refuses a `Content-Length` above the route's limit (413) before a byte of the body is read;
-2. on routes that need a token, authenticates the `Authorization` header (401 otherwise) and
-   leaves the principal on the scope for `api.deps.current_principal`;
+2. on routes that need a token, authenticates the `Authorization` (or `X-Auth-Token`) header (401
+   otherwise) and leaves the principal on the scope for `services.current_principal`;
 3. counts a chunked or unknown-length body while it arrives and refuses it (413) as soon as it
    passes the limit, and scans a JSON body's nesting as it arrives (422 past MAX_JSON_DEPTH:
    the parsers recurse, and 3,000 `[` exhausted the interpreter's stack);
@@ -34,7 +34,7 @@ from anyio import to_thread
 from metalflow.api.errors import error_response
 from metalflow.apply.router import MAX_BODY as APPLY_MAX_BODY
 from metalflow.errors import Invalid, MetalflowError, TooLarge
-from metalflow.services import PRINCIPAL_KEY
+from metalflow.services import PRINCIPAL_KEY, Credentials
 from metalflow.tenancy.auth import Principal
 
 Scope = MutableMapping[str, Any]
@@ -42,8 +42,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Authenticate = Callable[[str | None], Principal]
-"""The Authorization header to its principal, or Unauthorized (api.deps.authenticate)."""
+Authenticate = Callable[[Credentials], Principal]
+"""A request's credentials to its principal, or Unauthorized (services.authenticate)."""
 
 API_PREFIX = "/api/v1"
 KiB = 1024
@@ -85,6 +85,7 @@ NOT_JSON = frozenset({f"{API_PREFIX}/apply"})
 PUBLIC = frozenset(
     {
         ("POST", f"{API_PREFIX}/agent/discover"),
+        ("POST", f"{API_PREFIX}/login"),
         ("GET", f"{API_PREFIX}/openapi.json"),
         ("HEAD", f"{API_PREFIX}/openapi.json"),
         ("GET", f"{API_PREFIX}/docs"),
@@ -208,8 +209,13 @@ class RequestGuard:
             if declared is not None and declared > policy.max_body:
                 raise too_large(policy.max_body)
             if policy.needs_token:
-                authorization = header(scope["headers"], b"authorization")
-                principal = await to_thread.run_sync(self.authenticate, authorization)
+                client = scope.get("client")
+                credentials = Credentials(
+                    header(scope["headers"], b"authorization"),
+                    header(scope["headers"], b"x-auth-token"),
+                    client[0] if client else None,
+                )
+                principal = await to_thread.run_sync(self.authenticate, credentials)
                 scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
         except MetalflowError as refusal:
             await _refuse(send, refusal)

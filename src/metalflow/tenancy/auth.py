@@ -1,7 +1,8 @@
 """Authentication (who is calling) and the single authorisation function (may they do it).
 
 Every endpoint goes through `authorize`, so projects and roles can later be added here without
-touching the endpoints.
+touching the endpoints. Callers are the provider (the admin token, or a provider user's key),
+tenants (a user's or a project's key: `tenancy.policy` holds their memberships), and agents.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from metalflow.inventory.tables import Machine
+from metalflow.tenancy import policy
+from metalflow.tenancy.keys import hash_key
 from metalflow.tenancy.secrets import Keyring, hash_token, new_api_token
 from metalflow.tenancy.tables import ApiToken
 from metalflow.tenancy.tokens import (
@@ -29,7 +32,10 @@ from metalflow.tenancy.tokens import (
 
 class Role(StrEnum):
     ADMIN = "admin"
+    """The provider: the admin token, or the key of a provider user."""
     AGENT = "agent"
+    TENANT = "tenant"
+    """A user's or a project's key; what it may touch is `Principal.access`'s to decide."""
 
 
 class Action(StrEnum):
@@ -49,6 +55,10 @@ class Principal:
     """Set when the caller sent a boot token: good for the exchange at hello only."""
     run: RunClaim | None = None
     """Set when the caller sent a run token."""
+    read_only: bool = False
+    """A read-only API key: it passes no write."""
+    access: policy.Principal | None = None
+    """For API keys: who the key acts for, as `tenancy.policy.decide` reads it."""
 
 
 class Forbidden(Exception):
@@ -59,8 +69,14 @@ def authorize(principal: Principal, action: Action, *, machine_id: str | None = 
     """Raise Forbidden unless `principal` may perform `action` (on `machine_id`, when given)."""
     if action in (Action.AGENT, Action.HELLO) and principal.role is not Role.AGENT:
         raise Forbidden("the agent endpoints take a machine's agent token")
+    if principal.read_only and action is not Action.READ:
+        raise Forbidden("this API key is read-only: use a read-write key for changes")
     if principal.role is Role.ADMIN:
         return
+    if principal.role is Role.TENANT:
+        raise Forbidden(
+            "this route is the provider's: a tenant's key reaches its projects' resources only"
+        )
     if principal.boot is not None and action is not Action.HELLO:
         raise Forbidden(
             "a boot token is good only for POST /api/v1/agent/hello, which exchanges it for the"
@@ -74,9 +90,14 @@ def authorize(principal: Principal, action: Action, *, machine_id: str | None = 
 
 
 API_TOKEN_CACHE_SECONDS = 60.0
+KEY_CACHE_SECONDS = 10.0
+"""How long a key's principal is reused: a revoked or expired key stops working within this."""
 AGENT_GENERATION_CACHE_SECONDS = 5.0
 RunRecords = Callable[[Session, str], RunRecord | None]
 """A workflow's RunRecord by workflow id; server.py wires the workflows' one (a layer above)."""
+KeyResolver = Callable[[Session, str, str | None], tuple[bool, policy.Principal] | None]
+"""An API key and the caller's address to (read-only?, who it acts for), recording its last use,
+or None when the key is unknown, revoked or expired; server.py wires the tenancy service's."""
 
 
 class Authenticator:
@@ -89,10 +110,17 @@ class Authenticator:
     without `run_records` they are refused.
     """
 
-    def __init__(self, keyring: Keyring, run_records: RunRecords | None = None) -> None:
+    def __init__(
+        self,
+        keyring: Keyring,
+        run_records: RunRecords | None = None,
+        resolve_key: KeyResolver | None = None,
+    ) -> None:
         self.keyring = keyring
         self.run_records = run_records
+        self.resolve_key = resolve_key
         self._api_tokens: dict[str, tuple[float, Principal]] = {}
+        self._keys: dict[str, tuple[float, Principal]] = {}
         self._agent_generations: dict[str, tuple[float, int | None]] = {}
 
     def forget(self, machine_id: str) -> None:
@@ -141,6 +169,24 @@ class Authenticator:
             return None
         principal = Principal(Role(row.role), row.name)
         self._api_tokens[digest] = (now + API_TOKEN_CACHE_SECONDS, principal)
+        return principal
+
+    def authenticate_key(self, session: Session, key: str, address: str | None) -> Principal | None:
+        """A user's or project's API key (`mfu_`/`mfp_`), looked up at most once per
+        KEY_CACHE_SECONDS; each lookup records the key's last use, so `session` is a write."""
+        now = time.monotonic()
+        digest = hash_key(key)
+        cached = self._keys.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        resolved = None if self.resolve_key is None else self.resolve_key(session, key, address)
+        if resolved is None:
+            self._keys.pop(digest, None)
+            return None
+        read_only, access = resolved
+        role = Role.ADMIN if access.kind is policy.PrincipalKind.PROVIDER else Role.TENANT
+        principal = Principal(role, access.name, read_only=read_only, access=access)
+        self._keys[digest] = (now + KEY_CACHE_SECONDS, principal)
         return principal
 
 

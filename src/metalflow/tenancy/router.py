@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from metalflow.services import Reader
+from metalflow.services import PrincipalDep
 
 router = APIRouter(tags=["tenancy"])
 
@@ -17,5 +17,5 @@ class Whoami(BaseModel):
 
 
 @router.get("/whoami", response_model=Whoami)
-def whoami(principal: Reader) -> Whoami:
+def whoami(principal: PrincipalDep) -> Whoami:
     return Whoami(name=principal.name, role=principal.role.value, machine=principal.machine_id)

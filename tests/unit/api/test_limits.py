@@ -22,18 +22,18 @@ from metalflow.api.limits import (
 )
 from metalflow.apply.router import MAX_BODY as APPLY_MAX_BODY
 from metalflow.errors import Invalid, Unauthorized
-from metalflow.services import MISSING_TOKEN, PRINCIPAL_KEY
+from metalflow.services import MISSING_TOKEN, PRINCIPAL_KEY, Credentials
 from metalflow.tenancy.auth import Principal, Role
 
 Message = MutableMapping[str, Any]
 AGENT = Principal(Role.AGENT, "agent:m1", "m1")
 
 
-def authenticate(authorization: str | None) -> Principal:
-    """api.deps.authenticate without a database."""
-    if authorization is None:
+def authenticate(credentials: Credentials) -> Principal:
+    """services.authenticate without a database."""
+    if credentials.authorization is None:
         raise Unauthorized(MISSING_TOKEN, field="authorization")
-    if authorization != "Bearer good":
+    if credentials.authorization != "Bearer good":
         raise Unauthorized("unknown or revoked token", field="authorization")
     return AGENT
 
