@@ -100,6 +100,7 @@ def authenticate(services: Services, credentials: Credentials) -> Principal:
 
 async def current_principal(request: Request, services: ServicesDep) -> Principal:
     """The principal RequestGuard found; authenticated here only where it did not run."""
+    # (access: AUTHENTICATED, set below; a requirement's check depends on this too)
     found = request.scope.get("state", {}).get(PRINCIPAL_KEY)
     if isinstance(found, Principal):
         return found
@@ -114,6 +115,13 @@ async def current_principal(request: Request, services: ServicesDep) -> Principa
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
+ACCESS_ATTRIBUTE = "metalflow_access"
+"""Set on each requirement's check: the OpenAPI document names every route's access from it
+(`x-metalflow-access`), so the access matrix test covers every route, later ones included."""
+AUTHENTICATED = "authenticated"
+"""The access of a route that takes any authenticated caller (it depends on PrincipalDep only)."""
+
+
 def _requirement(action: Action) -> object:
     async def check(principal: PrincipalDep) -> Principal:
         try:
@@ -122,9 +130,12 @@ def _requirement(action: Action) -> object:
             raise HTTPException(403, detail={"message": str(exc), "field": None}) from exc
         return principal
 
+    setattr(check, ACCESS_ATTRIBUTE, action.value)
     return Depends(check)
 
 
 Reader = Annotated[Principal, _requirement(Action.READ)]
 Writer = Annotated[Principal, _requirement(Action.WRITE)]
 Agent = Annotated[Principal, _requirement(Action.AGENT)]
+HelloCaller = Annotated[Principal, _requirement(Action.HELLO)]
+"""The agent's hello: an agent token, or a boot token to exchange."""

@@ -69,10 +69,13 @@ def create_app(
 
     # First: machines fetch their scripts and files far more often than operators call the
     # API, and routes are matched in order.
+    mounted: list[tuple[str, APIRouter]] = []
     if Role.BOOT in roles:
         app.include_router(boot_router.router)
+        mounted.append(("", boot_router.router))
     if Role.API in roles:
         app.include_router(metadata_router.router)
+        mounted.append(("", metadata_router.router))
         api = APIRouter(prefix=API_PREFIX)
         for router in (
             machines.router,
@@ -88,11 +91,12 @@ def create_app(
             tenancy_router.router,
         ):
             api.include_router(router)
+            mounted.append((API_PREFIX, router))
         app.include_router(api)
     shown_roles = [role for role in Role if role in roles]
 
     install_error_handlers(app)
-    install_openapi(app)
+    install_openapi(app, mounted)
     app.add_middleware(RequestGuard, authenticate=functools.partial(authenticate, services))
 
     @app.get("/healthz", tags=["health"], responses=HEALTH_RESPONSES)

@@ -1,5 +1,6 @@
 """The OpenAPI document as the server behaves: every status an operation can answer, each error
-in the one shape (component `Error`).
+in the one shape (component `Error`), and who may call it (`x-metalflow-access`: `public`,
+`authenticated`, or the action its requirement authorises: `read`, `write`, `agent`, `hello`).
 
 FastAPI declares a route's success and a list-shaped 422. The other statuses follow from what a
 route is, so they are added here in one pass over the document rather than on every route: a
@@ -9,11 +10,15 @@ token (401, 403: api.limits decides which routes need one), a path parameter (40
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, APIRouter
 
 from metalflow.api.limits import policy_for
+from metalflow.services import ACCESS_ATTRIBUTE, AUTHENTICATED, current_principal
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -81,6 +86,9 @@ CONFLICTS = frozenset(
         ("post", "/api/v1/agent/discover"),
         ("post", "/api/v1/agent/actions/{attempt_id}/status"),
         ("post", "/api/v1/agent/actions/{attempt_id}/logs"),
+        ("post", "/api/v1/ipam/prefixes"),
+        ("post", "/api/v1/ipam/prefixes/{ref}/allocations"),
+        ("delete", "/api/v1/ipam/prefixes/{ref}"),
     }
 )
 """Operations whose services raise Conflict (a workflow ref's ambiguous prefix among them)."""
@@ -152,13 +160,56 @@ def declare_errors(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def install_openapi(app: FastAPI) -> None:
-    """`app.openapi()` answers the declared document, built once."""
+def access_of(dependant: Dependant) -> str | None:
+    """The access a route's dependencies require: its requirement's action, else
+    `authenticated` when it only asks who the caller is, else None."""
+    found: str | None = None
+    for dependency in dependant.dependencies:
+        marked = getattr(dependency.call, ACCESS_ATTRIBUTE, None)
+        if isinstance(marked, str):
+            return marked
+        if dependency.call is current_principal:
+            found = AUTHENTICATED
+        found = access_of(dependency) or found
+    return found
+
+
+def declare_access(
+    document: dict[str, Any], routes: Iterable[tuple[str, APIRoute]]
+) -> dict[str, Any]:
+    """Every operation's `x-metalflow-access`, from its route (path prefix, route); a route with
+    none is left without it, which the access matrix test refuses."""
+    for prefix, route in routes:
+        path = prefix + route.path_format
+        item = document.get("paths", {}).get(path, {})
+        for method in route.methods or ():
+            operation = item.get(method.lower())
+            if operation is None:
+                continue
+            if not policy_for(method, path).needs_token:
+                operation["x-metalflow-access"] = "public"
+            elif (access := access_of(route.dependant)) is not None:
+                operation["x-metalflow-access"] = access
+    return document
+
+
+def install_openapi(app: FastAPI, mounted: Sequence[tuple[str, APIRouter]]) -> None:
+    """`app.openapi()` answers the declared document, built once; `mounted` are the routers the
+    app includes, each with the prefix it is included under."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = declare_errors(generate())
+            routes = [
+                *(("", route) for route in app.routes if isinstance(route, APIRoute)),
+                *(
+                    (prefix, route)
+                    for prefix, router in mounted
+                    for route in router.routes
+                    if isinstance(route, APIRoute)
+                ),
+            ]
+            app.openapi_schema = declare_access(declare_errors(generate()), routes)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -32,8 +32,8 @@ from metalflow.inventory.discovery import (
 )
 from metalflow.inventory.schemas import normalize_mac
 from metalflow.inventory.tables import Interface, Machine
-from metalflow.services import Agent, PrincipalDep, Services, ServicesDep
-from metalflow.tenancy.auth import Action, Forbidden, Principal, authorize
+from metalflow.services import Agent, HelloCaller, Services, ServicesDep
+from metalflow.tenancy.auth import Principal
 from metalflow.tenancy.tokens import Refused, hash_agent_key
 from metalflow.workflows import protocol
 from metalflow.workflows.schemas import (
@@ -96,17 +96,6 @@ class AgentHello(Hello):
         description="with a boot token: a random secret the agent keeps for this boot; the same"
         " boot token is exchanged again only together with it",
     )
-
-
-def _hello_caller(principal: PrincipalDep) -> Principal:
-    try:
-        authorize(principal, Action.HELLO)
-    except Forbidden as exc:
-        raise HTTPException(403, detail={"message": str(exc), "field": None}) from exc
-    return principal
-
-
-HelloCaller = Annotated[Principal, Depends(_hello_caller)]
 
 
 def _remote(request: Request) -> str:
