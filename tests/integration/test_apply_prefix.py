@@ -95,6 +95,37 @@ def test_created_then_unchanged_then_updated(api: httpx.Client) -> None:
     assert results(apply(api, retagged)) == [("Prefix", "198.51.100.0/24", "unchanged")]
 
 
+def test_every_mutable_field_updates_in_place(api: httpx.Client) -> None:
+    assert results(apply(api, POOL)) == [("Prefix", "198.51.100.0/24", "created")]
+    changed = (
+        POOL.replace("kind: public", "kind: private")
+        .replace("description: Amsterdam", "description: Amsterdam 2")
+        .replace("provisioning: false", "provisioning: true")
+        .replace("allowedProjects: []", "allowedProjects: [p2]")
+    )
+    assert results(apply(api, changed)) == [("Prefix", "198.51.100.0/24", "updated")]
+    pool = stored(api)["198.51.100.0/24"]
+    assert (pool["kind"], pool["description"], pool["provisioning"]) == (
+        "private",
+        "Amsterdam 2",
+        True,
+    )
+    assert pool["allowed_projects"] == ["p2"]
+
+
+def test_an_allocated_block_is_not_taken_for_a_prefix(api: httpx.Client) -> None:
+    assert results(apply(api, POOL)) == [("Prefix", "198.51.100.0/24", "created")]
+    allocated = api.post(
+        "/api/v1/ipam/prefixes/198.51.100.0/24/allocations", json={"prefixlen": 30}
+    )
+    assert allocated.status_code == 201, allocated.text
+    refused = apply(api, prefix("198.51.100.0/30"))
+    assert refused.status_code == 409, refused.text
+    detail = refused.json()["detail"]
+    assert detail["field"] == "documents[0].spec.cidr"
+    assert "allocated from another prefix (status assignment)" in detail["message"]
+
+
 def test_dry_run_says_what_would_happen_and_writes_nothing(api: httpx.Client) -> None:
     planned = apply(api, POOL, dry_run=True)
     assert planned.json()["dry_run"] is True

@@ -153,9 +153,8 @@ which finds its Secret, already applied in the same transaction."""
 
 
 def _apply_key(doc: Document) -> tuple[int, int, int]:
-    """Prefixes largest first within their family, so a pool exists before the blocks it holds
-    whatever their order in the file (a pool added over existing blocks also works, but then
-    its blocks are left as they were written, not in the pool the file means)."""
+    """Prefixes largest first within their family: each pool exists before the blocks it holds,
+    which are then carved from its free space, whatever their order in the file."""
     if isinstance(doc, PrefixDoc):
         return APPLY_ORDER[PrefixDoc], doc.network.version, doc.network.prefixlen
     return APPLY_ORDER[type(doc)], 0, 0

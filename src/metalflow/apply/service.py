@@ -24,7 +24,7 @@ from metalflow.inventory import service as inventory
 from metalflow.inventory.schemas import BmcSpec, normalize_mac
 from metalflow.inventory.tables import Interface, Machine
 from metalflow.ipam import service as ipam
-from metalflow.ipam.tables import IpBlock, Kind
+from metalflow.ipam.tables import IpBlock
 from metalflow.power import objects
 from metalflow.power.rufio import ObjectRef, RufioMachine
 from metalflow.templates.service import apply_template
@@ -143,8 +143,8 @@ def _apply_prefix(session: Session, doc: PrefixDoc) -> str:
         return "created"
     if existing.status not in ipam.HOLDS_CHILDREN:
         raise Conflict(
-            f"{doc.name} is an {existing.status} given out from another prefix, not a pool or"
-            " reservation: release it before adding it as a prefix",
+            f"{doc.name} is allocated from another prefix (status {existing.status}), not a"
+            " pool or reservation: release it before adding it as a prefix",
             field="cidr",
         )
     if existing.byo != spec.byo:
@@ -162,7 +162,7 @@ def _apply_prefix(session: Session, doc: PrefixDoc) -> str:
     changed = ipam.update_prefix(
         session,
         existing,
-        kind=Kind(spec.kind),
+        kind=spec.kind,
         metro=spec.metro,
         tags=spec.tags,
         description=spec.description,
