@@ -1,8 +1,10 @@
-"""Prometheus metrics: agent requests, action durations, workflows by state (read at scrape)."""
+"""Prometheus metrics: agent requests, action durations, workflows by state and IPAM prefix usage
+(both read at scrape)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -38,6 +40,58 @@ class _Counts(Collector):
         yield family
 
 
+MAX_PREFIX_SERIES = 1_000
+"""Pools and reservations reported per scrape, each a series of each gauge: a scrape reads one
+grouped count per prefix, and a site with more prefixes than this would swamp Prometheus."""
+PREFIX_LABELS = ["prefix", "kind", "metro", "status"]
+
+
+@dataclass(frozen=True)
+class PrefixUsage:
+    """One pool's or reservation's figures, as the IPAM counts them from its free space."""
+
+    cidr: str
+    kind: str
+    metro: str | None
+    status: str
+    utilisation: float
+    free: int
+
+
+class _PrefixUsage(Collector):
+    """`read(limit)` returns at most `limit` prefixes and how many there are in all; the ones
+    left out are counted in `metalflow_ipam_prefixes_unreported` rather than dropped silently."""
+
+    def __init__(self, read: Callable[[int], tuple[Sequence[PrefixUsage], int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        usages, total = self._read(MAX_PREFIX_SERIES)
+        shown = usages[:MAX_PREFIX_SERIES]
+        ratio = GaugeMetricFamily(
+            "metalflow_ipam_prefix_utilisation_ratio",
+            "Allocated share of a pool's or reservation's addresses (0 to 1)",
+            labels=PREFIX_LABELS,
+        )
+        free = GaugeMetricFamily(
+            "metalflow_ipam_prefix_free_addresses",
+            "Addresses of a pool or reservation not allocated",
+            labels=PREFIX_LABELS,
+        )
+        for usage in shown:
+            labels = [usage.cidr, usage.kind, usage.metro or "", usage.status]
+            ratio.add_metric(labels, usage.utilisation)
+            free.add_metric(labels, usage.free)
+        yield ratio
+        yield free
+        yield GaugeMetricFamily(
+            "metalflow_ipam_prefixes_unreported",
+            f"Pools and reservations beyond the first {MAX_PREFIX_SERIES:,} (by address), left"
+            " out of the prefix gauges",
+            value=max(total - len(shown), 0),
+        )
+
+
 class Metrics:
     """One registry per server, so several servers (tests) never share counters."""
 
@@ -68,6 +122,12 @@ class Metrics:
         self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, int]]
     ) -> None:
         self.registry.register(_Counts(name, documentation, label, read))
+
+    def register_prefix_usage(
+        self, read: Callable[[int], tuple[Sequence[PrefixUsage], int]]
+    ) -> None:
+        """The IPAM gauges; `read(limit)` gives at most `limit` prefixes and the count of all."""
+        self.registry.register(_PrefixUsage(read))
 
     def on_event(self, event: Event) -> None:
         if event.kind == "workflow.action.succeeded":

@@ -1,10 +1,13 @@
 """Parse applied YAML into typed documents (pure): which kind, which name, which fields.
 
-Accepted: metalflow's own kinds (`apiVersion: metalflow/v1`: Machine, Template, Workflow),
+Accepted: metalflow's own kinds (`apiVersion: metalflow/v1`: Machine, Template, Workflow, Prefix),
 Tinkerbell's `tinkerbell.org/v1alpha1` Hardware, Template and Workflow as they are, a bare
 Tinkerbell template file (a mapping with `tasks`), and rufio's BMC objects: the
 `bmc.tinkerbell.org/v1alpha1` Machine a Hardware's `bmcRef` names and the `v1` Secret with its
 login (power/rufio.py).
+
+A Prefix is an IPAM pool or reservation: its identity is its CIDR (`spec.cidr`), as the IPAM
+names it everywhere else; `metadata.name` is optional and only names the document in errors.
 
 The stream is read by the bounded loader (metalflow.yamlload) and holds at most MAX_DOCUMENTS
 documents; every object in it is named once.
@@ -23,13 +26,15 @@ from metalflow import yamlload
 from metalflow.errors import Invalid, validation_message
 from metalflow.inventory.schemas import MAX_METADATA_JSON, BmcSpec, MachineSpec, json_sized
 from metalflow.inventory.tinkerbell import hardware_to_machine_fields
+from metalflow.ipam.allocator import IpamError, Network, parse_block
+from metalflow.ipam.schemas import PrefixCreate
 from metalflow.names import check_name
 from metalflow.power import declared, rufio
 
 METALFLOW_API = "metalflow/v1"
 TINKERBELL_API = "tinkerbell.org/v1alpha1"
 KNOWN = {
-    METALFLOW_API: ("Machine", "Template", "Workflow"),
+    METALFLOW_API: ("Machine", "Template", "Workflow", "Prefix"),
     TINKERBELL_API: ("Hardware", "Template", "Workflow"),
     rufio.RUFIO_API: ("Machine",),
     rufio.SECRET_API: ("Secret",),
@@ -104,10 +109,55 @@ class WorkflowDoc:
     reboot: bool = False
 
 
-Document = SecretDoc | BmcMachineDoc | MachineDoc | TemplateDoc | WorkflowDoc
-APPLY_ORDER = {SecretDoc: 0, BmcMachineDoc: 1, MachineDoc: 2, TemplateDoc: 3, WorkflowDoc: 4}
+PREFIX_SPEC_KEYS = {
+    "cidr": "cidr",
+    "kind": "kind",
+    "metro": "metro",
+    "project": "project",
+    "tags": "tags",
+    "description": "description",
+    "provisioning": "provisioning",
+    "byo": "byo",
+    "allowedProjects": "allowed_projects",
+}
+"""A Prefix's `spec` keys (camelCase, as Kubernetes-style documents write them) and the field
+of the IPAM's own request each one is."""
+
+
+@dataclass(frozen=True)
+class PrefixDoc:
+    """An IPAM pool, or a project's reservation (`byo`)."""
+
+    index: int
+    network: Network
+    spec: PrefixCreate
+    label: str | None = None
+    """`metadata.name`, if the document has one: not stored, the CIDR is the prefix's name."""
+
+    @property
+    def name(self) -> str:
+        return str(self.network)
+
+
+Document = SecretDoc | BmcMachineDoc | MachineDoc | TemplateDoc | WorkflowDoc | PrefixDoc
+APPLY_ORDER = {
+    SecretDoc: 0,
+    BmcMachineDoc: 1,
+    MachineDoc: 2,
+    TemplateDoc: 3,
+    WorkflowDoc: 4,
+    PrefixDoc: 5,
+}
 """Whatever a document may name comes before it: a Hardware's bmcRef finds its rufio Machine,
 which finds its Secret, already applied in the same transaction."""
+
+
+def _apply_key(doc: Document) -> tuple[int, int, int]:
+    """Prefixes largest first within their family: each pool exists before the blocks it holds,
+    which are then carved from its free space, whatever their order in the file."""
+    if isinstance(doc, PrefixDoc):
+        return APPLY_ORDER[PrefixDoc], doc.network.version, doc.network.prefixlen
+    return APPLY_ORDER[type(doc)], 0, 0
 
 
 def parse(text: str) -> list[Document]:
@@ -133,7 +183,7 @@ def parse(text: str) -> list[Document]:
     if not docs:
         raise Invalid("no documents found; nothing to apply", field="yaml")
     check_unique(docs)
-    return sorted(docs, key=lambda doc: APPLY_ORDER[type(doc)])
+    return sorted(docs, key=_apply_key)
 
 
 def identity(doc: Document) -> str:
@@ -147,6 +197,8 @@ def identity(doc: Document) -> str:
         return f"Machine {doc.name}"
     if isinstance(doc, TemplateDoc):
         return f"Template {doc.name}"
+    if isinstance(doc, PrefixDoc):
+        return f"Prefix {doc.name}"
     return f"Workflow {doc.name}"
 
 
@@ -157,7 +209,8 @@ def check_unique(docs: list[Document]) -> None:
     for doc in docs:
         key = identity(doc)
         if key in seen:
-            where = f"documents[{doc.index}].metadata.name"
+            name_field = "spec.cidr" if isinstance(doc, PrefixDoc) else "metadata.name"
+            where = f"documents[{doc.index}].{name_field}"
             raise Invalid(
                 f"documents[{seen[key]}] and documents[{doc.index}] are both {key}; one stream"
                 " may name each object once",
@@ -191,6 +244,8 @@ def _one(index: int, raw: Any) -> Document:
     metadata = raw.get("metadata") or {}
     if not isinstance(metadata, dict):
         raise Invalid(f"{where}.metadata must be a mapping", field=f"{where}.metadata")
+    if kind == "Prefix":
+        return _prefix(index, metadata, raw.get("spec"), where)
     name = check_name(metadata.get("name"), f"{where}.metadata.name")
     if kind == "Secret":
         ref = rufio.ObjectRef(rufio.namespace_of(metadata, where), name)
@@ -261,6 +316,52 @@ def _machine_spec(fields: dict[str, Any], where: str, source: str) -> MachineSpe
         if error["type"] == "extra_forbidden":
             message = "unknown field"
         raise Invalid(f"{path}: {message}", field=path) from None
+
+
+def _prefix(index: int, metadata: dict[str, Any], spec: Any, where: str) -> PrefixDoc:
+    unknown = sorted(set(metadata) - {"name"})
+    if unknown:
+        path = f"{where}.metadata.{unknown[0]}"
+        raise Invalid(f"{path}: unknown field (a Prefix's metadata has only a name)", field=path)
+    label = (
+        None
+        if metadata.get("name") is None
+        else check_name(metadata["name"], f"{where}.metadata.name")
+    )
+    if not isinstance(spec, dict):
+        raise Invalid(f"{where}.spec must be a mapping with at least cidr", field=f"{where}.spec")
+    unknown = sorted(set(spec) - set(PREFIX_SPEC_KEYS))
+    if unknown:
+        path = f"{where}.spec.{unknown[0]}"
+        raise Invalid(
+            f"{path}: unknown field; a Prefix's spec has {', '.join(PREFIX_SPEC_KEYS)}",
+            field=path,
+        )
+    cidr = spec.get("cidr")
+    if not isinstance(cidr, str):
+        raise Invalid(
+            f"{where}.spec.cidr is required: the prefix as address/prefixlen, such as"
+            " 198.51.100.0/24",
+            field=f"{where}.spec.cidr",
+        )
+    path = f"{where}.spec.cidr"
+    try:
+        network = parse_block(cidr, field=path)
+    except IpamError as exc:
+        message = exc.message if exc.message.startswith(path) else f"{path}: {exc.message}"
+        raise Invalid(message, field=path) from None
+    fields = {PREFIX_SPEC_KEYS[key]: value for key, value in spec.items()}
+    try:
+        request = PrefixCreate.model_validate({**fields, "cidr": str(network)})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        spelled = {field: key for key, field in PREFIX_SPEC_KEYS.items()}
+        parts = [str(part) for part in error["loc"]]
+        if parts:
+            parts[0] = spelled.get(parts[0], parts[0])
+        path = ".".join([f"{where}.spec", *parts])
+        raise Invalid(f"{path}: {validation_message(error)}", field=path) from None
+    return PrefixDoc(index, network, request, label)
 
 
 def _template(index: int, name: str, spec: dict[str, Any], where: str) -> TemplateDoc:

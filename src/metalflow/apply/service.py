@@ -12,6 +12,7 @@ from metalflow.apply.documents import (
     BmcMachineDoc,
     Document,
     MachineDoc,
+    PrefixDoc,
     SecretDoc,
     TemplateDoc,
     WorkflowDoc,
@@ -22,6 +23,8 @@ from metalflow.errors import Conflict, Invalid, MetalflowError, NotFound
 from metalflow.inventory import service as inventory
 from metalflow.inventory.schemas import BmcSpec, normalize_mac
 from metalflow.inventory.tables import Interface, Machine
+from metalflow.ipam import service as ipam
+from metalflow.ipam.tables import IpBlock
 from metalflow.power import objects
 from metalflow.power.rufio import ObjectRef, RufioMachine
 from metalflow.templates.service import apply_template
@@ -35,6 +38,7 @@ KINDS: dict[type[Any], str] = {
     MachineDoc: "Machine",
     TemplateDoc: "Template",
     WorkflowDoc: "Workflow",
+    PrefixDoc: "Prefix",
 }
 """How results and errors name each kind (a rufio Machine as kubectl names it)."""
 
@@ -99,7 +103,73 @@ def _apply_one(
         return action, []
     if isinstance(doc, TemplateDoc):
         return apply_template(session, doc.name, doc.data, where=doc.where), []
+    if isinstance(doc, PrefixDoc):
+        try:
+            return _apply_prefix(session, doc), []
+        except MetalflowError as exc:
+            path = f"{where}.spec.{exc.field}" if exc.field else f"{where}.spec"
+            raise type(exc)(exc.message, field=path) from exc
     return _apply_workflow(session, doc), []
+
+
+def _stored_prefix(session: Session, cidr: str) -> IpBlock | None:
+    """The block of this CIDR that is not another's child of the same CIDR (a reservation of
+    a whole pool has its pool's CIDR): the prefix a document means."""
+    matches = list(session.scalars(select(IpBlock).where(IpBlock.cidr == cidr)))
+    ids = {match.id for match in matches}
+    return next((match for match in matches if match.parent_id not in ids), None)
+
+
+def _apply_prefix(session: Session, doc: PrefixDoc) -> str:
+    """created, unchanged or updated; the CIDR, project and `byo` say which space is whose, so
+    a change to them is refused (errors name the spec field)."""
+    spec = doc.spec
+    existing = _stored_prefix(session, doc.name)
+    if existing is None:
+        ipam.create_prefix(
+            session,
+            ipam.PrefixSpec(
+                cidr=doc.name,
+                kind=spec.kind,
+                metro=spec.metro,
+                project_id=spec.project,
+                tags=spec.tags,
+                description=spec.description,
+                provisioning=spec.provisioning,
+                byo=spec.byo,
+                allowed_projects=spec.allowed_projects,
+            ),
+        )
+        return "created"
+    if existing.status not in ipam.HOLDS_CHILDREN:
+        raise Conflict(
+            f"{doc.name} is allocated from another prefix (status {existing.status}), not a"
+            " pool or reservation: release it before adding it as a prefix",
+            field="cidr",
+        )
+    if existing.byo != spec.byo:
+        raise Conflict(
+            f"{doc.name} exists with byo {str(existing.byo).lower()}; whether a prefix is brought"
+            " by its project does not change: delete it and apply it again",
+            field="byo",
+        )
+    if existing.project_id != spec.project:
+        raise Conflict(
+            f"{doc.name} exists for project {existing.project_id!r}; a prefix's project does not"
+            " change: delete it and apply it again",
+            field="project",
+        )
+    changed = ipam.update_prefix(
+        session,
+        existing,
+        kind=spec.kind,
+        metro=spec.metro,
+        tags=spec.tags,
+        description=spec.description,
+        provisioning=spec.provisioning,
+        allowed_projects=spec.allowed_projects,
+    )
+    return "updated" if changed else "unchanged"
 
 
 def _machine_for(session: Session, doc: WorkflowDoc) -> Machine:

@@ -237,6 +237,36 @@ def create_prefix(session: Session, spec: PrefixSpec) -> IpBlock:
     return block
 
 
+def update_prefix(
+    session: Session,
+    block: IpBlock,
+    *,
+    kind: Kind,
+    metro: str | None,
+    tags: Sequence[str],
+    description: str,
+    provisioning: bool,
+    allowed_projects: Sequence[str],
+) -> bool:
+    """Change what a prefix says about itself, never the space it holds (its CIDR, project and
+    whether it is brought: another prefix). Blocks allocated from it keep the kind and metro
+    they were given. True when anything changed."""
+    wanted = {
+        "kind": kind.value,
+        "metro": metro,
+        "tags": list(tags),
+        "description": description,
+        "provisioning": provisioning,
+        "allowed_projects": list(allowed_projects),
+    }
+    changed = {name: value for name, value in wanted.items() if getattr(block, name) != value}
+    for name, value in changed.items():
+        setattr(block, name, value)
+    if changed:
+        session.flush()
+    return bool(changed)
+
+
 def _take_from_free_space(session: Session, holder: IpBlock, network: Network) -> None:
     """Remove `network` from the holder's free space: split the free block that holds it, or
     drop the free blocks inside it (a new pool over children takes those gaps as its own)."""
