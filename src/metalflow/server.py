@@ -31,6 +31,7 @@ from metalflow.events import Event, EventBus, PostgresRelay, load_events, persis
 from metalflow.index.store import IndexRefresher
 from metalflow.index.views import MachineIndex
 from metalflow.inventory.discovery import DiscoveryGate, Rate
+from metalflow.ipam import service as ipam
 from metalflow.ipam.sweeper import run_quarantine_sweeps
 from metalflow.metadata.router import MetadataGate
 from metalflow.metadata.service import MetadataService
@@ -110,6 +111,7 @@ def build_services(settings: Settings) -> Services:
             return {state: count for state, count in rows}
 
     metrics = Metrics(count_workflows)
+    metrics.register_prefix_usage(ipam.prefix_usage_reader(db))
     bus.listeners.append(metrics.on_event)
     boot_events = BootEventRecorder(db)
     metrics.register_counts(

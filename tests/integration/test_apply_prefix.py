@@ -4,20 +4,15 @@ and the IPAM gauges a scrape of /metrics shows."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
 from typer.testing import CliRunner, Result
 
 from metalflow.cli import app
-from metalflow.db.engine import Database
-from metalflow.ipam import service as ipam
-from metalflow.ipam.tables import IpBlock
 from metalflow.metrics import MAX_PREFIX_SERIES, Metrics, PrefixUsage
 from tests.integration.conftest import LiveServer, apply
 
@@ -43,35 +38,6 @@ def stored(api: httpx.Client) -> dict[str, dict[str, Any]]:
     listed = api.get("/api/v1/ipam/prefixes")
     assert listed.status_code == 200, listed.text
     return {item["cidr"]: item for item in listed.json()["items"]}
-
-
-def prefix_usage(db: Database) -> Callable[[int], tuple[Sequence[PrefixUsage], int]]:
-    """What server.py is to register with `Metrics.register_prefix_usage` (see the report of
-    branch s15-applyprefix): the first `limit` pools and reservations by address."""
-    holders = IpBlock.status.in_(ipam.HOLDS_CHILDREN)
-
-    def read(limit: int) -> tuple[Sequence[PrefixUsage], int]:
-        with db.read() as session:
-            total = session.scalar(select(func.count()).where(holders)) or 0
-            blocks = session.scalars(
-                select(IpBlock).where(holders).order_by(IpBlock.family, IpBlock.first).limit(limit)
-            )
-            usages = []
-            for block in blocks:
-                figures = ipam.stats(session, block)
-                usages.append(
-                    PrefixUsage(
-                        block.cidr,
-                        block.kind,
-                        block.metro,
-                        block.status,
-                        figures.utilisation,
-                        figures.free,
-                    )
-                )
-            return usages, total
-
-    return read
 
 
 def test_created_then_unchanged_then_updated(api: httpx.Client) -> None:
@@ -239,7 +205,6 @@ def gauges(api: httpx.Client) -> dict[str, dict[tuple[str, ...], float]]:
 
 
 def test_metrics_show_each_pool_after_an_allocation(live: LiveServer, api: httpx.Client) -> None:
-    live.services.metrics.register_prefix_usage(prefix_usage(live.services.db))
     text = POOL + "---\n" + prefix("2001:db8::/48", ", kind: global")
     assert [action for _, _, action in results(apply(api, text))] == ["created", "created"]
     allocated = api.post(

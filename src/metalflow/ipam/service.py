@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -24,10 +24,12 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from metalflow.db.base import utcnow
+from metalflow.db.engine import Database
 from metalflow.errors import Conflict, Invalid, NotFound
 from metalflow.ipam import allocator
 from metalflow.ipam.allocator import Network, Strategy
 from metalflow.ipam.tables import FreeBlock, IpBlock, Kind, Status, address_key
+from metalflow.metrics import PrefixUsage
 
 HOLDS_CHILDREN = (Status.POOL.value, Status.RESERVATION.value)
 
@@ -575,3 +577,32 @@ def list_prefixes(
         if value is not None:
             query = query.where(column == value)
     return list(session.scalars(query.order_by(IpBlock.family, IpBlock.first, IpBlock.prefixlen)))
+
+
+def prefix_usage_reader(db: Database) -> Callable[[int], tuple[list[PrefixUsage], int]]:
+    """What `/metrics` reads at each scrape: the first `limit` pools and reservations by address,
+    each counted from its free space, and how many there are in all."""
+    holders = IpBlock.status.in_(HOLDS_CHILDREN)
+
+    def read(limit: int) -> tuple[list[PrefixUsage], int]:
+        with db.read() as session:
+            total = session.scalar(select(func.count()).where(holders)) or 0
+            blocks = session.scalars(
+                select(IpBlock).where(holders).order_by(IpBlock.family, IpBlock.first).limit(limit)
+            )
+            usages = []
+            for block in blocks:
+                figures = stats(session, block)
+                usages.append(
+                    PrefixUsage(
+                        block.cidr,
+                        block.kind,
+                        block.metro,
+                        block.status,
+                        figures.utilisation,
+                        figures.free,
+                    )
+                )
+            return usages, total
+
+    return read
