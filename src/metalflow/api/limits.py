@@ -85,14 +85,15 @@ NOT_JSON = frozenset({f"{API_PREFIX}/apply"})
 PUBLIC = frozenset(
     {
         ("POST", f"{API_PREFIX}/agent/discover"),
+        ("POST", f"{API_PREFIX}/login"),
         ("GET", f"{API_PREFIX}/openapi.json"),
         ("HEAD", f"{API_PREFIX}/openapi.json"),
         ("GET", f"{API_PREFIX}/docs"),
         ("HEAD", f"{API_PREFIX}/docs"),
     }
 )
-"""What needs no token under the API prefix: how an unknown machine gets one, and the API's
-own description."""
+"""What needs no token under the API prefix: how an unknown machine gets one, how a person
+signs in for one, and the API's own description."""
 
 
 def policy_for(method: str, path: str) -> RoutePolicy:

@@ -1,0 +1,194 @@
+"""The tenancy API on SQLite and PostgreSQL, as the provider's operator and a signing-in user
+see it: organizations, projects, users, memberships, keys, the audit log and `POST /login`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import httpx
+
+from tests.integration.conftest import LiveServer
+
+PASSWORD = "correct horse battery"
+Json = dict[str, Any]
+
+
+def created(response: httpx.Response) -> Json:
+    assert response.status_code == 201, response.text
+    body: Json = response.json()
+    return body
+
+
+def acme(api: httpx.Client) -> dict[str, str]:
+    """A user with a password owning organization acme, which has project web."""
+    ada = created(
+        api.post(
+            "/api/v1/users", json={"email": "Ada@Example.com", "name": "Ada", "password": PASSWORD}
+        )
+    )
+    org = created(api.post("/api/v1/organizations", json={"name": "acme", "owner_id": ada["id"]}))
+    web = created(api.post(f"/api/v1/organizations/{org['id']}/projects", json={"name": "web"}))
+    return {"ada": ada["id"], "org": org["id"], "web": web["id"]}
+
+
+def anonymous(live: LiveServer) -> httpx.Client:
+    return httpx.Client(base_url=live.url, timeout=30)
+
+
+def test_organizations_projects_users_and_memberships(api: httpx.Client) -> None:
+    ids = acme(api)
+    bob = created(api.post("/api/v1/users", json={"email": "bob@example.com", "name": "Bob"}))
+    assert bob["has_password"] is False and bob["provider"] is False
+
+    users = api.get("/api/v1/users").json()
+    assert [u["email"] for u in users["items"]] == ["ada@example.com", "bob@example.com"]
+    assert PASSWORD not in api.get("/api/v1/users").text
+    assert PASSWORD not in api.get(f"/api/v1/users/{ids['ada']}").text
+    assert "password_hash" not in api.get(f"/api/v1/users/{ids['ada']}").text
+
+    org_members = f"/api/v1/organizations/{ids['org']}/members"
+    owners = api.get(org_members).json()["items"]
+    assert [(m["user_id"], m["role"]) for m in owners] == [(ids["ada"], "owner")]
+    created(api.post(org_members, json={"user_id": bob["id"], "role": "admin"}))
+    changed = api.patch(f"{org_members}/{bob['id']}", json={"role": "member"})
+    assert changed.status_code == 200 and changed.json()["role"] == "member"
+    last_owner = api.delete(f"{org_members}/{ids['ada']}")
+    assert last_owner.status_code == 409 and "last owner" in last_owner.json()["detail"]["message"]
+
+    project_members = f"/api/v1/projects/{ids['web']}/members"
+    created(api.post(project_members, json={"user_id": bob["id"], "role": "viewer"}))
+    again = api.post(project_members, json={"user_id": bob["id"], "role": "owner"})
+    assert again.status_code == 409 and again.json()["detail"]["field"] == "user"
+    assert api.patch(f"{project_members}/{bob['id']}", json={"role": "editor"}).json()["role"] == (
+        "editor"
+    )
+    assert [m["role"] for m in api.get(project_members).json()["items"]] == ["editor"]
+    assert api.delete(f"{project_members}/{bob['id']}").status_code == 204
+    assert api.get(project_members).json()["count"] == 0
+
+    projects = api.get("/api/v1/projects", params={"organization": ids["org"]}).json()
+    assert [p["name"] for p in projects["items"]] == ["web"]
+    assert api.get(f"/api/v1/projects/{ids['web']}").json()["organization_id"] == ids["org"]
+    busy = api.delete(f"/api/v1/organizations/{ids['org']}")
+    assert busy.status_code == 409 and "web" in busy.json()["detail"]["message"]
+    assert api.delete(f"/api/v1/projects/{ids['web']}").status_code == 204
+    assert api.get(f"/api/v1/projects/{ids['web']}").status_code == 404
+    assert api.delete(f"/api/v1/organizations/{ids['org']}").status_code == 204
+    assert api.get("/api/v1/organizations").json() == {"items": [], "count": 0}
+    assert api.delete(f"/api/v1/users/{bob['id']}").status_code == 204
+    assert api.get(f"/api/v1/users/{bob['id']}").status_code == 404
+
+
+def test_a_key_secret_is_shown_once_and_revoking_keeps_it_listed(api: httpx.Client) -> None:
+    ids = acme(api)
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=7)).isoformat()
+    user_key = created(
+        api.post(
+            "/api/v1/keys", json={"name": "laptop", "user_id": ids["ada"], "expires_at": later}
+        )
+    )
+    project_key = created(
+        api.post("/api/v1/keys", json={"name": "ci", "project_id": ids["web"], "read_only": True})
+    )
+    assert user_key["secret"].startswith("mfu_") and user_key["kind"] == "user"
+    assert project_key["secret"].startswith("mfp_") and project_key["read_only"] is True
+    assert user_key["secret"].startswith(user_key["prefix"])
+
+    listed = api.get("/api/v1/keys")
+    shown = api.get(f"/api/v1/keys/{user_key['id']}")
+    audit = api.get("/api/v1/audit")
+    for response in (listed, shown, audit):
+        assert response.status_code == 200
+        assert user_key["secret"] not in response.text
+        assert project_key["secret"] not in response.text
+        assert "secret" not in response.text
+    assert {k["name"] for k in listed.json()["items"]} == {"laptop", "ci"}
+    assert shown.json()["prefix"] == user_key["prefix"]
+    only_web = api.get("/api/v1/keys", params={"project": ids["web"]}).json()["items"]
+    assert [k["name"] for k in only_web] == ["ci"]
+
+    revoked = api.delete(f"/api/v1/keys/{project_key['id']}")
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    assert api.get(f"/api/v1/keys/{project_key['id']}").json()["revoked_at"] is not None
+    assert api.get(f"/api/v1/keys/{user_key['id']}").json()["revoked_at"] is None
+    assert api.delete("/api/v1/keys/nope").status_code == 404
+
+
+def test_login_answers_a_user_key_without_a_token(api: httpx.Client, live: LiveServer) -> None:
+    ids = acme(api)
+    with anonymous(live) as http:
+        answer = http.post("/api/v1/login", json={"email": "ADA@example.com", "password": PASSWORD})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["user"]["id"] == ids["ada"]
+    assert body["key"]["secret"].startswith("mfu_") and body["key"]["user_id"] == ids["ada"]
+    expires = dt.datetime.fromisoformat(body["key"]["expires_at"])
+    expires = expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)
+    remaining = expires - dt.datetime.now(dt.UTC)
+    assert dt.timedelta(days=29) < remaining <= dt.timedelta(days=30)
+    keys = api.get("/api/v1/keys", params={"user": ids["ada"]})
+    assert [k["name"] for k in keys.json()["items"]] == ["login"]
+    assert body["key"]["secret"] not in keys.text
+    assert body["key"]["secret"] not in api.get("/api/v1/audit").text
+
+
+def test_five_bad_passwords_then_429_with_retry_after(api: httpx.Client, live: LiveServer) -> None:
+    acme(api)
+    wrong = {"email": "ada@example.com", "password": "not the password"}
+    with anonymous(live) as http:
+        for _ in range(5):
+            refused = http.post("/api/v1/login", json=wrong)
+            assert refused.status_code == 401
+            assert refused.json()["detail"]["message"] == "wrong email or password"
+        limited = http.post(
+            "/api/v1/login", json={"email": "ada@example.com", "password": PASSWORD}
+        )
+    assert limited.status_code == 429, limited.text
+    assert 0 < int(limited.headers["Retry-After"]) <= 300
+    assert limited.json()["detail"]["field"] == "email"
+    failures = [
+        entry
+        for entry in api.get("/api/v1/audit", params={"actor": "ada@example.com"}).json()["items"]
+        if entry["action"] == "POST /api/v1/login"
+    ]
+    assert [entry["status"] for entry in failures] == [429, 401, 401, 401, 401, 401]
+    assert all(entry["result"] == "error" for entry in failures)
+    assert "not the password" not in api.get("/api/v1/audit").text
+
+
+def test_audit_lists_the_writes_with_their_actor(api: httpx.Client) -> None:
+    ids = acme(api)
+    actor = api.get("/api/v1/whoami").json()["name"]
+    entries = api.get("/api/v1/audit", params={"actor": actor}).json()["items"]
+    assert [(e["action"], e["actor_name"], e["result"]) for e in entries] == [
+        ("POST /api/v1/organizations/{organization_id}/projects", actor, "ok"),
+        ("POST /api/v1/organizations", actor, "ok"),
+        ("POST /api/v1/users", actor, "ok"),
+    ]
+    assert entries[0]["project_id"] == ids["web"] and entries[0]["status"] == 201
+    assert PASSWORD not in api.get("/api/v1/audit").text
+    in_web = api.get("/api/v1/audit", params={"project": ids["web"]}).json()["items"]
+    assert [e["resource_id"] for e in in_web] == [ids["web"]]
+    assert api.get("/api/v1/audit", params={"limit": 1}).json()["count"] == 1
+    future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    assert api.get("/api/v1/audit", params={"since": future}).json()["count"] == 0
+    assert api.get("/api/v1/audit", params={"actor": "someone-else"}).json()["count"] == 0
+
+
+BAD_INPUT = [
+    ("/api/v1/users", {"email": "not-an-address", "name": "X"}, "email"),
+    ("/api/v1/users", {"email": "x@example.com"}, "body.name"),
+    ("/api/v1/users", {"email": "x@example.com", "name": "X", "password": "short"}, "password"),
+    ("/api/v1/organizations", {"name": "Not A Slug", "owner_id": "u"}, "name"),
+    ("/api/v1/keys", {"name": "k", "user_id": "a", "project_id": "b"}, "user_id"),
+    ("/api/v1/keys", {"name": "k", "user_id": "nobody"}, "user"),
+    ("/api/v1/login", {"email": "x@example.com"}, "body.password"),
+]
+
+
+def test_bad_input_names_the_field(api: httpx.Client) -> None:
+    for path, body, field in BAD_INPUT:
+        response = api.post(path, json=body)
+        assert response.status_code in (404, 422), f"{path} {body}: {response.text}"
+        assert response.json()["detail"]["field"] == field, f"{path} {body}"
