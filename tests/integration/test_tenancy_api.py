@@ -4,10 +4,16 @@ see it: organizations, projects, users, memberships, keys, the audit log and `PO
 from __future__ import annotations
 
 import datetime as dt
+import json
+import stat
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+from typer.testing import CliRunner, Result
 
+from metalflow.cli import app
 from tests.integration.conftest import LiveServer
 
 PASSWORD = "correct horse battery"
@@ -192,3 +198,99 @@ def test_bad_input_names_the_field(api: httpx.Client) -> None:
         response = api.post(path, json=body)
         assert response.status_code in (404, 422), f"{path} {body}: {response.text}"
         assert response.json()["detail"]["field"] == field, f"{path} {body}"
+
+
+# --- the CLI against the live server ------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(live: LiveServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    monkeypatch.setenv("METALFLOW_URL", live.url)
+    monkeypatch.delenv("METALFLOW_TOKEN", raising=False)
+    monkeypatch.setenv("METALFLOW_DATA_DIR", str(live.settings.data_dir))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("COLUMNS", "200")
+    return CliRunner()
+
+
+def run(cli: CliRunner, *args: str, input: str | None = None) -> Result:
+    return cli.invoke(app, list(args), input=input)
+
+
+def run_json(cli: CliRunner, *args: str, input: str | None = None) -> Json:
+    result = run(cli, "-o", "json", *args, input=input)
+    assert result.exit_code == 0, result.output
+    body: Json = json.loads(result.stdout)
+    return body
+
+
+def test_cli_creates_users_organizations_projects_members_and_keys(cli: CliRunner) -> None:
+    ada = run_json(
+        cli,
+        "user",
+        "create",
+        "ada@example.com",
+        "--name",
+        "Ada",
+        "--password",
+        input=f"{PASSWORD}\n{PASSWORD}\n",
+    )
+    assert ada["has_password"] is True
+    bob = run_json(cli, "user", "create", "bob@example.com", "--name", "Bob")
+    users = run(cli, "user", "list")
+    assert "ada@example.com" in users.output and "bob@example.com" in users.output
+    assert PASSWORD not in users.output
+
+    org = run_json(cli, "org", "create", "acme", "--owner", ada["id"])
+    assert org["id"] in run(cli, "org", "list").output
+    web = run_json(cli, "project", "create", org["id"], "web")
+    assert "web" in run(cli, "project", "show", web["id"]).output
+    added = run(cli, "org", "member", "add", org["id"], bob["id"], "--role", "admin")
+    assert added.exit_code == 0 and "admin" in added.output
+    assert run(cli, "project", "member", "add", web["id"], bob["id"]).exit_code == 0
+    changed = run(cli, "project", "member", "set", web["id"], bob["id"], "editor")
+    assert changed.exit_code == 0, changed.output
+    members = run(cli, "project", "member", "list", web["id"])
+    assert bob["id"] in members.output and "editor" in members.output
+    last_owner = run(cli, "org", "member", "remove", org["id"], ada["id"])
+    assert last_owner.exit_code == 2 and "last owner" in last_owner.output
+
+    made = run(cli, "key", "create", "ci", "--project", web["id"], "--read-only")
+    assert made.exit_code == 0, made.output
+    secret = max((word for word in made.output.split() if word.startswith("mfp_")), key=len)
+    assert len(secret) == 50 and "shown this once" in made.output
+    listed = run(cli, "key", "list")
+    assert "ci" in listed.output and secret[:12] in listed.output and secret not in listed.output
+    key_id = run_json(cli, "key", "list")["items"][0]["id"]
+    assert "revoked" in run(cli, "key", "delete", key_id).output
+    assert run_json(cli, "key", "show", key_id)["revoked_at"] is not None
+
+    audit = run(cli, "audit", "--project", web["id"])
+    assert audit.exit_code == 0 and "DELETE /api/v1/keys/{key_id}" in audit.output
+    assert secret not in run(cli, "audit").output
+    bad = run(cli, "user", "create", "not-an-address", "--name", "X")
+    assert bad.exit_code == 2 and "email" in bad.output
+
+
+def test_cli_login_keeps_the_key_in_a_0600_file(
+    cli: CliRunner, api: httpx.Client, tmp_path: Path
+) -> None:
+    ids = acme(api)
+    refused = run(cli, "login", "--email", "ada@example.com", input="wrong password\n")
+    assert refused.exit_code == 2
+    assert "wrong email or password" in refused.output and "--token" not in refused.output
+    credentials = tmp_path / "config" / "metalflow" / "credentials"
+    assert not credentials.exists()
+
+    signed_in = run(cli, "login", input=f"ada@example.com\n{PASSWORD}\n")
+    assert signed_in.exit_code == 0, signed_in.output
+    assert "signed in as ada@example.com" in signed_in.output
+    assert PASSWORD not in signed_in.output
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    key = credentials.read_text().strip()
+    assert key.startswith("mfu_")
+    assert key not in signed_in.output
+    [login_key] = api.get("/api/v1/keys", params={"user": ids["ada"]}).json()["items"]
+    assert key.startswith(login_key["prefix"])
+    assert list(credentials.parent.iterdir()) == [credentials], "no temporary file is left"

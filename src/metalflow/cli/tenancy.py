@@ -73,7 +73,9 @@ def user_create(
     """Add a user; without --password they use keys only."""
     cli = cli_context(ctx)
     secret = (
-        typer.prompt("Password", hide_input=True, confirmation_prompt=True) if password else None
+        typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+        if password
+        else None
     )
     body = {"email": email, "name": name, "password": secret, "provider": provider}
     created = cli.api.post(resource("users"), json=body, check="metalflow user list")
@@ -469,8 +471,8 @@ def login(
 ) -> None:
     """Sign in with your email and password; the key it gives is kept for later commands."""
     cli = cli_context(ctx)
-    address = email or typer.prompt("Email")
-    password = typer.prompt("Password", hide_input=True)
+    address = email or typer.prompt("Email", err=True)
+    password = typer.prompt("Password", hide_input=True, err=True)
     client = ApiClient(cli.url, ANONYMOUS, transport=make_transport())
     try:
         answer = client.post(
