@@ -180,6 +180,8 @@ def test_audit_lists_the_writes_with_their_actor(api: httpx.Client) -> None:
     future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
     assert api.get("/api/v1/audit", params={"since": future}).json()["count"] == 0
     assert api.get("/api/v1/audit", params={"actor": "someone-else"}).json()["count"] == 0
+    bare = api.get("/api/v1/audit", params={"since": "2026-01-01T00:00"})
+    assert bare.status_code == 422 and bare.json()["detail"]["field"] == "query.since"
 
 
 BAD_INPUT = [
@@ -189,6 +191,11 @@ BAD_INPUT = [
     ("/api/v1/organizations", {"name": "Not A Slug", "owner_id": "u"}, "name"),
     ("/api/v1/keys", {"name": "k", "user_id": "a", "project_id": "b"}, "user_id"),
     ("/api/v1/keys", {"name": "k", "user_id": "nobody"}, "user"),
+    (
+        "/api/v1/keys",
+        {"name": "k", "user_id": "a", "expires_at": "2030-01-01T00:00"},
+        "body.expires_at",
+    ),
     ("/api/v1/login", {"email": "x@example.com"}, "body.password"),
 ]
 

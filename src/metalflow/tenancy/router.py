@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel
 from sqlalchemy.orm import Session
 
 from metalflow.errors import Unauthorized
@@ -60,6 +60,8 @@ MAX_AUDIT_PAGE = 1000
 SIGN_IN_STATE = "tenancy_sign_in"
 API_PREFIX = "/api/v1"
 """Where api.app mounts this router: the audit's actions are the routes' full templates."""
+ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+"""The one error shape, which api.openapi adds to the document's components."""
 
 
 class Whoami(BaseModel):
@@ -526,7 +528,7 @@ def list_audit(
     services: ServicesDep,
     _: Reader,
     project: str | None = None,
-    since: dt.datetime | None = None,
+    since: Annotated[AwareDatetime | None, Query(description="with its zone")] = None,
     actor: Annotated[str | None, Query(description="an actor's id or name")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_AUDIT_PAGE)] = service.AUDIT_PAGE,
 ) -> AuditList:
@@ -568,7 +570,7 @@ def _audit_refusal(
     service.append_audit(
         session,
         actor_kind=ActorKind.USER,
-        actor_name=body.email.strip().lower()[:320],
+        actor_name=body.email.strip().lower(),
         action=f"POST {API_PREFIX}/login",
         result="error",
         address=address,
@@ -580,14 +582,22 @@ def _audit_refusal(
 @router.post(
     "/login",
     response_model=LoginAnswer,
-    responses={401: {"description": "Wrong email or password"}, 429: {"description": "Wait"}},
+    responses={
+        401: {"description": "Wrong email or password", "content": ERROR_CONTENT},
+        429: {
+            "description": "Too many failed sign-ins for the account or from the address",
+            "content": ERROR_CONTENT,
+            "headers": {"Retry-After": {"required": True, "schema": {"type": "integer"}}},
+        },
+    },
 )
 def login(
     body: LoginRequest, request: Request, services: ServicesDep, sign_in: SignInDep
 ) -> LoginAnswer:
     """A new user key for the email and password, expiring in LOGIN_KEY_LIFETIME."""
     address = _address(request) or "unknown"
-    wait = sign_in.limiter.retry_after(body.email, address)
+    account = body.email.strip().lower()
+    wait = sign_in.limiter.retry_after(account, address)
     if wait is not None:
         with services.db.write() as session:
             _audit_refusal(session, body, address, 429, "sign_in_limited")
@@ -629,7 +639,7 @@ def login(
             )
             answer = LoginAnswer(key=_created(created), user=UserPublic.of(user))
     if answer is None:
-        sign_in.limiter.failed(body.email, address)
+        sign_in.limiter.failed(account, address)
         raise Unauthorized("wrong email or password", field="password")
-    sign_in.limiter.succeeded(body.email)
+    sign_in.limiter.succeeded(account)
     return answer

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from metalflow.tenancy.keys import KeyKind
 from metalflow.tenancy.passwords import MAX_PASSWORD_LENGTH
@@ -176,7 +176,9 @@ class KeyCreate(Strict):
     user_id: Id | None = Field(default=None, max_length=32)
     project_id: Id | None = Field(default=None, max_length=32)
     read_only: bool = False
-    expires_at: dt.datetime | None = None
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="with its zone (`Z` for UTC): a bare time is ambiguous"
+    )
 
 
 class KeyPublic(BaseModel):
