@@ -2,7 +2,10 @@
 
 Resources are named by id (what `list` shows). `login` writes its key to the credentials file
 (`context.credentials_path`) with mode 0600, atomically: a temporary file in the same directory,
-created 0600, then renamed over the old one, so no reader sees half a key or a wider mode.
+created 0600 by `tempfile.mkstemp`, then renamed over the old one, so no reader sees half a key
+or a wider mode. Looked at atomicwrites (archived by its author; it does the same mkstemp and
+rename) and platformdirs for the path (on macOS it answers ~/Library, not the ~/.config the
+CLI documents): neither fit.
 """
 
 from __future__ import annotations
@@ -446,13 +449,12 @@ def _audit(data: Json) -> RenderableType:
 
 
 def write_credentials(path: Path, key: str) -> None:
-    """Mode 0600 from the first byte (never widened by the umask or a chmod after writing), in
-    a directory of mode 0700 when it is made here."""
+    """Mode 0600 from the first byte (mkstemp's, whatever the umask), in a directory of mode 0700
+    when it is made here; a file an earlier login left wider is replaced, not reused."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), 0o600)
             handle.write(key + "\n")
             handle.flush()
             os.fsync(handle.fileno())

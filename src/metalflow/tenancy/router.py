@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from metalflow.errors import Unauthorized
 from metalflow.services import Reader, ServicesDep, Writer
 from metalflow.tenancy import service
-from metalflow.tenancy.auth import Principal, Role
+from metalflow.tenancy.auth import Principal
 from metalflow.tenancy.passwords import Passwords, SignInLimiter
 from metalflow.tenancy.schemas import (
     AuditEntryPublic,
@@ -97,12 +97,13 @@ def _record(
     project_id: str | None = None,
     summary: dict[str, Any] | None = None,
 ) -> None:
-    """The entry of one successful write: the route's template names the action."""
+    """The entry of one successful write: the route's template names the action. The actor is
+    the provider: `Writer` admits the provider's token only, until per-project decisions."""
     route = request.scope.get("route")
     template = API_PREFIX + getattr(route, "path", "") if route else request.url.path
     service.append_audit(
         session,
-        actor_kind=ActorKind.PROVIDER if principal.role is Role.ADMIN else ActorKind.AGENT,
+        actor_kind=ActorKind.PROVIDER,
         actor_name=principal.name,
         action=f"{request.method} {template}",
         resource_type=resource_type,
