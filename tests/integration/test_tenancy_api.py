@@ -163,6 +163,25 @@ def test_five_bad_passwords_then_429_with_retry_after(api: httpx.Client, live: L
     assert "not the password" not in api.get("/api/v1/audit").text
 
 
+def test_a_sign_in_forgives_the_account_not_the_address(
+    api: httpx.Client, live: LiveServer
+) -> None:
+    acme(api)
+    right = {"email": "ada@example.com", "password": PASSWORD}
+    with anonymous(live) as http:
+        for _ in range(4):
+            assert http.post("/api/v1/login", json={**right, "password": "nope"}).status_code == 401
+        assert http.post("/api/v1/login", json=right).status_code == 200
+        for _ in range(4):
+            assert http.post("/api/v1/login", json={**right, "password": "nope"}).status_code == 401
+        for number in range(12):
+            guess = {"email": f"guess{number}@example.com", "password": "nope"}
+            assert http.post("/api/v1/login", json=guess).status_code == 401
+        from_here = http.post("/api/v1/login", json={"email": "new@example.com", "password": "x"})
+    assert from_here.status_code == 429, "20 failures from one address, whatever the accounts"
+    assert int(from_here.headers["Retry-After"]) > 0
+
+
 def test_audit_lists_the_writes_with_their_actor(api: httpx.Client) -> None:
     ids = acme(api)
     actor = api.get("/api/v1/whoami").json()["name"]
