@@ -16,6 +16,7 @@ import httpx
 import pytest
 import uvicorn
 from sqlalchemy import create_engine, make_url, text
+from typer.testing import CliRunner
 
 from metalflow.config import Settings
 from metalflow.server import build_app, build_services
@@ -197,6 +198,19 @@ class AgentClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+@pytest.fixture
+def cli(live: LiveServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    """The CLI pointed at the live server, finding the admin token in its data dir, with no
+    credentials file of `metalflow login` but the test's own and a wide terminal."""
+    monkeypatch.setenv("METALFLOW_URL", live.url)
+    monkeypatch.delenv("METALFLOW_TOKEN", raising=False)
+    monkeypatch.setenv("METALFLOW_DATA_DIR", str(live.settings.data_dir))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("COLUMNS", "200")
+    return CliRunner()
 
 
 from tests.integration.bootlab import lab  # noqa: E402, F401  (the network-namespace fixture)

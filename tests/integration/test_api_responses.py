@@ -200,6 +200,7 @@ def exercise(call: Caller, live: LiveServer) -> None:
             boot(method, "/boot/install/initrd.img", 200)
     call("GET", "/api/v1/events", 200, params={"limit": 50})
     exercise_ipam(call)
+    exercise_tenancy(call, live)
     call("GET", "/api/v1/whoami", 200)
     call("DELETE", "/api/v1/machines/{name}", 204, path={"name": "bmc1"})
     call("DELETE", "/api/v1/templates/{name}", 204, path={"name": "ubuntu"})
@@ -215,6 +216,50 @@ def exercise_ipam(call: Caller) -> None:
     given = call("POST", "/api/v1/ipam/prefixes/{ref}/allocations", 201, path=ref, json=wanted)
     call("GET", "/api/v1/ipam/prefixes/{ref}/usage", 200, path=ref)
     call("DELETE", "/api/v1/ipam/prefixes/{ref}", 204, path={"ref": given.json()["id"]})
+
+
+def exercise_tenancy(call: Caller, live: LiveServer) -> None:
+    password = "correct horse battery"
+    ada = {"email": "ada@example.com", "name": "Ada", "password": password}
+    user = call("POST", "/api/v1/users", 201, json=ada).json()
+    bob = call("POST", "/api/v1/users", 201, json={"email": "bob@example.com", "name": "Bob"})
+    call("GET", "/api/v1/users", 200)
+    call("GET", "/api/v1/users/{user_id}", 200, path={"user_id": user["id"]})
+    org = call("POST", "/api/v1/organizations", 201, json={"name": "acme", "owner_id": user["id"]})
+    org_path = {"organization_id": org.json()["id"]}
+    call("GET", "/api/v1/organizations", 200)
+    call("GET", "/api/v1/organizations/{organization_id}", 200, path=org_path)
+    org_member = {**org_path, "user_id": bob.json()["id"]}
+    members = "/api/v1/organizations/{organization_id}/members"
+    body = {"user_id": bob.json()["id"], "role": "member"}
+    call("POST", members, 201, path=org_path, json=body)
+    call("GET", members, 200, path=org_path)
+    call("PATCH", members + "/{user_id}", 200, path=org_member, json={"role": "admin"})
+    call("DELETE", members + "/{user_id}", 204, path=org_member)
+    projects = "/api/v1/organizations/{organization_id}/projects"
+    project = call("POST", projects, 201, path=org_path, json={"name": "web"}).json()
+    project_path = {"project_id": project["id"]}
+    call("GET", "/api/v1/projects", 200)
+    call("GET", "/api/v1/projects/{project_id}", 200, path=project_path)
+    project_member = {**project_path, "user_id": bob.json()["id"]}
+    members = "/api/v1/projects/{project_id}/members"
+    body = {"user_id": bob.json()["id"], "role": "viewer"}
+    call("POST", members, 201, path=project_path, json=body)
+    call("GET", members, 200, path=project_path)
+    call("PATCH", members + "/{user_id}", 200, path=project_member, json={"role": "editor"})
+    call("DELETE", members + "/{user_id}", 204, path=project_member)
+    key = call("POST", "/api/v1/keys", 201, json={"name": "ci", "project_id": project["id"]})
+    key_path = {"key_id": key.json()["id"]}
+    call("GET", "/api/v1/keys", 200)
+    call("GET", "/api/v1/keys/{key_id}", 200, path=key_path)
+    call("DELETE", "/api/v1/keys/{key_id}", 200, path=key_path)
+    with httpx.Client(base_url=live.url, timeout=30) as anonymous:
+        login = {"email": "ada@example.com", "password": password}
+        Caller(anonymous, call.samples)("POST", "/api/v1/login", 200, json=login)
+    call("GET", "/api/v1/audit", 200, params={"limit": 10})
+    call("DELETE", "/api/v1/projects/{project_id}", 204, path=project_path)
+    call("DELETE", "/api/v1/organizations/{organization_id}", 204, path=org_path)
+    call("DELETE", "/api/v1/users/{user_id}", 204, path={"user_id": bob.json()["id"]})
 
 
 def problems_of(sample: Sample, operation: dict[str, Any], components: dict[str, Any]) -> list[str]:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner, Result
 
@@ -146,15 +145,6 @@ def test_a_conflict_names_the_document_and_rolls_back_the_whole_apply(api: httpx
     assert detail["field"] == "documents[1].spec.byo"
     assert detail["message"].startswith("documents[1] (Prefix 198.51.100.0/24): ")
     assert "192.0.2.0/24" not in stored(api)
-
-
-@pytest.fixture
-def cli(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("METALFLOW_URL", live.url)
-    monkeypatch.delenv("METALFLOW_TOKEN", raising=False)
-    monkeypatch.setenv("METALFLOW_DATA_DIR", str(live.settings.data_dir))
-    monkeypatch.setenv("COLUMNS", "200")
-    return CliRunner()
 
 
 def cli_apply(cli: CliRunner, path: Path, *flags: str) -> Result:

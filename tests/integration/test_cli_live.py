@@ -5,20 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner, Result
 
 from metalflow.cli import app
 from tests.integration.conftest import AgentClient, LiveServer
 from tests.manifests import TINKERBELL_STACK, machine_yaml, simple_template
-
-
-@pytest.fixture
-def cli(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("METALFLOW_URL", live.url)
-    monkeypatch.delenv("METALFLOW_TOKEN", raising=False)
-    monkeypatch.setenv("METALFLOW_DATA_DIR", str(live.settings.data_dir))
-    return CliRunner()
 
 
 def run(cli: CliRunner, *args: str, input: str | None = None) -> Result:

@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from typer.testing import CliRunner, Result
 
 from metalflow.cli import app
-from tests.integration.conftest import LiveServer
-
-
-@pytest.fixture
-def cli(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("METALFLOW_URL", live.url)
-    monkeypatch.delenv("METALFLOW_TOKEN", raising=False)
-    monkeypatch.setenv("METALFLOW_DATA_DIR", str(live.settings.data_dir))
-    monkeypatch.setenv("COLUMNS", "200")
-    return CliRunner()
 
 
 def run(cli: CliRunner, *args: str) -> Result:

@@ -92,8 +92,8 @@ PUBLIC = frozenset(
         ("HEAD", f"{API_PREFIX}/docs"),
     }
 )
-"""What needs no token under the API prefix: how an unknown machine gets one, and the API's
-own description."""
+"""What needs no token under the API prefix: how an unknown machine gets one, how a person
+signs in for one, and the API's own description."""
 
 
 def policy_for(method: str, path: str) -> RoutePolicy:

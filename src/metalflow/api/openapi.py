@@ -89,6 +89,18 @@ CONFLICTS = frozenset(
         ("post", "/api/v1/ipam/prefixes"),
         ("post", "/api/v1/ipam/prefixes/{ref}/allocations"),
         ("delete", "/api/v1/ipam/prefixes/{ref}"),
+        ("post", "/api/v1/users"),
+        ("delete", "/api/v1/users/{user_id}"),
+        ("post", "/api/v1/organizations"),
+        ("delete", "/api/v1/organizations/{organization_id}"),
+        ("post", "/api/v1/organizations/{organization_id}/members"),
+        ("patch", "/api/v1/organizations/{organization_id}/members/{user_id}"),
+        ("delete", "/api/v1/organizations/{organization_id}/members/{user_id}"),
+        ("post", "/api/v1/organizations/{organization_id}/projects"),
+        ("delete", "/api/v1/projects/{project_id}"),
+        ("post", "/api/v1/projects/{project_id}/members"),
+        ("patch", "/api/v1/projects/{project_id}/members/{user_id}"),
+        ("delete", "/api/v1/projects/{project_id}/members/{user_id}"),
     }
 )
 """Operations whose services raise Conflict (a workflow ref's ambiguous prefix among them)."""

@@ -18,6 +18,7 @@ from metalflow.cli import (
     machine,
     power,
     template,
+    tenancy,
     up,
     workflow,
 )
@@ -54,6 +55,12 @@ app.add_typer(installenv.app, name="installenv")
 app.add_typer(power.power_app, name="power")
 app.add_typer(power.bmc_app, name="bmc")
 app.add_typer(ipam.app, name="ipam")
+app.add_typer(tenancy.user_app, name="user")
+app.add_typer(tenancy.org_app, name="org")
+app.add_typer(tenancy.project_app, name="project")
+app.add_typer(tenancy.key_app, name="key")
+app.command("audit")(tenancy.audit)
+app.command("login")(tenancy.login)
 app.command("up")(up.up)
 app.command("apply")(apply.apply)
 app.command("provision")(lifecycle.provision)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 
@@ -14,6 +15,23 @@ from metalflow.cli.output import Output
 from metalflow.config import DEFAULT_DATA_DIR
 
 TOKEN_FILE = "admin-token"
+CREDENTIALS_FILE = "credentials"
+"""The key `metalflow login` writes, under XDG_CONFIG_HOME (default ~/.config)/metalflow."""
+
+
+def credentials_path() -> Path:
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "metalflow" / CREDENTIALS_FILE
+
+
+def _read_token(path: Path) -> str:
+    """The file's token, or "" when there is no such file."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f'cannot read token file "{path}": {exc}', ExitCode.BAD_INPUT) from None
 
 
 def make_transport() -> httpx.BaseTransport | None:
@@ -38,19 +56,20 @@ class CliContext:
             self.api.close()
 
     def _resolve_token(self) -> str:
+        """--token or METALFLOW_TOKEN, then the key of `metalflow login`, then the admin token."""
         if self.token:
             return self.token
+        credentials = credentials_path()
+        token = _read_token(credentials)
+        if token:
+            return token
         path = (self.data_dir or DEFAULT_DATA_DIR) / TOKEN_FILE
-        try:
-            token = path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
-            token = ""
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CliError(f'cannot read token file "{path}": {exc}', ExitCode.BAD_INPUT) from None
+        token = _read_token(path)
         if not token:
             raise CliError(
-                f"no API token: pass --token, set METALFLOW_TOKEN, or point --data-dir at the "
-                f'directory holding "{TOKEN_FILE}" (looked for "{path}")',
+                f'no API token: pass --token, set METALFLOW_TOKEN, run "metalflow login", or'
+                f' point --data-dir at the directory holding "{TOKEN_FILE}" (looked for'
+                f' "{credentials}" and "{path}")',
                 ExitCode.BAD_INPUT,
             )
         return token

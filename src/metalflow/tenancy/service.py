@@ -508,6 +508,13 @@ def list_keys(
     return list(session.scalars(query))
 
 
+def get_key(session: Session, key_id: str) -> ApiKey:
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"API key {key_id!r} not found", field="key")
+    return key
+
+
 def revoke_key(session: Session, key_id: str, now: dt.datetime) -> ApiKey:
     """Revoking twice keeps the first time."""
     key = session.get(ApiKey, key_id)
@@ -640,6 +647,26 @@ def query_audit(
         query = query.where(AuditEntry.at >= since)
     if actor_id is not None:
         query = query.where(AuditEntry.actor_id == actor_id)
+    return list(session.scalars(query))
+
+
+def search_audit(
+    session: Session,
+    *,
+    project_id: str | None = None,
+    since: dt.datetime | None = None,
+    actor: str | None = None,
+    limit: int = AUDIT_PAGE,
+) -> list[AuditEntry]:
+    """Newest first; `actor` is what people know an actor by: its id or its name (an email, a
+    token's name), so the provider's token, which has no id, can be looked for too."""
+    query = select(AuditEntry).order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit)
+    if project_id is not None:
+        query = query.where(AuditEntry.project_id == project_id)
+    if since is not None:
+        query = query.where(AuditEntry.at >= since)
+    if actor is not None:
+        query = query.where((AuditEntry.actor_id == actor) | (AuditEntry.actor_name == actor))
     return list(session.scalars(query))
 
 

@@ -18,10 +18,12 @@ TERMINAL_VARIABLES = {"FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACT
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No METALFLOW_* or terminal settings leak in; the default data dir is empty."""
+    """No METALFLOW_* or terminal settings leak in, nor a credentials file of `metalflow login`;
+    the default data dir is empty."""
     for name in list(os.environ):
         if name.startswith("METALFLOW_") or name in TERMINAL_VARIABLES:
             monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.chdir(tmp_path)
 
 
