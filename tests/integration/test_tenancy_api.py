@@ -136,6 +136,10 @@ def test_login_answers_a_user_key_without_a_token(api: httpx.Client, live: LiveS
     assert [k["name"] for k in keys.json()["items"]] == ["login"]
     assert body["key"]["secret"] not in keys.text
     assert body["key"]["secret"] not in api.get("/api/v1/audit").text
+    with anonymous(live) as http:
+        who = http.get("/api/v1/whoami", headers={"X-Auth-Token": body["key"]["secret"]})
+    assert who.status_code == 200, who.text
+    assert who.json()["name"] == "ada@example.com"
 
 
 def test_five_bad_passwords_then_429_with_retry_after(api: httpx.Client, live: LiveServer) -> None:
