@@ -46,18 +46,19 @@ class ApiClient:
     """A thin wrapper around `httpx.Client` that turns every failure into a `CliError`."""
 
     def __init__(
-        self, url: str, token: str, *, transport: httpx.BaseTransport | None = None
+        self, url: str, token: str | None, *, transport: httpx.BaseTransport | None = None
     ) -> None:
+        """Without a token, for the routes that take none (`POST /login`)."""
         self.url = url.rstrip("/")
         _check_url(self.url)
-        if not token.isascii() or not token.isprintable():
+        if token is not None and (not token.isascii() or not token.isprintable()):
             raise CliError(
                 "the API token has characters no token has; check --token or METALFLOW_TOKEN",
                 ExitCode.BAD_INPUT,
             )
         self._http = httpx.Client(
             base_url=self.url,
-            headers={"Authorization": f"Bearer {token}"},
+            headers={} if token is None else {"Authorization": f"Bearer {token}"},
             timeout=TIMEOUT,
             transport=transport,
         )
@@ -92,6 +93,9 @@ class ApiClient:
             timeout=timeout or TIMEOUT,
             check=check,
         )
+
+    def patch(self, path: str, *, json: Json, check: str | None = None) -> Json:
+        return self._request("PATCH", path, params=None, json=json, check=check)
 
     def delete(self, path: str) -> None:
         with self._errors("DELETE", TIMEOUT):
@@ -277,7 +281,10 @@ def _validation_error(item: Any) -> str:
 
 def _api_error(response: httpx.Response) -> CliError:
     message = _error_message(response)
-    if response.status_code == httpx.codes.UNAUTHORIZED:
+    if (
+        response.status_code == httpx.codes.UNAUTHORIZED
+        and "authorization" in response.request.headers
+    ):
         message += " (check --token, METALFLOW_TOKEN or the data dir's admin-token)"
     code = ExitCode.BAD_INPUT if response.is_client_error else ExitCode.FAILURE
     return CliError(message, code)

@@ -38,12 +38,8 @@ project_member_app = typer.Typer(no_args_is_help=True, help="A project's members
 org_app.add_typer(org_member_app, name="member")
 project_app.add_typer(project_member_app, name="member")
 
-ANONYMOUS = "anonymous"
-"""The token sent to POST /login, which takes none: the API client always sends one."""
 PARENT_HELP = "The organization's or project's id."
 ROLE_HELP = "Organizations: member, admin or owner; projects: viewer, editor or owner."
-TOKEN_HINT = " (check --token"
-"""Where the client's advice for a refused token starts: a refused sign-in is not about one."""
 
 
 def _utc_iso(value: dt.datetime | None) -> str | None:
@@ -251,11 +247,6 @@ def _member(member: Json) -> RenderableType:
     return render.fields([("USER", member["user_id"]), ("ROLE", member["role"])])
 
 
-def _patch(api: ApiClient, path: str, body: Json) -> Json:
-    """PATCH through the client's one request path: ApiClient has no `patch` of its own yet."""
-    return api._request("PATCH", path, params=None, json=body, check="the member list")
-
-
 def _member_commands(app: typer.Typer, collection: str, noun: str, default_role: str) -> None:
     """add, list, set and remove, alike for organizations and projects. Their annotations name
     module constants only: typer evaluates them in the module's namespace, not this one."""
@@ -288,7 +279,11 @@ def _member_commands(app: typer.Typer, collection: str, noun: str, default_role:
         role: Annotated[str, typer.Argument(help=ROLE_HELP)],
     ) -> None:
         cli = cli_context(ctx)
-        changed = _patch(cli.api, resource(collection, parent, "members", user_id), {"role": role})
+        changed = cli.api.patch(
+            resource(collection, parent, "members", user_id),
+            json={"role": role},
+            check="the member list",
+        )
         cli.out.emit(changed, _member)
 
     def remove(
@@ -475,15 +470,13 @@ def login(
     cli = cli_context(ctx)
     address = email or typer.prompt("Email", err=True)
     password = typer.prompt("Password", hide_input=True, err=True)
-    client = ApiClient(cli.url, ANONYMOUS, transport=make_transport())
+    client = ApiClient(cli.url, None, transport=make_transport())
     try:
         answer = client.post(
             resource("login"),
             json={"email": address, "password": password},
             check="metalflow key list",
         )
-    except CliError as exc:
-        raise CliError(exc.message.partition(TOKEN_HINT)[0], exc.code) from None
     finally:
         client.close()
     path = credentials_path()
