@@ -611,12 +611,26 @@ def login(
             },
             headers={"Retry-After": str(seconds)},
         )
+    # The password is checked outside any transaction: argon2 takes tens of milliseconds,
+    # which a write transaction would hold SQLite's one writer for.
+    with services.db.read() as session:
+        found = service.find_user(session, body.email)
+        user_id, stored = (found.id, found.password_hash) if found else (None, None)
+    if stored is None:
+        sign_in.passwords.verify_absent(body.password)
+        check = None
+    else:
+        check = sign_in.passwords.verify(stored, body.password)
     with services.db.write() as session:
-        user = service.verify_password(session, body.email, body.password, sign_in.passwords)
+        user = service.find_user(session, body.email) if check is not None and check.ok else None
+        if user is not None and user.id != user_id:
+            user = None  # deleted and made again while the password was checked
         if user is None:
             _audit_refusal(session, body, address, 401, "bad_credentials")
             answer = None
         else:
+            if check is not None and check.rehashed is not None:
+                user.password_hash = check.rehashed
             now = _now()
             created = service.create_key(
                 session,
