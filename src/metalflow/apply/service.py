@@ -24,7 +24,6 @@ from metalflow.inventory import service as inventory
 from metalflow.inventory.schemas import BmcSpec, normalize_mac
 from metalflow.inventory.tables import Interface, Machine
 from metalflow.ipam import service as ipam
-from metalflow.ipam.tables import IpBlock
 from metalflow.power import objects
 from metalflow.power.rufio import ObjectRef, RufioMachine
 from metalflow.templates.service import apply_template
@@ -112,19 +111,11 @@ def _apply_one(
     return _apply_workflow(session, doc), []
 
 
-def _stored_prefix(session: Session, cidr: str) -> IpBlock | None:
-    """The block of this CIDR that is not another's child of the same CIDR (a reservation of
-    a whole pool has its pool's CIDR): the prefix a document means."""
-    matches = list(session.scalars(select(IpBlock).where(IpBlock.cidr == cidr)))
-    ids = {match.id for match in matches}
-    return next((match for match in matches if match.parent_id not in ids), None)
-
-
 def _apply_prefix(session: Session, doc: PrefixDoc) -> str:
     """created, unchanged or updated; the CIDR, project and `byo` say which space is whose, so
     a change to them is refused (errors name the spec field)."""
     spec = doc.spec
-    existing = _stored_prefix(session, doc.name)
+    existing = ipam.find_by_cidr(session, doc.name, outermost=True)
     if existing is None:
         ipam.create_prefix(
             session,

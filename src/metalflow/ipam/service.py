@@ -510,13 +510,22 @@ def delete_prefix(session: Session, block_id: str) -> None:
     _free(session, holder, block)
 
 
+def find_by_cidr(session: Session, cidr: str, *, outermost: bool = False) -> IpBlock | None:
+    """The block of this CIDR. A reservation of a whole pool has its pool's CIDR: then the
+    child, or with `outermost` the pool (what a prefix document means)."""
+    matches = list(session.scalars(select(IpBlock).where(IpBlock.cidr == cidr)))
+    ids = {match.id for match in matches}
+    parents = {match.parent_id for match in matches}
+    if outermost:
+        return next((match for match in matches if match.parent_id not in ids), None)
+    return next((match for match in matches if match.id not in parents), None)
+
+
 def get(session: Session, id_or_cidr: str) -> IpBlock:
     """A block by id, or by its CIDR: where a child has its parent's CIDR, the child."""
     found = session.get(IpBlock, id_or_cidr)
     if found is None and "/" in id_or_cidr:
-        matches = list(session.scalars(select(IpBlock).where(IpBlock.cidr == id_or_cidr)))
-        parents = {match.parent_id for match in matches}
-        found = next((match for match in matches if match.id not in parents), None)
+        found = find_by_cidr(session, id_or_cidr)
     if found is None:
         raise NotFound(
             f"no prefix {id_or_cidr!r}: list them with `metalflow ipam prefix list`", field="id"
