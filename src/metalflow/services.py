@@ -86,8 +86,10 @@ def authenticate(services: Services, credentials: Credentials) -> Principal:
     if parsed.kind is not None:
         if parsed.problem is not None:
             raise Unauthorized(parsed.problem, field=field)
-        with services.db.write() as session:
-            principal = services.auth.authenticate_key(session, token, credentials.address)
+        principal = services.auth.cached_key(token)
+        if principal is None:
+            with services.db.write() as session:
+                principal = services.auth.authenticate_key(session, token, credentials.address)
         if principal is None:
             raise Unauthorized("unknown, revoked or expired API key", field=field)
         return principal
@@ -100,7 +102,6 @@ def authenticate(services: Services, credentials: Credentials) -> Principal:
 
 async def current_principal(request: Request, services: ServicesDep) -> Principal:
     """The principal RequestGuard found; authenticated here only where it did not run."""
-    # (access: AUTHENTICATED, set below; a requirement's check depends on this too)
     found = request.scope.get("state", {}).get(PRINCIPAL_KEY)
     if isinstance(found, Principal):
         return found

@@ -56,9 +56,7 @@ def _as_metalflow_errors() -> Iterator[None]:
     that is taken or used up, 404 for releasing what is not allocated."""
     try:
         yield
-    except allocator.Exhausted as exc:
-        raise Conflict(exc.message, field=exc.field) from exc
-    except allocator.Overlap as exc:
+    except (allocator.Exhausted, allocator.Overlap) as exc:
         raise Conflict(exc.message, field=exc.field) from exc
     except allocator.NotAllocated as exc:
         raise NotFound(exc.message, field=exc.field) from exc

@@ -171,14 +171,20 @@ class Authenticator:
         self._api_tokens[digest] = (now + API_TOKEN_CACHE_SECONDS, principal)
         return principal
 
+    def cached_key(self, key: str) -> Principal | None:
+        """The principal of an API key looked up less than KEY_CACHE_SECONDS ago, if any: most
+        requests with a key need no transaction at all."""
+        cached = self._keys.get(hash_key(key))
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        return None
+
     def authenticate_key(self, session: Session, key: str, address: str | None) -> Principal | None:
-        """A user's or project's API key (`mfu_`/`mfp_`), looked up at most once per
-        KEY_CACHE_SECONDS; each lookup records the key's last use, so `session` is a write."""
+        """A user's or project's API key (`mfu_`/`mfp_`), looked up and remembered for
+        KEY_CACHE_SECONDS (ask `cached_key` first); the lookup records the key's last use, so
+        `session` is a write."""
         now = time.monotonic()
         digest = hash_key(key)
-        cached = self._keys.get(digest)
-        if cached is not None and cached[0] > now:
-            return cached[1]
         resolved = None if self.resolve_key is None else self.resolve_key(session, key, address)
         if resolved is None:
             self._keys.pop(digest, None)
