@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Annotated
 from anyio import to_thread
 from fastapi import Depends, HTTPException, Request
 
-from metalflow.errors import Unauthorized
-from metalflow.tenancy.auth import Action, Forbidden, Principal, authorize
+from metalflow.errors import Forbidden as ForbiddenError
+from metalflow.errors import NotFound, Unauthorized
+from metalflow.tenancy import policy
+from metalflow.tenancy.auth import Action, Forbidden, Principal, Role, authorize
 from metalflow.tenancy.keys import parse_key
 
 if TYPE_CHECKING:
@@ -140,3 +142,68 @@ Writer = Annotated[Principal, _requirement(Action.WRITE)]
 Agent = Annotated[Principal, _requirement(Action.AGENT)]
 HelloCaller = Annotated[Principal, _requirement(Action.HELLO)]
 """The agent's hello: an agent token, or a boot token to exchange."""
+
+
+PROJECT_READ = "project-read"
+PROJECT_WRITE = "project-write"
+"""The access of routes that tenants reach too, each resource decided by `require`."""
+
+
+def _scoped(action: Action, access: str) -> object:
+    """The provider (a read-only key only for reads) and tenants pass; agents do not. Which of
+    a tenant's projects the resource must be in is the route's `require` or `visible`."""
+
+    async def check(principal: PrincipalDep) -> Principal:
+        if principal.role is Role.AGENT:
+            raise HTTPException(
+                403,
+                detail={
+                    "message": "agent tokens reach only the agent endpoints of their machine",
+                    "field": None,
+                },
+            )
+        if principal.read_only and action is not Action.READ:
+            raise HTTPException(
+                403,
+                detail={
+                    "message": "this API key is read-only: use a read-write key for changes",
+                    "field": None,
+                },
+            )
+        return principal
+
+    setattr(check, ACCESS_ATTRIBUTE, access)
+    return Depends(check)
+
+
+ProjectReader = Annotated[Principal, _scoped(Action.READ, PROJECT_READ)]
+ProjectWriter = Annotated[Principal, _scoped(Action.WRITE, PROJECT_WRITE)]
+
+
+def visible(principal: Principal) -> frozenset[str] | None:
+    """The project ids whose resources `principal` sees; None for all (the provider). A route
+    narrows its lists to these."""
+    if principal.role is Role.ADMIN:
+        return None
+    if principal.access is None:
+        return frozenset()
+    return policy.visible_projects(principal.access)
+
+
+def require(
+    principal: Principal, action: policy.Action, project_id: str | None, missing: NotFound
+) -> None:
+    """Raise `missing` (the very 404 of a resource that does not exist, so a tenant learns
+    nothing of others' resources) or a 403 naming the role that would do, unless `principal`
+    may do `action` on a resource of `project_id` (None: the provider's own)."""
+    if principal.role is Role.ADMIN:
+        if principal.read_only and action is not policy.Action.READ:
+            raise ForbiddenError("this API key is read-only: use a read-write key for changes")
+        return
+    if principal.access is None or project_id is None:
+        raise missing
+    decision = policy.decide(principal.access, action, project_id)
+    if decision.outcome is policy.Outcome.NOT_FOUND:
+        raise missing
+    if not decision.allowed:
+        raise ForbiddenError(decision.reason)

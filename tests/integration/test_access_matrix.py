@@ -21,6 +21,8 @@ ALLOWED = {
     "authenticated": set(CALLERS) - {"anonymous"},
     "read": {"provider", "provider_read_only"},
     "write": {"provider"},
+    "project-read": {"provider", "provider_read_only", "tenant", "project_key"},
+    "project-write": {"provider", "tenant", "project_key"},
     "agent": {"agent"},
     "hello": {"agent"},
 }

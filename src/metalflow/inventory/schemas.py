@@ -252,6 +252,7 @@ class MachineSpec(Strict):
 
     name: str = Field(pattern=NAME_PATTERN)
     project: str = "default"
+    metro: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=64)
     labels: dict[str, str] = Field(default_factory=dict)
     arch: Literal["x86_64", "aarch64"] = "x86_64"
     uefi: bool = True
@@ -378,6 +379,9 @@ class MachinePublic(BaseModel):
     id: str
     name: str
     project: str
+    project_id: str | None
+    """The tenant project it is assigned to; None while it is the provider's."""
+    metro: str | None
     labels: dict[str, str]
     arch: str
     uefi: bool

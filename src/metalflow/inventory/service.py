@@ -256,6 +256,7 @@ def apply_machine(
         )
         session.add(machine)
     machine.project = spec.project
+    machine.metro = spec.metro
     machine.labels = spec.labels
     machine.arch = spec.arch
     machine.uefi = spec.uefi
@@ -482,6 +483,8 @@ def to_public(machine: Machine, active_workflow: str | None) -> MachinePublic:
         id=machine.id,
         name=machine.name,
         project=machine.project,
+        project_id=machine.project_id,
+        metro=machine.metro,
         labels=machine.labels,
         arch=machine.arch,
         uefi=machine.uefi,

@@ -20,6 +20,13 @@ class Machine(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     project: Mapped[str] = mapped_column(String(200), default="default")
+    """The manifest's grouping (a Tinkerbell namespace); not a tenant project (`project_id`)."""
+    project_id: Mapped[str | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="RESTRICT"), index=True
+    )
+    """The tenant project the provider assigned the machine to; None while it is the provider's."""
+    metro: Mapped[str | None] = mapped_column(String(64))
+    """Where the machine stands: its per-host addresses come from this metro's pools."""
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     arch: Mapped[str] = mapped_column(String(32), default="x86_64")
     uefi: Mapped[bool] = mapped_column(default=True)

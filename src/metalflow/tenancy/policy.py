@@ -155,6 +155,23 @@ def project_role(principal: Principal, project: str) -> ProjectRole | None:
     return max(roles, key=ROLE_ORDER.index, default=None)
 
 
+def visible_projects(principal: Principal) -> frozenset[str] | None:
+    """The projects whose resources `principal` may see at all; None for every one (the
+    provider). Lists are narrowed to these, and a resource outside them is NOT_FOUND."""
+    if principal.kind is PrincipalKind.PROVIDER:
+        return None
+    if principal.kind is PrincipalKind.PROJECT_KEY:
+        return frozenset() if principal.project is None else frozenset({principal.project})
+    if principal.kind is not PrincipalKind.USER:
+        return frozenset()
+    owned = {
+        project
+        for project, org in principal.project_orgs.items()
+        if principal.org_roles.get(org) in ORG_ROLES_OWNING_PROJECTS
+    }
+    return frozenset(principal.project_roles) | owned
+
+
 def _read_only(principal: Principal, action: Action) -> Decision | None:
     if principal.read_only and action is not Action.READ:
         return _forbid(f"this key is read-only and may not {action}", "read-write")

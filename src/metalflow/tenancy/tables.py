@@ -31,7 +31,7 @@ class Organization(Base):
 
 
 class Project(Base):
-    """`machines.project` still holds a project's name as a string; see 0007's docstring."""
+    """Machines are assigned to one by `machines.project_id` (migration 0009)."""
 
     __tablename__ = "projects"
     __table_args__ = (UniqueConstraint("organization_id", "name"),)

@@ -20,6 +20,7 @@ from metalflow.tenancy.policy import (
     PrincipalKind,
     ProjectRole,
     decide,
+    visible_projects,
 )
 from metalflow.tenancy.tokens import BootClaim
 
@@ -222,6 +223,21 @@ def test_a_tenant_gets_only_not_found_outside_its_projects(
 ) -> None:
     if not member_of(principal, project):
         assert decide(principal, action, project).outcome is Outcome.NOT_FOUND
+
+
+@given(tenants, st.sampled_from([*PROJECTS, "p-unknown"]))
+def test_a_tenant_sees_exactly_the_projects_decide_lets_it_read(
+    principal: Principal, project: str
+) -> None:
+    seen = visible_projects(principal)
+    assert seen is not None
+    assert (project in seen) is decide(principal, Action.READ, project).allowed
+
+
+def test_the_provider_sees_every_project_and_an_agent_none() -> None:
+    assert visible_projects(Principal(PrincipalKind.PROVIDER, "admin")) is None
+    agent = Principal(PrincipalKind.AGENT, "agent:m", machine_id="m")
+    assert visible_projects(agent) == frozenset()
 
 
 def stronger(role: ProjectRole, other: ProjectRole) -> ProjectRole:
