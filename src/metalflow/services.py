@@ -8,8 +8,8 @@ each other's packages through it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
 
 from anyio import to_thread
 from fastapi import Depends, HTTPException, Request
@@ -207,3 +207,32 @@ def require(
         raise missing
     if not decision.allowed:
         raise ForbiddenError(decision.reason)
+
+
+AUDIT_NOTE_KEY = "metalflow.audit"
+"""Where a write route leaves what the audit entry of its request should say (`note_audit`)."""
+
+
+@dataclass(frozen=True)
+class AuditNote:
+    resource_type: str
+    resource_id: str
+    project_id: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    """Before/after of what changed; never a secret (a password, a key, a BMC password)."""
+
+
+def note_audit(
+    request: Request,
+    resource_type: str,
+    resource_id: str,
+    *,
+    project_id: str | None = None,
+    summary: dict[str, Any] | None = None,
+) -> None:
+    """Say what the audit entry of this write names: the api's audit recorder appends one entry
+    for every write request once it is answered, with the caller, route, address and status;
+    without a note it names the route's path parameters, and no project."""
+    request.scope.setdefault("state", {})[AUDIT_NOTE_KEY] = AuditNote(
+        resource_type, resource_id, project_id, summary or {}
+    )
