@@ -1,11 +1,12 @@
 """One audit entry for every write request to the API, appended before its answer is sent.
 
-Routes say what they changed with `services.note_audit` (resource, project, before/after); this
-recorder adds who (the provider's token or the key used), the route's template, the address, the
-status and the result, so a write route cannot forget its entry, and a refused write (403, 404,
-409, 422) is on record too. The entry is written after the route's own transaction: a crash
-between the two loses an entry, never a change; writing it before the answer leaves means a
-client that got its answer finds the entry.
+Routes say what they changed with `services.note_audit` (resource, project, before/after), or
+write the entry in their own transaction with `tenancy.audit.record`; this recorder adds who
+(the provider's token or the key used), the route's template, the address, the status and the
+result, so a write route cannot forget its entry, and a refused write (403, 404, 409, 422) is on
+record too. The entry is written after the route's own transaction: a crash between the two
+loses an entry, never a change; writing it before the answer leaves means a client that got its
+answer finds the entry.
 
 Not recorded here: requests refused before a caller was known (no token, too large: the limits
 count those), the agent's reports (many per action; their events are the record), and the
@@ -23,58 +24,22 @@ from typing import Any
 from anyio import to_thread
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from metalflow.api.limits import API_PREFIX
 from metalflow.services import AUDIT_NOTE_KEY, PRINCIPAL_KEY, AuditNote, Services
 from metalflow.tenancy import service as tenancy
+from metalflow.tenancy.audit import entry_fields
 from metalflow.tenancy.auth import Principal, Role
-from metalflow.tenancy.service import ActorKind
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SELF_AUDITED_TAGS = frozenset({"tenancy", "agent"})
 """Routers whose writes are not this recorder's: see the module docstring."""
 
 
-def _route_template(scope: Scope) -> str:
-    """The route's path template under the API prefix (the API's routers are included under
-    it, and their routes keep their own paths)."""
-    path = getattr(scope.get("route"), "path", None)
-    if not isinstance(path, str):
-        return str(scope["path"])
-    return path if path.startswith(API_PREFIX) else API_PREFIX + path
-
-
-def _audited(scope: Scope) -> bool:
+def _audited(scope: Scope, status: int) -> bool:
     tags = getattr(scope.get("route"), "tags", None) or ()
-    return not SELF_AUDITED_TAGS.intersection(str(tag) for tag in tags)
-
-
-def _default_note(scope: Scope) -> AuditNote:
-    """A route that left no note: its first tag names the resource, its path parameters it."""
-    tags = getattr(scope.get("route"), "tags", None) or ["api"]
-    params: dict[str, Any] = scope.get("path_params") or {}
-    return AuditNote(str(tags[0]), "/".join(str(value) for value in params.values()))
-
-
-def entry_fields(scope: Scope, principal: Principal, status: int) -> dict[str, Any]:
-    """The audit entry of a write answered with `status` (`tenancy.service.append_audit`'s
-    keyword arguments)."""
-    state: dict[str, Any] = scope.get("state") or {}
-    note = state.get(AUDIT_NOTE_KEY)
-    if not isinstance(note, AuditNote):
-        note = _default_note(scope)
-    client = scope.get("client")
-    return {
-        "actor_kind": ActorKind.PROVIDER if principal.access is None else ActorKind.KEY,
-        "actor_name": principal.name,
-        "action": f"{scope['method']} {_route_template(scope)}",
-        "result": "ok" if status < 400 else "error",
-        "resource_type": note.resource_type,
-        "resource_id": note.resource_id or None,
-        "project_id": note.project_id,
-        "summary": note.summary,
-        "address": client[0] if client else None,
-        "status": status,
-    }
+    if SELF_AUDITED_TAGS.intersection(str(tag) for tag in tags):
+        return False
+    note = (scope.get("state") or {}).get(AUDIT_NOTE_KEY)
+    return not (isinstance(note, AuditNote) and note.written and status < 400)
 
 
 class AuditRecorder:
@@ -98,9 +63,11 @@ class AuditRecorder:
             return
 
         async def recording_send(message: Message) -> None:
-            if message["type"] == "http.response.start" and _audited(scope):
-                fields = entry_fields(scope, principal, int(message["status"]))
-                await to_thread.run_sync(self._append, fields)
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                if _audited(scope, status):
+                    fields = entry_fields(scope, principal, status)
+                    await to_thread.run_sync(self._append, fields)
             await send(message)
 
         await self.app(scope, receive, recording_send)
