@@ -220,6 +220,9 @@ class AuditNote:
     project_id: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     """Before/after of what changed; never a secret (a password, a key, a BMC password)."""
+    written: bool = False
+    """The route appended the entry in its own transaction (`tenancy.audit.record`): the
+    recorder adds one only if the request failed after all."""
 
 
 def note_audit(

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from metalflow import __version__
 from metalflow.api import events
+from metalflow.api.audit import AuditRecorder
 from metalflow.api.errors import install_error_handlers
 from metalflow.api.limits import RequestGuard
 from metalflow.api.openapi import install_openapi
@@ -97,6 +98,7 @@ def create_app(
 
     install_error_handlers(app)
     install_openapi(app, mounted)
+    app.add_middleware(AuditRecorder, services=services)
     app.add_middleware(RequestGuard, authenticate=functools.partial(authenticate, services))
 
     @app.get("/healthz", tags=["health"], responses=HEALTH_RESPONSES)
