@@ -20,6 +20,7 @@ from metalflow.cli import app
 from metalflow.inventory.tables import Machine
 from metalflow.ipam import service as ipam
 from metalflow.ipam.tables import Status
+from metalflow.tenancy import service as tenancy
 from metalflow.tenancy.tables import AuditEntry
 from tests.integration.conftest import LiveServer, apply
 from tests.manifests import machine_yaml
@@ -386,3 +387,23 @@ def test_a_tenant_drives_the_cli_after_metalflow_login(
     assert "POST /api/v1/keys" in run(cli, "audit", "--project", web["id"]).output
     others = run(cli, "user", "create", "eve@example.com", "--name", "Eve")
     assert others.exit_code != 0 and "provider" in others.output
+
+
+def test_prune_audit_removes_the_entries_before_a_time_and_says_how_many(
+    live: LiveServer,
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    with live.services.db.write() as session:
+        for age in (dt.timedelta(days=40), dt.timedelta(days=31), dt.timedelta(days=1)):
+            tenancy.append_audit(
+                session,
+                actor_kind=tenancy.ActorKind.SYSTEM,
+                actor_name="test",
+                action=f"aged {age.days}",
+                at=now - age,
+            )
+    with live.services.db.write() as session:
+        assert tenancy.prune_audit(session, now - dt.timedelta(days=30)) == 2
+    with live.services.db.read() as session:
+        left = [e.action for e in tenancy.query_audit(session) if e.action.startswith("aged")]
+    assert left == ["aged 1"]
