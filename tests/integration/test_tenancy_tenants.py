@@ -348,6 +348,17 @@ def test_two_hundred_refused_sign_ins_write_a_bounded_audit(
     assert re.search(r'metalflow_sign_in_refusals_total\{reason="sign_in_limited"\} 196', metrics)
     assert re.search(r'metalflow_sign_in_refusals_total\{reason="bad_credentials"\} 5', metrics)
 
+    with httpx.Client(base_url=live.url, timeout=30) as http:
+        guesses = [
+            http.post("/api/v1/login", json={**wrong, "email": f"guess{n}@example.com"})
+            for n in range(40)
+        ]
+    assert [g.status_code for g in guesses] == [401] * 15 + [429] * 25, "20 from this address"
+    with live.services.db.read() as session:
+        limited = session.query(AuditEntry).filter(AuditEntry.status == 429).all()
+    by_account = sorted((row.actor_name, row.summary["refused"]) for row in limited)
+    assert by_account == [("*", 1), ("ada@example.com", 1)], "one entry for the address"
+
 
 # --- the CLI with a tenant's own credentials ----------------------------------------------------
 

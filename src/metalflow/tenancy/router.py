@@ -91,6 +91,8 @@ API_PREFIX = "/api/v1"
 ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 """The one error shape, which api.openapi adds to the document's components."""
 STALE_KEY = "unknown, revoked or expired API key"
+ANY_ACCOUNT = "*"
+"""The account an address's lockout is audited under: it is the address that is refused."""
 
 
 # --- who is asking ------------------------------------------------------------------------------
@@ -941,8 +943,12 @@ def _audit_folded(session: Session, folded: list[FoldedRefusals], window: float)
 def _limited(
     services: Services, sign_in: SignInState, account: str, address: str, wait: float
 ) -> HTTPException:
-    """The 429 of a locked-out sign-in, audited within the folder's bound."""
+    """The 429 of a locked-out sign-in, audited within the folder's bound. A locked-out
+    address folds under ANY_ACCOUNT, whatever account it names: one guessing a fresh address
+    each time would otherwise still write an entry per request."""
     refusals = sign_in.refusals
+    if sign_in.limiter.retry_after(ANY_ACCOUNT, address) is not None:
+        account = ANY_ACCOUNT
     refused = refusals.refuse(account, address)
     due = refusals.due()
     if refused is not None or due:
