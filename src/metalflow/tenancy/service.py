@@ -622,7 +622,8 @@ def list_keys(
     project_id: str | None = None,
     scope: KeyScope | None = None,
 ) -> list[ApiKey]:
-    """Every key (None: no narrowing), filtered by `user_id` and `project_id`."""
+    """Oldest first: every key, or with `scope` a tenant's; `user_id` and `project_id` narrow
+    further."""
     query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
     if scope is not None:
         query = query.where(
