@@ -12,7 +12,9 @@ Every write appends an audit entry in the same transaction as its change, so no 
 without its entry, and notes it for the api's audit recorder (`note_audit`). `POST /login`
 needs no token: it checks a password under a `SignInLimiter` per account and per address,
 audits every wrong password, folds the refusals of a locked-out account and address into one
-entry per window (`RefusalFolder`), and answers a new user key.
+entry per window (`RefusalFolder`), and answers a new user key. For the folder, looked at the
+`limits` package and the logging module's filters: both limit or drop, and neither carries the
+count of what it dropped into the next record, which is what the audit needs.
 """
 
 from __future__ import annotations
@@ -944,7 +946,7 @@ def _limited(
     services: Services, sign_in: SignInState, account: str, address: str, wait: float
 ) -> HTTPException:
     """The 429 of a locked-out sign-in, audited within the folder's bound. A locked-out
-    address folds under ANY_ACCOUNT, whatever account it names: one guessing a fresh address
+    address folds under ANY_ACCOUNT, whatever account it names: one guessing a fresh account
     each time would otherwise still write an entry per request."""
     refusals = sign_in.refusals
     if sign_in.limiter.retry_after(ANY_ACCOUNT, address) is not None:
