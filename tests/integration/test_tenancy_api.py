@@ -262,7 +262,7 @@ def test_cli_creates_users_organizations_projects_members_and_keys(cli: CliRunne
 
     org = run_json(cli, "org", "create", "acme", "--owner", ada["id"])
     assert org["id"] in run(cli, "org", "list").output
-    web = run_json(cli, "project", "create", org["id"], "web")
+    web = run_json(cli, "project", "create", "web", "--org", org["id"])
     assert "web" in run(cli, "project", "show", web["id"]).output
     added = run(cli, "org", "member", "add", org["id"], bob["id"], "--role", "admin")
     assert added.exit_code == 0 and "admin" in added.output

@@ -83,7 +83,7 @@ def user_create(
 
 @user_app.command("list")
 def user_list(ctx: typer.Context) -> None:
-    """Every user."""
+    """Every user (a tenant: you and the people in your organizations)."""
     cli = cli_context(ctx)
     cli.out.emit(cli.api.get(resource("users")), _users)
 
@@ -129,9 +129,12 @@ def _users(data: Json) -> RenderableType:
 def org_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Lower-case letters, digits, '.', '_', '-'.")],
-    owner: Annotated[str, typer.Option(help="The owning user's id.")],
+    owner: Annotated[
+        str | None,
+        typer.Option(help="The owning user's id (the provider's choice); default: you."),
+    ] = None,
 ) -> None:
-    """Add an organization, owned by --owner from the start."""
+    """Add an organization, owned by you (signed in) or by --owner from the start."""
     cli = cli_context(ctx)
     body = {"name": name, "owner_id": owner}
     created = cli.api.post(resource("organizations"), json=body, check="metalflow org list")
@@ -177,12 +180,13 @@ def _orgs(data: Json) -> RenderableType:
 @project_app.command("create")
 def project_create(
     ctx: typer.Context,
-    org_id: Annotated[str, typer.Argument(help="The organization's id.")],
     name: Annotated[str, typer.Argument(help="Unique within the organization.")],
+    org: Annotated[str, typer.Option(help="The organization's id (`metalflow org list`).")],
 ) -> None:
+    """Add a project to an organization you own or administer; you become its owner."""
     cli = cli_context(ctx)
     created = cli.api.post(
-        resource("organizations", org_id, "projects"),
+        resource("organizations", org, "projects"),
         json={"name": name},
         check="metalflow project list",
     )
@@ -316,8 +320,12 @@ _member_commands(project_member_app, "projects", "project", "viewer")
 def key_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="What the key is for, e.g. ci.")],
-    user: Annotated[str | None, typer.Option(help="A user key: the user's id.")] = None,
-    project: Annotated[str | None, typer.Option(help="A project key: the project's id.")] = None,
+    user: Annotated[
+        str | None, typer.Option(help="A user key: the user's id; default: your own key.")
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option(help="A project key (you own the project): its id.")
+    ] = None,
     read_only: Annotated[bool, typer.Option(help="The key may only read.")] = False,
     expires_at: Annotated[
         dt.datetime | None, typer.Option(help="When it stops working (UTC unless a zone is given).")

@@ -106,6 +106,10 @@ class Principal:
     """The one machine of an AGENT."""
     boot_only: bool = False
     """An AGENT that sent a boot token: good for the exchange at hello only."""
+    user_id: str | None = None
+    """The user a USER principal (or a provider user) is: whose own keys and sign-ins these are."""
+    key_id: str | None = None
+    """The API key the caller sent, if it sent one: the audit names it."""
 
 
 class Outcome(Enum):
@@ -227,3 +231,129 @@ def decide(
             return _forbid(f"a project key may not {action}: a project {needed} must", str(needed))
         return _forbid(f"{action} needs the project role {needed} (you are {role})", str(needed))
     return _read_only(principal, action) or _allow(f"project role {role}")
+
+
+# --- the tenancy API's own rules: organizations, memberships, keys ------------------------------
+
+
+class OrgAction(StrEnum):
+    READ = "read"
+    """See the organization and its members."""
+    CREATE_PROJECT = "create_project"
+    MANAGE_MEMBERS = "manage_members"
+    DELETE = "delete"
+
+
+ORG_ROLE_ACTIONS: Mapping[OrgRole, frozenset[OrgAction]] = {
+    OrgRole.MEMBER: frozenset({OrgAction.READ}),
+    OrgRole.ADMIN: frozenset(OrgAction),
+    OrgRole.OWNER: frozenset(OrgAction),
+}
+
+
+def visible_organizations(principal: Principal) -> frozenset[str] | None:
+    """The organizations `principal` belongs to (None: every one, the provider): those it has a
+    role in, and those of its projects. A project key belongs to none: it acts for one project."""
+    if principal.kind is PrincipalKind.PROVIDER:
+        return None
+    if principal.kind is not PrincipalKind.USER:
+        return frozenset()
+    through_projects = {
+        principal.project_orgs[project]
+        for project in principal.project_roles
+        if project in principal.project_orgs
+    }
+    return frozenset(principal.org_roles) | through_projects
+
+
+def decide_org(principal: Principal, action: OrgAction, organization: str) -> Decision:
+    """May `principal` do `action` on `organization`? Outside its organizations: NOT_FOUND."""
+    if principal.kind is PrincipalKind.PROVIDER:
+        if action is OrgAction.READ:
+            return _allow("the provider may do anything")
+        return _read_only(principal, Action.WRITE) or _allow("the provider may do anything")
+    seen = visible_organizations(principal)
+    if seen is None or organization not in seen:
+        return NOT_FOUND
+    role = principal.org_roles.get(organization)
+    if action is OrgAction.READ:
+        return _allow("a member of the organization, or of one of its projects")
+    if role is None or action not in ORG_ROLE_ACTIONS[role]:
+        held = "a member of one of its projects" if role is None else role
+        return _forbid(
+            f"{action} needs the organization role admin or owner (you are {held})", "admin"
+        )
+    return _read_only(principal, Action.WRITE) or _allow(f"organization role {role}")
+
+
+def decide_new_organization(principal: Principal) -> Decision:
+    """Any signed-in person may found an organization (and owns it); a project key may not."""
+    if principal.kind is PrincipalKind.PROVIDER:
+        return _read_only(principal, Action.WRITE) or _allow("the provider may do anything")
+    if principal.kind is not PrincipalKind.USER:
+        return _forbid(
+            "only a person creates organizations: use a user key (`metalflow login`)", "user key"
+        )
+    return _read_only(principal, Action.WRITE) or _allow("a signed-in user founds an organization")
+
+
+def decide_org_membership(
+    principal: Principal,
+    organization: str,
+    member: str,
+    current: OrgRole | None,
+    new: OrgRole | None,
+) -> Decision:
+    """May `principal` make user `member`, whose role is `current` (None: not a member yet), a
+    member with role `new` (None: take them out)? Owners and admins manage members; only an
+    owner makes, changes or removes an owner; anyone may leave. That an organization keeps an
+    owner is the service's to check (it takes a lock)."""
+    seen = decide_org(principal, OrgAction.READ, organization)
+    if not seen.allowed:
+        return seen
+    if new is None and member == principal.user_id and principal.kind is PrincipalKind.USER:
+        return _read_only(principal, Action.WRITE) or _allow("a member may leave")
+    decision = decide_org(principal, OrgAction.MANAGE_MEMBERS, organization)
+    if not decision.allowed or principal.kind is PrincipalKind.PROVIDER:
+        return decision
+    if OrgRole.OWNER in (current, new) and principal.org_roles.get(organization) is not (
+        OrgRole.OWNER
+    ):
+        return _forbid(
+            "only an owner of the organization makes, changes or removes an owner", "owner"
+        )
+    return decision
+
+
+def decide_project_deletion(principal: Principal, project: str) -> Decision:
+    """Deleting a project takes its owner (or an owner or admin of its organization, who own it
+    by `project_role`): an editor deletes the project's resources, not the project."""
+    decision = decide(principal, Action.MANAGE_MEMBERS, project)
+    if decision.outcome is Outcome.FORBIDDEN and decision.needed == ProjectRole.OWNER:
+        return _forbid(
+            "deleting a project needs its owner, or an owner or admin of its organization",
+            str(ProjectRole.OWNER),
+        )
+    return decision
+
+
+def decide_key(principal: Principal, user: str | None, project: str | None) -> Decision:
+    """May `principal` see, make or revoke a key of `user` or of `project`? A person their own
+    user keys; a project's owner that project's keys; another's: NOT_FOUND. Whether the key
+    itself is read-only is the route's `ProjectWriter`'s to check."""
+    if principal.kind is PrincipalKind.PROVIDER:
+        return _allow("the provider may do anything")
+    if user is not None:
+        if principal.kind is PrincipalKind.USER and user == principal.user_id:
+            return _allow("a person's own key")
+        return NOT_FOUND
+    if project is None:
+        return NOT_FOUND
+    role = project_role(principal, project)
+    if role is None:
+        return NOT_FOUND
+    if role is not ProjectRole.OWNER:
+        return _forbid(
+            f"a project's keys are its owner's to manage (you are {role})", str(ProjectRole.OWNER)
+        )
+    return _allow("the project's owner")

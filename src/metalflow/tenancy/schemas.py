@@ -33,7 +33,11 @@ class Strict(BaseModel):
 
 class OrganizationCreate(Strict):
     name: str = Field(max_length=200, examples=["acme"])
-    owner_id: Id = Field(max_length=32, description="the user who owns it from the start")
+    owner_id: Id | None = Field(
+        default=None,
+        max_length=32,
+        description="the user who owns it from the start; none: the signed-in user who creates it",
+    )
 
 
 class OrganizationPublic(BaseModel):
@@ -170,7 +174,8 @@ class UserList(BaseModel):
 
 
 class KeyCreate(Strict):
-    """A user key (`user_id`) or a project key (`project_id`): exactly one of them."""
+    """A user key (`user_id`) or a project key (`project_id`): at most one of them; neither is
+    a key of the signed-in user who asks."""
 
     name: str = Field(max_length=200, examples=["ci"])
     user_id: Id | None = Field(default=None, max_length=32)
@@ -273,3 +278,30 @@ class LoginRequest(Strict):
 class LoginAnswer(BaseModel):
     key: KeyCreated
     user: UserPublic
+
+
+class WhoamiOrganization(BaseModel):
+    id: Id
+    name: str
+    role: OrgRole
+
+
+class WhoamiProject(BaseModel):
+    id: Id
+    name: str
+    organization_id: Id
+    role: ProjectRole
+    """The stronger of the user's own role and the one their organization role gives."""
+
+
+class Whoami(BaseModel):
+    name: str
+    role: str
+    machine: str | None
+    user_id: Id | None = Field(default=None, description="a user's key, or a provider user's")
+    key_id: Id | None = Field(default=None, description="the API key that was sent")
+    read_only: bool = False
+    organizations: list[WhoamiOrganization] = Field(default_factory=list)
+    projects: list[WhoamiProject] = Field(
+        default_factory=list, description="a tenant's projects; a project key's one project"
+    )

@@ -14,12 +14,19 @@ from metalflow.tenancy.policy import (
     ROLE_ORDER,
     Action,
     Decision,
+    OrgAction,
     OrgRole,
     Outcome,
     Principal,
     PrincipalKind,
     ProjectRole,
     decide,
+    decide_key,
+    decide_new_organization,
+    decide_org,
+    decide_org_membership,
+    decide_project_deletion,
+    visible_organizations,
     visible_projects,
 )
 from metalflow.tenancy.tokens import BootClaim
@@ -301,3 +308,189 @@ def test_todays_authorize_is_expressed_by_decide(
         allowed_today = False
     decision = decide(principal, Action(action.value), None, resource_machine=machine)
     assert decision.allowed == allowed_today, decision.reason
+
+
+# --- the tenancy API's own rules ---------------------------------------------------------------
+
+OTHER_ORG = "o-other"
+ORG_ACTIONS = list(OrgAction)
+ME = "u-me"
+# Columns, in OrgAction's order: read create_project manage_members delete.
+ORG_TABLE: dict[str, dict[str, list[str]]] = {
+    "provider": {"own": ["ok"] * 4, "other": ["ok"] * 4},
+    "provider read-only key": {
+        "own": ["ok"] + ["read-write"] * 3,
+        "other": ["ok"] + ["read-write"] * 3,
+    },
+    "viewer": {"own": ["404"] * 4, "other": ["404"] * 4},
+    "org member": {"own": ["ok"] + ["admin"] * 3, "other": ["404"] * 4},
+    "org admin": {"own": ["ok"] * 4, "other": ["404"] * 4},
+    "org owner": {"own": ["ok"] * 4, "other": ["404"] * 4},
+    "org member and viewer": {"own": ["ok"] + ["admin"] * 3, "other": ["404"] * 4},
+    "project key": {"own": ["404"] * 4, "other": ["404"] * 4},
+    "agent": {"own": ["404"] * 4, "other": ["404"] * 4},
+}
+"""A plain "viewer" has no `project_orgs`, so knows no organization; "org member and viewer"
+sees the org both ways."""
+
+
+def outcome_of(decision: Decision) -> str:
+    if decision.allowed:
+        return "ok"
+    if decision.outcome is Outcome.NOT_FOUND:
+        return "404"
+    assert decision.needed is not None
+    return decision.needed
+
+
+@pytest.mark.parametrize("name", ORG_TABLE)
+@pytest.mark.parametrize("where", ["own", "other"])
+def test_organization_decision_table(name: str, where: str) -> None:
+    organization = ORG if where == "own" else OTHER_ORG
+    found = [outcome_of(decide_org(PRINCIPALS[name], a, organization)) for a in ORG_ACTIONS]
+    assert found == ORG_TABLE[name][where]
+
+
+def test_a_member_of_an_orgs_project_sees_the_org_but_runs_nothing_there() -> None:
+    viewer = user(project_roles={OWN: ProjectRole.VIEWER}, project_orgs={OWN: ORG})
+    assert visible_organizations(viewer) == frozenset({ORG})
+    assert decide_org(viewer, OrgAction.READ, ORG).allowed
+    refused = decide_org(viewer, OrgAction.CREATE_PROJECT, ORG)
+    assert refused.needed == "admin" and "a member of one of its projects" in refused.reason
+
+
+def test_who_may_found_an_organization() -> None:
+    assert decide_new_organization(PRINCIPALS["provider"]).allowed
+    assert decide_new_organization(user(user_id=ME)).allowed
+    assert decide_new_organization(user(user_id=ME, read_only=True)).needed == "read-write"
+    assert decide_new_organization(PRINCIPALS["project key"]).needed == "user key"
+    assert not decide_new_organization(PRINCIPALS["agent"]).allowed
+
+
+ORG_ADMIN = user(user_id=ME, org_roles={ORG: OrgRole.ADMIN})
+ORG_OWNER = user(user_id=ME, org_roles={ORG: OrgRole.OWNER})
+ORG_MEMBER = user(user_id=ME, org_roles={ORG: OrgRole.MEMBER})
+OWNS, ADMIN, MEMBER = OrgRole.OWNER, OrgRole.ADMIN, OrgRole.MEMBER
+MEMBERSHIP_CASES = [
+    ("admin adds a member", ORG_ADMIN, "u-x", None, MEMBER, "ok"),
+    ("admin adds an owner", ORG_ADMIN, "u-x", None, OWNS, "owner"),
+    ("admin promotes to owner", ORG_ADMIN, "u-x", MEMBER, OWNS, "owner"),
+    ("admin demotes an owner", ORG_ADMIN, "u-x", OWNS, ADMIN, "owner"),
+    ("admin removes an owner", ORG_ADMIN, "u-x", OWNS, None, "owner"),
+    ("admin removes a member", ORG_ADMIN, "u-x", MEMBER, None, "ok"),
+    ("owner adds an owner", ORG_OWNER, "u-x", None, OWNS, "ok"),
+    ("owner demotes an owner", ORG_OWNER, "u-x", OWNS, MEMBER, "ok"),
+    ("owner leaves", ORG_OWNER, ME, OWNS, None, "ok"),
+    ("member leaves", ORG_MEMBER, ME, MEMBER, None, "ok"),
+    ("member removes another", ORG_MEMBER, "u-x", MEMBER, None, "admin"),
+    ("member promotes themselves", ORG_MEMBER, ME, MEMBER, ADMIN, "admin"),
+    (
+        "read-only key leaves",
+        dataclasses.replace(ORG_MEMBER, read_only=True),
+        ME,
+        MEMBER,
+        None,
+        "read-write",
+    ),
+    ("outsider", user(user_id=ME), "u-x", None, MEMBER, "404"),
+    ("provider makes an owner", PRINCIPALS["provider"], "u-x", None, OWNS, "ok"),
+    ("project key", PRINCIPALS["project key"], "u-x", None, MEMBER, "404"),
+]
+
+
+@pytest.mark.parametrize(
+    ("principal", "member", "current", "new", "expected"),
+    [pytest.param(*case[1:], id=case[0]) for case in MEMBERSHIP_CASES],
+)
+def test_membership_decisions(
+    principal: Principal,
+    member: str,
+    current: OrgRole | None,
+    new: OrgRole | None,
+    expected: str,
+) -> None:
+    decision = decide_org_membership(principal, ORG, member, current, new)
+    assert outcome_of(decision) == expected, decision.reason
+
+
+org_users = st.builds(
+    lambda orgs, read_only: user(
+        user_id=ME, org_roles=orgs, project_orgs=PROJECT_ORGS, read_only=read_only
+    ),
+    org_roles,
+    st.booleans(),
+)
+maybe_roles = st.one_of(st.none(), st.sampled_from(list(OrgRole)))
+
+
+@given(org_users, st.sampled_from(ORGS), st.sampled_from([ME, "u-x"]), maybe_roles, maybe_roles)
+def test_only_an_owner_touches_an_owner_but_for_leaving(
+    principal: Principal,
+    org: str,
+    member: str,
+    current: OrgRole | None,
+    new: OrgRole | None,
+) -> None:
+    decision = decide_org_membership(principal, org, member, current, new)
+    leaving = member == ME and new is None
+    if decision.allowed and OrgRole.OWNER in (current, new) and not leaving:
+        assert principal.org_roles.get(org) is OrgRole.OWNER
+
+
+@given(users, st.sampled_from([*ORGS, "o-unknown"]))
+def test_a_user_sees_exactly_the_organizations_decide_lets_it_read(
+    principal: Principal, org: str
+) -> None:
+    seen = visible_organizations(principal)
+    assert seen is not None
+    assert (org in seen) is decide_org(principal, OrgAction.READ, org).allowed
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("provider", "ok"),
+        ("owner", "ok"),
+        ("org admin", "ok"),
+        ("org owner", "ok"),
+        ("editor", "owner"),
+        ("viewer", "owner"),
+        ("org member", "404"),
+        ("project key", "owner"),
+        ("owner's read-only key", "read-write"),
+    ],
+)
+def test_who_may_delete_a_project(name: str, expected: str) -> None:
+    decision = decide_project_deletion(PRINCIPALS[name], OWN)
+    assert outcome_of(decision) == expected
+    if expected == "owner":
+        assert decision.reason.startswith("deleting a project needs its owner")
+    assert outcome_of(decide_project_deletion(PRINCIPALS[name], OTHER)) in ("ok", "404")
+
+
+@pytest.mark.parametrize(
+    ("principal", "key_user", "key_project", "expected"),
+    [
+        pytest.param(PRINCIPALS["provider"], "u-x", None, "ok", id="provider, anyone's"),
+        pytest.param(user(user_id=ME), ME, None, "ok", id="one's own user key"),
+        pytest.param(user(user_id=ME), "u-x", None, "404", id="another's user key"),
+        pytest.param(PRINCIPALS["owner"], None, OWN, "ok", id="the project owner's"),
+        pytest.param(PRINCIPALS["org admin"], None, OWN, "ok", id="the org admin's"),
+        pytest.param(PRINCIPALS["editor"], None, OWN, "owner", id="an editor"),
+        pytest.param(PRINCIPALS["owner"], None, OTHER, "404", id="another project's"),
+        pytest.param(PRINCIPALS["project key"], None, OWN, "owner", id="a project key"),
+        pytest.param(PRINCIPALS["project key"], "u-x", None, "404", id="a project key, user's"),
+    ],
+)
+def test_key_decisions(
+    principal: Principal, key_user: str | None, key_project: str | None, expected: str
+) -> None:
+    assert outcome_of(decide_key(principal, key_user, key_project)) == expected
+
+
+@given(tenants, st.sampled_from([ME, "u-x"]))
+def test_a_tenant_never_learns_that_another_persons_key_exists(
+    principal: Principal, key_user: str
+) -> None:
+    decision = decide_key(dataclasses.replace(principal, user_id=ME), key_user, None)
+    assert decision.outcome is not Outcome.FORBIDDEN
