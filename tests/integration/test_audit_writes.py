@@ -66,6 +66,7 @@ def test_a_keys_write_names_the_key_and_an_agents_report_is_not_audited(
     found = entries(api)
     assert len(found) == before + 1
     assert (found[0]["actor_kind"], found[0]["actor_name"]) == ("key", ops.email)
+    assert (found[0]["actor_id"], found[0]["key_id"]) == (ops.id, key.key.id)
     assert key.secret not in api.get("/api/v1/audit").text
 
 

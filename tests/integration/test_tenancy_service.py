@@ -293,7 +293,7 @@ def test_audit_append_query_purge(db: Database, acme: dict[str, str]) -> None:
         )
         assert [e.resource_id for e in by_ada] == ["d1", "d2"]
     with db.write() as session:
-        assert service.purge_audit(session, NOW - dt.timedelta(days=1)) == 1
+        assert service.prune_audit(session, NOW - dt.timedelta(days=1)) == 1
     with db.read() as session:
         assert [e.resource_id for e in service.query_audit(session)] == [None, "d1", "d2"]
     with db.write() as session, pytest.raises(Invalid, match="'ok' or 'error'"):

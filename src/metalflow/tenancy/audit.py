@@ -46,9 +46,12 @@ def entry_fields(
         noted = state.get(AUDIT_NOTE_KEY)
         note = noted if isinstance(noted, AuditNote) else _default_note(scope)
     client = scope.get("client")
+    access = principal.access
     return {
-        "actor_kind": ActorKind.PROVIDER if principal.access is None else ActorKind.KEY,
+        "actor_kind": ActorKind.PROVIDER if access is None else ActorKind.KEY,
         "actor_name": principal.name,
+        "actor_id": None if access is None else access.user_id,
+        "key_id": None if access is None else access.key_id,
         "action": f"{scope['method']} {_route_template(scope)}",
         "result": "ok" if status < 400 else "error",
         "resource_type": note.resource_type,

@@ -20,7 +20,7 @@ PURGE_SECONDS = 3600.0
 
 def purge_once(db: Database, retention: dt.timedelta) -> int:
     with db.write() as session:
-        return service.purge_audit(session, utcnow() - retention)
+        return service.prune_audit(session, utcnow() - retention)
 
 
 async def run_audit_purges(

@@ -830,7 +830,3 @@ def prune_audit(session: Session, before: dt.datetime) -> int:
     )
     session.execute(delete(AuditEntry).where(AuditEntry.at < before))
     return int(count or 0)
-
-
-purge_audit = prune_audit
-"""The name test_tenancy_service.py knows it by (not this helper's to edit)."""
