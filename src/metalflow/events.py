@@ -22,17 +22,33 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from sqlalchemy import BigInteger, Index, Integer, String, delete, func, insert, select
+from sqlalchemy import (
+    BigInteger,
+    Index,
+    Integer,
+    String,
+    and_,
+    delete,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from metalflow.db.base import Base, utcnow
 
 log = logging.getLogger("metalflow.events")
+ASSIGNED = "machine.assigned"
+"""A machine changing project (`before`, `after`): a tenant sees a machine's history from its
+latest assignment to one of the tenant's projects on."""
 
 
 class Event(Base):
@@ -132,12 +148,38 @@ class EventFilter:
     machine: str | None = None
     workflow: str | None = None
     kind_prefix: str | None = None
+    since: Mapping[str, int] | None = None
+    """A tenant's scope: only events of these machines (id -> the first event id it may see,
+    that of the machine's assignment to its project, or 0); None: every event (the provider)."""
+    projects: frozenset[str] = frozenset()
+    """With `since`: the tenant's projects, whose machines' `machine.assigned` events (from or
+    to one of them) a live stream also receives, to widen or narrow its scope."""
 
     def matches(self, event: Event) -> bool:
+        """What the bus hands a subscription: what it `selects`, and what `rescopes` it."""
+        return self.selects(event) or self.rescopes(event)
+
+    def selects(self, event: Event) -> bool:
+        """What a reader is shown: the events `where` finds in the stored log."""
         return (
             (self.machine is None or event.machine_name == self.machine)
             and (self.workflow is None or event.workflow_id == self.workflow)
             and (self.kind_prefix is None or event.kind.startswith(self.kind_prefix))
+            and self._in_scope(event)
+        )
+
+    def _in_scope(self, event: Event) -> bool:
+        if self.since is None:
+            return True
+        first = None if event.machine_id is None else self.since.get(event.machine_id)
+        return first is not None and event.id >= first
+
+    def rescopes(self, event: Event) -> bool:
+        """Whether `event` moved a machine into or out of the tenant's projects."""
+        return (
+            self.since is not None
+            and event.kind == ASSIGNED
+            and bool({event.data.get("before"), event.data.get("after")} & self.projects)
         )
 
     def where(self, query: Any) -> Any:
@@ -147,6 +189,15 @@ class EventFilter:
             query = query.where(Event.workflow_id == self.workflow)
         if self.kind_prefix is not None:
             query = query.where(Event.kind.startswith(self.kind_prefix, autoescape=True))
+        if self.since is not None:
+            whole = [machine for machine, first in self.since.items() if not first]
+            scope: list[ColumnElement[bool]] = [Event.machine_id.in_(whole)] if whole else []
+            scope += [
+                and_(Event.machine_id == machine, Event.id >= first)
+                for machine, first in self.since.items()
+                if first
+            ]
+            query = query.where(or_(false(), *scope))
         return query
 
 
