@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -152,14 +153,12 @@ class EventFilter:
     """A tenant's scope: only events of these machines (id -> the first event id it may see,
     that of the machine's assignment to its project, or 0); None: every event (the provider)."""
     projects: frozenset[str] = frozenset()
-    """With `since`: the tenant's projects, whose machines' `machine.assigned` events (from or
-    to one of them) a live stream also receives, to widen or narrow its scope."""
+    """With `since`: the tenant's projects; `rescoped` follows machines into and out of them."""
+    latest: Mapping[str, int] = field(default_factory=dict)
+    """Machine id -> its latest assignment the scope knows of: an older one, arriving late
+    (another path, another process), does not undo it."""
 
     def matches(self, event: Event) -> bool:
-        """What the bus hands a subscription: what it `selects`, and what `rescopes` it."""
-        return self.selects(event) or self.rescopes(event)
-
-    def selects(self, event: Event) -> bool:
         """What a reader is shown: the events `where` finds in the stored log."""
         return (
             (self.machine is None or event.machine_name == self.machine)
@@ -174,15 +173,34 @@ class EventFilter:
         first = None if event.machine_id is None else self.since.get(event.machine_id)
         return first is not None and event.id >= first
 
-    def rescopes(self, event: Event) -> bool:
-        """Whether `event` moved a machine into or out of the tenant's projects."""
-        return (
-            self.since is not None
-            and event.kind == ASSIGNED
-            and bool({event.data.get("before"), event.data.get("after")} & self.projects)
+    def assigned(self, machine_id: str, event_id: int, *, joined: bool) -> EventFilter:
+        """The scope once assignment `event_id` moved `machine_id` into one of the tenant's
+        projects (`joined`) or out of them; unchanged for the provider or a stale assignment."""
+        if self.since is None or self.latest.get(machine_id, -1) >= event_id:
+            return self
+        since = {m: first for m, first in self.since.items() if m != machine_id}
+        if joined:
+            since[machine_id] = event_id
+        latest = {**self.latest, machine_id: event_id}
+        return dataclasses.replace(self, since=since, latest=latest)
+
+    def rescoped(self, event: Event) -> EventFilter:
+        """The scope after `event`: a machine's assignment from or to one of the tenant's
+        projects widens or narrows it (whatever the other fields select)."""
+        if (
+            self.since is None
+            or event.kind != ASSIGNED
+            or event.machine_id is None
+            or not {event.data.get("before"), event.data.get("after")} & self.projects
+        ):
+            return self
+        return self.assigned(
+            event.machine_id, event.id, joined=event.data.get("after") in self.projects
         )
 
     def where(self, query: Any) -> Any:
+        """The stored-log side of `matches`, but for the ends of a scope: a machine's events
+        after it left the tenant's projects are found too (`replay` drops them)."""
         if self.machine is not None:
             query = query.where(Event.machine_name == self.machine)
         if self.workflow is not None:
@@ -199,6 +217,20 @@ class EventFilter:
             ]
             query = query.where(or_(false(), *scope))
         return query
+
+
+def replay(event_filter: EventFilter, found: Iterable[Event]) -> tuple[EventFilter, list[Event]]:
+    """Stored events, oldest first, as the scope moved along them: a machine's assignment out
+    of the tenant's projects hides it and what followed. The scope after the last one, and the
+    events shown."""
+    if event_filter.since is None:
+        return event_filter, list(found)
+    shown = []
+    for event in found:
+        event_filter = event_filter.rescoped(event)
+        if event_filter.matches(event):
+            shown.append(event)
+    return event_filter, shown
 
 
 @dataclass(eq=False)
@@ -248,6 +280,7 @@ class EventBus:
                 for waiter in self._machine_waiters.get(event.machine_id, ()):
                     waiter.set()
             for sub in list(self._subscriptions):
+                sub.filter = sub.filter.rescoped(event)
                 if not sub.filter.matches(event):
                     continue
                 try:

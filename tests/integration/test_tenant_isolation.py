@@ -13,8 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
 
 from metalflow.db.base import utcnow
+from metalflow.events import ASSIGNED, Event, EventFilter, list_events, replay
 from metalflow.tenancy import service
 from metalflow.tenancy.policy import ProjectRole
 from tests.integration.conftest import LiveServer, apply
@@ -258,9 +262,11 @@ def test_a_machine_s_next_tenant_sees_nothing_of_the_one_before(
     assert_hidden(a_owner, "GET", "/api/v1/power-jobs/{}", job.json()["id"], uuid.uuid4().hex)
     assert a_owner.get("/api/v1/machines/b1/power").json()["jobs"] == []
     events = a_owner.get("/api/v1/events", params={"machine": "b1"}).json()["items"]
-    assert [(e["kind"], e["data"].get("after")) for e in events] == [
-        ("machine.assigned", world.project_a)
-    ]
+    assert [(e["kind"], e["data"]) for e in events] == [
+        ("machine.assigned", {"before": None, "after": world.project_a})
+    ], "nor the project it came from"
+    provider = api.get("/api/v1/events", params={"machine": "b1", "kind": "machine.assigned"})
+    assert provider.json()["items"][-1]["data"]["before"] == world.project_b
     assert names(b_owner.get("/api/v1/machines")) == []
 
 
@@ -304,3 +310,70 @@ def test_a_followed_stream_never_shows_another_tenants_events(
         ("c1", "machine.token_rotated"),
         ("a1", "machine.token_rotated"),
     ]
+
+
+MACHINE_IDS = ("m-a", "m-b", "m-c")
+KINDS = (ASSIGNED, "machine.state", "power.job.done", "workflow.action.started")
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    made=st.lists(
+        st.tuples(
+            st.sampled_from((*MACHINE_IDS, None)),
+            st.sampled_from(KINDS),
+            st.sampled_from(("p-a", "p-b", None)),
+        ),
+        max_size=12,
+    ),
+    since=st.dictionaries(st.sampled_from(MACHINE_IDS), st.integers(0, 40)),
+    machine=st.sampled_from((None, "m-a", "m-b")),
+    kind=st.sampled_from((None, "machine.", "power", "%")),
+)
+def test_the_stored_log_and_a_live_stream_show_a_tenant_the_same_events(
+    live: LiveServer,
+    made: list[tuple[str | None, str, str | None]],
+    since: dict[str, int],
+    machine: str | None,
+    kind: str | None,
+) -> None:
+    """`EventFilter.where` (the stored log, in SQL) and `matches` (the bus) agree."""
+    with live.services.db.write() as session:
+        session.add_all(
+            Event(
+                machine_id=machine_id,
+                machine_name=machine_id,
+                kind=kind_made,
+                data={"before": None, "after": project},
+            )
+            for machine_id, kind_made, project in made
+        )
+    scoped = EventFilter(machine=machine, kind_prefix=kind, since=since)
+    with live.services.db.read() as session:
+        stored = [e.id for e in list_events(session, scoped, limit=10_000)]
+        every = list(session.scalars(select(Event).order_by(Event.id)))
+    assert stored == [e.id for e in every if scoped.matches(e)]
+
+
+def test_a_scope_follows_a_machine_into_and_out_of_the_projects() -> None:
+    """As the bus and `replay` see the log: c1 is shown from its assignment to A until it
+    leaves, and an assignment older than one already applied changes nothing."""
+
+    def event(event_id: int, kind: str, **data: str | None) -> Event:
+        return Event(id=event_id, machine_id="c1", machine_name="c1", kind=kind, data=data)
+
+    log = [
+        event(1, "machine.token_rotated"),
+        event(2, ASSIGNED, before=None, after="p-a"),
+        event(3, "machine.token_rotated"),
+        event(4, ASSIGNED, before="p-a", after="p-b"),
+        event(5, "machine.token_rotated"),
+    ]
+    tenant = EventFilter(since={}, projects=frozenset({"p-a"}))
+    after, shown = replay(tenant, log)
+    assert [e.id for e in shown] == [2, 3]
+    assert after.since == {} and after.latest == {"c1": 4}
+    assert after.assigned("c1", 2, joined=True) is after, "a stale assignment"
+    assert replay(EventFilter(), log)[1] == log, "the provider sees all"

@@ -178,6 +178,11 @@ def list_machines(
     return machines
 
 
+def machine_ids_in(session: Session, projects: Collection[str]) -> list[str]:
+    """The ids of the machines assigned to these projects, without loading the machines."""
+    return list(session.scalars(select(Machine.id).where(Machine.project_id.in_(projects))))
+
+
 def _is_placeholder(machine: Machine) -> bool:
     """A machine discovery registered and no operator has declared since: its MACs are the
     unauthenticated word of whatever booted, which an operator's declaration overrides."""

@@ -135,7 +135,7 @@ def list_workflows(
         if projects is None:
             rows = engine.list_workflows(session, machine=machine_row, state=state)
         else:
-            mine = [m.id for m in inventory.list_machines(session, projects=projects)]
+            mine = inventory.machine_ids_in(session, projects)
             since = inventory.latest_assignments(session, mine)
             rows = [
                 w
