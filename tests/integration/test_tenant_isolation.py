@@ -16,7 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from metalflow.cli import app
 from metalflow.db.base import utcnow
 from metalflow.events import ASSIGNED, Event, EventFilter, list_events, replay
 from metalflow.tenancy import service
@@ -268,6 +270,19 @@ def test_a_machine_s_next_tenant_sees_nothing_of_the_one_before(
     provider = api.get("/api/v1/events", params={"machine": "b1", "kind": "machine.assigned"})
     assert provider.json()["items"][-1]["data"]["before"] == world.project_b
     assert names(b_owner.get("/api/v1/machines")) == []
+
+
+def test_the_cli_assigns_and_lists_by_project(cli: CliRunner, world: World) -> None:
+    assigned = cli.invoke(app, ["machine", "assign", "c1", "--project", world.project_a])
+    assert assigned.exit_code == 0, assigned.output
+    assert assigned.stdout == f"machine/c1 assigned to project {world.project_a}\n"
+    listed = cli.invoke(app, ["-o", "json", "machine", "list", "--project", world.project_a])
+    assert [m["name"] for m in json.loads(listed.stdout)["items"]] == ["a1", "c1"]
+    unknown = cli.invoke(app, ["machine", "assign", "c1", "--project", "nope"])
+    assert unknown.exit_code == 2
+    assert unknown.stderr == "error: project 'nope' not found\n"
+    back = cli.invoke(app, ["machine", "unassign", "c1"])
+    assert back.stdout == "machine/c1 assigned to the provider\n"
 
 
 def sse(response: httpx.Response) -> Iterator[Json]:
