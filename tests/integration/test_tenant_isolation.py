@@ -138,7 +138,7 @@ def test_the_provider_assigns_machines_to_projects_and_back(
     refused = assign(api, "c1", world.project_a)
     assert refused.status_code == 409
     assert refused.json()["detail"]["field"] == "project"
-    assert "cancel it" in refused.json()["detail"]["message"]
+    assert "cancel its workflow" in refused.json()["detail"]["message"]
     assert api.get("/api/v1/machines/c1").json()["project_id"] is None
     assert api.post(f"/api/v1/workflows/{busy.json()['id']}/cancel").status_code == 200
 

@@ -32,7 +32,6 @@ from metalflow.tenancy import policy
 from metalflow.tenancy import service as tenancy
 from metalflow.tenancy.auth import Principal
 from metalflow.tenancy.secrets import Keyring
-from metalflow.workflows.tables import ACTIVE, Workflow
 
 ApplyOutcome = Literal["created", "updated", "unchanged"]
 
@@ -86,20 +85,17 @@ def assign_project(
     session: Session, machine: Machine, project_id: str | None
 ) -> tuple[str | None, str | None]:
     """Give the (locked) machine to a tenant project, or back to the provider with None;
-    (before, after). Refused while a workflow holds the machine: it would run on for one
-    tenant on a machine another now owns."""
+    (before, after). Refused while a workflow (or an inspection) holds the machine, which
+    every active workflow does: it would run on for one tenant on a machine another now owns."""
     if project_id is not None:
         tenancy.get_project(session, project_id)
     before = machine.project_id
     if before == project_id:
         return before, project_id
-    workflow = session.scalar(
-        select(Workflow).where(Workflow.machine_id == machine.id, Workflow.state.in_(ACTIVE))
-    )
-    if workflow is not None:
+    if MachineState(machine.state) in BUSY_STATES:
         raise Conflict(
-            f"machine {machine.name} runs workflow {workflow.name} ({workflow.state}); cancel it"
-            " or wait for it to end, then assign the machine",
+            f"machine {machine.name} is {machine.state}; cancel its workflow or wait for it to"
+            " end, then assign the machine",
             field="project",
         )
     machine.project_id = project_id
