@@ -17,22 +17,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from sqlalchemy import BigInteger, Index, Integer, String, delete, func, insert, select
+from sqlalchemy import (
+    BigInteger,
+    Index,
+    Integer,
+    String,
+    and_,
+    delete,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from metalflow.db.base import Base, utcnow
 
 log = logging.getLogger("metalflow.events")
+ASSIGNED = "machine.assigned"
+"""A machine changing project (`before`, `after`): a tenant sees a machine's history from its
+latest assignment to one of the tenant's projects on."""
 
 
 class Event(Base):
@@ -132,22 +149,88 @@ class EventFilter:
     machine: str | None = None
     workflow: str | None = None
     kind_prefix: str | None = None
+    since: Mapping[str, int] | None = None
+    """A tenant's scope: only events of these machines (id -> the first event id it may see,
+    that of the machine's assignment to its project, or 0); None: every event (the provider)."""
+    projects: frozenset[str] = frozenset()
+    """With `since`: the tenant's projects; `rescoped` follows machines into and out of them."""
+    latest: Mapping[str, int] = field(default_factory=dict)
+    """Machine id -> its latest assignment the scope knows of: an older one, arriving late
+    (another path, another process), does not undo it."""
 
     def matches(self, event: Event) -> bool:
+        """What a reader is shown: the events `where` finds in the stored log."""
         return (
             (self.machine is None or event.machine_name == self.machine)
             and (self.workflow is None or event.workflow_id == self.workflow)
             and (self.kind_prefix is None or event.kind.startswith(self.kind_prefix))
+            and self._in_scope(event)
+        )
+
+    def _in_scope(self, event: Event) -> bool:
+        if self.since is None:
+            return True
+        first = None if event.machine_id is None else self.since.get(event.machine_id)
+        return first is not None and event.id >= first
+
+    def assigned(self, machine_id: str, event_id: int, *, joined: bool) -> EventFilter:
+        """The scope once assignment `event_id` moved `machine_id` into one of the tenant's
+        projects (`joined`) or out of them; unchanged for the provider or a stale assignment."""
+        if self.since is None or self.latest.get(machine_id, -1) >= event_id:
+            return self
+        since = {m: first for m, first in self.since.items() if m != machine_id}
+        if joined:
+            since[machine_id] = event_id
+        latest = {**self.latest, machine_id: event_id}
+        return dataclasses.replace(self, since=since, latest=latest)
+
+    def rescoped(self, event: Event) -> EventFilter:
+        """The scope after `event`: a machine's assignment from or to one of the tenant's
+        projects widens or narrows it (whatever the other fields select)."""
+        if (
+            self.since is None
+            or event.kind != ASSIGNED
+            or event.machine_id is None
+            or not {event.data.get("before"), event.data.get("after")} & self.projects
+        ):
+            return self
+        return self.assigned(
+            event.machine_id, event.id, joined=event.data.get("after") in self.projects
         )
 
     def where(self, query: Any) -> Any:
+        """The stored-log side of `matches`, but for the ends of a scope: a machine's events
+        after it left the tenant's projects are found too (`replay` drops them)."""
         if self.machine is not None:
             query = query.where(Event.machine_name == self.machine)
         if self.workflow is not None:
             query = query.where(Event.workflow_id == self.workflow)
         if self.kind_prefix is not None:
             query = query.where(Event.kind.startswith(self.kind_prefix, autoescape=True))
+        if self.since is not None:
+            whole = [machine for machine, first in self.since.items() if not first]
+            scope: list[ColumnElement[bool]] = [Event.machine_id.in_(whole)] if whole else []
+            scope += [
+                and_(Event.machine_id == machine, Event.id >= first)
+                for machine, first in self.since.items()
+                if first
+            ]
+            query = query.where(or_(false(), *scope))
         return query
+
+
+def replay(event_filter: EventFilter, found: Iterable[Event]) -> tuple[EventFilter, list[Event]]:
+    """Stored events, oldest first, as the scope moved along them: a machine's assignment out
+    of the tenant's projects hides it and what followed. The scope after the last one, and the
+    events shown."""
+    if event_filter.since is None:
+        return event_filter, list(found)
+    shown = []
+    for event in found:
+        event_filter = event_filter.rescoped(event)
+        if event_filter.matches(event):
+            shown.append(event)
+    return event_filter, shown
 
 
 @dataclass(eq=False)
@@ -197,6 +280,7 @@ class EventBus:
                 for waiter in self._machine_waiters.get(event.machine_id, ()):
                     waiter.set()
             for sub in list(self._subscriptions):
+                sub.filter = sub.filter.rescoped(event)
                 if not sub.filter.matches(event):
                     continue
                 try:

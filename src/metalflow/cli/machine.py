@@ -1,18 +1,23 @@
-"""`metalflow machine`: inspect machines and their event history."""
+"""`metalflow machine`: inspect machines and their event history, and assign them to tenant
+projects."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+from rich.console import RenderableType
+from rich.text import Text
 
 from metalflow.cli import render
-from metalflow.cli.client import resource
+from metalflow.cli.client import Json, resource
 from metalflow.cli.context import cli_context
 from metalflow.cli.exit_codes import ExitCode
 from metalflow.cli.options import pairs
 
-app = typer.Typer(no_args_is_help=True, help="Inspect machines and their events.")
+app = typer.Typer(
+    no_args_is_help=True, help="Inspect machines and their events; assign them to projects."
+)
 
 
 @app.command("list")
@@ -29,14 +34,16 @@ def list_machines(
             show_default=False,
         ),
     ] = None,
+    project: Annotated[
+        str | None,
+        typer.Option(help="Only machines assigned to this project id.", show_default=False),
+    ] = None,
 ) -> None:
     """List machines."""
     cli = cli_context(ctx)
     labels = [f"{key}={value}" for key, value in pairs(label, "--label").items()]
-    cli.out.emit(
-        cli.api.get(resource("machines"), params={"state": state, "label": labels}),
-        render.machines,
-    )
+    params = {"state": state, "label": labels, "project": project}
+    cli.out.emit(cli.api.get(resource("machines"), params=params), render.machines)
 
 
 @app.command("show")
@@ -44,6 +51,46 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Machine n
     """Show one machine: state, interfaces, disks and BMC."""
     cli = cli_context(ctx)
     cli.out.emit(cli.api.get(resource("machines", name)), render.machine)
+
+
+def _assigned(machine: Json) -> RenderableType:
+    project = machine.get("project_id")
+    owner = "the provider" if project is None else f"project {project}"
+    return Text(f"machine/{machine['name']} assigned to {owner}")
+
+
+def _assign(ctx: typer.Context, name: str, project: str | None) -> None:
+    cli = cli_context(ctx)
+    # ApiClient has no put() yet, and cli/client.py is not this change's to edit.
+    machine = cli.api._request(
+        "PUT",
+        resource("machines", name, "project"),
+        params=None,
+        json={"project": project},
+        check=f"check with `metalflow machine show {name}`",
+    )
+    cli.out.emit(machine, _assigned)
+
+
+@app.command("assign")
+def assign(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Machine name.")],
+    project: Annotated[
+        str, typer.Option(help="The tenant project's id (`metalflow project list`).")
+    ],
+) -> None:
+    """Give a machine to a tenant project: its users see it, and power and provision it as
+    their roles allow."""
+    _assign(ctx, name, project)
+
+
+@app.command("unassign")
+def unassign(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="Machine name.")]
+) -> None:
+    """Give a machine back to the provider."""
+    _assign(ctx, name, None)
 
 
 @app.command("transition")

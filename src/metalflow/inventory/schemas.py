@@ -413,6 +413,14 @@ class TransitionRequest(BaseModel):
     reason: str | None = None
 
 
+class ProjectAssignment(BaseModel):
+    """`PUT /machines/NAME/project`: the tenant project to give the machine to, or null to
+    give it back to the provider (the key is required, so that an empty body changes nothing)."""
+
+    model_config = ConfigDict(extra="forbid")
+    project: str | None
+
+
 class AgentToken(BaseModel):
     """The bearer token the machine's agent authenticates with."""
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from collections.abc import Collection
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, undefer
 
 from metalflow import events
@@ -24,17 +26,88 @@ from metalflow.inventory.schemas import (
 )
 from metalflow.inventory.tables import Interface, Machine
 from metalflow.inventory.tinkerbell import hardware_view
+from metalflow.services import require, visible
 from metalflow.statemachine import IllegalTransition
+from metalflow.tenancy import policy
+from metalflow.tenancy import service as tenancy
+from metalflow.tenancy.auth import Principal
 from metalflow.tenancy.secrets import Keyring
 
 ApplyOutcome = Literal["created", "updated", "unchanged"]
 
 
+def missing_machine(name: str) -> NotFound:
+    return NotFound(f"machine {name!r} not found", field="machine")
+
+
 def get_machine(session: Session, name: str) -> Machine:
     machine = session.scalar(select(Machine).where(Machine.name == name))
     if machine is None:
-        raise NotFound(f"machine {name!r} not found", field="machine")
+        raise missing_machine(name)
     return machine
+
+
+def get_machine_for(
+    session: Session, name: str, principal: Principal, action: policy.Action
+) -> Machine:
+    """The machine, if `principal` may do `action` on it; a tenant asking for one outside its
+    projects gets the very 404 of a machine that does not exist."""
+    machine = get_machine(session, name)
+    require(principal, action, machine.project_id, missing=missing_machine(name))
+    return machine
+
+
+def latest_assignments(session: Session, machine_ids: Collection[str]) -> dict[str, events.Event]:
+    """Each machine's latest `machine.assigned` event (none for one never assigned, or whose
+    assignment was pruned with everything before it)."""
+    if not machine_ids:
+        return {}
+    latest = (
+        select(func.max(events.Event.id))
+        .where(events.Event.kind == events.ASSIGNED, events.Event.machine_id.in_(machine_ids))
+        .group_by(events.Event.machine_id)
+    )
+    found = session.scalars(select(events.Event).where(events.Event.id.in_(latest)))
+    return {event.machine_id: event for event in found if event.machine_id is not None}
+
+
+def tenant_since(session: Session, principal: Principal, machine: Machine) -> dt.datetime | None:
+    """From when `principal` sees what happened to `machine` (its workflows, power jobs): its
+    assignment to the tenant's project, so that a machine's next tenant never sees what the one
+    before did with it; None for no bound (the provider, or a machine never assigned)."""
+    if visible(principal) is None:
+        return None
+    assignment = latest_assignments(session, [machine.id]).get(machine.id)
+    return None if assignment is None else assignment.time
+
+
+def assign_project(
+    session: Session, machine: Machine, project_id: str | None
+) -> tuple[str | None, str | None]:
+    """Give the (locked) machine to a tenant project, or back to the provider with None;
+    (before, after). Refused while a workflow (or an inspection) holds the machine, which
+    every active workflow does: it would run on for one tenant on a machine another now owns."""
+    if project_id is not None:
+        tenancy.get_project(session, project_id)
+    before = machine.project_id
+    if before == project_id:
+        return before, project_id
+    if MachineState(machine.state) in BUSY_STATES:
+        raise Conflict(
+            f"machine {machine.name} is {machine.state}; cancel its workflow or wait for it to"
+            " end, then assign the machine",
+            field="project",
+        )
+    machine.project_id = project_id
+    events.record(
+        session,
+        events.ASSIGNED,
+        machine_id=machine.id,
+        machine_name=machine.name,
+        before=before,
+        after=project_id,
+    )
+    return before, project_id
 
 
 def get_machine_by_id(session: Session, machine_id: str) -> Machine:
@@ -77,8 +150,13 @@ def machine_names(session: Session) -> dict[str, str]:
 
 
 def list_machines(
-    session: Session, *, state: str | None = None, labels: dict[str, str] | None = None
+    session: Session,
+    *,
+    state: str | None = None,
+    labels: dict[str, str] | None = None,
+    projects: Collection[str] | None = None,
 ) -> list[Machine]:
+    """`projects`: only machines assigned to one of these (None: every machine)."""
     query = (
         select(Machine)
         .order_by(Machine.name)
@@ -88,10 +166,17 @@ def list_machines(
     )
     if state is not None:
         query = query.where(Machine.state == state)
+    if projects is not None:
+        query = query.where(Machine.project_id.in_(projects))
     machines = list(session.scalars(query))
     if labels:
         machines = [m for m in machines if all(m.labels.get(k) == v for k, v in labels.items())]
     return machines
+
+
+def machine_ids_in(session: Session, projects: Collection[str]) -> list[str]:
+    """The ids of the machines assigned to these projects, without loading the machines."""
+    return list(session.scalars(select(Machine.id).where(Machine.project_id.in_(projects))))
 
 
 def _is_placeholder(machine: Machine) -> bool:

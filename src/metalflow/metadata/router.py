@@ -22,7 +22,8 @@ from metalflow.metadata.service import (
     is_metadata_path,
     text,
 )
-from metalflow.services import Reader, Services
+from metalflow.services import ProjectReader, Services
+from metalflow.tenancy import policy
 
 router = APIRouter(tags=["metadata"])
 
@@ -32,11 +33,12 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 @router.get("/api/v1/machines/{name}/metadata-url", tags=["machines"])
-def metadata_url(name: str, request: Request, _: Reader) -> MetadataUrl:
-    """The machine's secret metadata URL, for an OS that cannot be known by its address."""
+def metadata_url(name: str, request: Request, principal: ProjectReader) -> MetadataUrl:
+    """The machine's secret metadata URL, for an OS that cannot be known by its address; a
+    tenant's for the machines of its projects."""
     services: Services = request.app.state.services
     with services.db.read() as session:
-        machine = inventory.get_machine(session, name)
+        machine = inventory.get_machine_for(session, name, principal, policy.Action.READ)
         token = services.keyring.metadata_token(machine.id, machine.agent_token_generation)
     api = urllib.parse.urlsplit(api_url(services, request.headers.get("host")))
     port = services.settings.metadata_port or services.settings.http_port

@@ -1,5 +1,9 @@
 """BMC API: power jobs (on, off, soft-off, cycle, reset; boot device), the machine's power
-state, and direct BMC calls that change nothing lasting (probe, virtual media)."""
+state, and direct BMC calls that change nothing lasting (probe, virtual media).
+
+A tenant powers and reads the machines of its projects (policy.Action.POWER, READ) and sees
+their jobs since the machine was assigned to it; probe and virtual media stay the provider's.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,14 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from anyio import to_thread
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from metalflow.errors import Conflict
+from metalflow.errors import Conflict, NotFound
 from metalflow.inventory import service as inventory
+from metalflow.inventory.tables import Machine
 from metalflow.power import service
 from metalflow.power.driver import BootDevice, BootRequest, Driver, PowerAction, PowerError
 from metalflow.power.runner import open_driver
@@ -22,7 +28,17 @@ from metalflow.power.schemas import MediaResult, PowerJobPublic, PowerStatus, Pr
 from metalflow.power.states import PowerJobState
 from metalflow.power.steps import Step
 from metalflow.power.tables import PowerJob
-from metalflow.services import Reader, Services, ServicesDep, Writer
+from metalflow.services import (
+    ProjectReader,
+    ProjectWriter,
+    Services,
+    ServicesDep,
+    Writer,
+    note_audit,
+    require,
+)
+from metalflow.tenancy import policy
+from metalflow.tenancy.auth import Principal
 
 router = APIRouter(tags=["power"])
 MAX_WAIT = 600.0
@@ -64,23 +80,64 @@ def _job_public(services: Services, job_id: str) -> PowerJobPublic:
         return service.to_public(job, machine.name)
 
 
-def _enqueue(services: Services, name: str, operation: str, step: Step, who: str) -> str:
+def _missing_job(job_id: str) -> NotFound:
+    return NotFound(f"power job {job_id!r} not found", field="job")
+
+
+def _job_for(
+    session: Session, job_id: str, principal: Principal, action: policy.Action
+) -> tuple[PowerJob, Machine]:
+    """The job and its machine, if `principal` may do `action` on them; a tenant asking for
+    a job of another project's machine, or of its machine before it had it, gets the 404 of a
+    job that does not exist."""
+    job = service.get_job(session, job_id)
+    machine = inventory.get_machine_by_id(session, job.machine_id)
+    require(principal, action, machine.project_id, missing=_missing_job(job_id))
+    since = inventory.tenant_since(session, principal, machine)
+    if since is not None and job.created_at < since:
+        raise _missing_job(job_id)
+    return job, machine
+
+
+def _check_job(services: Services, job_id: str, principal: Principal) -> None:
+    with services.db.read() as session:
+        _job_for(session, job_id, principal, policy.Action.READ)
+
+
+def _enqueue(
+    services: Services,
+    request: Request,
+    name: str,
+    operation: str,
+    step: Step,
+    principal: Principal,
+) -> str:
     with services.db.write() as session:
-        machine = inventory.lock(session, inventory.get_machine(session, name))
-        return service.enqueue(session, machine, operation, (step,), requested_by=who).id
+        machine = inventory.get_machine_for(session, name, principal, policy.Action.POWER)
+        machine = inventory.lock(session, machine)
+        job = service.enqueue(session, machine, operation, (step,), requested_by=principal.name)
+        note_audit(
+            request,
+            "power_job",
+            job.id,
+            project_id=machine.project_id,
+            summary={"machine": machine.name, "operation": operation},
+        )
+        return job.id
 
 
 @router.post("/machines/{name}/power", status_code=202)
 async def power(
     name: str,
     body: PowerRequest,
+    request: Request,
     services: ServicesDep,
-    principal: Writer,
+    principal: ProjectWriter,
     wait: float = Query(0.0, ge=0, le=MAX_WAIT, description="seconds to wait for the job"),
 ) -> PowerJobPublic:
     """A power job; verified by polling the BMC until it reports the wanted state."""
     job_id = await to_thread.run_sync(
-        _enqueue, services, name, str(body.action), Step(power=body.action), principal.name
+        _enqueue, services, request, name, str(body.action), Step(power=body.action), principal
     )
     return await _job_answer(services, job_id, wait)
 
@@ -89,22 +146,28 @@ async def power(
 async def boot_device(
     name: str,
     body: BootDeviceRequest,
+    request: Request,
     services: ServicesDep,
-    principal: Writer,
+    principal: ProjectWriter,
     wait: float = Query(0.0, ge=0, le=MAX_WAIT, description="seconds to wait for the job"),
 ) -> PowerJobPublic:
     step = Step(boot=BootRequest(body.device, persistent=body.persistent, efi=body.efi))
-    job_id = await to_thread.run_sync(_enqueue, services, name, "boot-device", step, principal.name)
+    job_id = await to_thread.run_sync(
+        _enqueue, services, request, name, "boot-device", step, principal
+    )
     return await _job_answer(services, job_id, wait)
 
 
 @router.get("/machines/{name}/power")
-def power_status(name: str, services: ServicesDep, _: Reader) -> PowerStatus:
+def power_status(name: str, services: ServicesDep, principal: ProjectReader) -> PowerStatus:
     """The state as the BMC last reported it, when, why it could not be read, and how long
     this BMC's steps usually take."""
     with services.db.read() as session:
-        machine = inventory.get_machine(session, name)
+        machine = inventory.get_machine_for(session, name, principal, policy.Action.READ)
+        since = inventory.tenant_since(session, principal, machine)
         jobs = service.jobs_of(session, machine)
+        if since is not None:
+            jobs = [job for job in jobs if job.created_at >= since]
         return PowerStatus(
             machine=machine.name,
             driver=machine.bmc_driver,
@@ -122,17 +185,27 @@ def power_status(name: str, services: ServicesDep, _: Reader) -> PowerStatus:
 async def get_power_job(
     job_id: str,
     services: ServicesDep,
-    _: Reader,
+    principal: ProjectReader,
     wait: float = Query(0.0, ge=0, le=MAX_WAIT, description="seconds to wait for its end"),
 ) -> PowerJobPublic:
+    await to_thread.run_sync(_check_job, services, job_id, principal)
     return await _job_answer(services, job_id, wait)
 
 
 @router.post("/power-jobs/{job_id}/cancel")
-def cancel_power_job(job_id: str, services: ServicesDep, _: Writer) -> PowerJobPublic:
+def cancel_power_job(
+    job_id: str, request: Request, services: ServicesDep, principal: ProjectWriter
+) -> PowerJobPublic:
     with services.db.write() as session:
-        job = service.cancel(session, service.get_job(session, job_id))
-        machine = inventory.get_machine_by_id(session, job.machine_id)
+        job, machine = _job_for(session, job_id, principal, policy.Action.POWER)
+        job = service.cancel(session, job)
+        note_audit(
+            request,
+            "power_job",
+            job.id,
+            project_id=machine.project_id,
+            summary={"machine": machine.name, "state": str(job.state)},
+        )
         return service.to_public(job, machine.name)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import select
@@ -115,11 +116,18 @@ def active_workflow_ids(session: Session, machine_ids: list[str]) -> dict[str, s
 
 
 def list_workflows(
-    session: Session, *, machine: Machine | None = None, state: str | None = None
+    session: Session,
+    *,
+    machine: Machine | None = None,
+    state: str | None = None,
+    machine_ids: Collection[str] | None = None,
 ) -> list[Workflow]:
+    """Newest first; `machine_ids`: only those of these machines (None: of every one)."""
     query = select(Workflow).order_by(Workflow.created_at.desc())
     if machine is not None:
         query = query.where(Workflow.machine_id == machine.id)
+    if machine_ids is not None:
+        query = query.where(Workflow.machine_id.in_(machine_ids))
     if state is not None:
         query = query.where(Workflow.state == state)
     return list(session.scalars(query))

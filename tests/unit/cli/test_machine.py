@@ -211,3 +211,42 @@ def test_events_follow_ctrl_c_exits_cleanly(
 
     assert result.exit_code == 0
     assert result.stderr == ""
+
+
+def test_assign_puts_the_project(server: FakeServer, run: Run) -> None:
+    server.reply("PUT", f"{MACHINES}/m1/project", machine_doc(project_id="p-web"))
+
+    result = run("machine", "assign", "m1", "--project", "p-web")
+
+    assert result.exit_code == 0, result.output
+    assert server.last.method == "PUT"
+    assert json.loads(server.last.content) == {"project": "p-web"}
+    assert result.stdout == "machine/m1 assigned to project p-web\n"
+
+
+def test_unassign_gives_the_machine_back(server: FakeServer, run: Run) -> None:
+    server.reply("PUT", f"{MACHINES}/m1/project", machine_doc(project_id=None))
+
+    result = run("-o", "json", "machine", "unassign", "m1")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(server.last.content) == {"project": None}
+    assert json.loads(result.stdout)["project_id"] is None
+
+
+def test_assign_to_an_unknown_project_is_bad_input(server: FakeServer, run: Run) -> None:
+    detail = {"message": "project 'nope' not found", "field": "project"}
+    server.error("PUT", f"{MACHINES}/m1/project", 404, detail)
+
+    result = run("machine", "assign", "m1", "--project", "nope")
+
+    assert result.exit_code == 2
+    assert result.stderr == "error: project 'nope' not found\n"
+
+
+def test_list_by_project(server: FakeServer, run: Run) -> None:
+    server.reply("GET", MACHINES, {"items": [], "count": 0})
+
+    run("machine", "list", "--project", "p-web")
+
+    assert server.last.url.params["project"] == "p-web"
