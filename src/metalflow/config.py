@@ -342,7 +342,7 @@ def _checked_sizes(setting: str, sizes: Mapping[str, int]) -> dict[str, int]:
             known = ", ".join(HOST_SIZE_RANGES)
             raise ValueError(f"{setting}: {key!r} is not a per-host size: use one of {known}")
         family, shortest, longest = HOST_SIZE_RANGES[key]
-        if isinstance(size, bool) or not shortest <= size <= longest:
+        if not shortest <= size <= longest:
             raise ValueError(
                 f"{setting}: {key} must be an IPv{family} prefix length from {shortest} to"
                 f" {longest} (got {size!r})"
