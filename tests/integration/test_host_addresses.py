@@ -233,6 +233,11 @@ def test_an_elastic_address_and_the_provisioning_address_are_not_per_host_ones(
     with db.write() as session:
         assert hosts.release_host_addresses(session, "m1", NOW, quarantine=HOUR) == 3
     assert held(db, "m1") == ["172.30.0.2/32", "203.0.113.8/32"]
+    with db.write() as session:
+        released = hosts.release_host_addresses(
+            session, "m1", NOW, quarantine=HOUR, with_provisioning=True
+        )
+    assert (released, held(db, "m1")) == (1, ["203.0.113.8/32"])
 
 
 def test_a_provisioning_address_skips_the_network_and_gateway_and_stays_the_machines(
@@ -252,6 +257,13 @@ def test_a_provisioning_address_skips_the_network_and_gateway_and_stays_the_mach
             assert found is not None
             addresses.append((found.cidr, found.machine_id))
     assert addresses == [("172.30.0.2/32", "m1"), ("172.30.0.3/32", "m2"), ("172.30.0.2/32", "m1")]
+    with db.read() as session:
+        [block] = hosts.addresses_of(session, ["m2"])["m2"]
+        assert hosts.provisioning_fields(session, block) == (
+            "172.30.0.3",
+            "255.255.255.0",
+            "172.30.0.1",
+        )
     with db.read() as session:
         kept = service.list_prefixes(session, status=Status.ASSIGNMENT)
         unused = [(b.cidr, b.description) for b in kept if b.machine_id is None]

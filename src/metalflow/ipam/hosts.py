@@ -33,21 +33,23 @@ ROLE_OF = {("public", 4): Role.PUBLIC4, ("private", 4): Role.PRIVATE4, ("public"
 """A per-host block's role from its kind and family."""
 
 
-def _per_host(session: Session, machine_id: str) -> list[IpBlock]:
+def _per_host(
+    session: Session, machine_id: str, *, with_provisioning: bool = False
+) -> list[IpBlock]:
     parent = aliased(IpBlock)
-    return list(
-        session.scalars(
-            select(IpBlock)
-            .join(parent, parent.id == IpBlock.parent_id)
-            .where(
-                IpBlock.machine_id == machine_id,
-                IpBlock.status == Status.ASSIGNMENT.value,
-                parent.status == Status.POOL.value,
-                parent.provisioning.is_(False),
-            )
-            .order_by(IpBlock.family, IpBlock.kind, IpBlock.first)
+    query = (
+        select(IpBlock)
+        .join(parent, parent.id == IpBlock.parent_id)
+        .where(
+            IpBlock.machine_id == machine_id,
+            IpBlock.status == Status.ASSIGNMENT.value,
+            parent.status == Status.POOL.value,
         )
+        .order_by(IpBlock.family, IpBlock.kind, IpBlock.first)
     )
+    if not with_provisioning:
+        query = query.where(parent.provisioning.is_(False))
+    return list(session.scalars(query))
 
 
 def _spaces(session: Session, blocks: Iterable[IpBlock]) -> tuple[Space, ...]:
@@ -165,11 +167,18 @@ def give_host_addresses(
 
 
 def release_host_addresses(
-    session: Session, machine_id: str, now: dt.datetime, *, quarantine: dt.timedelta
+    session: Session,
+    machine_id: str,
+    now: dt.datetime,
+    *,
+    quarantine: dt.timedelta,
+    with_provisioning: bool = False,
 ) -> int:
-    """Release a machine's per-host blocks into quarantine (`now + quarantine`); how many. The
+    """Release a machine's per-host blocks into quarantine (`now + quarantine`), and with
+    `with_provisioning` its provisioning address too (a machine being deleted); how many. The
     project keeps its blocks for its other and later machines."""
-    released = {block.id: block.cidr for block in _per_host(session, machine_id)}
+    held = _per_host(session, machine_id, with_provisioning=with_provisioning)
+    released = {block.id: block.cidr for block in held}
     for block_id in released:
         service.release(session, block_id, quarantine=quarantine, now=now)
     if released:
@@ -252,3 +261,12 @@ def _host_address(session: Session, pool: IpBlock, machine_id: str) -> IpBlock:
         block.machine_id = None
         block.description = f"{address} is not a host address of {pool.cidr}: never handed out"
         session.flush()
+
+
+def provisioning_fields(session: Session, block: IpBlock) -> tuple[str, str, str | None]:
+    """What the booting interface's DHCP reservation hands out for a provisioning address:
+    the address, its pool's netmask and its pool's gateway (network+1, as `layout` has it)."""
+    pool = service.get(session, block.parent_id or block.id)
+    layout = block_layout(ipaddress.ip_network(pool.cidr))
+    address = str(ipaddress.ip_network(block.cidr).network_address)
+    return address, str(layout.netmask), None if layout.gateway is None else str(layout.gateway)
