@@ -53,11 +53,13 @@ PRIVATE_SUPERNETS = tuple(
 )
 
 
-def private_routes(address: str) -> tuple[str, ...]:
+def private_routes(address: str, parent: str) -> tuple[str, ...]:
     """What a private IPv4 address's gateway routes: the RFC 1918 network holding it (Packet
-    routes 10.0.0.0/8 through the private /31's gateway), else nothing but its own block."""
+    routes 10.0.0.0/8 through the private /31's gateway), else the block it was taken from
+    (the project's), never the default route."""
     parsed = ipaddress.ip_address(address)
-    return tuple(str(net) for net in PRIVATE_SUPERNETS if parsed in net)
+    supernet = next((net for net in PRIVATE_SUPERNETS if parsed in net), None)
+    return (str(supernet or ipaddress.ip_network(parent)),)
 
 
 def prefix_length(address: str, netmask: str) -> int | None:

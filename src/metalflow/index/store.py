@@ -93,7 +93,7 @@ def address_of(block: IpBlock, parent: IpBlock) -> Address:
             str(parent_network.netmask),
             parent_network.prefixlen,
         ),
-        routes=private_routes(address) if private4 and layout.gateway is not None else (),
+        routes=private_routes(address, parent.cidr) if private4 and layout.gateway else (),
     )
 
 
