@@ -5,6 +5,7 @@ pool refused with nothing written, and the machine index serving what was given.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -309,3 +310,33 @@ def test_the_index_serves_what_was_given_and_each_change_names_the_machine(db: D
     assert view.instance is not None
     assert [a.address for a in view.instance.addresses] == ["192.0.2.11"]
     assert kinds == ["ipam.host.assigned", "ipam.host.released"]
+
+
+def test_machines_of_one_project_assigned_at_once_share_one_project_block(db: Database) -> None:
+    """Each would carve the project's first /25 and /56 on its own; the pool's lock makes the
+    first carve them and the others take from them."""
+    pools(db)
+    machines = [f"m{number}" for number in range(8)]
+    start = threading.Barrier(len(machines))
+    failures: list[BaseException] = []
+
+    def assign(machine_id: str) -> None:
+        start.wait()
+        try:
+            give(db, machine_id)
+        except BaseException as exc:  # reported below, with the machine
+            failures.append(exc)
+
+    workers = [threading.Thread(target=assign, args=(m,)) for m in machines]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    assert failures == []
+    with db.read() as session:
+        project_blocks = service.list_prefixes(session, project_id=PROJECT_A, status=Status.POOL)
+        assert [block.cidr for block in project_blocks] == ["10.70.0.0/25", "2001:db8::/56"]
+        given = hosts.addresses_of(session, machines)
+    assert all(len(given[m]) == 3 for m in machines)
+    assert len({block.cidr for blocks in given.values() for block in blocks}) == 3 * len(machines)
