@@ -25,11 +25,20 @@ from metalflow import events
 from metalflow.config import Settings
 from metalflow.errors import Conflict
 from metalflow.ipam import service
-from metalflow.ipam.hostplan import Carve, Holdings, HostSizes, Plan, Role, Space, plan
+from metalflow.ipam.hostplan import (
+    KIND_AND_FAMILY,
+    Carve,
+    Holdings,
+    HostSizes,
+    Plan,
+    Role,
+    Space,
+    plan,
+)
 from metalflow.ipam.layout import block_layout
 from metalflow.ipam.tables import IpBlock, Kind, Status
 
-ROLE_OF = {("public", 4): Role.PUBLIC4, ("private", 4): Role.PRIVATE4, ("public", 6): Role.PUBLIC6}
+ROLE_OF = {kind_and_family: role for role, kind_and_family in KIND_AND_FAMILY.items()}
 """A per-host block's role from its kind and family."""
 
 
@@ -125,7 +134,8 @@ def give_host_addresses(
 ) -> list[IpBlock]:
     """Give a machine assigned to `project_id` the per-host blocks it lacks in `metro`; the new
     ones are returned (none when it has them all). A 409 when the metro has no room for one of
-    them, before anything is written."""
+    them, before anything is written (a pool filled by another writer meanwhile fails the
+    allocation, and the caller's transaction, rolled back, keeps nothing)."""
     if not metro:
         raise Conflict(
             f"machine {machine_id} stands in no metro, so it has no pools to take addresses"
