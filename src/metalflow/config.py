@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -38,6 +39,26 @@ class Role(StrEnum):
 
 
 ALL_ROLES = frozenset(Role)
+
+HOST_SIZE_RANGES: dict[str, tuple[int, int, int]] = {
+    "public4": (4, 28, 32),
+    "private4": (4, 28, 32),
+    "public6": (6, 64, 128),
+    "project_private4": (4, 16, 30),
+    "project_public6": (6, 40, 64),
+}
+"""Each per-host size setting: its IP family and the prefix lengths it may take."""
+PACKET_HOST_SIZES: dict[str, int] = {
+    "public4": 31,
+    "private4": 31,
+    "public6": 127,
+    "project_private4": 25,
+    "project_public6": 56,
+}
+"""Packet's per-host layer 3: a /31 public and private IPv4 and a /127 public IPv6 per machine,
+from a /25 private IPv4 and a /56 IPv6 block per project and metro."""
+HOLDS = {"project_private4": "private4", "project_public6": "public6"}
+"""A project's block and the host blocks carved from it: the block must hold them."""
 
 
 class Settings(BaseSettings):
@@ -75,6 +96,16 @@ class Settings(BaseSettings):
         default=3600,
         ge=0,
         description="released IP blocks wait this long before they are handed out again",
+    )
+
+    ipam_host_sizes: dict[str, int] = Field(
+        default_factory=lambda: dict(PACKET_HOST_SIZES),
+        description="prefix lengths of what a machine assigned to a project gets, as JSON:"
+        f" {PACKET_HOST_SIZES} (keys left out keep these)",
+    )
+    ipam_metro_sizes: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description='per-metro overrides of ipam_host_sizes, as JSON: {"am6": {"public4": 32}}',
     )
 
     interface: str | None = Field(
@@ -252,6 +283,32 @@ class Settings(BaseSettings):
                 ) from None
         return value
 
+    @field_validator("ipam_host_sizes")
+    @classmethod
+    def _host_sizes(cls, value: dict[str, int]) -> dict[str, int]:
+        return _checked_sizes("METALFLOW_IPAM_HOST_SIZES", {**PACKET_HOST_SIZES, **value})
+
+    @field_validator("ipam_metro_sizes")
+    @classmethod
+    def _metro_sizes(
+        cls, value: dict[str, dict[str, int]], info: ValidationInfo
+    ) -> dict[str, dict[str, int]]:
+        """Each override is checked with the defaults it leaves in place, at start-up."""
+        defaults = info.data.get("ipam_host_sizes", PACKET_HOST_SIZES)
+        for metro, sizes in value.items():
+            if not metro.strip():
+                raise ValueError(
+                    "METALFLOW_IPAM_METRO_SIZES: a metro code is empty: key each override by"
+                    ' its metro, e.g. {"am6": {"public4": 32}}'
+                )
+            _checked_sizes(f"METALFLOW_IPAM_METRO_SIZES[{metro!r}]", sizes)
+            _checked_sizes(f"METALFLOW_IPAM_METRO_SIZES[{metro!r}]", {**defaults, **sizes})
+        return value
+
+    def host_sizes(self, metro: str) -> dict[str, int]:
+        """The per-host sizes in `metro`: its overrides over the defaults."""
+        return {**self.ipam_host_sizes, **self.ipam_metro_sizes.get(metro, {})}
+
     @functools.cached_property
     def discovery_allowed_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(n, strict=False) for n in self.discovery_networks]
@@ -276,3 +333,24 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
             return url
         return f"sqlite:///{(self.data_dir / 'metalflow.db').resolve()}"
+
+
+def _checked_sizes(setting: str, sizes: Mapping[str, int]) -> dict[str, int]:
+    """Known keys, each in its family's range, and a project's blocks that hold a host's."""
+    for key, size in sizes.items():
+        if key not in HOST_SIZE_RANGES:
+            known = ", ".join(HOST_SIZE_RANGES)
+            raise ValueError(f"{setting}: {key!r} is not a per-host size: use one of {known}")
+        family, shortest, longest = HOST_SIZE_RANGES[key]
+        if not shortest <= size <= longest:
+            raise ValueError(
+                f"{setting}: {key} must be an IPv{family} prefix length from {shortest} to"
+                f" {longest} (got {size!r})"
+            )
+    for project_key, host_key in HOLDS.items():
+        if project_key in sizes and host_key in sizes and sizes[project_key] > sizes[host_key]:
+            raise ValueError(
+                f"{setting}: a /{sizes[project_key]} {project_key} block cannot hold a"
+                f" /{sizes[host_key]} {host_key}: make {project_key} at most {sizes[host_key]}"
+            )
+    return dict(sizes)

@@ -14,6 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+@dataclass(frozen=True, slots=True)
+class ParentBlock:
+    """The block an IPAM assignment was taken from, as Equinix's `parent_block` shows it."""
+
+    network: str
+    netmask: str
+    cidr: int
+
+
 @dataclass(slots=True)
 class Address:
     address: str
@@ -25,6 +34,32 @@ class Address:
     cidr: int
     nic: int | None = None
     """Index of the NIC the address belongs on; None: the first NIC (or the bond)."""
+    id: str | None = None
+    """The IPAM block the address comes from; None for an address typed in the inventory."""
+    parent: ParentBlock | None = None
+    routes: tuple[str, ...] = ()
+    """Networks reached through this address's gateway; none: it may carry the default route
+    (a private /31's gateway routes the private networks only, in Packet's model)."""
+
+    @property
+    def network(self) -> str:
+        return str(
+            ipaddress.ip_network(f"{self.address}/{self.cidr}", strict=False).network_address
+        )
+
+
+PRIVATE_SUPERNETS = tuple(
+    ipaddress.ip_network(net) for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
+
+
+def private_routes(address: str, parent: str) -> tuple[str, ...]:
+    """What a private IPv4 address's gateway routes: the RFC 1918 network holding it (Packet
+    routes 10.0.0.0/8 through the private /31's gateway), else the block it was taken from
+    (the project's), never the default route."""
+    parsed = ipaddress.ip_address(address)
+    supernet = next((net for net in PRIVATE_SUPERNETS if parsed in net), None)
+    return (str(supernet or ipaddress.ip_network(parent)),)
 
 
 def prefix_length(address: str, netmask: str) -> int | None:
@@ -92,15 +127,21 @@ def instance_from(
     interfaces: Sequence[InterfaceFields],
     metadata: Mapping[str, Any],
     user_data: bytes | None,
+    assigned: Sequence[Address] = (),
 ) -> Instance:
-    """Fields given in `metadata` win; the machine's own fill what they leave out."""
+    """Fields given in `metadata` win; the machine's own fill what they leave out. Addresses
+    IPAM assigned to the machine (`assigned`), when it has any, are its addresses: one source
+    of truth, never typed twice; without them, `instance.ips`, else the interfaces' own."""
     instance = _mapping(metadata.get("instance"))
     facility = _mapping(metadata.get("facility"))
     data = user_data if user_data is not None else instance.get("userdata")
     ips = instance.get("ips")
-    addresses = (
-        _addresses(ips) if isinstance(ips, list) and ips else _interface_addresses(interfaces)
-    )
+    if assigned:
+        addresses = tuple(assigned)
+    elif isinstance(ips, list) and ips:
+        addresses = _addresses(ips)
+    else:
+        addresses = _interface_addresses(interfaces)
     return Instance(
         id=str(instance.get("id") or machine_id),
         hostname=str(instance.get("hostname") or hostname or name),

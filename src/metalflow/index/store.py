@@ -2,7 +2,9 @@
 
 Every machine is loaded once, then one machine is reloaded whenever an event names it (events
 from other processes arrive through the PostgreSQL relay), plus a full reload every
-`FULL_RELOAD_SECONDS` as a safety net against a missed event.
+`FULL_RELOAD_SECONDS` as a safety net against a missed event. A machine's IPAM assignments are
+loaded with it (ipam writes an `ipam.host.*` event naming the machine when they change), so
+the metadata service tells its OS the addresses IPAM gave it.
 """
 
 from __future__ import annotations
@@ -16,13 +18,21 @@ from typing import Any
 
 from anyio import to_thread
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload, undefer
+from sqlalchemy.orm import Session, aliased, selectinload, undefer
 
 from metalflow.db.engine import Database
 from metalflow.events import Event
-from metalflow.index.instance import InterfaceFields, instance_from
+from metalflow.index.instance import (
+    Address,
+    InterfaceFields,
+    ParentBlock,
+    instance_from,
+    private_routes,
+)
 from metalflow.index.views import BootOptions, InterfaceView, MachineIndex, MachineView
 from metalflow.inventory.tables import Machine
+from metalflow.ipam.layout import block_layout
+from metalflow.ipam.tables import IpBlock, Kind, Status
 from metalflow.workflows.tables import ACTIVE, Workflow
 
 log = logging.getLogger("metalflow.boot.index")
@@ -60,9 +70,64 @@ def _boot_options(raw: dict[str, Any] | None) -> BootOptions:
     )
 
 
-def view_of(machine: Machine, active: tuple[str, int] | None) -> MachineView:
-    """The machine as the boot services need it, with its active workflow's (id, start) if any;
-    raises ValueError on an unreadable address."""
+def address_of(block: IpBlock, parent: IpBlock) -> Address:
+    """An assignment as the machine's OS is told it: the machine's address in the block (the
+    upper one of a /31 or /127, whose lower one is the gateway), from the pool or project block
+    `parent`; a per-host block (taken straight from a pool) is a management address."""
+    network = ipaddress.ip_network(block.cidr)
+    layout = block_layout(network)
+    parent_network = ipaddress.ip_network(parent.cidr)
+    private4 = block.kind == Kind.PRIVATE.value and network.version == 4
+    address = str(layout.machine_address)
+    return Address(
+        address=address,
+        netmask=str(network.netmask),
+        gateway=None if layout.gateway is None else str(layout.gateway),
+        family=network.version,
+        public=block.kind != Kind.PRIVATE.value,
+        management=parent.status == Status.POOL.value,
+        cidr=network.prefixlen,
+        id=block.id,
+        parent=ParentBlock(
+            str(parent_network.network_address),
+            str(parent_network.netmask),
+            parent_network.prefixlen,
+        ),
+        routes=private_routes(address, parent.cidr) if private4 and layout.gateway else (),
+    )
+
+
+def assigned_addresses(
+    session: Session, machine_ids: Iterable[str] | None = None
+) -> dict[str, list[Address]]:
+    """Each machine's IPAM assignments, public before private, IPv4 before IPv6 (Equinix's
+    order), in one query; the provisioning network's address is its interface's, not here."""
+    parent = aliased(IpBlock)
+    query = (
+        select(IpBlock, parent)
+        .join(parent, parent.id == IpBlock.parent_id)
+        .where(
+            IpBlock.status == Status.ASSIGNMENT.value,
+            IpBlock.machine_id.is_not(None),
+            parent.provisioning.is_(False),
+        )
+    )
+    if machine_ids is not None:
+        query = query.where(IpBlock.machine_id.in_(list(machine_ids)))
+    found: dict[str, list[Address]] = {}
+    for block, holder in session.execute(query):
+        assert block.machine_id is not None
+        found.setdefault(block.machine_id, []).append(address_of(block, holder))
+    for addresses in found.values():
+        addresses.sort(key=lambda a: (not a.public, a.family, a.id or ""))
+    return found
+
+
+def view_of(
+    machine: Machine, active: tuple[str, int] | None, assigned: Iterable[Address] = ()
+) -> MachineView:
+    """The machine as the boot services need it, with its active workflow's (id, start) if any
+    and the addresses IPAM assigned it; raises ValueError on an unreadable address."""
     return MachineView(
         id=machine.id,
         name=machine.name,
@@ -108,12 +173,14 @@ def view_of(machine: Machine, active: tuple[str, int] | None) -> MachineView:
             ],
             metadata=machine.instance_metadata or {},
             user_data=machine.user_data,
+            assigned=tuple(assigned),
         ),
     )
 
 
 def load_views(session: Session, machine_ids: Iterable[str] | None = None) -> list[MachineView]:
-    """Machines with their interfaces and whether a workflow is active, in two queries."""
+    """Machines with their interfaces, whether a workflow is active and their IPAM addresses,
+    in four queries."""
     query = select(Machine).options(
         selectinload(Machine.interfaces),
         undefer(Machine.instance_metadata),
@@ -122,18 +189,19 @@ def load_views(session: Session, machine_ids: Iterable[str] | None = None) -> li
     active_query = select(Workflow.machine_id, Workflow.id, Workflow.starts).where(
         Workflow.state.in_(ACTIVE)
     )
-    if machine_ids is not None:
-        ids = list(machine_ids)
+    ids = None if machine_ids is None else list(machine_ids)
+    if ids is not None:
         query = query.where(Machine.id.in_(ids))
         active_query = active_query.where(Workflow.machine_id.in_(ids))
     active = {
         machine_id: (workflow_id, starts)
         for machine_id, workflow_id, starts in session.execute(active_query)
     }
+    assigned = assigned_addresses(session, ids)
     views = []
     for machine in session.scalars(query):
         try:
-            views.append(view_of(machine, active.get(machine.id)))
+            views.append(view_of(machine, active.get(machine.id), assigned.get(machine.id, ())))
         except ValueError as exc:
             log.error(
                 "event=boot.index.machine_skipped machine=%s machine_id=%s reason=%s",

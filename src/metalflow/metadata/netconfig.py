@@ -3,8 +3,11 @@
 Each NIC is matched by MAC and renamed eth0, eth1, ... as the inventory orders them. An address
 from the machine's own interface goes on that interface (on its VLAN when it has one); addresses
 from Tinkerbell metadata, which name no NIC, go on the first NIC, or on `bond0` of all NICs when
-a bonding mode is set (as Equinix Metal bonds). Default routes come from the first gateway of
-each family (`_routes` says in which form). Served as NoCloud `network-config`.
+a bonding mode is set (as Equinix Metal bonds). IPAM's per-host addresses name no NIC either:
+a public /31 and /127 whose lower addresses are the default gateways, and a private /31 whose
+gateway routes only the private network (10.0.0.0/8, Packet's model). Default routes come from
+the first gateway of each family that routes no network of its own (`_routes` says in which
+form). Served as NoCloud `network-config`.
 """
 
 from __future__ import annotations
@@ -93,20 +96,17 @@ def _routes(instance: Instance, devices: dict[str, dict[str, Any]], shared: str)
     ifupdown a route is a net-tools `route` command, not installed there by default; a gateway
     is ifupdown's own `ip route add default ... onlink` and networkd's `Gateway=`. A gateway
     outside the subnet needs an `on-link` route, which of cloud-init's renderers only netplan
-    keeps.
+    keeps. An address's own `routes` (the private networks behind a private /31's gateway)
+    are routes: netplan and networkd apply them, ENI only with net-tools installed.
     """
     for family, default in ((4, "0.0.0.0/0"), (6, "::/0")):
-        gateway = next((a for a in instance.addresses if a.family == family and a.gateway), None)
+        gateway = next(
+            (a for a in instance.addresses if a.family == family and a.gateway and not a.routes),
+            None,
+        )
         if gateway is None or gateway.gateway is None:
             continue
-        holder = next(
-            (
-                name
-                for name, entry in devices.items()
-                if f"{gateway.address}/{gateway.cidr}" in entry.get("addresses", [])
-            ),
-            shared,
-        )
+        holder = _holder(devices, gateway, shared)
         in_subnet = ipaddress.ip_address(gateway.gateway) in ipaddress.ip_network(
             f"{gateway.address}/{gateway.cidr}", strict=False
         )
@@ -115,3 +115,21 @@ def _routes(instance: Instance, devices: dict[str, dict[str, Any]], shared: str)
         else:
             route = {"to": default, "via": gateway.gateway, "on-link": True}
             devices[holder].setdefault("routes", []).append(route)
+    for address in instance.addresses:
+        if address.gateway is None:
+            continue
+        for network in address.routes:
+            route = {"to": network, "via": address.gateway}
+            devices[_holder(devices, address, shared)].setdefault("routes", []).append(route)
+
+
+def _holder(devices: dict[str, dict[str, Any]], address: Address, shared: str) -> str:
+    """The device that carries `address`."""
+    return next(
+        (
+            name
+            for name, entry in devices.items()
+            if f"{address.address}/{address.cidr}" in entry.get("addresses", [])
+        ),
+        shared,
+    )

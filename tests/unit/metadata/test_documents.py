@@ -43,15 +43,19 @@ def test_equinix_document_carries_addresses_interfaces_and_urls() -> None:
     assert found["customdata"] == {"a": 1}
     [address] = found["network"]["addresses"]
     assert address == {
+        "id": None,
         "address": "192.0.2.11",
         "netmask": "255.255.255.0",
         "gateway": "192.0.2.1",
+        "network": "192.0.2.0",
         "cidr": 24,
         "address_family": 4,
         "family": 4,
         "public": False,
         "management": True,
+        "manageable": False,
         "enabled": True,
+        "parent_block": None,
     }
     assert found["network"]["interfaces"] == [{"name": "eth0", "mac": "52:54:00:00:00:01"}]
     assert found["phone_home_url"] == URLS.phone_home

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from metalflow.index.instance import Instance, InterfaceFields, instance_from
 from metalflow.metadata.netconfig import network_config
 from tests.integration.cloudinit_client import Rendered, render_network
+from tests.unit.metadata.test_ipam_addresses import make as make_ipam
 
 ETH0 = InterfaceFields(
     "52:54:00:00:00:01", "192.0.2.11", "255.255.255.0", "192.0.2.1", ["192.0.2.53"]
@@ -130,6 +131,29 @@ def test_an_off_subnet_gateway_is_on_link_which_only_netplan_keeps(tmp_path: Pat
     [route] = eni.interfaces["eth0"]["subnets"][0]["routes"]
     assert (route["network"], route["prefix"], route["gateway"]) == ("0.0.0.0", 0, "192.0.2.1")
     assert set(route) <= {"network", "prefix", "netmask", "gateway"}
+
+
+def test_ipam_per_host_blocks_get_their_gateways_and_the_private_route(tmp_path: Path) -> None:
+    """networkd and netplan route 10.0.0.0/8 through the private /31's gateway; ENI has it as
+    net-tools' `route add` (cloud-init 22.4 renders every ENI route so), which needs the
+    net-tools package in the image."""
+    instance = make_ipam()
+    networkd = render(instance, "networkd", tmp_path)
+    network = networkd.files["etc/systemd/network/10-cloud-init-eth0.network"]
+    for address in ("198.51.100.5/31", "2001:db8:0:100::3/127", "10.70.0.3/31"):
+        assert f"Address={address}" in network
+    assert "Gateway=198.51.100.4" in network and "Gateway=2001:db8:0:100::2" in network
+    assert "[Route]\nDestination=10.0.0.0/8\n\nGateway=10.70.0.2" in network
+    netplan = render(instance, "netplan", tmp_path)
+    written = yaml.safe_load(netplan.files["etc/netplan/50-cloud-init.yaml"])
+    assert written == {"network": network_config(instance)}
+    eni = render(instance, "eni", tmp_path)
+    assert subnets(eni, "eth0") == [
+        ("198.51.100.5", 31, "198.51.100.4"),
+        ("2001:db8:0:100::3", 127, "2001:db8:0:100::2"),
+        ("10.70.0.3", 31, None),
+    ]
+    assert "post-up route add -net 10.0.0.0/8 gw 10.70.0.2" in eni.files["etc/network/interfaces"]
 
 
 addresses = st.lists(
