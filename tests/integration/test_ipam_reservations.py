@@ -229,6 +229,8 @@ def test_tenants_see_and_use_only_their_projects_reservations_and_machines(world
     stranger = refused(assign(web, mine["id"], machine="shop1", size=32), 404, "machine")
     nobody = refused(assign(web, mine["id"], machine="nosuch", size=32), 404, "machine")
     assert stranger == nobody.replace("nosuch", "shop1")
+    by_provider = assign(world.provider, mine["id"], machine="shop1", size=32)
+    assert refused(by_provider, 404, "machine") == stranger
     assert ok(shop.get("/api/v1/ipam/assignments"))["count"] == 0
     web_assignment = ok(web.get("/api/v1/ipam/assignments"))["items"][0]
     refused(shop.delete(f"/api/v1/ipam/assignments/{web_assignment['id']}"), 404, "id")
@@ -292,6 +294,8 @@ def test_a_brought_prefix_serves_its_project_and_allow_list_only(world: World) -
             refused(answer, 409, "size")
     assert sum(block.num_addresses for block in taken) == 16, "the da pool is used up"
     assert reserve(shop, projects["shop"], size=32, metro="da").status_code == 409
+    listed = ok(shop.get("/api/v1/ipam/reservations"))["items"]
+    assert sorted(ipaddress.IPv4Network(item["cidr"]) for item in listed) == sorted(taken)
     brought = ipaddress.ip_network("192.0.2.0/28")
     assert not [block for block in taken if block.overlaps(brought)]
     grab = {"prefixlen": 32, "project": projects["shop"]}
