@@ -306,6 +306,9 @@ def test_a_brought_prefix_serves_its_project_and_allow_list_only(world: World) -
     )
 
     refused(world.tenant("web").delete(f"/api/v1/ipam/reservations/{byo['id']}"), 403, None)
+    assert "the provider removes it" in refused(
+        ops.delete(f"/api/v1/ipam/reservations/{byo['id']}"), 403, None
+    )
     assert ops.delete(f"/api/v1/ipam/assignments/{given['id']}").status_code == 204
     assert world.provider.delete(f"/api/v1/ipam/reservations/{byo['id']}").status_code == 204
     assert world.provider.get("/api/v1/ipam/prefixes/192.0.2.0/28").status_code == 404
@@ -386,3 +389,29 @@ def test_bad_input_names_the_field_and_writes_nothing(world: World) -> None:
         ok(assign(web, rid, machine="web2", size=32), 201)
     exhausted = f"no free /32 in {block} (100.0% used"
     check(lambda: assign(web, rid, machine="web2", size=32), 409, "size", exhausted)
+
+
+def test_a_machine_leaving_gives_its_elastic_addresses_back_and_keeps_its_per_host_ones(
+    world: World,
+) -> None:
+    web = world.tenant("web")
+    reservation = ok(reserve(web, world.projects["web"]), 201)
+    for _ in range(2):
+        ok(assign(web, reservation["id"], machine="web1", size=32), 201)
+    per_host = {
+        "prefixlen": 31,
+        "project": world.projects["web"],
+        "machine": world.machines["web1"],
+    }
+    pool = world.provider.post("/api/v1/ipam/prefixes/10.20.0.0/16/allocations", json=per_host)
+    private = ok(pool, 201)
+
+    with world.live.services.db.write() as session:
+        assert ipam.unassign_machine(session, world.machines["web1"]) == 2
+    left = ok(web.get("/api/v1/ipam/assignments", params={"machine": "web1"}))["items"]
+    assert [(item["cidr"], item["elastic"]) for item in left] == [(private["cidr"], False)]
+    assert [kind for kind, _ in world.events("web1")].count("ipam.unassigned") == 2
+    shown = ok(web.get(f"/api/v1/ipam/reservations/{reservation['id']}"))
+    assert shown["usage"]["allocated"] == 0 and shown["assignments"] == []
+    not_elastic = web.delete(f"/api/v1/ipam/assignments/{private['id']}")
+    assert "per-host address from a pool" in refused(not_elastic, 422, "id")

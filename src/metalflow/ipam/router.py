@@ -283,13 +283,13 @@ def release_reservation(
     quarantine = dt.timedelta(seconds=services.settings.ipam_quarantine_seconds)
     with services.db.write() as session:
         reservation = _reservation(session, principal, ref, Action.READ)
-        owner = frozenset() if reservation.project_id is None else {reservation.project_id}
-        require_any(principal, Action.DELETE, frozenset(owner), service.missing_reservation(ref))
         if reservation.byo and visible(principal) is not None:
             raise Forbidden(
                 f"{reservation.cidr} was brought by its project: the provider removes it"
                 " (`metalflow ipam release-reservation` with a provider token)"
             )
+        owner = frozenset() if reservation.project_id is None else {reservation.project_id}
+        require_any(principal, Action.DELETE, frozenset(owner), service.missing_reservation(ref))
         _audit(request, "ipam_reservation", reservation, released=True)
         service.release_reservation(session, reservation.id, quarantine=quarantine)
     return Response(status_code=204)

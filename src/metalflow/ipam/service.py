@@ -1006,6 +1006,24 @@ def unassign(session: Session, assignment_id: str) -> IpBlock:
     return assignment
 
 
+def unassign_machine(session: Session, machine_id: str) -> int:
+    """Return a machine's elastic addresses to their reservations (a machine deleted, or taken
+    out of its project); its per-host addresses from pools are not touched. How many went."""
+    elastic = [
+        block.id
+        for block in session.scalars(
+            select(IpBlock).where(
+                IpBlock.machine_id == machine_id, IpBlock.status == Status.ASSIGNMENT.value
+            )
+        )
+        if (holder := holder_of(session, block)) is not None
+        and holder.status == Status.RESERVATION.value
+    ]
+    for block_id in elastic:
+        unassign(session, block_id)
+    return len(elastic)
+
+
 def release_reservation(
     session: Session,
     reservation_id: str,
