@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 from metalflow import events
@@ -816,42 +816,29 @@ def reserve(
     )
 
 
+def _provider_pools(kind: Kind, family: int) -> tuple[ColumnElement[bool], ...]:
+    """The provider's own pools of a kind and family: not carved for a project, not the
+    provisioning network's."""
+    return (
+        IpBlock.status == Status.POOL.value,
+        IpBlock.project_id.is_(None),
+        IpBlock.provisioning.is_(False),
+        IpBlock.kind == kind.value,
+        IpBlock.family == family,
+    )
+
+
 def _reservable_pools(
     session: Session, kind: Kind, family: int, metro: str | None
 ) -> list[IpBlock]:
-    """The provider's own pools (not carved for a project, not the provisioning network's)."""
-    return list(
-        session.scalars(
-            select(IpBlock)
-            .where(
-                IpBlock.status == Status.POOL.value,
-                IpBlock.project_id.is_(None),
-                IpBlock.provisioning.is_(False),
-                IpBlock.kind == kind.value,
-                IpBlock.family == family,
-                IpBlock.metro.is_(None) if metro is None else IpBlock.metro == metro,
-            )
-            .order_by(IpBlock.prefixlen.desc(), IpBlock.first)
-        )
-    )
+    in_metro = IpBlock.metro.is_(None) if metro is None else IpBlock.metro == metro
+    query = select(IpBlock).where(*_provider_pools(kind, family), in_metro)
+    return list(session.scalars(query.order_by(IpBlock.prefixlen.desc(), IpBlock.first)))
 
 
 def _metros_with_pools(session: Session, kind: Kind, family: int) -> list[str]:
-    return sorted(
-        metro
-        for metro in session.scalars(
-            select(IpBlock.metro)
-            .where(
-                IpBlock.status == Status.POOL.value,
-                IpBlock.project_id.is_(None),
-                IpBlock.provisioning.is_(False),
-                IpBlock.kind == kind.value,
-                IpBlock.family == family,
-            )
-            .distinct()
-        )
-        if metro is not None
-    )
+    query = select(IpBlock.metro).where(*_provider_pools(kind, family)).distinct()
+    return sorted(metro for metro in session.scalars(query) if metro is not None)
 
 
 def import_byo(
@@ -977,9 +964,11 @@ def _elastic(session: Session, assignment: IpBlock) -> IpBlock:
 
 
 def move(session: Session, assignment_id: str, machine_ref: str) -> IpBlock:
-    """Give an assignment to another machine of its reservation's projects."""
+    """Give an assignment to another machine of its reservation's projects (under the
+    reservation's lock, so that it is not unassigned meanwhile)."""
     assignment = get_assignment(session, assignment_id)
-    reservation = _elastic(session, assignment)
+    reservation = lock_block(session, _elastic(session, assignment).id)
+    assignment = get_assignment(session, assignment_id)
     machine = machine_for(session, reservation, machine_ref)
     if assignment.machine_id == machine.id:
         return assignment
@@ -993,9 +982,8 @@ def move(session: Session, assignment_id: str, machine_ref: str) -> IpBlock:
     return assignment
 
 
-def unassign(session: Session, assignment_id: str) -> IpBlock:
-    """Return an assignment to its reservation's free space at once (no quarantine: see above).
-    The block returned is gone from the database; it says what was unassigned."""
+def unassign(session: Session, assignment_id: str) -> None:
+    """Return an assignment to its reservation's free space at once (no quarantine: see above)."""
     assignment = get_assignment(session, assignment_id)
     reservation = lock_block(session, _elastic(session, assignment).id)
     assignment = get_assignment(session, assignment_id)
@@ -1003,7 +991,6 @@ def unassign(session: Session, assignment_id: str) -> IpBlock:
     if machine is not None:
         _record(session, "ipam.unassigned", assignment, machine, reservation)
     _free(session, reservation, assignment)
-    return assignment
 
 
 def unassign_machine(session: Session, machine_id: str) -> int:
