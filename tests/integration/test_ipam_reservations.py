@@ -11,13 +11,20 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, func, select
 
+from metalflow.config import Settings
 from metalflow.db.base import utcnow
+from metalflow.db.engine import Database
+from metalflow.db.migrate import upgrade
+from metalflow.errors import MetalflowError
 from metalflow.events import Event
 from metalflow.inventory.tables import Machine
 from metalflow.ipam import service as ipam
-from metalflow.ipam.tables import FreeBlock, IpBlock
+from metalflow.ipam.tables import FreeBlock, IpBlock, Kind
 from metalflow.tenancy import service as tenancy
 from tests.integration.conftest import LiveServer, apply
 from tests.manifests import machine_yaml
@@ -415,3 +422,134 @@ def test_a_machine_leaving_gives_its_elastic_addresses_back_and_keeps_its_per_ho
     assert shown["usage"]["allocated"] == 0 and shown["assignments"] == []
     not_elastic = web.delete(f"/api/v1/ipam/assignments/{private['id']}")
     assert "per-host address from a pool" in refused(not_elastic, 422, "id")
+
+
+Step = tuple[str, int, int]
+"""(operation, which project or block, size)."""
+STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["reserve", "assign", "unassign", "release", "steal", "cross"]),
+        st.integers(0, 7),
+        st.integers(28, 32),
+    ),
+    max_size=25,
+)
+
+
+def test_any_sequence_keeps_reservations_inside_their_pools_and_byo_with_its_project(
+    settings: Settings,
+) -> None:
+    """For any sequence of reserving, assigning, unassigning, releasing and trying another
+    project's brought prefix: reservations stay inside the pool, assignments inside their
+    reservation and on their project's machines, the brought prefix goes to its project only,
+    and every refused step leaves the database as it was."""
+    settings.data_dir.mkdir(parents=True)
+    db = Database(settings.database_url)
+    upgrade(db)
+    pool = ipaddress.IPv4Network("198.51.100.0/26")
+    brought = ipaddress.IPv4Network("192.0.2.0/28")
+    with db.write() as session:
+        owner = tenancy.create_user(session, "ada@example.test", "Ada")
+        org = tenancy.create_organization(session, "acme", owner.id)
+        projects = [tenancy.create_project(session, org.id, name).id for name in ("web", "shop")]
+        for index, project in enumerate(projects):
+            session.add(
+                Machine(
+                    id=f"m{index}", name=f"m{index}", state="ready", project_id=project, metro="am"
+                )
+            )
+    try:
+
+        @hyp_settings(max_examples=25, deadline=None)
+        @given(steps=STEPS)
+        def run(steps: list[Step]) -> None:
+            with db.write() as session:
+                ipam.create_prefix(session, ipam.PrefixSpec(str(pool), metro="am"))
+                byo = ipam.import_byo(session, str(brought), projects[0], metro="am").id
+            try:
+                for operation, which, size in steps:
+                    attempt(db, projects, byo, operation, which, size)
+                    check_invariants(db, projects, pool, brought)
+            finally:
+                empty_ipam(db)
+
+        run()
+    finally:
+        db.dispose()
+
+
+def empty_ipam(db: Database) -> None:
+    """Children before their parents: a block's parent key restricts deletes."""
+    with db.write() as session:
+        session.execute(delete(FreeBlock))
+        for status in ("assignment", "quarantine", "reservation", "pool"):
+            session.execute(delete(IpBlock).where(IpBlock.status == status))
+
+
+def table_rows(db: Database) -> tuple[int, int]:
+    with db.read() as session:
+        return (
+            session.scalar(select(func.count()).select_from(IpBlock)) or 0,
+            session.scalar(select(func.count()).select_from(FreeBlock)) or 0,
+        )
+
+
+def attempt(
+    db: Database, projects: list[str], byo: str, operation: str, which: int, size: int
+) -> None:
+    """One step; a refusal must be a MetalflowError that wrote nothing."""
+    before = table_rows(db)
+    try:
+        with db.write() as session:
+            reservations = ipam.list_reservations(session, visible=None)
+            assignments = ipam.list_assignments(session, visible=None)
+            if operation == "reserve":
+                project = projects[which % 2]
+                ipam.reserve(session, project, Kind.PUBLIC, 4, size, "am", by_tenant=False)
+            elif operation == "assign" and reservations:
+                reservation = reservations[which % len(reservations)]
+                machine = f"m{projects.index(str(reservation.project_id))}"
+                ipam.assign(session, reservation.id, machine, size=max(size, reservation.prefixlen))
+            elif operation == "unassign" and assignments:
+                ipam.unassign(session, assignments[which % len(assignments)].id)
+            elif operation == "release" and reservations:
+                reservation = reservations[which % len(reservations)]
+                ipam.release_reservation(session, reservation.id, quarantine=dt.timedelta(hours=1))
+            elif operation == "cross" and reservations:
+                reservation = reservations[which % len(reservations)]
+                other = f"m{1 - projects.index(str(reservation.project_id))}"
+                ipam.assign(session, reservation.id, other, size=32)
+                raise AssertionError("a reservation's address went to another project's machine")
+            elif operation == "steal":
+                ipam.assign(session, byo, "m1", size=32)
+                raise AssertionError("project shop was given an address of web's brought prefix")
+    except MetalflowError:
+        assert table_rows(db) == before
+
+
+def check_invariants(
+    db: Database,
+    projects: list[str],
+    pool: ipaddress.IPv4Network,
+    brought: ipaddress.IPv4Network,
+) -> None:
+    with db.read() as session:
+        blocks = {block.id: block for block in session.scalars(select(IpBlock))}
+        for block in blocks.values():
+            network = ipaddress.IPv4Network(block.cidr)
+            parent = blocks.get(block.parent_id or "")
+            if block.status in ("reservation", "quarantine") and not block.byo:
+                assert parent is not None and network.subnet_of(ipaddress.IPv4Network(parent.cidr))
+                assert network.subnet_of(pool) and not network.overlaps(brought)
+            if block.status == "assignment":
+                assert parent is not None and parent.status == "reservation"
+                assert network.subnet_of(ipaddress.IPv4Network(parent.cidr))
+                machine = session.get(Machine, block.machine_id)
+                assert machine is not None and machine.project_id == parent.project_id
+                if parent.byo:
+                    assert block.project_id == projects[0]
+            if block.status in ("pool", "reservation"):
+                figures = ipam.stats(session, block)
+                children = [b for b in blocks.values() if b.parent_id == block.id]
+                given = sum(ipaddress.IPv4Network(child.cidr).num_addresses for child in children)
+                assert figures.allocated == given
