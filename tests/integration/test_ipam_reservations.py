@@ -26,6 +26,7 @@ from metalflow.inventory.tables import Machine
 from metalflow.ipam import service as ipam
 from metalflow.ipam.tables import FreeBlock, IpBlock, Kind
 from metalflow.tenancy import service as tenancy
+from metalflow.tenancy.policy import ProjectRole
 from tests.integration.conftest import LiveServer, apply
 from tests.manifests import machine_yaml
 
@@ -553,3 +554,24 @@ def check_invariants(
                 children = [b for b in blocks.values() if b.parent_id == block.id]
                 given = sum(ipaddress.IPv4Network(child.cidr).num_addresses for child in children)
                 assert figures.allocated == given
+
+
+def test_a_viewer_sees_a_reservation_but_changes_nothing(world: World) -> None:
+    reservation = ok(reserve(world.tenant("web"), world.projects["web"]), 201)
+    given = ok(assign(world.tenant("web"), reservation["id"], machine="web1", size=32), 201)
+    with world.live.services.db.write() as session:
+        viewer = tenancy.create_user(session, "val@example.test", "Val")
+        tenancy.add_project_member(session, world.projects["web"], viewer.id, ProjectRole.VIEWER)
+        key = tenancy.create_key(session, "val", now=utcnow(), user_id=viewer.id).secret
+    val = world.live.client(key)
+    assert ok(val.get(f"/api/v1/ipam/reservations/{reservation['id']}"))["usage"]["allocated"] == 1
+    before = world.rows()
+    for refusal in (
+        reserve(val, world.projects["web"]),
+        assign(val, reservation["id"], machine="web2", size=32),
+        val.patch(f"/api/v1/ipam/assignments/{given['id']}", json={"machine": "web2"}),
+        val.delete(f"/api/v1/ipam/assignments/{given['id']}"),
+        val.delete(f"/api/v1/ipam/reservations/{reservation['id']}"),
+    ):
+        assert "needs the project role editor (you are viewer)" in refused(refusal, 403, None)
+    assert world.rows() == before
