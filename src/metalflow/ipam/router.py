@@ -9,6 +9,7 @@ that does not exist.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from sqlalchemy.orm import Session
@@ -46,6 +47,22 @@ from metalflow.tenancy.auth import Principal
 from metalflow.tenancy.policy import Action
 
 router = APIRouter(prefix="/ipam", tags=["ipam"])
+
+Responses = dict[int | str, dict[str, Any]]
+"""Error statuses a route declares beyond those its kind implies (api.openapi adds those)."""
+ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+NO_PROJECT: Responses = {
+    404: {"description": "No such project in the caller's reach", "content": ERROR_CONTENT}
+}
+TAKEN: Responses = {
+    409: {
+        "description": "The space is used up or taken; the message names the prefix and its use",
+        "content": ERROR_CONTENT,
+    }
+}
+STILL_ASSIGNED: Responses = {
+    409: {"description": "Still assigned: unassign its addresses first", "content": ERROR_CONTENT}
+}
 
 
 def detail(session: Session, block: IpBlock) -> PrefixDetail:
@@ -200,7 +217,12 @@ def reservation_detail(
     )
 
 
-@router.post("/reservations", status_code=201, response_model=ReservationDetail)
+@router.post(
+    "/reservations",
+    status_code=201,
+    response_model=ReservationDetail,
+    responses={**NO_PROJECT, **TAKEN},
+)
 def reserve(
     body: ReservationCreate, request: Request, services: ServicesDep, principal: ProjectWriter
 ) -> ReservationDetail:
@@ -242,7 +264,10 @@ def _reservation(session: Session, principal: Principal, ref: str, action: Actio
 
 
 @router.post(
-    "/reservations/{ref:path}/assignments", status_code=201, response_model=AssignmentPublic
+    "/reservations/{ref:path}/assignments",
+    status_code=201,
+    response_model=AssignmentPublic,
+    responses=TAKEN,
 )
 def assign(
     ref: str,
@@ -274,7 +299,7 @@ def show_reservation(
         return reservation_detail(session, reservation, projects)
 
 
-@router.delete("/reservations/{ref:path}", status_code=204)
+@router.delete("/reservations/{ref:path}", status_code=204, responses=STILL_ASSIGNED)
 def release_reservation(
     ref: str, request: Request, services: ServicesDep, principal: ProjectWriter
 ) -> Response:
@@ -378,7 +403,9 @@ def unassign(
     return Response(status_code=204)
 
 
-@router.post("/byo", status_code=201, response_model=ReservationDetail)
+@router.post(
+    "/byo", status_code=201, response_model=ReservationDetail, responses={**NO_PROJECT, **TAKEN}
+)
 def import_byo(
     body: ByoImport, request: Request, services: ServicesDep, _: Writer
 ) -> ReservationDetail:
