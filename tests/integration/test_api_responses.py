@@ -15,10 +15,12 @@ from typing import Any
 import httpx
 import jsonschema_rs
 import pytest
+from sqlalchemy import select
 
 from metalflow.boot.dhcp.tables import DhcpLease
 from metalflow.config import Settings
 from metalflow.inventory.tables import Machine
+from metalflow.tenancy import service as tenancy
 from tests.integration.conftest import AgentClient, LiveServer, free_port, start_server
 from tests.manifests import machine_yaml, simple_template
 
@@ -200,6 +202,7 @@ def exercise(call: Caller, live: LiveServer) -> None:
             boot(method, "/boot/install/initrd.img", 200)
     call("GET", "/api/v1/events", 200, params={"limit": 50})
     exercise_ipam(call)
+    exercise_ipam_reservations(call, live)
     exercise_tenancy(call, live)
     call("GET", "/api/v1/whoami", 200)
     call("DELETE", "/api/v1/machines/{name}", 204, path={"name": "bmc1"})
@@ -216,6 +219,39 @@ def exercise_ipam(call: Caller) -> None:
     given = call("POST", "/api/v1/ipam/prefixes/{ref}/allocations", 201, path=ref, json=wanted)
     call("GET", "/api/v1/ipam/prefixes/{ref}/usage", 200, path=ref)
     call("DELETE", "/api/v1/ipam/prefixes/{ref}", 204, path={"ref": given.json()["id"]})
+
+
+# --- ipam reservations, elastic assignments and brought prefixes --------------------------------
+
+
+def exercise_ipam_reservations(call: Caller, live: LiveServer) -> None:
+    """Machines m2 and m3 in a project of their own, in metro am of exercise_ipam's pool."""
+    with live.services.db.write() as session:
+        owner = tenancy.create_user(session, "resv@example.com", "Resv")
+        org = tenancy.create_organization(session, "resv", owner.id)
+        project = tenancy.create_project(session, org.id, "edge").id
+        for machine in session.scalars(select(Machine).where(Machine.name.in_(["m2", "m3"]))):
+            machine.project_id = project
+            machine.metro = "am"
+    wanted = {"project": project, "kind": "public", "family": 4, "size": 29, "metro": "am"}
+    reservation = call("POST", "/api/v1/ipam/reservations", 201, json=wanted).json()
+    ref = {"ref": reservation["id"]}
+    call("GET", "/api/v1/ipam/reservations", 200, params={"project": project})
+    assignments = "/api/v1/ipam/reservations/{ref}/assignments"
+    given = call("POST", assignments, 201, path=ref, json={"machine": "m2", "size": 32}).json()
+    call("GET", "/api/v1/ipam/reservations/{ref}", 200, path=ref)
+    call("GET", "/api/v1/ipam/assignments", 200, params={"machine": "m2"})
+    assignment = {"ref": given["id"]}
+    call("GET", "/api/v1/ipam/assignments/{ref}", 200, path=assignment)
+    move = {"machine": "m3"}
+    call("PATCH", "/api/v1/ipam/assignments/{ref}", 200, path=assignment, json=move)
+    call("DELETE", "/api/v1/ipam/assignments/{ref}", 204, path=assignment)
+    call("DELETE", "/api/v1/ipam/reservations/{ref}", 204, path=ref)
+    byo = {"cidr": "192.0.2.128/26", "project": project, "metro": "am"}
+    call("POST", "/api/v1/ipam/byo", 201, json=byo)
+
+
+# --- end of ipam reservations ---------------------------------------------------------------------
 
 
 def exercise_tenancy(call: Caller, live: LiveServer) -> None:

@@ -1,4 +1,5 @@
-"""`metalflow ipam`: prefixes, allocations from them, and how full they are."""
+"""`metalflow ipam`: prefixes, allocations from them, and how full they are; projects'
+reservations, the addresses they assign to machines, and brought prefixes (BYO)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ Json = dict[str, Any]
 app = typer.Typer(no_args_is_help=True, help="IP address management: prefixes and allocations.")
 prefix_app = typer.Typer(no_args_is_help=True, help="The provider's prefixes.")
 app.add_typer(prefix_app, name="prefix")
+byo_app = typer.Typer(no_args_is_help=True, help="Prefixes that tenants bring (provider only).")
+app.add_typer(byo_app, name="byo")
 
 HOLDERS = ("pool", "reservation")
 BAR_WIDTH = 20
@@ -134,6 +137,149 @@ def release(ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Id or C
     cli.out.write(f"prefix/{ref} released\n")
 
 
+@app.command("reserve")
+def reserve(
+    ctx: typer.Context,
+    project: Annotated[str, typer.Option(help="The project id that reserves.")],
+    size: Annotated[int, typer.Option(help="Prefix length, e.g. 29.")],
+    kind: Annotated[str, typer.Option(help="public or private (global: provider only).")] = (
+        "public"
+    ),
+    family: Annotated[int, typer.Option(help="4 or 6.")] = 4,
+    metro: Annotated[str | None, typer.Option(help="Metro code, e.g. am.")] = None,
+    description: Annotated[str, typer.Option(help="Free text.")] = "",
+) -> None:
+    """Reserve a block for a project from the metro's pool."""
+    cli = cli_context(ctx)
+    body = {
+        "project": project,
+        "kind": kind,
+        "family": family,
+        "size": size,
+        "metro": metro,
+        "description": description,
+    }
+    reserved = cli.api.post(
+        resource("ipam", "reservations"), json=body, check="metalflow ipam reservations"
+    )
+    _emit_reservation(cli, reserved)
+
+
+@app.command("reservations")
+def reservations(
+    ctx: typer.Context,
+    project: Annotated[str | None, typer.Option(help="Only this project's.")] = None,
+) -> None:
+    """List reservations (a tenant sees its projects')."""
+    cli = cli_context(ctx)
+    cli.out.emit(cli.api.get(resource("ipam", "reservations"), {"project": project}), _listing)
+
+
+@app.command("reservation")
+def reservation(
+    ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Reservation id or CIDR.")]
+) -> None:
+    """One reservation, its usage and its assignments."""
+    cli = cli_context(ctx)
+    _emit_reservation(cli, cli.api.get(resource("ipam", "reservations", ref)))
+
+
+@app.command("assign")
+def assign(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="Reservation id or CIDR.")],
+    machine: Annotated[str, typer.Option(help="Machine name or id.")],
+    address: Annotated[
+        str | None, typer.Option(help="One address, or a sub-block such as 198.51.100.8/30.")
+    ] = None,
+    size: Annotated[int | None, typer.Option(help="Or the first free block of this size.")] = None,
+) -> None:
+    """Assign an address or sub-block of a reservation to a machine of its project."""
+    cli = cli_context(ctx)
+    body = {"machine": machine, "address": address, "size": size}
+    given = cli.api.post(
+        resource("ipam", "reservations", ref, "assignments"),
+        json=body,
+        check=f"metalflow ipam assignments --machine {machine}",
+    )
+    cli.out.emit(given, _assignment_fields)
+
+
+@app.command("assignments")
+def assignments(
+    ctx: typer.Context,
+    machine: Annotated[str | None, typer.Option(help="Machine name or id.")] = None,
+    reservation: Annotated[str | None, typer.Option(help="Reservation id.")] = None,
+) -> None:
+    """List the addresses given to machines."""
+    cli = cli_context(ctx)
+    params = {"machine": machine, "reservation": reservation}
+    cli.out.emit(cli.api.get(resource("ipam", "assignments"), params), _assignment_listing)
+
+
+@app.command("move")
+def move(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="Assignment id or CIDR.")],
+    machine: Annotated[str, typer.Option(help="The machine to give it to (name or id).")],
+) -> None:
+    """Move an elastic address to another machine of its project."""
+    cli = cli_context(ctx)
+    moved = cli.api.patch(
+        resource("ipam", "assignments", ref),
+        json={"machine": machine},
+        check=f"metalflow ipam assignments --machine {machine}",
+    )
+    cli.out.emit(moved, _assignment_fields)
+
+
+@app.command("unassign")
+def unassign(
+    ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Assignment id or CIDR.")]
+) -> None:
+    """Take an address back into its reservation."""
+    cli = cli_context(ctx)
+    cli.api.delete(resource("ipam", "assignments", ref))
+    cli.out.write(f"assignment/{ref} unassigned\n")
+
+
+@app.command("release-reservation")
+def release_reservation(
+    ctx: typer.Context, ref: Annotated[str, typer.Argument(help="Reservation id or CIDR.")]
+) -> None:
+    """Give a reservation back (unassign its addresses first); it is quarantined before reuse."""
+    cli = cli_context(ctx)
+    cli.api.delete(resource("ipam", "reservations", ref))
+    cli.out.write(f"reservation/{ref} released\n")
+
+
+@byo_app.command("import")
+def byo_import(
+    ctx: typer.Context,
+    cidr: Annotated[str, typer.Argument(help="The tenant's prefix, e.g. 203.0.113.0/24.")],
+    project: Annotated[str, typer.Option(help="The project id that owns it.")],
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(help="Another project of the owner's organization that may use it."),
+    ] = None,
+    kind: Annotated[str, typer.Option(help="public, private or global.")] = "public",
+    metro: Annotated[str | None, typer.Option(help="Metro code.")] = None,
+    description: Annotated[str, typer.Option(help="Free text.")] = "",
+) -> None:
+    """Import a tenant's own prefix as its project's reservation."""
+    cli = cli_context(ctx)
+    body = {
+        "cidr": cidr,
+        "project": project,
+        "allowed_projects": allow or [],
+        "kind": kind,
+        "metro": metro,
+        "description": description,
+    }
+    imported = cli.api.post(resource("ipam", "byo"), json=body, check="metalflow ipam reservations")
+    _emit_reservation(cli, imported)
+
+
 @app.command("usage")
 def usage(ctx: typer.Context) -> None:
     """How full each pool and reservation is."""
@@ -168,6 +314,45 @@ def _emit_prefix(cli: CliContext, prefix: Json) -> None:
     cli.out.emit(prefix, _fields)
 
 
+def _emit_reservation(cli: CliContext, found: Json) -> None:
+    cli.out.emit(found, _reservation)
+
+
+def _reservation(found: Json) -> RenderableType:
+    parts: list[RenderableType] = [_fields(found)]
+    if found.get("assignments"):
+        parts += [Text(""), _assignment_listing({"items": found["assignments"]})]
+    return Group(*parts)
+
+
+def _assignment_fields(found: Json) -> RenderableType:
+    return render.fields(
+        [
+            ("ID", found["id"]),
+            ("CIDR", found["cidr"]),
+            ("ADDRESS", found["address"]),
+            ("GATEWAY", render.text(found.get("gateway"))),
+            ("MACHINE", render.text(found.get("machine"))),
+            ("PROJECT", render.text(found.get("project"))),
+            ("RESERVATION", render.text(found.get("parent") if found["elastic"] else None)),
+        ]
+    )
+
+
+def _assignment_listing(data: Json) -> RenderableType:
+    grid = render.listing("CIDR", "ADDRESS", "MACHINE", "PROJECT", "ELASTIC", "ID")
+    for found in data["items"]:
+        grid.add_row(
+            found["cidr"],
+            found["address"],
+            render.text(found.get("machine")),
+            render.text(found.get("project")),
+            "yes" if found["elastic"] else "no",
+            found["id"],
+        )
+    return grid
+
+
 def _fields(prefix: Json) -> RenderableType:
     rows: list[tuple[str, str | Text]] = [
         ("ID", prefix["id"]),
@@ -180,6 +365,9 @@ def _fields(prefix: Json) -> RenderableType:
         ("METRO", render.text(prefix.get("metro"))),
         ("TAGS", render.text(", ".join(prefix.get("tags") or []))),
     ]
+    if prefix.get("byo"):
+        allowed = ", ".join(prefix.get("allowed_projects") or [])
+        rows.append(("BROUGHT", Text(f"yes, also for {allowed}" if allowed else "yes")))
     if prefix.get("quarantine_until"):
         rows.append(("QUARANTINE UNTIL", render.timestamp(prefix["quarantine_until"])))
     found = prefix.get("usage")

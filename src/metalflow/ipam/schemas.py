@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from enum import IntEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from metalflow.ipam.allocator import PrefixStats, Strategy
+from metalflow.ipam.layout import block_layout
 from metalflow.ipam.tables import IpBlock, Kind, Status
 from metalflow.values import NAME_PATTERN
 
@@ -133,3 +135,114 @@ class PrefixList(BaseModel):
 class PrefixDetail(PrefixPublic):
     usage: PrefixUsage | None
     """For pools and reservations: what their free space says."""
+
+
+class ReservationCreate(BaseModel):
+    """A block for a project from the provider's pool of its kind, family and metro."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str = Field(max_length=32, description="the project id that reserves")
+    kind: Kind = Kind.PUBLIC
+    family: Family = Family.IPV4
+    size: int = Field(ge=0, le=128, description="prefix length, e.g. 29", examples=[29])
+    metro: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        max_length=64,
+        description="metro code; none: pools without a metro (global space)",
+    )
+    description: str = Field(default="", max_length=1000)
+
+
+class ByoImport(BaseModel):
+    """A tenant's own prefix, imported by the provider as that project's reservation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cidr: str = Field(max_length=43, examples=["203.0.113.0/24"])
+    project: str = Field(max_length=32, description="the owning project id")
+    allowed_projects: list[Annotated[str, Field(max_length=32)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="other projects of the owner's organization that may use it",
+    )
+    kind: Kind = Kind.PUBLIC
+    metro: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=64)
+    description: str = Field(default="", max_length=1000)
+
+
+class AssignmentCreate(BaseModel):
+    """An address or sub-block of the reservation for one of its project's machines."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    machine: str = Field(max_length=200, description="machine id or name")
+    address: str | None = Field(
+        default=None,
+        max_length=43,
+        description="one address (198.51.100.5) or a sub-block (198.51.100.8/30)",
+    )
+    size: int | None = Field(
+        default=None, ge=0, le=128, description="prefix length of the first free block to take"
+    )
+
+
+class AssignmentMove(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    machine: str = Field(max_length=200, description="machine id or name")
+
+
+class AssignmentPublic(BaseModel):
+    id: str
+    cidr: str
+    family: Literal[4, 6]
+    prefixlen: int
+    kind: Kind
+    address: str
+    """The address the machine takes (the upper of a /31 or /127, whose lower is the gateway)."""
+    gateway: str | None
+    netmask: str
+    parent: str | None
+    """The reservation (or, for a per-host address, the pool) it was given from."""
+    elastic: bool
+    """From a reservation: it can be moved to another machine or unassigned."""
+    project: str | None
+    machine: str | None
+    metro: str | None
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, block: IpBlock, *, elastic: bool) -> AssignmentPublic:
+        layout = block_layout(ipaddress.ip_network(block.cidr))
+        return cls(
+            id=block.id,
+            cidr=block.cidr,
+            family=4 if block.family == 4 else 6,
+            prefixlen=block.prefixlen,
+            kind=Kind(block.kind),
+            address=str(layout.machine_address),
+            gateway=None if layout.gateway is None else str(layout.gateway),
+            netmask=str(layout.netmask),
+            parent=block.parent_id,
+            elastic=elastic,
+            project=block.project_id,
+            machine=block.machine_id,
+            metro=block.metro,
+            created_at=block.created_at,
+        )
+
+
+class AssignmentList(BaseModel):
+    items: list[AssignmentPublic]
+    count: int
+
+
+class ReservationDetail(PrefixDetail):
+    assignments: list[AssignmentPublic]
+
+
+class ReservationList(BaseModel):
+    items: list[PrefixDetail]
+    count: int

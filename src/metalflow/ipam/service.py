@@ -20,16 +20,20 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
+from metalflow import events
 from metalflow.db.base import utcnow
 from metalflow.db.engine import Database
-from metalflow.errors import Conflict, Invalid, NotFound
+from metalflow.errors import Conflict, Invalid, MetalflowError, NotFound
+from metalflow.inventory.tables import Machine
 from metalflow.ipam import allocator
 from metalflow.ipam.allocator import Network, Strategy
+from metalflow.ipam.layout import validate_tenant_size
 from metalflow.ipam.tables import FreeBlock, IpBlock, Kind, Status, address_key
 from metalflow.metrics import PrefixUsage
+from metalflow.tenancy.tables import Project
 
 HOLDS_CHILDREN = (Status.POOL.value, Status.RESERVATION.value)
 
@@ -299,7 +303,7 @@ def allocate(
     machine_id: str | None = None,
 ) -> IpBlock:
     """A child of the holder (a pool or reservation): the first free /prefixlen by `strategy`,
-    or the given block `at`."""
+    or the given block `at`. A brought prefix hands out nothing outside its projects."""
     holder = session.get(IpBlock, holder_id)
     if holder is None:
         raise NotFound(f"prefix {holder_id} does not exist", field="prefix")
@@ -308,6 +312,12 @@ def allocate(
             f"{holder.cidr} is a {holder.status}, which hands out no addresses: allocate from a"
             " pool or a reservation",
             field="prefix",
+        )
+    if holder.byo and project_id is not None and project_id not in projects_of(holder):
+        raise Invalid(
+            f"{holder.cidr} was brought by project {holder.project_id}: allocate it only to that"
+            " project or one it allows (allowed_projects)",
+            field="project",
         )
     parent_network = network_of(holder)
     with _as_metalflow_errors():
@@ -519,16 +529,28 @@ def find_by_cidr(session: Session, cidr: str, *, outermost: bool = False) -> IpB
     return next((match for match in matches if match.id not in parents), None)
 
 
+def missing_prefix(id_or_cidr: str) -> NotFound:
+    """The answer for a prefix that does not exist, and for one the caller may not see."""
+    return NotFound(
+        f"no prefix {id_or_cidr!r}: list them with `metalflow ipam prefix list`", field="id"
+    )
+
+
 def get(session: Session, id_or_cidr: str) -> IpBlock:
     """A block by id, or by its CIDR: where a child has its parent's CIDR, the child."""
     found = session.get(IpBlock, id_or_cidr)
     if found is None and "/" in id_or_cidr:
         found = find_by_cidr(session, id_or_cidr)
     if found is None:
-        raise NotFound(
-            f"no prefix {id_or_cidr!r}: list them with `metalflow ipam prefix list`", field="id"
-        )
+        raise missing_prefix(id_or_cidr)
     return found
+
+
+def projects_of(block: IpBlock) -> frozenset[str]:
+    """The projects a block belongs to: its owner, and for a brought prefix those it allows."""
+    owners = set() if block.project_id is None else {block.project_id}
+    allowed = {str(project) for project in block.allowed_projects} if block.byo else set()
+    return frozenset(owners | allowed)
 
 
 def stats(session: Session, block: IpBlock) -> allocator.PrefixStats:
@@ -613,3 +635,461 @@ def prefix_usage_reader(db: Database) -> Callable[[int], tuple[list[PrefixUsage]
             return usages, total
 
     return read
+
+
+# Reservations, elastic IPs and brought prefixes.
+#
+# A reservation is a RESERVATION block of a project, carved from a provider pool of its kind,
+# family and metro (or brought by the project: `byo`, a root of its own). Its addresses are
+# assigned to the project's machines as ASSIGNMENT children, moved between them, and unassigned
+# straight back into the reservation's free space: no quarantine inside a reservation, whose
+# space only its own project (and a brought prefix's allow-list) can ever be given, so no other
+# tenant can inherit traffic meant for it. Releasing the reservation is what returns space to
+# the provider's pool, and that space is quarantined before anyone reserves it again.
+
+TENANT_KINDS = frozenset({Kind.PUBLIC, Kind.PRIVATE})
+"""What tenants reserve; global space is the provider's to hand out."""
+
+
+def missing_reservation(ref: str) -> NotFound:
+    return NotFound(
+        f"no reservation {ref!r}: list them with `metalflow ipam reservations`", field="id"
+    )
+
+
+def missing_assignment(ref: str) -> NotFound:
+    return NotFound(
+        f"no assignment {ref!r}: list them with `metalflow ipam assignments`", field="id"
+    )
+
+
+def missing_machine(ref: str, reservation: IpBlock) -> NotFound:
+    """The same answer for a machine that does not exist and one outside the reservation's
+    projects, so that a tenant learns nothing of other projects' machines."""
+    return NotFound(
+        f"no machine {ref!r} in the projects of reservation {reservation.cidr}: assign it to a"
+        " machine of its project (`metalflow machine list`)",
+        field="machine",
+    )
+
+
+def missing_project(project_id: str) -> NotFound:
+    return NotFound(
+        f"no project {project_id!r}: list them with `metalflow project list`", field="project"
+    )
+
+
+def _by_id_or_cidr(session: Session, ref: str, status: Status) -> IpBlock | None:
+    found = session.get(IpBlock, ref)
+    if found is None and "/" in ref:
+        found = session.scalar(
+            select(IpBlock).where(IpBlock.cidr == ref, IpBlock.status == status.value).limit(1)
+        )
+    return found if found is not None and found.status == status.value else None
+
+
+def get_reservation(session: Session, ref: str) -> IpBlock:
+    """A reservation by id or CIDR."""
+    found = _by_id_or_cidr(session, ref, Status.RESERVATION)
+    if found is None:
+        raise missing_reservation(ref)
+    return found
+
+
+def get_assignment(session: Session, ref: str) -> IpBlock:
+    """An assignment by id or CIDR."""
+    found = _by_id_or_cidr(session, ref, Status.ASSIGNMENT)
+    if found is None:
+        raise missing_assignment(ref)
+    return found
+
+
+def holder_of(session: Session, block: IpBlock) -> IpBlock | None:
+    return None if block.parent_id is None else session.get(IpBlock, block.parent_id)
+
+
+def find_machine(session: Session, ref: str) -> Machine | None:
+    """A machine by id or name."""
+    return session.get(Machine, ref) or session.scalar(select(Machine).where(Machine.name == ref))
+
+
+def machine_for(session: Session, reservation: IpBlock, ref: str) -> Machine:
+    """The machine `ref` if it may hold addresses of `reservation`: one of its projects', in
+    its metro when both have one."""
+    machine = find_machine(session, ref)
+    if machine is None or machine.project_id not in projects_of(reservation):
+        raise missing_machine(ref, reservation)
+    if reservation.metro and machine.metro and machine.metro != reservation.metro:
+        raise Invalid(
+            f"machine {machine.name} stands in metro {machine.metro} but reservation"
+            f" {reservation.cidr} is in {reservation.metro}: assign a machine of"
+            f" {reservation.metro}, or reserve in {machine.metro}",
+            field="machine",
+        )
+    return machine
+
+
+@contextmanager
+def _fields_renamed(names: dict[str, str]) -> Iterator[None]:
+    """The allocation core's errors under the names of this request's fields."""
+    try:
+        yield
+    except MetalflowError as exc:
+        if exc.field not in names:
+            raise
+        raise type(exc)(exc.message, field=names[exc.field]) from exc
+
+
+def _project(session: Session, project_id: str) -> Project:
+    project = session.get(Project, project_id)
+    if project is None:
+        raise missing_project(project_id)
+    return project
+
+
+def reserve(
+    session: Session,
+    project_id: str,
+    kind: Kind,
+    family: int,
+    prefixlen: int,
+    metro: str | None,
+    *,
+    by_tenant: bool = True,
+    description: str = "",
+) -> IpBlock:
+    """A reservation for the project from the provider's pools of that kind, family and metro
+    (none: those without a metro), the smallest pools first; a tenant asks only for public or
+    private space of the sizes `layout.TENANT_SIZES` offers."""
+    _project(session, project_id)
+    if by_tenant and kind not in TENANT_KINDS:
+        raise Invalid(
+            f"{kind.value} space is the provider's to hand out: reserve public or private",
+            field="kind",
+        )
+    with _fields_renamed({"address_family": "family", "prefixlen": "size"}), _as_metalflow_errors():
+        if by_tenant:
+            validate_tenant_size(family, prefixlen)
+        elif family not in (4, 6):
+            raise allocator.InvalidSize(f"family {family} is unknown: use 4 or 6", field="family")
+    max_prefixlen = 32 if family == 4 else 128
+    if not 0 <= prefixlen <= max_prefixlen:
+        raise Invalid(f"/{prefixlen} is no IPv{family} size: use 0..{max_prefixlen}", field="size")
+    pools = _reservable_pools(session, kind, family, metro)
+    where = f"metro {metro}" if metro else "no metro"
+    if not pools:
+        metros = _metros_with_pools(session, kind, family)
+        offered = ", ".join(metros) if metros else "none: ask the provider to add a pool"
+        raise Invalid(
+            f"no {kind.value} IPv{family} pool with {where}: use a metro that has one ({offered})",
+            field="metro",
+        )
+    full: list[str] = []
+    for pool in pools:
+        if pool.prefixlen > prefixlen:
+            full.append(f"{pool.cidr} is smaller than a /{prefixlen}")
+            continue
+        figures = stats(session, pool)
+        largest = figures.largest_free_prefixlen
+        if largest is None or largest > prefixlen:
+            full.append(f"{pool.cidr} {figures.utilisation:.1%} used")
+            continue
+        try:
+            block = allocate(
+                session,
+                pool.id,
+                prefixlen=prefixlen,
+                status=Status.RESERVATION,
+                project_id=project_id,
+            )
+        except Conflict as exc:
+            full.append(f"{pool.cidr}: {exc.message}")
+            continue
+        block.description = description
+        session.flush()
+        return block
+    raise Conflict(
+        f"no free /{prefixlen} in the {kind.value} IPv{family} pools with {where}"
+        f" ({'; '.join(full)}): reserve a smaller block, release one, or ask the provider for"
+        " more space",
+        field="size",
+    )
+
+
+def _provider_pools(kind: Kind, family: int) -> tuple[ColumnElement[bool], ...]:
+    """The provider's own pools of a kind and family: not carved for a project, not the
+    provisioning network's."""
+    return (
+        IpBlock.status == Status.POOL.value,
+        IpBlock.project_id.is_(None),
+        IpBlock.provisioning.is_(False),
+        IpBlock.kind == kind.value,
+        IpBlock.family == family,
+    )
+
+
+def _reservable_pools(
+    session: Session, kind: Kind, family: int, metro: str | None
+) -> list[IpBlock]:
+    in_metro = IpBlock.metro.is_(None) if metro is None else IpBlock.metro == metro
+    query = select(IpBlock).where(*_provider_pools(kind, family), in_metro)
+    return list(session.scalars(query.order_by(IpBlock.prefixlen.desc(), IpBlock.first)))
+
+
+def _metros_with_pools(session: Session, kind: Kind, family: int) -> list[str]:
+    query = select(IpBlock.metro).where(*_provider_pools(kind, family)).distinct()
+    return sorted(metro for metro in session.scalars(query) if metro is not None)
+
+
+def import_byo(
+    session: Session,
+    cidr: str,
+    project_id: str,
+    allowed_projects: Sequence[str] = (),
+    *,
+    kind: Kind = Kind.PUBLIC,
+    metro: str | None = None,
+    description: str = "",
+) -> IpBlock:
+    """A tenant's own prefix as its reservation: outside every other block (it is not the
+    provider's space), usable by its project and the allowed projects of the same organization."""
+    owner = _project(session, project_id)
+    allowed = sorted(set(allowed_projects) - {project_id})
+    for other_id in allowed:
+        other = session.get(Project, other_id)
+        if other is None:
+            raise Invalid(
+                f"no project {other_id!r}: allow only existing projects", field="allowed_projects"
+            )
+        if other.organization_id != owner.organization_id:
+            raise Invalid(
+                f"project {other_id} is in another organization than {project_id}: allow only"
+                " projects of the owner's organization",
+                field="allowed_projects",
+            )
+    with _as_metalflow_errors():
+        network = allocator.parse_block(cidr, field="cidr")
+    overlapping = _containing_block(session, network) or next(
+        iter(_siblings_overlapping(session, None, network)), None
+    )
+    if overlapping is not None:
+        raise Conflict(
+            f"{network} overlaps {overlapping.cidr}, which metalflow holds already: bring a"
+            " prefix outside every pool and reservation",
+            field="cidr",
+        )
+    spec = PrefixSpec(
+        cidr=str(network),
+        kind=kind,
+        metro=metro,
+        project_id=project_id,
+        description=description,
+        byo=True,
+        allowed_projects=allowed,
+    )
+    return create_prefix(session, spec)
+
+
+def _containing_block(session: Session, network: Network) -> IpBlock | None:
+    first, last = _span(network)
+    return session.scalar(
+        select(IpBlock)
+        .where(
+            IpBlock.family == network.version,
+            IpBlock.first <= first,
+            IpBlock.last >= last,
+        )
+        .limit(1)
+    )
+
+
+def assign(
+    session: Session,
+    reservation_id: str,
+    machine_ref: str,
+    *,
+    address: str | None = None,
+    size: int | None = None,
+) -> IpBlock:
+    """An address (`address`: one address, or a sub-block in CIDR) or the first free block of
+    /`size` of the reservation, to a machine of its projects."""
+    reservation = get_reservation(session, reservation_id)
+    machine = machine_for(session, reservation, machine_ref)
+    network = network_of(reservation)
+    if (address is None) == (size is None):
+        raise Invalid(
+            "give address (an address or sub-block of the reservation) or size (a prefix"
+            " length), not both",
+            field="address",
+        )
+    at: str | None = None
+    if address is not None:
+        with _fields_renamed({"cidr": "address"}), _as_metalflow_errors():
+            wanted = allocator.parse_block(address, field="cidr")
+        if wanted.version != network.version or not allocator.inside(wanted, network):
+            raise Invalid(
+                f"{address} is outside reservation {reservation.cidr}: use an address inside it",
+                field="address",
+            )
+        at = str(wanted)
+    elif size is not None and not network.prefixlen <= size <= network.max_prefixlen:
+        raise Invalid(
+            f"size /{size} does not fit in reservation {reservation.cidr}: use"
+            f" /{network.prefixlen}../{network.max_prefixlen}",
+            field="size",
+        )
+    with _fields_renamed({"cidr": "address", "prefixlen": "size"}):
+        block = allocate(
+            session,
+            reservation.id,
+            prefixlen=size,
+            at=at,
+            project_id=machine.project_id,
+            machine_id=machine.id,
+        )
+    _record(session, "ipam.assigned", block, machine, reservation)
+    return block
+
+
+def _elastic(session: Session, assignment: IpBlock) -> IpBlock:
+    """The reservation an assignment was given from; a pool's per-host address is not elastic."""
+    reservation = holder_of(session, assignment)
+    if reservation is None or reservation.status != Status.RESERVATION.value:
+        raise Invalid(
+            f"{assignment.cidr} is a per-host address from a pool: it follows its machine and is"
+            " not moved or unassigned by hand",
+            field="id",
+        )
+    return reservation
+
+
+def move(session: Session, assignment_id: str, machine_ref: str) -> IpBlock:
+    """Give an assignment to another machine of its reservation's projects (under the
+    reservation's lock, so that it is not unassigned meanwhile)."""
+    assignment = get_assignment(session, assignment_id)
+    reservation = lock_block(session, _elastic(session, assignment).id)
+    assignment = get_assignment(session, assignment_id)
+    machine = machine_for(session, reservation, machine_ref)
+    if assignment.machine_id == machine.id:
+        return assignment
+    before = None if assignment.machine_id is None else session.get(Machine, assignment.machine_id)
+    assignment.machine_id = machine.id
+    assignment.project_id = machine.project_id
+    session.flush()
+    if before is not None:
+        _record(session, "ipam.unassigned", assignment, before, reservation)
+    _record(session, "ipam.assigned", assignment, machine, reservation)
+    return assignment
+
+
+def unassign(session: Session, assignment_id: str) -> None:
+    """Return an assignment to its reservation's free space at once (no quarantine: see above)."""
+    assignment = get_assignment(session, assignment_id)
+    reservation = lock_block(session, _elastic(session, assignment).id)
+    assignment = get_assignment(session, assignment_id)
+    machine = None if assignment.machine_id is None else session.get(Machine, assignment.machine_id)
+    if machine is not None:
+        _record(session, "ipam.unassigned", assignment, machine, reservation)
+    _free(session, reservation, assignment)
+
+
+def unassign_machine(session: Session, machine_id: str) -> int:
+    """Return a machine's elastic addresses to their reservations (a machine deleted, or taken
+    out of its project); its per-host addresses from pools are not touched. How many went."""
+    elastic = [
+        block.id
+        for block in session.scalars(
+            select(IpBlock).where(
+                IpBlock.machine_id == machine_id, IpBlock.status == Status.ASSIGNMENT.value
+            )
+        )
+        if (holder := holder_of(session, block)) is not None
+        and holder.status == Status.RESERVATION.value
+    ]
+    for block_id in elastic:
+        unassign(session, block_id)
+    return len(elastic)
+
+
+def release_reservation(
+    session: Session,
+    reservation_id: str,
+    *,
+    quarantine: dt.timedelta,
+    now: dt.datetime | None = None,
+) -> IpBlock | None:
+    """Give a reservation back: refused while any of it is assigned; into quarantine in its pool.
+    A brought prefix is removed (it was never the provider's to hand out)."""
+    reservation = get_reservation(session, reservation_id)
+    if reservation.parent_id is not None:
+        lock_block(session, reservation.parent_id)
+    reservation = lock_block(session, reservation.id)
+    assigned = session.scalar(select(func.count()).where(IpBlock.parent_id == reservation.id))
+    if assigned:
+        raise Conflict(
+            f"{reservation.cidr} still has {assigned} assignment(s): unassign them first"
+            " (`metalflow ipam assignments`, `metalflow ipam unassign ID`)",
+            field="id",
+        )
+    if reservation.byo and reservation.parent_id is None:
+        session.execute(delete(FreeBlock).where(FreeBlock.block_id == reservation.id))
+        session.delete(reservation)
+        session.flush()
+        return None
+    return release(session, reservation.id, quarantine=quarantine, now=now)
+
+
+def list_reservations(
+    session: Session, *, visible: frozenset[str] | None, project_id: str | None = None
+) -> list[IpBlock]:
+    """Reservations of the `visible` projects (None: all), a brought prefix's allowed ones too."""
+    query = select(IpBlock).where(IpBlock.status == Status.RESERVATION.value)
+    if visible is not None:
+        query = query.where(IpBlock.project_id.in_(visible) | IpBlock.byo.is_(True))
+    found = session.scalars(query.order_by(IpBlock.family, IpBlock.first))
+    return [
+        block
+        for block in found
+        if (visible is None or projects_of(block) & visible)
+        and (project_id is None or project_id in projects_of(block))
+    ]
+
+
+def assignment_projects(session: Session, assignment: IpBlock) -> frozenset[str]:
+    """Who sees an assignment: its machine's project, and the owner of its reservation."""
+    holder = holder_of(session, assignment)
+    owners = {assignment.project_id, None if holder is None else holder.project_id}
+    return frozenset(project for project in owners if project is not None)
+
+
+def list_assignments(
+    session: Session,
+    *,
+    visible: frozenset[str] | None,
+    machine_id: str | None = None,
+    reservation_id: str | None = None,
+) -> list[IpBlock]:
+    query = select(IpBlock).where(IpBlock.status == Status.ASSIGNMENT.value)
+    if machine_id is not None:
+        query = query.where(IpBlock.machine_id == machine_id)
+    if reservation_id is not None:
+        query = query.where(IpBlock.parent_id == reservation_id)
+    found = session.scalars(query.order_by(IpBlock.family, IpBlock.first))
+    return [
+        block for block in found if visible is None or assignment_projects(session, block) & visible
+    ]
+
+
+def _record(
+    session: Session, kind: str, block: IpBlock, machine: Machine, reservation: IpBlock
+) -> None:
+    """The machine's addresses changed: the machine index refreshes it from this event."""
+    events.record(
+        session,
+        kind,
+        machine_id=machine.id,
+        machine_name=machine.name,
+        assignment=block.id,
+        cidr=block.cidr,
+        reservation=reservation.id,
+    )
