@@ -82,7 +82,7 @@ def test_a_tenant_key_is_kept_off_the_providers_routes(live: LiveServer, project
     secret, _ = key_for(live, project_key=project_key)
     headers = {"Authorization": f"Bearer {secret}"}
     assert get(live, "/api/v1/whoami", headers).json()["role"] == "tenant"
-    refused = get(live, "/api/v1/machines", headers)
+    refused = get(live, "/api/v1/templates", headers)
     assert refused.status_code == 403
     assert "the provider's" in refused.json()["detail"]["message"]
 

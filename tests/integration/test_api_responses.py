@@ -278,8 +278,8 @@ def exercise_tenancy(call: Caller, live: LiveServer) -> None:
     call("GET", "/api/v1/projects", 200)
     call("GET", "/api/v1/projects/{project_id}", 200, path=project_path)
     assignment = "/api/v1/machines/{name}/project"
-    call("PUT", assignment, 200, path={"name": "m2"}, json={"project": project["id"]})
-    call.http.put("/api/v1/machines/m2/project", json={"project": None}).raise_for_status()
+    call("PUT", assignment, 200, path={"name": "bmc1"}, json={"project": project["id"]})
+    call.http.put("/api/v1/machines/bmc1/project", json={"project": None}).raise_for_status()
     project_member = {**project_path, "user_id": bob.json()["id"]}
     members = "/api/v1/projects/{project_id}/members"
     body = {"user_id": bob.json()["id"], "role": "viewer"}

@@ -3,10 +3,13 @@ its projects, and every other one is a 404 like a machine that does not exist.""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from metalflow import events
+from metalflow.db.base import utcnow
 from metalflow.errors import Invalid
 from metalflow.inventory import service
 from metalflow.inventory.schemas import (
@@ -17,7 +20,16 @@ from metalflow.inventory.schemas import (
     TransitionRequest,
 )
 from metalflow.inventory.tables import Machine
-from metalflow.services import ProjectReader, ServicesDep, Writer, note_audit, visible
+from metalflow.ipam import hosts
+from metalflow.ipam import service as ipam
+from metalflow.services import (
+    ProjectReader,
+    Services,
+    ServicesDep,
+    Writer,
+    note_audit,
+    visible,
+)
 from metalflow.tenancy import policy
 from metalflow.tenancy.auth import Principal
 from metalflow.workflows import engine as workflows
@@ -81,10 +93,17 @@ def assign_project(
     name: str, body: ProjectAssignment, request: Request, services: ServicesDep, _: Writer
 ) -> MachinePublic:
     """Give the machine to a tenant project (its users then see, power and provision it), or
-    back to the provider with `{"project": null}`."""
+    back to the provider with `{"project": null}`. A machine standing in a metro gets its
+    per-host addresses from that metro's pools (a 409 names a missing pool, nothing changes);
+    one without a metro gets none (a lab without per-host layer 3)."""
     with services.db.write() as session:
         machine = service.lock(session, service.get_machine(session, name))
         before, after = service.assign_project(session, machine, body.project)
+        if before != after:
+            _leave_project(session, services, machine.id)
+        if after is not None and before != after and machine.metro is not None:
+            sizes = hosts.host_sizes(services.settings, machine.metro)
+            hosts.give_host_addresses(session, machine.id, after, machine.metro, sizes)
         note_audit(
             request,
             "machine",
@@ -95,11 +114,24 @@ def assign_project(
         return public(session, machine)
 
 
+def _leave_project(
+    session: Session, services: Services, machine_id: str, *, with_provisioning: bool = False
+) -> None:
+    """A machine leaving its project (or deleted) gives back its elastic addresses to their
+    reservations and its per-host ones into quarantine."""
+    ipam.unassign_machine(session, machine_id)
+    quarantine = dt.timedelta(seconds=services.settings.ipam_quarantine_seconds)
+    hosts.release_host_addresses(
+        session, machine_id, utcnow(), quarantine=quarantine, with_provisioning=with_provisioning
+    )
+
+
 @router.delete("/{name}", status_code=204)
 def delete_machine(name: str, request: Request, services: ServicesDep, _: Writer) -> Response:
     with services.db.write() as session:
         machine = service.lock(session, service.get_machine(session, name))
         note_audit(request, "machine", machine.id, project_id=machine.project_id)
+        _leave_project(session, services, machine.id, with_provisioning=True)
         service.delete_machine(session, machine)
     services.auth.forget(machine.id)
     return Response(status_code=204)
