@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
 import re
 from collections.abc import Mapping
 from enum import StrEnum
@@ -83,11 +84,17 @@ class Settings(BaseSettings):
         ge=0,
         description="events older than this are deleted (0 keeps them forever)",
     )
+    audit_retention_days: float = Field(
+        default=365,
+        ge=0,
+        description="audit entries older than this are deleted, once an hour (0 keeps them"
+        " forever)",
+    )
     roles: Annotated[frozenset[Role], NoDecode] = Field(
         default=ALL_ROLES,
         description="what this process runs, comma-separated: api (/api/v1), boot (DHCP, TFTP,"
         " RA, /boot), metadata (its port, on the API port), controller (timeout sweeps, event"
-        " pruning, IP quarantine), power (power jobs, BMC sync)",
+        " and audit pruning, IP quarantine), power (power jobs, BMC sync)",
     )
     controller_interval: float = Field(
         default=1.0, gt=0, description="seconds between timeout and retry sweeps"
@@ -101,7 +108,7 @@ class Settings(BaseSettings):
     ipam_host_sizes: dict[str, int] = Field(
         default_factory=lambda: dict(PACKET_HOST_SIZES),
         description="prefix lengths of what a machine assigned to a project gets, as JSON:"
-        f" {PACKET_HOST_SIZES} (keys left out keep these)",
+        f" {json.dumps(PACKET_HOST_SIZES)} (keys left out keep these)",
     )
     ipam_metro_sizes: dict[str, dict[str, int]] = Field(
         default_factory=dict,

@@ -6,6 +6,7 @@ asyncio loop; the packages below only receive what they need from here.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import gc
 import logging
 import socket
@@ -43,6 +44,7 @@ from metalflow.services import Services
 from metalflow.tenancy import policy
 from metalflow.tenancy import service as tenancy
 from metalflow.tenancy.auth import Authenticator, create_api_token, has_admin_token
+from metalflow.tenancy.retention import run_audit_purges
 from metalflow.tenancy.secrets import (
     Keyring,
     load_or_create_master_key,
@@ -189,6 +191,9 @@ class Workers:
                 )
             )
             self._tasks.append(asyncio.create_task(run_quarantine_sweeps(services.db)))
+            if services.settings.audit_retention_days:
+                retention = dt.timedelta(days=services.settings.audit_retention_days)
+                self._tasks.append(asyncio.create_task(run_audit_purges(services.db, retention)))
 
     def _listen(self, listener: Callable[[Event], None]) -> None:
         self.services.bus.listeners.append(listener)

@@ -4,13 +4,16 @@ agent's reports leave none. On SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import httpx
 
+from metalflow.config import Settings
 from metalflow.db.base import utcnow
+from metalflow.server import build_services
 from metalflow.tenancy import retention, service
-from tests.integration.conftest import LiveServer, apply
+from tests.integration.conftest import LiveServer, apply, start_server
 from tests.manifests import machine_yaml
 
 
@@ -86,3 +89,32 @@ def test_the_retention_purge_removes_only_entries_older_than_the_setting(
     names = {entry["actor_name"] for entry in entries(api)}
     assert {"aged-20", "aged-1"} <= names
     assert "aged-40" not in names
+
+
+def test_the_controller_purges_entries_past_the_retention_setting_when_it_starts(
+    settings: Settings,
+) -> None:
+    settings = settings.model_copy(update={"audit_retention_days": 30})
+    services = build_services(settings)
+    with services.db.write() as session:
+        for days in (40, 1):
+            service.append_audit(
+                session,
+                actor_kind=service.ActorKind.SYSTEM,
+                actor_name=f"aged-{days}",
+                action="test",
+                at=utcnow() - dt.timedelta(days=days),
+            )
+    services.db.dispose()
+    live = start_server(settings)
+    try:
+        with live.client() as api:
+            deadline = time.monotonic() + 30
+            names = {entry["actor_name"] for entry in entries(api)}
+            while "aged-40" in names and time.monotonic() < deadline:
+                time.sleep(0.05)
+                names = {entry["actor_name"] for entry in entries(api)}
+        assert "aged-40" not in names, "the purge did not run at start-up"
+        assert "aged-1" in names
+    finally:
+        live.stop()

@@ -75,7 +75,8 @@ def up(
             metavar="ROLE[,ROLE...]",
             help="What this process runs: api (/api/v1 routes), boot (DHCP, TFTP and RA with"
             " --interface, the /boot routes), metadata (the metadata port, --metadata-on-api-port),"
-            " controller (timeout and retry sweeps, event pruning), power (power jobs, BMC sync)."
+            " controller (timeout and retry sweeps, event and audit pruning), power (power jobs,"
+            " BMC sync)."
             " /healthz and /metrics are always served. [default: all]",
             show_default=False,
         ),

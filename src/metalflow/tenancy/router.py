@@ -93,6 +93,8 @@ API_PREFIX = "/api/v1"
 ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 """The one error shape, which api.openapi adds to the document's components."""
 STALE_KEY = "unknown, revoked or expired API key"
+BAD_CREDENTIALS = "bad_credentials"
+SIGN_IN_LIMITED = "sign_in_limited"
 ANY_ACCOUNT = "*"
 """The account an address's lockout is audited under: it is the address that is refused."""
 
@@ -830,8 +832,9 @@ class RefusalFolder:
         self._pairs: OrderedDict[tuple[str, str], _Folded] = OrderedDict()
         """Oldest entry first, so `due` stops at the first pair still inside its window."""
         self._lock = threading.Lock()
-        self.counts: dict[str, int] = {}
-        """Refusals by reason since the process started, for Prometheus."""
+        self.counts: dict[str, int] = dict.fromkeys((BAD_CREDENTIALS, SIGN_IN_LIMITED), 0)
+        """Refusals by reason since the process started, for Prometheus: both reasons from
+        the start, so that a rate over the counter sees its first refusal."""
 
     def count(self, reason: str) -> None:
         with self._lock:
@@ -844,7 +847,7 @@ class RefusalFolder:
         """How many refusals the entry to append now stands for, or None: none to append."""
         now = self.clock()
         with self._lock:
-            self._count("sign_in_limited")
+            self._count(SIGN_IN_LIMITED)
             folded = self._pairs.get((account, address))
             if folded is not None and now - folded.audited_at < self.window:
                 folded.refused += 1
@@ -887,23 +890,29 @@ class SignInState:
 _SIGN_IN_STATE_LOCK = threading.Lock()
 
 
-def sign_in_state(request: Request) -> SignInState:
-    """Kept on the app, made on first use: each app (and each test's server) has its own. Its
-    refusal counts are registered then as `metalflow_sign_in_refusals_total{reason}`."""
+def sign_in_state_of(app: Any) -> SignInState:
+    """Kept on the app, made once (at start-up, by `api.app`): each app, and each test's
+    server, has its own. Its refusal counts are registered then as
+    `metalflow_sign_in_refusals_total{reason}`, so that the counter is scraped as zero before
+    the first refusal rather than appearing with it."""
     with _SIGN_IN_STATE_LOCK:
-        state: SignInState | None = getattr(request.app.state, SIGN_IN_STATE, None)
+        state: SignInState | None = getattr(app.state, SIGN_IN_STATE, None)
         if state is None:
             state = SignInState()
-            setattr(request.app.state, SIGN_IN_STATE, state)
-            services = getattr(request.app.state, "services", None)
+            setattr(app.state, SIGN_IN_STATE, state)
+            services = getattr(app.state, "services", None)
             if services is not None:
                 services.metrics.register_counts(
                     SIGN_IN_REFUSALS_METRIC,
-                    "Refused sign-ins: bad_credentials, sign_in_limited (while locked out)",
+                    f"Refused sign-ins: {BAD_CREDENTIALS}, {SIGN_IN_LIMITED} (while locked out)",
                     "reason",
                     lambda: dict(state.refusals.counts),
                 )
     return state
+
+
+def sign_in_state(request: Request) -> SignInState:
+    return sign_in_state_of(request.app)
 
 
 SignInDep = Annotated[SignInState, Depends(sign_in_state)]
@@ -937,7 +946,7 @@ def _audit_folded(session: Session, folded: list[FoldedRefusals], window: float)
             entry.account,
             entry.address,
             429,
-            "sign_in_limited",
+            SIGN_IN_LIMITED,
             {"refused": entry.refused, "window_seconds": window},
         )
 
@@ -958,7 +967,7 @@ def _limited(
             _audit_folded(session, due, refusals.window)
             if refused is not None:
                 summary = {"refused": refused, "window_seconds": refusals.window}
-                _audit_refusal(session, account, address, 429, "sign_in_limited", summary)
+                _audit_refusal(session, account, address, 429, SIGN_IN_LIMITED, summary)
     seconds = max(1, math.ceil(wait))
     return HTTPException(
         429,
@@ -1004,7 +1013,7 @@ def login(
         if user is not None and user.id != user_id:
             user = None  # deleted and made again while the password was checked
         if user is None:
-            _audit_refusal(session, account, address, 401, "bad_credentials")
+            _audit_refusal(session, account, address, 401, BAD_CREDENTIALS)
             answer = None
         else:
             if check is not None and check.rehashed is not None:
@@ -1033,7 +1042,7 @@ def login(
             note_audit(request, "key", created.key.id)
             answer = LoginAnswer(key=_created(created), user=UserPublic.of(user))
     if answer is None:
-        sign_in.refusals.count("bad_credentials")
+        sign_in.refusals.count(BAD_CREDENTIALS)
         sign_in.limiter.failed(account, address)
         raise Unauthorized("wrong email or password", field="password")
     sign_in.limiter.succeeded(account)

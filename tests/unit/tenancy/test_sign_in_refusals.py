@@ -36,7 +36,7 @@ def test_the_first_refusal_is_audited_and_the_next_are_folded_into_a_later_entry
     clock.now += WINDOW
     assert folder.due() == [FoldedRefusals("ada@example.com", "192.0.2.1", 1)]
     assert folder.due() == [], "handed out once, then forgotten"
-    assert folder.counts == {"sign_in_limited": 103}
+    assert folder.counts == {"sign_in_limited": 103, "bad_credentials": 0}
 
 
 refusals = st.lists(
@@ -68,4 +68,4 @@ def test_entries_are_bounded_per_window_and_count_every_refusal(
     for account, counts in entries.items():
         assert len(counts) <= 2 * windows, account
     assert sum(sum(counts) for counts in entries.values()) == len(steps)
-    assert folder.counts.get("sign_in_limited", 0) == len(steps)
+    assert folder.counts["sign_in_limited"] == len(steps)
