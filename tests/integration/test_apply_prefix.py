@@ -13,6 +13,7 @@ from typer.testing import CliRunner, Result
 
 from metalflow.cli import app
 from metalflow.metrics import MAX_PREFIX_SERIES, Metrics, PrefixUsage
+from metalflow.tenancy import service as tenancy
 from tests.integration.conftest import LiveServer, apply
 
 POOL = """\
@@ -222,3 +223,29 @@ def test_the_gauges_stop_at_the_series_bound_and_count_the_rest() -> None:
         MAX_PREFIX_SERIES
     )
     assert "metalflow_ipam_prefixes_unreported 5.0" in rendered
+
+
+def test_a_brought_prefix_in_a_document_gets_the_checks_of_an_import(
+    api: httpx.Client, live: LiveServer
+) -> None:
+    with live.services.db.write() as session:
+        ada = tenancy.create_user(session, "ada@example.test", "Ada")
+        web = tenancy.create_project(
+            session, tenancy.create_organization(session, "acme", ada.id).id, "web"
+        ).id
+        other = tenancy.create_project(
+            session, tenancy.create_organization(session, "globex", ada.id).id, "shop"
+        ).id
+    assert results(apply(api, POOL)) == [("Prefix", "198.51.100.0/24", "created")]
+    inside = apply(api, prefix("198.51.100.0/28", f", byo: true, project: {web}"))
+    assert inside.status_code == 409, inside.text
+    assert inside.json()["detail"]["field"] == "documents[0].spec.cidr"
+    foreign = prefix("192.0.2.0/28", f", byo: true, project: {web}, allowedProjects: [{other}]")
+    refused = apply(api, foreign)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"]["field"] == "documents[0].spec.allowedProjects"
+    assert set(stored(api)) == {"198.51.100.0/24"}, "nothing written"
+    brought = prefix("192.0.2.0/28", f", byo: true, project: {web}")
+    assert results(apply(api, brought)) == [("Prefix", "192.0.2.0/28", "created")]
+    block = stored(api)["192.0.2.0/28"]
+    assert (block["status"], block["byo"], block["project"]) == ("reservation", True, web)

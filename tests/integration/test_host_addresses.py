@@ -22,6 +22,8 @@ from metalflow.inventory.tables import Interface, Machine
 from metalflow.ipam import hosts, service
 from metalflow.ipam.hostplan import HostSizes
 from metalflow.ipam.tables import IpBlock, Kind, Status
+from metalflow.tenancy import service as tenancy
+from metalflow.tenancy.tables import Project
 
 PACKET = HostSizes(public4=31, private4=31, public6=127, project_private4=25, project_public6=56)
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
@@ -218,6 +220,9 @@ def test_an_elastic_address_and_the_provisioning_address_are_not_per_host_ones(
 ) -> None:
     pools(db)
     with db.write() as session:
+        owner = tenancy.create_user(session, "ada@example.test", "Ada")
+        organization = tenancy.create_organization(session, "acme", owner.id)
+        session.add(Project(id=PROJECT_A, organization_id=organization.id, name="web"))
         eip = service.create_prefix(
             session,
             service.PrefixSpec(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -575,3 +577,50 @@ def test_a_viewer_sees_a_reservation_but_changes_nothing(world: World) -> None:
     ):
         assert "needs the project role editor (you are viewer)" in refused(refusal, 403, None)
     assert world.rows() == before
+
+
+def test_a_prefix_created_as_brought_gets_the_checks_of_an_import(world: World) -> None:
+    projects = world.projects
+    body = {"cidr": "192.0.2.0/28", "kind": "public", "byo": True, "project": projects["web"]}
+    before = world.rows()
+    prefixes = "/api/v1/ipam/prefixes"
+    refused(world.provider.post(prefixes, json={**body, "project": None}), 422, "project")
+    foreign = {**body, "allowed_projects": [projects["shop"]]}
+    assert "another organization" in refused(
+        world.provider.post(prefixes, json=foreign), 422, "allowed_projects"
+    )
+    inside = {**body, "cidr": "198.51.100.128/25"}
+    assert "bring a prefix outside every pool" in refused(
+        world.provider.post(prefixes, json=inside), 409, "cidr"
+    )
+    pool_with_list = {"cidr": "192.0.2.0/28", "allowed_projects": [projects["ops"]]}
+    refused(world.provider.post(prefixes, json=pool_with_list), 422, "allowed_projects")
+    unknown = {"cidr": "192.0.2.0/28", "project": "no-such-project"}
+    refused(world.provider.post(prefixes, json=unknown), 404, "project")
+    assert world.rows() == before
+    brought = ok(world.provider.post(prefixes, json=body), 201)
+    assert (brought["status"], brought["byo"], brought["parent"]) == ("reservation", True, None)
+    around = {"cidr": "192.0.2.0/24", "kind": "public"}
+    assert "is a brought prefix" in refused(
+        world.provider.post(prefixes, json=around), 409, "cidr"
+    ), "a pool may not take a tenant's prefix in"
+
+
+def test_concurrent_imports_of_overlapping_prefixes_leave_one(world: World) -> None:
+    """Every import reads "no overlap" before any commits; the database refuses all but one
+    (PostgreSQL: the exclusion constraint at commit; SQLite: one writer at a time)."""
+    cidrs = [f"192.0.2.0/{size}" for size in (25, 26, 27, 28, 29)] * 2
+    barrier = threading.Barrier(len(cidrs))
+
+    def bring(cidr: str) -> int:
+        with world.live.client() as client:
+            barrier.wait(timeout=30)
+            body = {"cidr": cidr, "project": world.projects["web"]}
+            return client.post("/api/v1/ipam/byo", json=body).status_code
+
+    with ThreadPoolExecutor(len(cidrs)) as pool:
+        statuses = list(pool.map(bring, cidrs))
+    assert sorted(statuses) == [201] + [409] * (len(cidrs) - 1), statuses
+    with world.live.services.db.read() as session:
+        brought = session.scalars(select(IpBlock.cidr).where(IpBlock.byo.is_(True))).all()
+    assert len(brought) == 1

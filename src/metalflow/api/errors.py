@@ -8,6 +8,7 @@ HTTPExceptions (a string or a dict) and Starlette's 404/405 are brought to it he
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,11 +16,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from metalflow.errors import MetalflowError, validation_message
+
+log = logging.getLogger("metalflow.api")
 
 FASTAPI_BODY_ERROR = "There was an error parsing the body"
 STATUS_MESSAGES = {
@@ -28,6 +31,11 @@ STATUS_MESSAGES = {
     413: "the body is too large",
 }
 """Messages for the errors Starlette raises with its reason phrase as the detail."""
+SERVER_ERROR = "internal error; the server log has the details"
+CONCURRENT_CHANGE = "a concurrent change conflicts with this one; retry"
+LOST_RACE_STATES = frozenset({"40001", "40P01"})
+"""PostgreSQL's serialization failure and deadlock: the transaction lost to another one (two
+prefixes checked against each other's uncommitted rows at commit) and may simply be retried."""
 
 
 def error_body(
@@ -100,7 +108,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IntegrityError)
     async def integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
         """A uniqueness race the services' own checks lost to a concurrent request."""
-        return error_response(409, "a concurrent change conflicts with this one; retry")
+        return error_response(409, CONCURRENT_CHANGE)
+
+    @app.exception_handler(OperationalError)
+    async def operational_error(request: Request, exc: OperationalError) -> JSONResponse:
+        if getattr(exc.orig, "sqlstate", None) in LOST_RACE_STATES:
+            return error_response(409, CONCURRENT_CHANGE)
+        log.error("event=api.database_error path=%s", request.url.path, exc_info=exc)
+        return error_response(500, SERVER_ERROR)
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -127,4 +142,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
         """Still a bug; the traceback goes to the server log (Starlette logs it)."""
-        return error_response(500, "internal error; the server log has the details")
+        return error_response(500, SERVER_ERROR)

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from metalflow.apply.documents import (
+    PREFIX_SPEC_KEYS,
     BmcMachineDoc,
     Document,
     MachineDoc,
@@ -30,6 +31,9 @@ from metalflow.templates.service import apply_template
 from metalflow.tenancy.secrets import Keyring
 from metalflow.workflows import engine as workflows
 from metalflow.workflows.tables import Workflow
+
+DOCUMENT_KEYS = {field: key for key, field in PREFIX_SPEC_KEYS.items()}
+"""An IPAM error's field as a Prefix document writes it (`allowed_projects`: `allowedProjects`)."""
 
 KINDS: dict[type[Any], str] = {
     SecretDoc: "Secret",
@@ -106,7 +110,8 @@ def _apply_one(
         try:
             return _apply_prefix(session, doc), []
         except MetalflowError as exc:
-            path = f"{where}.spec.{exc.field}" if exc.field else f"{where}.spec"
+            key = DOCUMENT_KEYS.get(exc.field or "", exc.field)
+            path = f"{where}.spec.{key}" if key else f"{where}.spec"
             raise type(exc)(exc.message, field=path) from exc
     return _apply_workflow(session, doc), []
 

@@ -207,13 +207,23 @@ def create_prefix(session: Session, spec: PrefixSpec) -> IpBlock:
     """
     with _as_metalflow_errors():
         network = allocator.parse_block(spec.cidr, field="cidr")
+    allowed = _checked_scope(session, spec, network)
     parent = _containing_pool(session, network)
     if parent is not None:
+        if spec.byo:
+            raise _inside_held(network, parent)
         parent = lock_block(session, parent.id)
     overlapping = _siblings_overlapping(session, parent, network)
     for sibling in overlapping:
         if sibling.cidr == str(network):
             raise Conflict(f"prefix {network} exists already", field="cidr")
+        if spec.byo or sibling.byo:
+            brought = str(network) if spec.byo else sibling.cidr
+            raise Conflict(
+                f"{network} overlaps {sibling.cidr}, and {brought} is a brought prefix, which"
+                " nests in nothing and holds no pool: choose a block outside it",
+                field="cidr",
+            )
         if not allocator.inside(network_of(sibling), network):
             raise Conflict(
                 f"{network} overlaps {sibling.cidr} without containing it: choose a block that"
@@ -228,7 +238,7 @@ def create_prefix(session: Session, spec: PrefixSpec) -> IpBlock:
     block.description = spec.description
     block.provisioning = spec.provisioning
     block.byo = spec.byo
-    block.allowed_projects = list(spec.allowed_projects)
+    block.allowed_projects = allowed
     session.add(block)
     session.flush()
     if parent is not None:
@@ -851,10 +861,42 @@ def import_byo(
     metro: str | None = None,
     description: str = "",
 ) -> IpBlock:
-    """A tenant's own prefix as its reservation: outside every other block (it is not the
-    provider's space), usable by its project and the allowed projects of the same organization."""
-    owner = _project(session, project_id)
-    allowed = sorted(set(allowed_projects) - {project_id})
+    """A tenant's own prefix as its reservation (`create_prefix` with `byo`, which checks it)."""
+    spec = PrefixSpec(
+        cidr=cidr,
+        kind=kind,
+        metro=metro,
+        project_id=project_id,
+        description=description,
+        byo=True,
+        allowed_projects=allowed_projects,
+    )
+    return create_prefix(session, spec)
+
+
+def _checked_scope(session: Session, spec: PrefixSpec, network: Network) -> list[str]:
+    """The allow-list of a brought prefix, checked: it is a project's, outside every other
+    block (it is not the provider's space), and shared only within the owner's organization;
+    whichever way it arrives (the API's /byo or /prefixes, `apply -f`), the same checks run.
+    Concurrent imports of overlapping prefixes both pass these reads; on PostgreSQL the
+    exclusion constraint over top-level blocks refuses the second at commit. Any prefix's
+    project must exist."""
+    owner = _project(session, spec.project_id) if spec.project_id is not None else None
+    if not spec.byo:
+        if spec.allowed_projects:
+            raise Invalid(
+                "allowed_projects is for a brought prefix: set byo, or leave allowed_projects out",
+                field="allowed_projects",
+            )
+        return []
+    if owner is None:
+        raise Invalid("a brought prefix belongs to a project: give project", field="project")
+    if spec.provisioning:
+        raise Invalid(
+            "a brought prefix is a tenant's, not the provisioning network: leave provisioning out",
+            field="provisioning",
+        )
+    allowed = sorted(set(spec.allowed_projects) - {owner.id})
     for other_id in allowed:
         other = session.get(Project, other_id)
         if other is None:
@@ -863,31 +905,24 @@ def import_byo(
             )
         if other.organization_id != owner.organization_id:
             raise Invalid(
-                f"project {other_id} is in another organization than {project_id}: allow only"
-                " projects of the owner's organization",
+                f"project {other_id} is in another organization than {owner.id}: allow"
+                " only projects of the owner's organization",
                 field="allowed_projects",
             )
-    with _as_metalflow_errors():
-        network = allocator.parse_block(cidr, field="cidr")
     overlapping = _containing_block(session, network) or next(
         iter(_siblings_overlapping(session, None, network)), None
     )
     if overlapping is not None:
-        raise Conflict(
-            f"{network} overlaps {overlapping.cidr}, which metalflow holds already: bring a"
-            " prefix outside every pool and reservation",
-            field="cidr",
-        )
-    spec = PrefixSpec(
-        cidr=str(network),
-        kind=kind,
-        metro=metro,
-        project_id=project_id,
-        description=description,
-        byo=True,
-        allowed_projects=allowed,
+        raise _inside_held(network, overlapping)
+    return allowed
+
+
+def _inside_held(network: Network, held: IpBlock) -> Conflict:
+    return Conflict(
+        f"{network} overlaps {held.cidr}, which metalflow holds already: bring a prefix outside"
+        " every pool and reservation",
+        field="cidr",
     )
-    return create_prefix(session, spec)
 
 
 def _containing_block(session: Session, network: Network) -> IpBlock | None:
