@@ -26,6 +26,7 @@ from metalflow.inventory.schemas import (
 )
 from metalflow.inventory.tables import Interface, Machine
 from metalflow.inventory.tinkerbell import hardware_view
+from metalflow.ipam import hosts
 from metalflow.services import require, visible
 from metalflow.statemachine import IllegalTransition
 from metalflow.tenancy import policy
@@ -299,6 +300,34 @@ def _sync_interfaces(
                 setattr(row, key, value)
 
 
+def _give_provisioning_address(
+    session: Session, machine: Machine, wanted: list[InterfaceSpec]
+) -> None:
+    """Give the interface the machine boots from, when its manifest types no `ip`, an address
+    from a provisioning pool, so that its DHCP reservation answers it; the netmask and gateway
+    it declares win over the pool's. A machine holding one keeps it; without an IPv4
+    provisioning pool nothing changes.
+
+    The booting interface is the first one, in the manifest's order, whose declaration allows
+    PXE, as a workflow's default hardware map names the first interface: the declaration, not
+    the flag now, since a provisioned machine's workflow turned netboot off and a re-apply must
+    not take its address away. Discovery gives none: its machine is unauthenticated, boots on
+    the dynamic lease it has, and gets its address once an operator declares it.
+    """
+    booting = next((iface for iface in wanted if iface.netboot.allow_pxe), None)
+    if booting is None or booting.ip is not None:
+        return
+    block = hosts.provisioning_address(session, machine.id, metro=machine.metro, family=4)
+    if block is None:
+        return
+    address, netmask, gateway = hosts.provisioning_fields(session, block)
+    row = next(iface for iface in machine.interfaces if iface.mac == booting.mac)
+    row.ip = address
+    row.netmask = booting.netmask or netmask
+    row.gateway = booting.gateway or gateway
+    session.flush()
+
+
 def apply_machine(
     session: Session,
     spec: MachineSpec,
@@ -354,6 +383,7 @@ def apply_machine(
     machine.applied = applied
     _sync_interfaces(session, machine, spec.interfaces, declared_before)
     session.flush()
+    _give_provisioning_address(session, machine, spec.interfaces)
     events.record(
         session,
         f"machine.{outcome}",
