@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, undefer
 
 from metalflow import events
+from metalflow.db.base import utcnow
 from metalflow.errors import Conflict, NotFound
 from metalflow.inventory.discovery import read_discovery
 from metalflow.inventory.lifecycle import BUSY_STATES, LIFECYCLE, MachineEvent, MachineState
@@ -60,7 +61,9 @@ def get_machine_for(
 
 def latest_assignments(session: Session, machine_ids: Collection[str]) -> dict[str, events.Event]:
     """Each machine's latest `machine.assigned` event (none for one never assigned, or whose
-    assignment was pruned with everything before it)."""
+    assignment was pruned with everything before it): where a tenant's event stream starts.
+    The time a tenant's view of workflows and power jobs starts is the machine's
+    `project_assigned_at`, which pruning leaves (see `tenant_since`)."""
     if not machine_ids:
         return {}
     latest = (
@@ -75,11 +78,11 @@ def latest_assignments(session: Session, machine_ids: Collection[str]) -> dict[s
 def tenant_since(session: Session, principal: Principal, machine: Machine) -> dt.datetime | None:
     """From when `principal` sees what happened to `machine` (its workflows, power jobs): its
     assignment to the tenant's project, so that a machine's next tenant never sees what the one
-    before did with it; None for no bound (the provider, or a machine never assigned)."""
+    before did with it; None for no bound (the provider, or a machine never assigned). The
+    machine keeps the time, which outlives the pruned `machine.assigned` event."""
     if visible(principal) is None:
         return None
-    assignment = latest_assignments(session, [machine.id]).get(machine.id)
-    return None if assignment is None else assignment.time
+    return machine.project_assigned_at
 
 
 def assign_project(
@@ -100,6 +103,7 @@ def assign_project(
             field="project",
         )
     machine.project_id = project_id
+    machine.project_assigned_at = utcnow()
     events.record(
         session,
         events.ASSIGNED,
