@@ -156,6 +156,22 @@ def test_reservation_gives_dhclient_and_udhcpc_the_machine_address_and_options(
     assert ack["data"]["address"] == "192.0.2.31"
 
 
+def test_a_machine_without_a_typed_ip_is_answered_its_provisioning_address(
+    lab: BootLab, tmp_path: Path
+) -> None:
+    metalflow = lab.metalflow()
+    host = lab.host("52:54:00:aa:00:03")
+    pool = (
+        "apiVersion: metalflow/v1\nkind: Prefix\n"
+        "spec: {cidr: 192.0.2.0/24, kind: private, provisioning: true}\n"
+    )
+    apply(metalflow, pool + "---\n" + machine("web3", host.mac, None))
+
+    got = udhcpc(host, tmp_path)
+    assert (got["ip"], got["subnet"], got["router"]) == ("192.0.2.2", "255.255.255.0", SERVER_IP)
+    assert got["hostname"] == "web3.lab"
+
+
 def test_unknown_machine_without_pool_is_ignored_and_logged(lab: BootLab) -> None:
     metalflow = lab.metalflow()
     stranger = lab.host("52:54:00:bb:00:01")

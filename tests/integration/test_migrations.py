@@ -12,6 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from metalflow.config import Settings
+from metalflow.db.base import UTCDateTime
 from metalflow.db.engine import Database
 from metalflow.db.migrate import alembic_config, target_metadata, upgrade
 
@@ -80,5 +81,59 @@ def test_text_user_data_becomes_its_utf8_bytes_and_back(settings: Settings) -> N
             connection.execute(sa.text("UPDATE machines SET user_data = NULL WHERE name = 'web2'"))
         migrate(db, "0003", down=True)
         assert user_data(db) == {"web1": CLOUD_CONFIG, "web2": None}
+    finally:
+        db.dispose()
+
+
+def test_an_assigned_machine_keeps_the_time_of_its_latest_assignment_event(
+    settings: Settings,
+) -> None:
+    settings.data_dir.mkdir(parents=True)
+    db = Database(settings.database_url)
+    first, latest = (dt.datetime(2026, 12, day, 9, 30, tzinfo=dt.UTC) for day in (1, 5))
+    at = sa.bindparam("at", type_=sa.DateTime(timezone=True))
+    try:
+        migrate(db, "0009")
+        with db.engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO organizations (id, name, created_at) VALUES ('o', 'acme', :at)"
+                ).bindparams(at),
+                {"at": first},
+            )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO projects (id, organization_id, name, created_at)"
+                    " VALUES ('p', 'o', 'web', :at)"
+                ).bindparams(at),
+                {"at": first},
+            )
+            machine = sa.text(
+                "INSERT INTO machines (id, name, project, labels, arch, uefi, state, disks,"
+                " attributes, instance_metadata, applied, agent_token_generation, created_at,"
+                " updated_at, boot, project_id) VALUES (:id, :id, 'default', '{}', 'x86_64',"
+                " true, 'ready', '[]', '{}', '{}', '{}', 0, :at, :at, '{}', :project)"
+            ).bindparams(at)
+            connection.execute(machine, {"id": "assigned", "at": first, "project": "p"})
+            connection.execute(machine, {"id": "never", "at": first, "project": None})
+            event = sa.text(
+                "INSERT INTO events (time, machine_id, machine_name, kind, data)"
+                " VALUES (:at, 'assigned', 'assigned', :kind, '{}')"
+            ).bindparams(at)
+            for time, kind in ((first, "machine.assigned"), (latest, "machine.assigned")):
+                connection.execute(event, {"at": time, "kind": kind})
+            connection.execute(event, {"at": latest + dt.timedelta(hours=1), "kind": "power.on"})
+
+        migrate(db, "head")
+
+        with db.engine.connect() as connection:
+            query = sa.select(
+                sa.column("id", sa.String()), sa.column("project_assigned_at", UTCDateTime())
+            ).select_from(sa.table("machines"))
+            found = {machine_id: when for machine_id, when in connection.execute(query)}
+        assert found == {"assigned": latest, "never": None}
+
+        migrate(db, "0009", down=True)
+        migrate(db, "head")
     finally:
         db.dispose()

@@ -5,6 +5,7 @@ machines and sees all."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 
 from metalflow.cli import app
 from metalflow.db.base import utcnow
-from metalflow.events import ASSIGNED, Event, EventFilter, list_events, replay
+from metalflow.events import ASSIGNED, Event, EventFilter, list_events, prune_events, replay
 from metalflow.tenancy import service
 from metalflow.tenancy.policy import ProjectRole
 from tests.integration.conftest import LiveServer, apply
@@ -270,6 +271,28 @@ def test_a_machine_s_next_tenant_sees_nothing_of_the_one_before(
     provider = api.get("/api/v1/events", params={"machine": "b1", "kind": "machine.assigned"})
     assert provider.json()["items"][-1]["data"]["before"] == world.project_b
     assert names(b_owner.get("/api/v1/machines")) == []
+
+
+def test_the_bound_outlives_the_pruned_assignment_event(
+    live: LiveServer, api: httpx.Client, world: World, callers: dict[str, httpx.Client]
+) -> None:
+    b_owner = callers["b_owner"]
+    theirs = b_owner.post(
+        "/api/v1/machines/b1/provision", json={"template": "ubuntu", "power": False}
+    )
+    assert b_owner.post(f"/api/v1/workflows/{theirs.json()['id']}/cancel").status_code == 200
+    job = b_owner.post("/api/v1/machines/b1/power", json={"action": "on"}, params={"wait": 30})
+    assert job.status_code == 202, job.text
+    assert assign(api, "b1", world.project_a).status_code == 200
+    with live.services.db.write() as session:
+        while prune_events(session, utcnow() + dt.timedelta(days=1)):
+            pass
+    assert api.get("/api/v1/events", params={"machine": "b1"}).json()["items"] == []
+
+    a_owner = callers["a_owner"]
+    assert_hidden(a_owner, "GET", "/api/v1/workflows/{}", theirs.json()["id"], uuid.uuid4().hex)
+    assert_hidden(a_owner, "GET", "/api/v1/power-jobs/{}", job.json()["id"], uuid.uuid4().hex)
+    assert a_owner.get("/api/v1/machines/b1/power").json()["jobs"] == []
 
 
 def test_the_cli_assigns_and_lists_by_project(cli: CliRunner, world: World) -> None:

@@ -141,15 +141,16 @@ class PrefixDoc:
 
 Document = SecretDoc | BmcMachineDoc | MachineDoc | TemplateDoc | WorkflowDoc | PrefixDoc
 APPLY_ORDER = {
-    SecretDoc: 0,
-    BmcMachineDoc: 1,
-    MachineDoc: 2,
-    TemplateDoc: 3,
-    WorkflowDoc: 4,
-    PrefixDoc: 5,
+    PrefixDoc: 0,
+    SecretDoc: 1,
+    BmcMachineDoc: 2,
+    MachineDoc: 3,
+    TemplateDoc: 4,
+    WorkflowDoc: 5,
 }
 """Whatever a document may name comes before it: a Hardware's bmcRef finds its rufio Machine,
-which finds its Secret, already applied in the same transaction."""
+which finds its Secret, already applied in the same transaction; a machine's booting interface
+takes its address from a provisioning Prefix of the same stream."""
 
 
 def _apply_key(doc: Document) -> tuple[int, int, int]:
@@ -161,7 +162,8 @@ def _apply_key(doc: Document) -> tuple[int, int, int]:
 
 
 def parse(text: str) -> list[Document]:
-    """All documents of a YAML stream: Secrets, rufio Machines, machines, templates, workflows."""
+    """All documents of a YAML stream in the order they apply: Prefixes, Secrets, rufio Machines,
+    machines, templates, workflows."""
     docs: list[Document] = []
     try:
         for index, raw in enumerate(yamlload.load_all(text)):

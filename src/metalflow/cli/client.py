@@ -97,6 +97,9 @@ class ApiClient:
     def patch(self, path: str, *, json: Json, check: str | None = None) -> Json:
         return self._request("PATCH", path, params=None, json=json, check=check)
 
+    def put(self, path: str, *, json: Json, check: str | None = None) -> Json:
+        return self._request("PUT", path, params=None, json=json, check=check)
+
     def delete(self, path: str) -> None:
         with self._errors("DELETE", TIMEOUT):
             response = self._http.request("DELETE", path)

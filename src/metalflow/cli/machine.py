@@ -61,11 +61,8 @@ def _assigned(machine: Json) -> RenderableType:
 
 def _assign(ctx: typer.Context, name: str, project: str | None) -> None:
     cli = cli_context(ctx)
-    # ApiClient has no put() yet, and cli/client.py is not this change's to edit.
-    machine = cli.api._request(
-        "PUT",
+    machine = cli.api.put(
         resource("machines", name, "project"),
-        params=None,
         json={"project": project},
         check=f"check with `metalflow machine show {name}`",
     )

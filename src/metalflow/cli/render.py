@@ -241,7 +241,7 @@ def _value(value: Any) -> str:
 
 
 def machines(data: Json) -> RenderableType:
-    grid = listing("NAME", "STATE", "ARCH", "MAC", "IP", "PROJECT", "WORKFLOW")
+    grid = listing("NAME", "STATE", "ARCH", "MAC", "IP", "PROJECT", "TENANT", "METRO", "WORKFLOW")
     for machine in data["items"]:
         first = (machine.get("interfaces") or [{}])[0]
         grid.add_row(
@@ -251,6 +251,8 @@ def machines(data: Json) -> RenderableType:
             text(first.get("mac")),
             text(first.get("ip")),
             text(machine.get("project")),
+            text(machine.get("project_id")),
+            text(machine.get("metro")),
             text(machine.get("workflow")),
         )
     return grid
@@ -264,6 +266,8 @@ def machine(data: Json) -> RenderableType:
             ("name", data["name"]),
             ("id", text(data.get("id"))),
             ("project", text(data.get("project"))),
+            ("tenant", text(data.get("project_id"))),
+            ("metro", text(data.get("metro"))),
             ("state", with_reason(data.get("state"), data.get("state_reason"))),
             ("arch", text(data.get("arch"))),
             ("uefi", text(data.get("uefi"))),

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, undefer
 
 from metalflow import events
+from metalflow.db.base import utcnow
 from metalflow.errors import Conflict, NotFound
 from metalflow.inventory.discovery import read_discovery
 from metalflow.inventory.lifecycle import BUSY_STATES, LIFECYCLE, MachineEvent, MachineState
@@ -26,6 +27,7 @@ from metalflow.inventory.schemas import (
 )
 from metalflow.inventory.tables import Interface, Machine
 from metalflow.inventory.tinkerbell import hardware_view
+from metalflow.ipam import hosts
 from metalflow.services import require, visible
 from metalflow.statemachine import IllegalTransition
 from metalflow.tenancy import policy
@@ -59,7 +61,9 @@ def get_machine_for(
 
 def latest_assignments(session: Session, machine_ids: Collection[str]) -> dict[str, events.Event]:
     """Each machine's latest `machine.assigned` event (none for one never assigned, or whose
-    assignment was pruned with everything before it)."""
+    assignment was pruned with everything before it): where a tenant's event stream starts.
+    The time a tenant's view of workflows and power jobs starts is the machine's
+    `project_assigned_at`, which pruning leaves (see `tenant_since`)."""
     if not machine_ids:
         return {}
     latest = (
@@ -74,11 +78,11 @@ def latest_assignments(session: Session, machine_ids: Collection[str]) -> dict[s
 def tenant_since(session: Session, principal: Principal, machine: Machine) -> dt.datetime | None:
     """From when `principal` sees what happened to `machine` (its workflows, power jobs): its
     assignment to the tenant's project, so that a machine's next tenant never sees what the one
-    before did with it; None for no bound (the provider, or a machine never assigned)."""
+    before did with it; None for no bound (the provider, or a machine never assigned). The
+    machine keeps the time, which outlives the pruned `machine.assigned` event."""
     if visible(principal) is None:
         return None
-    assignment = latest_assignments(session, [machine.id]).get(machine.id)
-    return None if assignment is None else assignment.time
+    return machine.project_assigned_at
 
 
 def assign_project(
@@ -99,6 +103,7 @@ def assign_project(
             field="project",
         )
     machine.project_id = project_id
+    machine.project_assigned_at = utcnow()
     events.record(
         session,
         events.ASSIGNED,
@@ -299,6 +304,34 @@ def _sync_interfaces(
                 setattr(row, key, value)
 
 
+def _give_provisioning_address(
+    session: Session, machine: Machine, wanted: list[InterfaceSpec]
+) -> None:
+    """Give the interface the machine boots from, when its manifest types no `ip`, an address
+    from a provisioning pool, so that its DHCP reservation answers it; the netmask and gateway
+    it declares win over the pool's. A machine holding one keeps it; without an IPv4
+    provisioning pool nothing changes.
+
+    The booting interface is the first one, in the manifest's order, whose declaration allows
+    PXE, as a workflow's default hardware map names the first interface: the declaration, not
+    the flag now, since a provisioned machine's workflow turned netboot off and a re-apply must
+    not take its address away. Discovery gives none: its machine is unauthenticated, boots on
+    the dynamic lease it has, and gets its address once an operator declares it.
+    """
+    booting = next((iface for iface in wanted if iface.netboot.allow_pxe), None)
+    if booting is None or booting.ip is not None:
+        return
+    block = hosts.provisioning_address(session, machine.id, metro=machine.metro, family=4)
+    if block is None:
+        return
+    address, netmask, gateway = hosts.provisioning_fields(session, block)
+    row = next(iface for iface in machine.interfaces if iface.mac == booting.mac)
+    row.ip = address
+    row.netmask = booting.netmask or netmask
+    row.gateway = booting.gateway or gateway
+    session.flush()
+
+
 def apply_machine(
     session: Session,
     spec: MachineSpec,
@@ -354,6 +387,7 @@ def apply_machine(
     machine.applied = applied
     _sync_interfaces(session, machine, spec.interfaces, declared_before)
     session.flush()
+    _give_provisioning_address(session, machine, spec.interfaces)
     events.record(
         session,
         f"machine.{outcome}",

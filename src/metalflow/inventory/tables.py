@@ -25,6 +25,8 @@ class Machine(Base):
         ForeignKey("projects.id", ondelete="RESTRICT"), index=True
     )
     """The tenant project the provider assigned the machine to; None while it is the provider's."""
+    project_assigned_at: Mapped[dt.datetime | None]
+    """When `project_id` last changed: its tenant sees the machine's history from then on."""
     metro: Mapped[str | None] = mapped_column(String(64))
     """Where the machine stands: its per-host addresses come from this metro's pools."""
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)

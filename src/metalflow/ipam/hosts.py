@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, aliased
 from metalflow import events
 from metalflow.config import Settings
 from metalflow.errors import Conflict
+from metalflow.inventory.tables import Interface, Machine
 from metalflow.ipam import service
 from metalflow.ipam.hostplan import (
     KIND_AND_FAMILY,
@@ -217,16 +218,18 @@ def addresses_of(session: Session, machine_ids: Sequence[str]) -> dict[str, list
 
 
 def provisioning_address(
-    session: Session, machine_id: str, *, metro: str | None = None
+    session: Session, machine_id: str, *, metro: str | None = None, family: int | None = None
 ) -> IpBlock | None:
     """The machine's address on the provisioning network, for its DHCP reservation: the one it
     has, else a /32 (or /128) allocated from a provider pool marked `provisioning` (the
-    metro's first, else one without a metro); None when there is no such pool.
+    metro's first, else one without a metro); None when there is no such pool. `family` keeps
+    to pools of that family (DHCP hands out IPv4 only).
 
     Allocation is lowest-first, so a fresh pool would hand out its network address and then
     its gateway (network+1, as `layout` has it), and a full one its broadcast address: those
     are kept as assignments of no machine, described as such, and never handed to one (a
-    pool with only those left answers "exhausted").
+    pool with only those left answers "exhausted"). So is an address that another machine's
+    manifest declares for one of its interfaces (its DHCP reservation answers that already).
     """
     parent = aliased(IpBlock)
     held = session.scalar(
@@ -236,6 +239,7 @@ def provisioning_address(
             IpBlock.machine_id == machine_id,
             IpBlock.status == Status.ASSIGNMENT.value,
             parent.provisioning.is_(True),
+            *(() if family is None else (IpBlock.family == family,)),
         )
         .limit(1)
     )
@@ -243,7 +247,7 @@ def provisioning_address(
         return held
     pools = [
         block
-        for block in service.list_prefixes(session, status=Status.POOL)
+        for block in service.list_prefixes(session, family=family, status=Status.POOL)
         if block.provisioning and block.project_id is None and block.metro in (metro, None)
     ]
     pools.sort(key=lambda block: (block.metro is None, block.family, block.first))
@@ -263,13 +267,25 @@ def _host_address(session: Session, pool: IpBlock, machine_id: str) -> IpBlock:
         )
         address = ipaddress.ip_network(block.cidr).network_address
         usable = int(layout.first_host) <= int(address) <= int(layout.last_host)
-        if usable and address != layout.gateway:
+        reserved = not usable or address == layout.gateway
+        declared_by = (
+            None
+            if reserved
+            else session.scalar(
+                select(Machine.name).join(Interface).where(Interface.ip == str(address))
+            )
+        )
+        if not reserved and declared_by is None:
             events.record(
                 session, "ipam.host.provisioning", machine_id=machine_id, address=str(address)
             )
             return block
         block.machine_id = None
-        block.description = f"{address} is not a host address of {pool.cidr}: never handed out"
+        block.description = (
+            f"{address} is not a host address of {pool.cidr}: never handed out"
+            if reserved
+            else f"{address} is declared by machine {declared_by}: never handed out"
+        )
         session.flush()
 
 

@@ -108,10 +108,10 @@ def test_one_cidr_twice_in_a_stream_is_refused_naming_the_second() -> None:
     assert "documents[0] and documents[1] are both Prefix 10.0.0.0/8" in error.message
 
 
-def test_prefixes_come_after_the_other_kinds() -> None:
+def test_prefixes_come_before_the_machines_that_take_addresses_from_them() -> None:
     machine = "apiVersion: metalflow/v1\nkind: Machine\nmetadata: {name: m1}\nspec: {}\n"
-    docs = parse(prefix_doc("{cidr: 10.0.0.0/8}") + "---\n" + machine)
-    assert [type(doc) for doc in docs] == [MachineDoc, PrefixDoc]
+    docs = parse(machine + "---\n" + prefix_doc("{cidr: 10.0.0.0/8}"))
+    assert [type(doc) for doc in docs] == [PrefixDoc, MachineDoc]
 
 
 @settings(max_examples=60)

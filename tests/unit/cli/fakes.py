@@ -71,6 +71,8 @@ def machine_doc(name: str = "m1", **changes: Any) -> dict[str, Any]:
         "id": f"id-{name}",
         "name": name,
         "project": "default",
+        "project_id": None,
+        "metro": None,
         "labels": {"rack": "r1"},
         "arch": "x86_64",
         "uefi": True,

@@ -17,13 +17,24 @@ EVENTS = "/api/v1/events"
 
 def test_list_is_a_table(server: FakeServer, run: Run) -> None:
     busy = machine_doc("m2", state="provisioning", workflow="wf-1", interfaces=[], project=None)
-    server.reply("GET", MACHINES, {"items": [machine_doc(), busy], "count": 2})
+    rented = machine_doc(project_id="p" * 32, metro="am6")
+    server.reply("GET", MACHINES, {"items": [rented, busy], "count": 2})
 
     result = run("machine", "list")
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "STATE", "ARCH", "MAC", "IP", "PROJECT", "WORKFLOW"]
+    assert lines[0].split() == [
+        "NAME",
+        "STATE",
+        "ARCH",
+        "MAC",
+        "IP",
+        "PROJECT",
+        "TENANT",
+        "METRO",
+        "WORKFLOW",
+    ]
     assert lines[1].split() == [
         "m1",
         "ready",
@@ -31,9 +42,11 @@ def test_list_is_a_table(server: FakeServer, run: Run) -> None:
         "52:54:00:00:00:01",
         "10.0.0.11",
         "default",
+        "p" * 32,
+        "am6",
         "-",
     ]
-    assert lines[2].split() == ["m2", "provisioning", "x86_64", "-", "-", "-", "wf-1"]
+    assert lines[2].split() == ["m2", "provisioning", "x86_64", "-", "-", "-", "-", "-", "wf-1"]
 
 
 def test_list_filters(server: FakeServer, run: Run) -> None:
@@ -62,12 +75,15 @@ def test_bad_label_is_a_usage_error(server: FakeServer, run: Run) -> None:
 
 
 def test_show(server: FakeServer, run: Run) -> None:
-    server.reply("GET", f"{MACHINES}/m1", machine_doc(state_reason="inspected"))
+    shown = machine_doc(state_reason="inspected", project_id="p" * 32, metro="am6")
+    server.reply("GET", f"{MACHINES}/m1", shown)
 
     result = run("machine", "show", "m1")
 
     assert result.exit_code == 0, result.output
     out = result.stdout
+    summary = [line.split() for line in out.splitlines()[:5]]
+    assert summary[2:] == [["project:", "default"], ["tenant:", "p" * 32], ["metro:", "am6"]]
     assert "state:" in out and "ready (inspected)" in out
     assert "labels:" in out and "rack=r1" in out
     assert "ipmi 10.1.0.11 (admin, password set)" in out

@@ -79,12 +79,22 @@ def test_a_fleet_as_a_table_is_one_line_per_machine(
 
     assert result.exit_code == 0, result.stderr
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["NAME", "STATE", "ARCH", "MAC", "IP", "PROJECT", "WORKFLOW"]
+    assert header.split() == [
+        "NAME",
+        "STATE",
+        "ARCH",
+        "MAC",
+        "IP",
+        "PROJECT",
+        "TENANT",
+        "METRO",
+        "WORKFLOW",
+    ]
     assert len(rows) == FLEET
     for row, machine in zip(rows, machines, strict=True):
         nic = machine["interfaces"][0]  # type: ignore[index]
         expected = [machine["name"], machine["state"], "x86_64", nic["mac"], nic["ip"]]
-        assert row.split() == [*expected, "default", "-"]
+        assert row.split() == [*expected, "default", "-", "-", "-"]
 
 
 def test_many_events_are_one_line_each_oldest_first(server: FakeServer, run: Run) -> None:

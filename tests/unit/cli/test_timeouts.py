@@ -95,6 +95,16 @@ def test_a_dropped_connection_on_a_write_is_not_called_a_failure_of_the_write(
     assert "`metalflow workflow list`" in result.stderr
 
 
+def test_an_assignment_that_timed_out_says_how_to_check_it(server: FakeServer, run: Run) -> None:
+    server.fail("PUT", "/api/v1/machines/m1/project", httpx.ReadTimeout)
+
+    result = run("machine", "assign", "m1", "--project", "p-web")
+
+    assert result.exit_code == 1
+    assert "the server may still have carried out the request" in result.stderr
+    assert "check with `metalflow machine show m1`" in result.stderr
+
+
 def test_a_read_that_times_out_says_only_that(server: FakeServer, run: Run) -> None:
     server.fail("GET", MACHINES, httpx.ReadTimeout)
 
