@@ -293,6 +293,8 @@ def test_the_bound_outlives_the_pruned_assignment_event(
     assert_hidden(a_owner, "GET", "/api/v1/workflows/{}", theirs.json()["id"], uuid.uuid4().hex)
     assert_hidden(a_owner, "GET", "/api/v1/power-jobs/{}", job.json()["id"], uuid.uuid4().hex)
     assert a_owner.get("/api/v1/machines/b1/power").json()["jobs"] == []
+    listed = a_owner.get("/api/v1/workflows").json()["items"]
+    assert theirs.json()["id"] not in {item["id"] for item in listed}
 
 
 def test_the_cli_assigns_and_lists_by_project(cli: CliRunner, world: World) -> None:

@@ -75,7 +75,7 @@ def latest_assignments(session: Session, machine_ids: Collection[str]) -> dict[s
     return {event.machine_id: event for event in found if event.machine_id is not None}
 
 
-def tenant_since(session: Session, principal: Principal, machine: Machine) -> dt.datetime | None:
+def tenant_since(principal: Principal, machine: Machine) -> dt.datetime | None:
     """From when `principal` sees what happened to `machine` (its workflows, power jobs): its
     assignment to the tenant's project, so that a machine's next tenant never sees what the one
     before did with it; None for no bound (the provider, or a machine never assigned). The
@@ -182,6 +182,14 @@ def list_machines(
 def machine_ids_in(session: Session, projects: Collection[str]) -> list[str]:
     """The ids of the machines assigned to these projects, without loading the machines."""
     return list(session.scalars(select(Machine.id).where(Machine.project_id.in_(projects))))
+
+
+def assigned_since(session: Session, projects: Collection[str]) -> dict[str, dt.datetime | None]:
+    """The machines assigned to these projects, each with `tenant_since`'s bound."""
+    rows = session.execute(
+        select(Machine.id, Machine.project_assigned_at).where(Machine.project_id.in_(projects))
+    )
+    return {machine_id: since for machine_id, since in rows}
 
 
 def _is_placeholder(machine: Machine) -> bool:

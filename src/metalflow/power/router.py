@@ -93,7 +93,7 @@ def _job_for(
     job = service.get_job(session, job_id)
     machine = inventory.get_machine_by_id(session, job.machine_id)
     require(principal, action, machine.project_id, missing=_missing_job(job_id))
-    since = inventory.tenant_since(session, principal, machine)
+    since = inventory.tenant_since(principal, machine)
     if since is not None and job.created_at < since:
         raise _missing_job(job_id)
     return job, machine
@@ -164,7 +164,7 @@ def power_status(name: str, services: ServicesDep, principal: ProjectReader) -> 
     this BMC's steps usually take."""
     with services.db.read() as session:
         machine = inventory.get_machine_for(session, name, principal, policy.Action.READ)
-        since = inventory.tenant_since(session, principal, machine)
+        since = inventory.tenant_since(principal, machine)
         jobs = service.jobs_of(session, machine)
         if since is not None:
             jobs = [job for job in jobs if job.created_at >= since]

@@ -72,7 +72,7 @@ def _check(
     the machine was its, gets the 404 of a workflow that does not exist."""
     missing = NotFound(f"workflow {ref!r} not found", field="workflow")
     require(principal, action, machine.project_id, missing=missing)
-    since = inventory.tenant_since(session, principal, machine)
+    since = inventory.tenant_since(principal, machine)
     if since is not None and workflow.created_at < since:
         raise missing
 
@@ -135,14 +135,13 @@ def list_workflows(
         if projects is None:
             rows = engine.list_workflows(session, machine=machine_row, state=state)
         else:
-            mine = inventory.machine_ids_in(session, projects)
-            since = inventory.latest_assignments(session, mine)
+            since = inventory.assigned_since(session, projects)
             rows = [
                 w
                 for w in engine.list_workflows(
-                    session, machine=machine_row, state=state, machine_ids=mine
+                    session, machine=machine_row, state=state, machine_ids=list(since)
                 )
-                if w.machine_id not in since or w.created_at >= since[w.machine_id].time
+                if (bound := since.get(w.machine_id)) is None or w.created_at >= bound
             ]
         items = [to_public(w, names.get(w.machine_id, "?")) for w in rows]
     return WorkflowList(items=items, count=len(items))
