@@ -171,7 +171,7 @@ def prefix_usage(ref: str, services: ServicesDep, principal: ProjectReader) -> P
 def allocate(
     ref: str, body: AllocationRequest, request: Request, services: ServicesDep, _: Writer
 ) -> PrefixDetail:
-    """The hot path: the allocation and its audit entry are one transaction (one commit)."""
+    # The hot path: the allocation and its audit entry are one transaction, one commit.
     with services.db.write() as session:
         holder = service.get(session, ref)
         block = service.allocate_from(
