@@ -1,15 +1,29 @@
-"""The API app: routers, error mapping, /healthz, /metrics; no background work of its own."""
+"""The API app: routers, error mapping, /healthz, /metrics; no background work of its own.
+
+Routing cost: FastAPI (0.165) includes a router lazily, as one route that scans the included
+router's routes when asked whether it matches and again when it handles the request, and an
+included router inside another is scanned once more per level. The API's routers are therefore
+included in the app itself under /api/v1 (one level), and `SegmentDispatch`, placed before them,
+asks only the routers that have a route under the request's first path segment (/api/v1/ipam/...:
+the IPAM router), so a request is matched against one router instead of every router before its
+own. FastAPI has no eager (flattening) include any more, and Starlette's `Mount` would change the
+routes' paths in `scope["route"]` and the OpenAPI document; the routers stay where FastAPI put
+them, so the document, 404 and 405 answers and `scope["route"]` are FastAPI's own.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable, Set
+from collections.abc import AsyncIterator, Callable, Sequence, Set
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.datastructures import URLPath
+from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.types import Receive, Scope, Send
 
 from metalflow import __version__
 from metalflow.api import events
@@ -38,6 +52,76 @@ HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Ready", "model": Ready},
     503: {"description": "Still starting (loading the boot index)", "model": Starting},
 }
+
+
+CHOSEN_KEY = "metalflow.api_router"
+"""Where `SegmentDispatch.matches` leaves the included router that matched, for its `handle`."""
+
+
+def first_segments(router: APIRouter) -> frozenset[str] | None:
+    """The literal first path segments of the router's routes; None when one of them could
+    match any segment (a parameter there, or a route without a path of its own)."""
+    segments: set[str] = set()
+    for route in router.routes:
+        path = getattr(route, "path", None)
+        if not isinstance(path, str) or not path.startswith("/"):
+            return None
+        segment = path.split("/")[1]
+        if "{" in segment:
+            return None
+        segments.add(segment)
+    return frozenset(segments)
+
+
+class SegmentDispatch(BaseRoute):
+    """The routers included under `prefix` that may hold a request's route, by its first path
+    segment after the prefix: a FULL match of theirs (the first in inclusion order, as the app's
+    own scan would find it) is handed to them; anything else (no route, another method, a
+    trailing slash) is left to the app's routes after this one, which answer as before."""
+
+    def __init__(
+        self, prefix: str, included: Sequence[tuple[BaseRoute, frozenset[str] | None]]
+    ) -> None:
+        self.prefix = prefix + "/"
+        known = {segment for _, segments in included for segment in segments or ()}
+        self.candidates = {
+            segment: tuple(
+                route for route, segments in included if segments is None or segment in segments
+            )
+            for segment in known
+        }
+        self.anywhere = tuple(route for route, segments in included if segments is None)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope.get("root_path") or not path.startswith(self.prefix):
+            return Match.NONE, {}
+        segment = path[len(self.prefix) :].partition("/")[0]
+        for route in self.candidates.get(segment, self.anywhere):
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                return Match.FULL, {**child_scope, CHOSEN_KEY: route}
+        return Match.NONE, {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route: BaseRoute = scope.pop(CHOSEN_KEY)
+        await route.handle(scope, receive, send)
+
+    def url_path_for(self, name: str, /, **path_params: Any) -> URLPath:
+        """Names are the included routers' (after this route in the app's routes)."""
+        raise NoMatchFound(name, path_params)
+
+
+def include_under(app: FastAPI, prefix: str, routers: Sequence[APIRouter]) -> None:
+    """Include `routers` in the app under `prefix`, in order, behind one `SegmentDispatch`."""
+    first = len(app.router.routes)
+    for router in routers:
+        app.include_router(router, prefix=prefix)
+    included = app.router.routes[first:]
+    segments = [first_segments(router) for router in routers]
+    app.router.routes.insert(
+        first, SegmentDispatch(prefix, list(zip(included, segments, strict=True)))
+    )
 
 
 def create_app(
@@ -77,8 +161,7 @@ def create_app(
     if Role.API in roles:
         app.include_router(metadata_router.router)
         mounted.append(("", metadata_router.router))
-        api = APIRouter(prefix=API_PREFIX)
-        for router in (
+        api_routers = (
             machines.router,
             provision_router.router,
             templates.router,
@@ -90,10 +173,9 @@ def create_app(
             power_router.router,
             ipam_router.router,
             tenancy_router.router,
-        ):
-            api.include_router(router)
-            mounted.append((API_PREFIX, router))
-        app.include_router(api)
+        )
+        include_under(app, API_PREFIX, api_routers)
+        mounted.extend((API_PREFIX, router) for router in api_routers)
     shown_roles = [role for role in Role if role in roles]
 
     install_error_handlers(app)

@@ -43,6 +43,7 @@ from metalflow.services import (
     require,
     visible,
 )
+from metalflow.tenancy import audit
 from metalflow.tenancy.auth import Principal
 from metalflow.tenancy.policy import Action
 
@@ -170,11 +171,12 @@ def prefix_usage(ref: str, services: ServicesDep, principal: ProjectReader) -> P
 def allocate(
     ref: str, body: AllocationRequest, request: Request, services: ServicesDep, _: Writer
 ) -> PrefixDetail:
+    # The hot path: the allocation and its audit entry are one transaction, one commit.
     with services.db.write() as session:
         holder = service.get(session, ref)
-        block = service.allocate(
+        block = service.allocate_from(
             session,
-            holder.id,
+            holder,
             prefixlen=body.prefixlen,
             at=body.cidr,
             strategy=body.allocation_strategy,
@@ -182,7 +184,14 @@ def allocate(
             project_id=body.project,
             machine_id=body.machine,
         )
-        _audit(request, "ipam_prefix", block, allocated_from=holder.cidr)
+        audit.record(
+            session,
+            request,
+            "ipam_prefix",
+            block.id,
+            project_id=block.project_id,
+            summary={"cidr": block.cidr, "allocated_from": holder.cidr},
+        )
         return detail(session, block)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import ColumnElement, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from metalflow import events
@@ -312,11 +312,40 @@ def allocate(
     project_id: str | None = None,
     machine_id: str | None = None,
 ) -> IpBlock:
-    """A child of the holder (a pool or reservation): the first free /prefixlen by `strategy`,
-    or the given block `at`. A brought prefix hands out nothing outside its projects."""
+    """A child of the holder (a pool or reservation) named by its id: see `allocate_from`."""
     holder = session.get(IpBlock, holder_id)
     if holder is None:
         raise NotFound(f"prefix {holder_id} does not exist", field="prefix")
+    return allocate_from(
+        session,
+        holder,
+        prefixlen=prefixlen,
+        at=at,
+        strategy=strategy,
+        status=status,
+        project_id=project_id,
+        machine_id=machine_id,
+    )
+
+
+def allocate_from(
+    session: Session,
+    holder: IpBlock,
+    *,
+    prefixlen: int | None = None,
+    at: str | None = None,
+    strategy: Strategy = Strategy.FIRST_FIT,
+    status: Status = Status.ASSIGNMENT,
+    project_id: str | None = None,
+    machine_id: str | None = None,
+) -> IpBlock:
+    """A child of the holder (a pool or reservation): the first free /prefixlen by `strategy`,
+    or the given block `at`. A brought prefix hands out nothing outside its projects.
+
+    The free space is written with Core statements (the claimed block deleted as it is locked,
+    the remainders inserted in one statement): its rows are never handed back as objects, so
+    the unit of work has only the child to flush.
+    """
     if holder.status not in HOLDS_CHILDREN:
         raise Invalid(
             f"{holder.cidr} is a {holder.status}, which hands out no addresses: allocate from a"
@@ -335,6 +364,8 @@ def allocate(
             wanted = allocator.parse_block(at, field="cidr")
             source = _source_for(session, holder, parent_network, wanted)
             split = allocator.carve(network_of(source), wanted.prefixlen, at=wanted)
+            session.delete(source)
+            session.flush()
         else:
             if prefixlen is None:
                 raise allocator.InvalidSize(
@@ -346,22 +377,35 @@ def allocate(
                     f" {parent_network.prefixlen}..{parent_network.max_prefixlen}",
                     field="prefixlen",
                 )
-            source = _claim(session, holder, prefixlen, strategy)
-            split = allocator.carve(network_of(source), prefixlen)
-    session.delete(source)
-    session.flush()
-    for free in split.remainder:
-        _add_free(session, holder, free)
+            claimed = _claim(session, holder, prefixlen, strategy)
+            split = allocator.carve(claimed, prefixlen)
+    _insert_free(session, holder, split.remainder)
     child = _new_block(split.allocated, holder, status, holder.kind)
     child.metro = holder.metro
     child.project_id = project_id if project_id is not None else holder.project_id
     child.machine_id = machine_id
     session.add(child)
-    if status.value in HOLDS_CHILDREN:
-        session.flush()
-        _add_free(session, child, split.allocated)
     session.flush()
+    if status.value in HOLDS_CHILDREN:
+        _insert_free(session, child, [split.allocated])
     return child
+
+
+def _insert_free(session: Session, holder: IpBlock, networks: Sequence[Network]) -> None:
+    """The holder's free blocks `networks`, in one statement."""
+    if networks:
+        session.execute(
+            insert(FreeBlock),
+            [
+                {
+                    "block_id": holder.id,
+                    "cidr": str(network),
+                    "prefixlen": network.prefixlen,
+                    "first": address_key(network.network_address),
+                }
+                for network in networks
+            ],
+        )
 
 
 def _source_for(
@@ -386,8 +430,9 @@ def _source_for(
 CLAIM_TRIES = 5
 
 
-def _claim(session: Session, holder: IpBlock, prefixlen: int, strategy: Strategy) -> FreeBlock:
-    """The free block the allocation splits, locked; Exhausted only when the free space says so.
+def _claim(session: Session, holder: IpBlock, prefixlen: int, strategy: Strategy) -> Network:
+    """The free block the allocation splits, taken out of the free space as it is locked;
+    Exhausted only when the free space says so.
 
     A claim skips blocks other allocations hold; when it finds none it waits for them once, and
     when that comes back empty too (a block it waited for was taken), it asks the free space
@@ -409,8 +454,9 @@ def _claim(session: Session, holder: IpBlock, prefixlen: int, strategy: Strategy
 
 def _candidate(
     session: Session, holder: IpBlock, prefixlen: int, strategy: Strategy, *, skip_locked: bool
-) -> FreeBlock | None:
-    """The first free block in `allocator.candidate_order`: one indexed query.
+) -> Network | None:
+    """The first free block in `allocator.candidate_order`, deleted: one indexed statement
+    (`DELETE ... WHERE id = (SELECT ... FOR UPDATE [SKIP LOCKED] LIMIT 1) RETURNING cidr`).
 
     Best-fit reads the (prefixlen, first) index backwards and stops at its first row. First-fit
     walks the free blocks by address and skips those too small for the request: with requests of
@@ -421,13 +467,21 @@ def _candidate(
         columns[term.column].desc() if term.descending else columns[term.column]
         for term in allocator.candidate_order(strategy)
     ]
-    return session.scalar(
-        select(FreeBlock)
+    pick = (
+        select(FreeBlock.id)
         .where(FreeBlock.block_id == holder.id, FreeBlock.prefixlen <= prefixlen)
         .order_by(*order)
         .limit(1)
         .with_for_update(skip_locked=skip_locked)
+        .scalar_subquery()
     )
+    cidr = session.scalar(
+        delete(FreeBlock)
+        .where(FreeBlock.id == pick)
+        .returning(FreeBlock.cidr)
+        .execution_options(synchronize_session=False)
+    )
+    return None if cidr is None else ipaddress.ip_network(cidr)
 
 
 def release(
