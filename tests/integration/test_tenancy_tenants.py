@@ -418,3 +418,11 @@ def test_prune_audit_removes_the_entries_before_a_time_and_says_how_many(
     with live.services.db.read() as session:
         left = [e.action for e in tenancy.query_audit(session) if e.action.startswith("aged")]
     assert left == ["aged 1"]
+
+
+def test_the_sign_in_refusal_counters_are_scraped_as_zero_before_any_sign_in(
+    api: httpx.Client,
+) -> None:
+    metrics = api.get("/metrics").text
+    for reason in ("bad_credentials", "sign_in_limited"):
+        assert re.search(rf'metalflow_sign_in_refusals_total\{{reason="{reason}"\}} 0\.0', metrics)

@@ -176,6 +176,7 @@ def create_app(
         )
         include_under(app, API_PREFIX, api_routers)
         mounted.extend((API_PREFIX, router) for router in api_routers)
+        tenancy_router.sign_in_state_of(app)
     shown_roles = [role for role in Role if role in roles]
 
     install_error_handlers(app)

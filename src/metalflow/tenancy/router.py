@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from pydantic import AwareDatetime
 from sqlalchemy.orm import Session
 
@@ -890,8 +890,8 @@ class SignInState:
 _SIGN_IN_STATE_LOCK = threading.Lock()
 
 
-def sign_in_state_of(app: Any) -> SignInState:
-    """Kept on the app, made once (at start-up, by `api.app`): each app, and each test's
+def sign_in_state_of(app: FastAPI) -> SignInState:
+    """Kept on the app, made when the app is built (`api.app`): each app, and each test's
     server, has its own. Its refusal counts are registered then as
     `metalflow_sign_in_refusals_total{reason}`, so that the counter is scraped as zero before
     the first refusal rather than appearing with it."""
