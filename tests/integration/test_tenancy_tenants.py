@@ -182,7 +182,15 @@ def test_tenant_a_sees_and_changes_nothing_of_tenant_b(people: dict[str, Person]
 
     audit = http.get("/api/v1/audit")
     assert audit.status_code == 200
-    assert shop not in audit.text and bob_org not in audit.text
+    naming_theirs = [
+        entry
+        for entry in audit.json()["items"]
+        if shop in str(entry) or bob_org in str(entry) or bob.id in str(entry)
+    ]
+    assert naming_theirs, "ada's refused attempts are on record"
+    assert all(
+        entry["result"] == "error" and entry["actor_name"] == ada.email for entry in naming_theirs
+    ), "the only entries naming bob's things are ada's own refused attempts at them"
     assert web in audit.text and ada_org in audit.text
     assert http.get("/api/v1/audit", params={"project": shop}).json() == {"items": [], "count": 0}
     assert bob.http.get(f"/api/v1/keys/{bob_key['id']}").status_code == 200, "bob still sees it"

@@ -417,3 +417,30 @@ def test_a_scope_follows_a_machine_into_and_out_of_the_projects() -> None:
     assert after.since == {} and after.latest == {"c1": 4}
     assert after.assigned("c1", 2, joined=True) is after, "a stale assignment"
     assert replay(EventFilter(), log)[1] == log, "the provider sees all"
+
+
+def test_the_audit_of_a_machine_given_by_another_tenant_does_not_name_its_project(
+    api: httpx.Client, world: World, callers: dict[str, httpx.Client]
+) -> None:
+    assert assign(api, "b1", world.project_a).status_code == 200
+    provider_view = api.get("/api/v1/audit", params={"project": world.project_a}).json()
+    moved = next(e for e in provider_view["items"] if e["action"].endswith("/project"))
+    assert (moved["summary"]["before"], moved["summary"]["after"]) == (
+        world.project_b,
+        world.project_a,
+    )
+    seen = callers["a_owner"].get("/api/v1/audit").json()["items"]
+    entry = next(e for e in seen if e["id"] == moved["id"])
+    assert (entry["summary"]["before"], entry["summary"]["after"]) == (None, world.project_a)
+    assert world.project_b not in callers["a_owner"].get("/api/v1/audit").text
+
+
+def test_a_refused_tenancy_write_is_on_record(
+    api: httpx.Client, world: World, callers: dict[str, httpx.Client]
+) -> None:
+    b_owner = callers["b_owner"]
+    refused = b_owner.delete(f"/api/v1/projects/{world.project_a}")
+    assert refused.status_code == 404, refused.text
+    mine = b_owner.get("/api/v1/audit").json()["items"]
+    assert mine[0]["action"] == "DELETE /api/v1/projects/{project_id}", mine[0]
+    assert (mine[0]["result"], mine[0]["status"]) == ("error", 404)

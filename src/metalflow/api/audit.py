@@ -10,7 +10,8 @@ answer finds the entry.
 
 Not recorded here: requests refused before a caller was known (no token, too large: the limits
 count those), the agent's reports (many per action; their events are the record), and the
-tenancy routes, which write their entries inside the transaction of their change.
+tenancy routes' successful writes, whose entries are written inside the transaction of their
+change (their refusals are recorded here like any other).
 
 Starlette's and FastAPI's middleware hooks (BaseHTTPMiddleware, dependencies with yield) were
 looked at: the first wraps the body in a second task, the second runs too early to see the
@@ -30,13 +31,15 @@ from metalflow.tenancy.audit import entry_fields
 from metalflow.tenancy.auth import Principal, Role
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-SELF_AUDITED_TAGS = frozenset({"tenancy", "agent"})
-"""Routers whose writes are not this recorder's: see the module docstring."""
+AGENT_TAG = "agent"
+TENANCY_TAG = "tenancy"
+"""Routers whose writes are not this recorder's (see the module docstring); a refused tenancy
+write changed nothing and wrote no entry of its own, so it is this recorder's."""
 
 
 def _audited(scope: Scope, status: int) -> bool:
-    tags = getattr(scope.get("route"), "tags", None) or ()
-    if SELF_AUDITED_TAGS.intersection(str(tag) for tag in tags):
+    tags = {str(tag) for tag in getattr(scope.get("route"), "tags", None) or ()}
+    if AGENT_TAG in tags or (TENANCY_TAG in tags and status < 400):
         return False
     note = (scope.get("state") or {}).get(AUDIT_NOTE_KEY)
     return not (isinstance(note, AuditNote) and note.written and status < 400)

@@ -31,6 +31,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from pydantic import AwareDatetime
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from metalflow.errors import Forbidden, Invalid, NotFound, Unauthorized
@@ -80,6 +81,7 @@ from metalflow.tenancy.schemas import (
     WhoamiProject,
 )
 from metalflow.tenancy.service import ActorKind
+from metalflow.tenancy.tables import Project
 
 router = APIRouter(tags=["tenancy"])
 
@@ -793,7 +795,37 @@ def list_audit(
             session, project_id=project, since=since, actor=actor, limit=limit, scope=scope
         )
         items = [AuditEntryPublic.of(row) for row in rows]
+        if projects is not None:
+            items = _foreign_projects_hidden(session, items, projects)
     return AuditList(items=items, count=len(items))
+
+
+def _foreign_projects_hidden(
+    session: Session, items: list[AuditEntryPublic], projects: frozenset[str]
+) -> list[AuditEntryPublic]:
+    """A tenant's entries with the ids of projects it does not see blanked out of their
+    summaries: a machine given to it from another tenant names that tenant's project as its
+    `before`, which the machine's own events already hide."""
+    named = {
+        value
+        for item in items
+        for value in item.summary.values()
+        if isinstance(value, str) and value not in projects
+    }
+    if not named:
+        return items
+    foreign = set(session.scalars(select(Project.id).where(Project.id.in_(named))))
+    return [
+        item.model_copy(
+            update={
+                "summary": {
+                    key: None if isinstance(value, str) and value in foreign else value
+                    for key, value in item.summary.items()
+                }
+            }
+        )
+        for item in items
+    ]
 
 
 # --- sign-in ------------------------------------------------------------------------------------
