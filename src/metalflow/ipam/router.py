@@ -174,7 +174,7 @@ def allocate(
     # The hot path: the allocation and its audit entry are one transaction, one commit.
     with services.db.write() as session:
         holder = service.get(session, ref)
-        block = service.allocate_from(
+        block = service.allocate(
             session,
             holder,
             prefixlen=body.prefixlen,

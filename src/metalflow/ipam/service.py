@@ -94,17 +94,6 @@ def _new_block(network: Network, parent: IpBlock | None, status: Status, kind: s
     )
 
 
-def _add_free(session: Session, holder: IpBlock, network: Network) -> None:
-    session.add(
-        FreeBlock(
-            block_id=holder.id,
-            cidr=str(network),
-            prefixlen=network.prefixlen,
-            first=address_key(network.network_address),
-        )
-    )
-
-
 def _free_row(session: Session, holder: IpBlock, network: Network) -> FreeBlock | None:
     """The free block `network`, locked, if it is free (and not being claimed)."""
     return session.scalar(
@@ -245,8 +234,7 @@ def create_prefix(session: Session, spec: PrefixSpec) -> IpBlock:
         _take_from_free_space(session, parent, network)
     for child in overlapping:
         child.parent_id = block.id
-    for gap in _gaps(network, [network_of(child) for child in overlapping]):
-        _add_free(session, block, gap)
+    _insert_free(session, block, _gaps(network, [network_of(child) for child in overlapping]))
     session.flush()
     return block
 
@@ -290,8 +278,7 @@ def _take_from_free_space(session: Session, holder: IpBlock, network: Network) -
             split = allocator.carve(network_of(containing), network.prefixlen, at=network)
         session.delete(containing)
         session.flush()
-        for free in split.remainder:
-            _add_free(session, holder, free)
+        _insert_free(session, holder, split.remainder)
         return
     first, last = _span(network)
     session.execute(
@@ -303,7 +290,7 @@ def _take_from_free_space(session: Session, holder: IpBlock, network: Network) -
 
 def allocate(
     session: Session,
-    holder_id: str,
+    holder_ref: IpBlock | str,
     *,
     prefixlen: int | None = None,
     at: str | None = None,
@@ -312,40 +299,17 @@ def allocate(
     project_id: str | None = None,
     machine_id: str | None = None,
 ) -> IpBlock:
-    """A child of the holder (a pool or reservation) named by its id: see `allocate_from`."""
-    holder = session.get(IpBlock, holder_id)
-    if holder is None:
-        raise NotFound(f"prefix {holder_id} does not exist", field="prefix")
-    return allocate_from(
-        session,
-        holder,
-        prefixlen=prefixlen,
-        at=at,
-        strategy=strategy,
-        status=status,
-        project_id=project_id,
-        machine_id=machine_id,
-    )
-
-
-def allocate_from(
-    session: Session,
-    holder: IpBlock,
-    *,
-    prefixlen: int | None = None,
-    at: str | None = None,
-    strategy: Strategy = Strategy.FIRST_FIT,
-    status: Status = Status.ASSIGNMENT,
-    project_id: str | None = None,
-    machine_id: str | None = None,
-) -> IpBlock:
-    """A child of the holder (a pool or reservation): the first free /prefixlen by `strategy`,
-    or the given block `at`. A brought prefix hands out nothing outside its projects.
+    """A child of the holder (a pool or reservation, or its id): the first free /prefixlen by
+    `strategy`, or the given block `at`. A brought prefix hands out nothing outside its
+    projects. A caller that has the holder passes it, saving a read.
 
     The free space is written with Core statements (the claimed block deleted as it is locked,
     the remainders inserted in one statement): its rows are never handed back as objects, so
     the unit of work has only the child to flush.
     """
+    holder = session.get(IpBlock, holder_ref) if isinstance(holder_ref, str) else holder_ref
+    if holder is None:
+        raise NotFound(f"prefix {holder_ref} does not exist", field="prefix")
     if holder.status not in HOLDS_CHILDREN:
         raise Invalid(
             f"{holder.cidr} is a {holder.status}, which hands out no addresses: allocate from a"
@@ -533,8 +497,7 @@ def _free(session: Session, holder: IpBlock, block: IpBlock) -> None:
     for absorbed in merge.absorbed:
         session.delete(rows[absorbed])
     session.flush()
-    _add_free(session, holder, merge.merged)
-    session.flush()
+    _insert_free(session, holder, [merge.merged])
 
 
 def sweep_quarantine(session: Session, now: dt.datetime | None = None) -> int:
