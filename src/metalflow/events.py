@@ -9,8 +9,9 @@ agree: a transaction's events are stamped when it writes them, just before its c
 change they report takes effect; stamped at `record`, a transaction that waited on a lock would
 list its events before those of one that committed earlier), under one lock per process with
 their INSERT, so that concurrent PostgreSQL transactions cannot take ids in one order and times
-in the other. Events made elsewhere come with the time they happened (boot/recorder.py keeps
-them in order for each machine).
+in the other. Events made elsewhere come with the time they happened; those queued for a machine
+(recorder.py) are taken by the transaction after it stamps its own, in the same lock, so one
+recorded while it commits is either taken or stamped later than its events.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import heapq
 import json
 import logging
 import threading
@@ -104,9 +106,26 @@ def record(
     return event
 
 
-def queue(session: Session, made: Iterable[Event]) -> None:
+@dataclass(frozen=True)
+class QueuedEvents:
+    """Events recorded outside any transaction (each with the time it happened), to be taken by
+    `persist` once it has stamped the transaction's own: taking them earlier would leave a
+    window in which one recorded for the same machine is stamped before, but written after,
+    this transaction's events."""
+
+    take: Callable[[], list[Event]]
+
+
+def queue(session: Session, made: Iterable[Event | QueuedEvents]) -> None:
     """Queue events made outside the transaction, each with the time it happened."""
     session.info.setdefault("outbox", []).extend(made)
+
+
+def merge_by_time(own: list[Event], earlier: list[Event]) -> list[Event]:
+    """A transaction's events with queued ones placed by time, each list keeping its order
+    (a transaction's events are in causal order even if the clock steps back); on equal
+    times the queued event, the cause, goes first."""
+    return list(heapq.merge(earlier, own, key=lambda event: event.time))
 
 
 _COLUMNS = ("time", "machine_id", "machine_name", "workflow_id", "kind", "data")
@@ -126,8 +145,9 @@ def persist(session: Session, objects: list[Any]) -> None:
     Events are written only, never changed, so they skip the ORM's unit of work (a
     noticeable share of every agent request's cost).
     """
+    sources = [obj for obj in objects if isinstance(obj, QueuedEvents)]
     queued = [obj for obj in objects if isinstance(obj, Event)]
-    if not queued:
+    if not queued and not sources:
         return
     session.flush()
     sqlite = session.connection().dialect.name == "sqlite"
@@ -136,6 +156,14 @@ def persist(session: Session, objects: list[Any]) -> None:
         for event in queued:
             if event.time is None:
                 event.time = now
+        for source in sources:
+            queued = merge_by_time(queued, source.take())
+        objects[:] = [
+            *(obj for obj in objects if not isinstance(obj, Event | QueuedEvents)),
+            *queued,
+        ]
+        if not queued:
+            return
         rows = [{name: getattr(event, name) for name in _COLUMNS} for event in queued]
         ids = session.scalars(
             insert(Event).returning(Event.id, sort_by_parameter_order=True), rows

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import heapq
 import itertools
 import logging
 import threading
@@ -95,10 +94,13 @@ class PendingEvents:
     def add(
         self, kind: str, machine: MachineView | None, detail: str, data: dict[str, Any]
     ) -> bool:
-        """Queue (or coalesce) one event, stamped now; False when it is new and the queue full."""
-        now = self.clock()
+        """Queue (or coalesce) one event, stamped now; False when it is new and the queue full.
+
+        The clock is read under the lock `take` holds: an event a transaction's `take` misses
+        was stamped after it (see events.QueuedEvents)."""
         machine_id = machine.id if machine else None
         with self._lock:
+            now = self.clock()
             queued = self._by_machine.setdefault(machine_id, {})
             pending = queued.get((kind, detail))
             if pending is not None:
@@ -133,17 +135,6 @@ class PendingEvents:
         return [pending.event() for pending in taken]
 
 
-_NOT_YET = dt.datetime.max.replace(tzinfo=dt.UTC)
-
-
-def merge_by_time(own: list[Any], earlier: list[events.Event]) -> list[Any]:
-    """A transaction's events with queued ones placed by time, each list keeping its order
-    (a transaction's events are in causal order even if the clock steps back). Its events
-    without a time yet are stamped at its end, after everything queued; on equal times the
-    queued event, the cause, goes first."""
-    return list(heapq.merge(earlier, own, key=lambda event: event.time or _NOT_YET))
-
-
 class BootEventRecorder:
     """Queues boot events from the loop; `run` writes them, `flush` on shutdown, and every
     transaction that writes about a machine takes that machine's events with it (see above)."""
@@ -166,21 +157,19 @@ class BootEventRecorder:
             self._wake.set()
 
     def join(self, session: Session, outbox: list[Any]) -> None:
-        """The before_commit hook: this transaction's machines' queued events go in with it."""
-        if not len(self.pending):
-            return
+        """The before_commit hook: this transaction's machines' queued events go in with it,
+        taken when its own are stamped (even if none are queued yet: one may be by then)."""
         machine_ids = {
             event.machine_id
             for event in outbox
             if isinstance(event, events.Event) and event.machine_id is not None
         }
-        taken = self.pending.take(machine_ids) if machine_ids else []
-        if taken:
-            outbox[:] = merge_by_time(outbox, taken)
+        if machine_ids:
+            outbox.append(events.QueuedEvents(lambda: self.pending.take(machine_ids)))
 
     def _write(self) -> None:
         with self.db.write() as session:
-            events.queue(session, self.pending.take())
+            events.queue(session, [events.QueuedEvents(self.pending.take)])
 
     async def flush(self) -> None:
         if len(self.pending):

@@ -14,7 +14,15 @@ import uvicorn
 
 from metalflow.config import Settings
 from metalflow.db.base import utcnow
-from metalflow.events import PRUNE_BATCH, Event, EventFilter, list_events, prune_events, record
+from metalflow.events import (
+    PRUNE_BATCH,
+    Event,
+    EventFilter,
+    list_events,
+    persist,
+    prune_events,
+    record,
+)
 from metalflow.index.views import MachineView
 from metalflow.recorder import BootEventRecorder
 from metalflow.server import build_app, build_services
@@ -115,6 +123,34 @@ def test_a_transaction_about_a_machine_writes_its_queued_events_first(
     assert len(recorder.pending) == 1, "m2's event waits for the next flush"
     asyncio.run(recorder.flush())
     assert machine_events(services, "m2")[-1].kind == "boot.script"
+
+
+def test_an_event_recorded_while_a_transaction_commits_keeps_ids_and_times_in_step(
+    live: LiveServer, api: httpx.Client
+) -> None:
+    """A phone-home recorded after a transaction about its machine has been joined by the
+    recorder, but before the transaction stamps its events, is still listed in time order."""
+    services = live.services
+    assert apply(api, machine_yaml("m1", MAC, "192.0.2.11")).status_code == 200
+    m1 = indexed(services, MAC)
+    recorder = BootEventRecorder(services.db)
+
+    def record_meanwhile(session: object, outbox: object) -> None:
+        recorder.record("metadata.phone_home", m1, "phone-home")
+
+    hooks = services.db.before_commit
+    hooks.insert(hooks.index(persist), record_meanwhile)
+    try:
+        with services.db.write() as session:
+            record(session, "test.caused", machine_id=m1.id, machine_name=m1.name)
+    finally:
+        hooks.remove(record_meanwhile)
+    asyncio.run(recorder.flush())
+
+    written = machine_events(services, "m1")
+    assert [e.kind for e in written][-2:] == ["metadata.phone_home", "test.caused"]
+    times = [e.time for e in written]
+    assert times == sorted(times), [(e.kind, e.time.isoformat()) for e in written]
 
 
 @pytest.fixture
