@@ -18,6 +18,7 @@ def target_metadata() -> MetaData:
     """Every domain's tables, imported here so Alembic sees the whole schema."""
     from metalflow import events  # noqa: F401
     from metalflow.boot.dhcp import tables as _dhcp  # noqa: F401
+    from metalflow.cloud import tables as _cloud  # noqa: F401
     from metalflow.db.base import Base
     from metalflow.inventory import tables as _inventory  # noqa: F401
     from metalflow.ipam import tables as _ipam  # noqa: F401

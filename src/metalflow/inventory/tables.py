@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ForeignKey, LargeBinary, String, Text
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from metalflow.db.base import Base, utcnow
@@ -16,6 +16,7 @@ class Machine(Base):
     needs none of them."""
 
     __tablename__ = "machines"
+    __table_args__ = (Index("ix_machines_plan_id_metro_state", "plan_id", "metro", "state"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -29,6 +30,9 @@ class Machine(Base):
     """When `project_id` last changed: its tenant sees the machine's history from then on."""
     metro: Mapped[str | None] = mapped_column(String(64))
     """Where the machine stands: its per-host addresses come from this metro's pools."""
+    plan_id: Mapped[str | None] = mapped_column(ForeignKey("plans.id", ondelete="SET NULL"))
+    """The plan its discovered hardware matches (cloud.matching), kept as plans and
+    attributes change, so a device create finds a ready machine of a plan by index."""
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     arch: Mapped[str] = mapped_column(String(32), default="x86_64")
     uefi: Mapped[bool] = mapped_column(default=True)
