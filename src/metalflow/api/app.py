@@ -35,6 +35,8 @@ from metalflow.api.schemas import Ready, Starting
 from metalflow.apply import router as apply_router
 from metalflow.boot import router as boot_router
 from metalflow.boot.dhcp import router as dhcp_router
+from metalflow.cloud.metal import METAL_PREFIX
+from metalflow.cloud.routers import METAL_ROUTERS
 from metalflow.config import ALL_ROLES, Role
 from metalflow.inventory import router as machines
 from metalflow.ipam import router as ipam_router
@@ -176,6 +178,8 @@ def create_app(
         )
         include_under(app, API_PREFIX, api_routers)
         mounted.extend((API_PREFIX, router) for router in api_routers)
+        include_under(app, METAL_PREFIX, METAL_ROUTERS)
+        mounted.extend((METAL_PREFIX, router) for router in METAL_ROUTERS)
         tenancy_router.sign_in_state_of(app)
     shown_roles = [role for role in Role if role in roles]
 

@@ -1,4 +1,5 @@
-"""One error shape for everything the API answers: `{"detail": {"message", "field"}}`.
+"""One error shape for everything the API answers: `{"detail": {"message", "field"}}`, and under
+`/metal/v1` Equinix Metal's, which its clients read: `{"errors": ["FIELD: MESSAGE", ...]}`.
 
 metalflow's own errors have it; FastAPI's request validation (a list of pydantic errors), its
 HTTPExceptions (a string or a dict) and Starlette's 404/405 are brought to it here. A validation
@@ -20,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
+from metalflow.cloud.metal import METAL_PREFIX
 from metalflow.errors import MetalflowError, validation_message
 
 log = logging.getLogger("metalflow.api")
@@ -38,9 +40,24 @@ LOST_RACE_STATES = frozenset({"40001", "40P01"})
 prefixes checked against each other's uncommitted rows at commit) and may simply be retried."""
 
 
+def is_metal(path: str) -> bool:
+    return path == METAL_PREFIX or path.startswith(f"{METAL_PREFIX}/")
+
+
+def _metal_line(message: str, field: str | None) -> str:
+    return f"{field}: {message}" if field else message
+
+
 def error_body(
-    message: str, field: str | None = None, errors: list[dict[str, str | None]] | None = None
+    message: str,
+    field: str | None = None,
+    errors: list[dict[str, str | None]] | None = None,
+    *,
+    metal: bool = False,
 ) -> dict[str, Any]:
+    if metal:
+        every = errors or [{"message": message, "field": field}]
+        return {"errors": [_metal_line(e["message"] or "", e["field"]) for e in every]}
     detail: dict[str, Any] = {"message": message, "field": field}
     if errors is not None:
         detail["errors"] = errors
@@ -54,13 +71,17 @@ def error_response(
     *,
     errors: list[dict[str, str | None]] | None = None,
     headers: Mapping[str, str] | None = None,
+    metal: bool = False,
 ) -> JSONResponse:
-    """The error response; a 401 says which scheme to use (RFC 9110 requires it)."""
+    """The error response (in Equinix's shape with `metal`); a 401 says which scheme to use
+    (RFC 9110 requires it)."""
     all_headers = dict(headers or {})
     if status == 401:
         all_headers.setdefault("WWW-Authenticate", "Bearer")
     return JSONResponse(
-        status_code=status, content=error_body(message, field, errors), headers=all_headers
+        status_code=status,
+        content=error_body(message, field, errors, metal=metal),
+        headers=all_headers,
     )
 
 
@@ -100,28 +121,34 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def _metal(request: Request) -> bool:
+    return is_metal(request.url.path)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MetalflowError)
     async def metalflow_error(request: Request, exc: MetalflowError) -> JSONResponse:
-        return error_response(exc.status, exc.message, exc.field)
+        return error_response(exc.status, exc.message, exc.field, metal=_metal(request))
 
     @app.exception_handler(IntegrityError)
     async def integrity_error(request: Request, exc: IntegrityError) -> JSONResponse:
         """A uniqueness race the services' own checks lost to a concurrent request."""
-        return error_response(409, CONCURRENT_CHANGE)
+        return error_response(409, CONCURRENT_CHANGE, metal=_metal(request))
 
     @app.exception_handler(OperationalError)
     async def operational_error(request: Request, exc: OperationalError) -> JSONResponse:
         if getattr(exc.orig, "sqlstate", None) in LOST_RACE_STATES:
-            return error_response(409, CONCURRENT_CHANGE)
+            return error_response(409, CONCURRENT_CHANGE, metal=_metal(request))
         log.error("event=api.database_error path=%s", request.url.path, exc_info=exc)
-        return error_response(500, SERVER_ERROR)
+        return error_response(500, SERVER_ERROR, metal=_metal(request))
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = validation_errors(exc.errors())
         first = errors[0] if errors else {"message": "invalid request", "field": None}
-        return error_response(422, first["message"] or "", first["field"], errors=errors)
+        return error_response(
+            422, first["message"] or "", first["field"], errors=errors, metal=_metal(request)
+        )
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -131,15 +158,21 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail
         if isinstance(detail, dict) and "message" in detail:
             return error_response(
-                exc.status_code, str(detail["message"]), detail.get("field"), headers=headers
+                exc.status_code,
+                str(detail["message"]),
+                detail.get("field"),
+                headers=headers,
+                metal=_metal(request),
             )
         if detail == FASTAPI_BODY_ERROR:
             message, field = "the body is not UTF-8 JSON", "body"
         else:
             message, field = STATUS_MESSAGES.get(exc.status_code, str(detail)), None
-        return error_response(exc.status_code, message, field, headers=headers)
+        return error_response(
+            exc.status_code, message, field, headers=headers, metal=_metal(request)
+        )
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
         """Still a bug; the traceback goes to the server log (Starlette logs it)."""
-        return error_response(500, SERVER_ERROR)
+        return error_response(500, SERVER_ERROR, metal=_metal(request))

@@ -31,7 +31,7 @@ from typing import Any
 
 from anyio import to_thread
 
-from metalflow.api.errors import error_response
+from metalflow.api.errors import error_response, is_metal
 from metalflow.apply.router import MAX_BODY as APPLY_MAX_BODY
 from metalflow.errors import Invalid, MetalflowError, TooLarge
 from metalflow.services import PRINCIPAL_KEY, Credentials
@@ -102,9 +102,24 @@ def policy_for(method: str, path: str) -> RoutePolicy:
         if method == limited_method and pattern.match(path):
             max_body = limit
             break
-    under_api = path == API_PREFIX or path.startswith(f"{API_PREFIX}/")
+    under_api = path == API_PREFIX or path.startswith(f"{API_PREFIX}/") or is_metal(path)
     needs_token = (under_api and (method, path) not in PUBLIC) or path == "/metrics"
     return RoutePolicy(max_body, needs_token, json_body=path not in NOT_JSON)
+
+
+_REPEATED_SLASHES = re.compile(r"/{2,}")
+
+
+def metal_path_tolerated(scope: Scope) -> Scope:
+    """The scope with `//` in a `/metal/v1` path made `/`: packet-python joins its endpoint and
+    paths that start with a slash themselves (`/metal/v1//capacity`)."""
+    path: str = scope["path"]
+    if "//" not in path:
+        return scope
+    collapsed = _REPEATED_SLASHES.sub("/", path)
+    if not is_metal(collapsed):
+        return scope
+    return {**scope, "path": collapsed, "raw_path": collapsed.encode()}
 
 
 def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
@@ -203,6 +218,7 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope = metal_path_tolerated(scope)
         policy = policy_for(scope["method"], scope["path"])
         try:
             declared = declared_length(scope["headers"])
@@ -218,9 +234,9 @@ class RequestGuard:
                 principal = await to_thread.run_sync(self.authenticate, credentials)
                 scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
         except MetalflowError as refusal:
-            await _refuse(send, refusal)
+            await _refuse(send, refusal, metal=is_metal(scope["path"]))
             return
-        body = _GuardedBody(receive, send, policy)
+        body = _GuardedBody(receive, send, policy, metal=is_metal(scope["path"]))
         try:
             await self.app(scope, body.receive, body.send)
         except Exception:
@@ -233,9 +249,10 @@ class _GuardedBody:
     """The app's receive and send for one request: the body counted and scanned on its way in;
     after a refusal, the app gets a disconnect and its own answer is dropped."""
 
-    def __init__(self, receive: Receive, send: Send, policy: RoutePolicy) -> None:
+    def __init__(self, receive: Receive, send: Send, policy: RoutePolicy, *, metal: bool) -> None:
         self._receive = receive
         self._send = send
+        self.metal = metal
         self.limit = policy.max_body
         self.nesting = JsonNesting() if policy.json_body else None
         self.received = 0
@@ -258,7 +275,7 @@ class _GuardedBody:
         except MetalflowError as refusal:
             self.refused = True
             if not self.started:
-                await _refuse(self._send, refusal)
+                await _refuse(self._send, refusal, metal=self.metal)
             return {"type": "http.disconnect"}
         return message
 
@@ -270,10 +287,14 @@ class _GuardedBody:
         await self._send(message)
 
 
-async def _refuse(send: Send, refusal: MetalflowError) -> None:
+async def _refuse(send: Send, refusal: MetalflowError, *, metal: bool) -> None:
     """The refusal, and the connection closed after it: the rest of the body stays unread."""
     response = error_response(
-        refusal.status, refusal.message, refusal.field, headers={"Connection": "close"}
+        refusal.status,
+        refusal.message,
+        refusal.field,
+        headers={"Connection": "close"},
+        metal=metal,
     )
     await send(
         {

@@ -1,6 +1,7 @@
 """The OpenAPI document as the server behaves: every status an operation can answer, each error
-in the one shape (component `Error`), and who may call it (`x-metalflow-access`: `public`,
-`authenticated`, or the action its requirement authorises: `read`, `write`, `agent`, `hello`).
+in the one shape (component `Error`; `MetalError` under /metal/v1), and who may call it
+(`x-metalflow-access`: `public`, `authenticated`, or the action its requirement authorises:
+`read`, `write`, `agent`, `hello`).
 
 FastAPI declares a route's success and a list-shaped 422. The other statuses follow from what a
 route is, so they are added here in one pass over the document rather than on every route: a
@@ -17,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, APIRouter
 
+from metalflow.api.errors import is_metal
 from metalflow.api.limits import policy_for
 from metalflow.services import ACCESS_ATTRIBUTE, AUTHENTICATED, current_principal
 
@@ -50,7 +52,21 @@ ERROR_SCHEMA: dict[str, Any] = {
         }
     },
 }
+METAL_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "Every error under /metal/v1, in Equinix Metal's shape.",
+    "required": ["errors"],
+    "properties": {
+        "errors": {
+            "type": "array",
+            "minItems": 1,
+            "description": "what is wrong, each `FIELD: MESSAGE` when a field is at fault",
+            "items": {"type": "string"},
+        }
+    },
+}
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
+METAL_ERROR_REF = {"$ref": "#/components/schemas/MetalError"}
 DESCRIPTIONS = {
     400: "Malformed request: a body that is not UTF-8 JSON, a value that cannot be read",
     401: "No token, or an unknown or revoked one",
@@ -143,10 +159,10 @@ def error_statuses(method: str, path: str, operation: dict[str, Any]) -> set[int
     return statuses
 
 
-def _error_response(status: int) -> dict[str, Any]:
+def _error_response(status: int, *, metal: bool) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": DESCRIPTIONS.get(status, "Error"),
-        "content": {"application/json": {"schema": ERROR_REF}},
+        "content": {"application/json": {"schema": METAL_ERROR_REF if metal else ERROR_REF}},
     }
     if status == 401:
         response["headers"] = {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}
@@ -159,6 +175,7 @@ def declare_errors(document: dict[str, Any]) -> dict[str, Any]:
     for name in FASTAPI_SCHEMAS:
         schemas.pop(name, None)
     schemas["Error"] = ERROR_SCHEMA
+    schemas["MetalError"] = METAL_ERROR_SCHEMA
     for path, item in document.get("paths", {}).items():
         for method in METHODS:
             operation = item.get(method)
@@ -168,7 +185,7 @@ def declare_errors(document: dict[str, Any]) -> dict[str, Any]:
             if path in _BOOT_FILES:
                 responses.update(FILE_RESPONSES)
             for status in sorted(error_statuses(method, path, operation)):
-                responses[str(status)] = _error_response(status)
+                responses[str(status)] = _error_response(status, metal=is_metal(path))
     return document
 
 

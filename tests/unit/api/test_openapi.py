@@ -36,12 +36,23 @@ def test_a_public_route_without_input_declares_no_error() -> None:
 def test_errors_have_the_one_shape_and_fastapi_s_list_is_gone() -> None:
     declared = declare_errors(document("/api/v1/machines", "get", {"parameters": [{}]}))
     schemas = declared["components"]["schemas"]
-    assert set(schemas) == {"Error"}
+    assert set(schemas) == {"Error", "MetalError"}
     response = declared["paths"]["/api/v1/machines"]["get"]["responses"]["401"]
     assert response["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Error"
     }
     assert response["headers"]["WWW-Authenticate"]["required"] is True
+
+
+def test_metal_routes_answer_errors_in_equinix_s_shape() -> None:
+    declared = declare_errors(
+        document("/metal/v1/projects/{id}", "get", {"parameters": [{"in": "path"}]})
+    )
+    responses = declared["paths"]["/metal/v1/projects/{id}"]["get"]["responses"]
+    assert set(responses) >= {"401", "403", "404", "422"}
+    assert responses["404"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/MetalError"
+    }
 
 
 def test_validation_errors_name_fields_as_the_project_writes_them() -> None:
