@@ -4,6 +4,7 @@ and bad input refused with the field named and nothing allocated."""
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -347,3 +348,54 @@ def test_free_space_lists_what_is_left_by_address(live: LiveServer, cloud: Cloud
         left = [str(each) for each in ipam.free_space(session, block)]
     base = network.network_address
     assert left == [f"{base}/32", f"{base + 2}/31", f"{base + 4}/30"]
+
+
+def test_a_full_pool_is_a_409_naming_the_quantity_and_allocates_nothing(
+    live: LiveServer, cloud: Cloud, api: httpx.Client
+) -> None:
+    pool = {"cidr": "10.9.0.0/29", "kind": "private", "metro": "am"}
+    assert api.post("/api/v1/ipam/prefixes", json=pool).status_code == 201
+    with metal_http(live, cloud.key_a) as http:
+        first = reserve(http, cloud.project_a, type="private_ipv4", quantity=8)
+        assert first.status_code == 201 and first.json()["public"] is False
+        before = allocated(live)
+        full = reserve(http, cloud.project_a, type="private_ipv4", quantity=8)
+        assert full.status_code == 409
+        assert full.json()["errors"][0].startswith("body.quantity: no free /29"), full.text
+        assert allocated(live) == before
+        listed = http.get(f"/projects/{cloud.project_a}/ips", params={"types": "private_ipv6"})
+        assert listed.status_code == 422
+        assert listed.json()["errors"][0].startswith("query.types[0]: "), listed.text
+
+
+def test_a_devices_per_host_address_is_listed_as_managed_and_not_unassigned_by_hand(
+    live: LiveServer, cloud: Cloud
+) -> None:
+    with live.services.db.write() as session:
+        machine = session.scalar(select(Machine).where(Machine.name == "m1"))
+        pool = ipam.find_by_cidr(session, POOL_V4)
+        assert machine is not None and pool is not None
+        host = ipam.allocate(
+            session, pool, prefixlen=31, project_id=cloud.project_a, machine_id=machine.id
+        )
+        host_id, host_cidr = host.id, host.cidr
+    with metal_http(live, cloud.key_a) as http:
+        listed = http.get(f"/devices/{cloud.device_a}/ips").json()["ip_addresses"]
+        assert [item["id"] for item in listed] == [host_id]
+        (item,) = listed
+        network = ipaddress.ip_network(host_cidr)
+        assert (item["management"], item["cidr"], item["address"]) == (
+            True,
+            31,
+            str(network.network_address + 1),
+        )
+        assert item["gateway"] == str(network.network_address)
+        pool_block = {"network": "198.51.100.0", "netmask": "255.255.255.0", "cidr": 24}
+        assert item["parent_block"] == pool_block
+        refused = http.delete(f"/ips/{host_id}")
+        assert refused.status_code == 422
+        assert refused.json()["errors"][0].startswith("id: "), refused.text
+        assert "per-host" in refused.text
+        assert http.get(f"/ips/{host_id}").json()["assigned_to"] == {
+            "href": f"{METAL}/devices/{cloud.device_a}"
+        }
