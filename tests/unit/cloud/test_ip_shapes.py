@@ -167,3 +167,42 @@ def test_a_per_host_31_is_managed_takes_the_upper_address_and_names_no_pool_href
     assert seen.parent_block is not None and seen.parent_block.href is None
     pool = {"network": "10.0.0.0", "netmask": "255.255.255.128", "cidr": 25}
     assert document["parent_block"] == pool
+
+
+@st.composite
+def networks(draw: st.DrawFn) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    bits = draw(st.sampled_from([32, 128]))
+    address, prefixlen = draw(st.integers(0, 2**bits - 1)), draw(st.integers(0, bits))
+    if bits == 32:
+        return ipaddress.IPv4Network((address, prefixlen), strict=False)
+    return ipaddress.IPv6Network((address, prefixlen), strict=False)
+
+
+@given(
+    network=networks(),
+    kind=st.sampled_from(["public", "private", "global"]),
+    elastic=st.booleans(),
+    tags=st.lists(st.text(min_size=1, max_size=5), max_size=3),
+)
+def test_every_block_is_exactly_one_of_the_two_to_equinix_metal(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+    kind: str,
+    elastic: bool,
+    tags: list[str],
+) -> None:
+    facts = block(str(network), kind, tags=tuple(tags), project_id="p" * 32)
+    parent = ips.Parent(id="r" * 32, cidr=str(network), elastic=elastic)
+    assigned = ips.assignment_document(
+        facts, parent=parent, assigned_to=f"{ROOT}/devices/d", metro=None, root=ROOT
+    )
+    assert isinstance(as_client_sees(assigned), IPAssignment)
+    reserved = ips.reservation_document(
+        facts, family=network.version, metro=None, assignment_ids=[], root=ROOT
+    )
+    if ips.ip_type(kind, network.version) is None:
+        assert reserved is None
+        return
+    assert reserved is not None
+    seen = as_client_sees(reserved)
+    assert isinstance(seen, IPReservation) and seen.tags == tags
+    assert seen.cidr == network.prefixlen and seen.network == str(network.network_address)
