@@ -187,7 +187,8 @@ def test_a_tenants_day_with_equinix_metal(
     assert (shown.address, shown.management, shown.public) == (given.address, False, True)
     on_device = devices.find_ip_assignments(cloud.device_a).ip_addresses or []
     assert given.id in [each.id for each in on_device]
-    reservation = addresses.find_ip_address_by_id(created.id).actual_instance
+    included = addresses.find_ip_address_by_id(created.id, include=["assignments"])
+    reservation = included.actual_instance
     assert isinstance(reservation, IPReservation)
     assert [each.href for each in reservation.assignments or []] == [f"{METAL}/ips/{given.id}"]
     after = addresses.find_ip_availabilities(created.id, "32").available
@@ -245,6 +246,10 @@ def test_a_tenant_sees_and_changes_only_its_own_ips(
         reservation = reserve(ada, cloud.project_a, type="public_ipv4", quantity=4).json()
         address = reservation["network"]
         given = ada.post(f"/devices/{cloud.device_a}/ips", json={"address": address}).json()
+        path = f"/ips/{reservation['id']}"
+        assert ada.get(path).json()["assignments"] == [{"href": given["href"]}]
+        included = ada.get(path, params={"include": "assignments"}).json()["assignments"]
+        assert [(each["id"], each["address"]) for each in included] == [(given["id"], address)]
     with metal_http(live, cloud.key_b) as bob:
         for ref in (reservation["id"], given["id"]):
             for method in ("GET", "PATCH", "PUT", "DELETE"):

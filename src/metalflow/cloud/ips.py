@@ -11,7 +11,8 @@ clients leave a field's meaning open, the choice is said below.
   offered it.
 - `address` is the address the host takes (ipam.layout: the gateway's neighbour), `gateway` is
   left out where a block has none (a /32 or /128).
-- A reservation's `available` is the href of its free subnets, `/ips/{id}/available`.
+- A reservation's `available` is the href of its free subnets, `/ips/{id}/available`; its
+  `assignments` are hrefs, or whole IPAssignments with `include=assignments`.
 - An assignment from a reservation is an elastic IP (`management: false`); one from a pool is
   a device's per-host address (`management: true`), whose pool is no reservation, so its
   `parent_block` has no href.
@@ -153,8 +154,10 @@ def reservation_document(
     metro: Metro | None,
     assignment_ids: Sequence[str],
     root: str,
+    included: Sequence[dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
-    """An IPReservation; None for a block of no Equinix type."""
+    """An IPReservation; None for a block of no Equinix type. Its assignments are hrefs, or
+    the `included` documents (`include=assignments`)."""
     found = ip_type(block.kind, family)
     if found is None:
         return None
@@ -177,7 +180,11 @@ def reservation_document(
             "metro": metro_document(metro, root),
             "project": project,
             "project_lite": project,
-            "assignments": [{"href": f"{root}/ips/{each}"} for each in assignment_ids],
+            "assignments": (
+                [{"href": f"{root}/ips/{each}"} for each in assignment_ids]
+                if included is None
+                else list(included)
+            ),
             "created_at": block.created_at,
             "href": f"{root}/ips/{block.id}",
         }

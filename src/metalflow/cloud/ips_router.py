@@ -113,15 +113,21 @@ def _metro(session: Session, code: str | None) -> ips.Metro | None:
 
 
 def reservation_document(
-    session: Session, block: IpBlock, projects: frozenset[str] | None
+    session: Session, block: IpBlock, projects: frozenset[str] | None, fields: Fields
 ) -> dict[str, Any] | None:
     assignments = service.list_assignments(session, visible=projects, reservation_id=block.id)
+    included = (
+        [assignment_document(session, assignment) for assignment in assignments]
+        if fields.expands("assignments")
+        else None
+    )
     return ips.reservation_document(
         _facts(block),
         family=block.family,
         metro=_metro(session, block.metro),
         assignment_ids=[assignment.id for assignment in assignments],
         root=METAL_PREFIX,
+        included=included,
     )
 
 
@@ -164,7 +170,7 @@ def _shown(document: dict[str, Any] | None, fields: Fields, ref: str) -> IpAddre
 def _reservation_shown(
     session: Session, block: IpBlock, principal: Principal, fields: Fields
 ) -> IpReservation:
-    document = reservation_document(session, block, visible(principal))
+    document = reservation_document(session, block, visible(principal), fields)
     if document is None:
         raise missing_ip(block.id)
     return IpReservation.model_validate(fields.keep(document))
@@ -190,9 +196,11 @@ def _ip(session: Session, principal: Principal, ref: str, action: Action) -> IpB
     return block
 
 
-def _document(session: Session, block: IpBlock, principal: Principal) -> dict[str, Any] | None:
+def _document(
+    session: Session, block: IpBlock, principal: Principal, fields: Fields
+) -> dict[str, Any] | None:
     if block.status == Status.RESERVATION.value:
-        return reservation_document(session, block, visible(principal))
+        return reservation_document(session, block, visible(principal), fields)
     return assignment_document(session, block)
 
 
@@ -236,7 +244,7 @@ def list_reservations(
             and (wanted is None or kind in wanted)
         ]
         documents = [
-            reservation_document(session, block, projects)
+            reservation_document(session, block, projects, fields)
             for block in shown[page.offset : page.offset + page.size]
         ]
     query = {} if wanted is None else {"types": ",".join(sorted(wanted))}
@@ -321,7 +329,7 @@ def show_ip(
     """A reservation (it has `type`) or an assignment (it has `assigned_to`)."""
     with services.db.read() as session:
         block = _ip(session, principal, id, Action.READ)
-        return _shown(_document(session, block, principal), fields, id)
+        return _shown(_document(session, block, principal, fields), fields, id)
 
 
 @router.patch("/ips/{id}", response_model=IpAddress, response_model_exclude_unset=True)
@@ -357,7 +365,7 @@ def update_ip(
             project_id=block.project_id,
             summary={"cidr": block.cidr, "before": before, "after": after},
         )
-        return _shown(_document(session, block, principal), fields, id)
+        return _shown(_document(session, block, principal, fields), fields, id)
 
 
 @router.delete("/ips/{id}", status_code=204)

@@ -79,7 +79,8 @@ class IpReservation(MetalModel):
     metro: IpMetro | None = None
     project: Href | None = None
     project_lite: Href | None = None
-    assignments: list[Href] | None = None
+    assignments: list[IpAssignment] | None = None
+    """Each an href, or the whole assignment with `include=assignments`."""
     created_at: dt.datetime | None = None
     href: str | None = None
 
