@@ -18,10 +18,12 @@ import pytest
 from sqlalchemy import select
 
 from metalflow.boot.dhcp.tables import DhcpLease
+from metalflow.cloud.tables import Metro
 from metalflow.config import Settings
 from metalflow.inventory.tables import Machine
 from metalflow.tenancy import service as tenancy
 from tests.integration.conftest import AgentClient, LiveServer, free_port, start_server
+from tests.integration.test_metal_ips import add_device
 from tests.manifests import machine_yaml, simple_template
 
 OPENAPI = "/api/v1/openapi.json"
@@ -203,6 +205,7 @@ def exercise(call: Caller, live: LiveServer) -> None:
     call("GET", "/api/v1/events", 200, params={"limit": 50})
     exercise_ipam(call)
     exercise_ipam_reservations(call, live)
+    exercise_metal_ips(call, live)
     exercise_tenancy(call, live)
     call("GET", "/api/v1/whoami", 200)
     call("DELETE", "/api/v1/machines/{name}", 204, path={"name": "bmc1"})
@@ -252,6 +255,37 @@ def exercise_ipam_reservations(call: Caller, live: LiveServer) -> None:
 
 
 # --- end of ipam reservations ---------------------------------------------------------------------
+
+
+# --- metal ips ------------------------------------------------------------------------------------
+
+
+def exercise_metal_ips(call: Caller, live: LiveServer) -> None:
+    """A reservation from exercise_ipam's pool in metro am, an address of it given to a device
+    on m3, both changed and released."""
+    with live.services.db.write() as session:
+        owner = tenancy.create_user(session, "ips@example.com", "Ips")
+        org = tenancy.create_organization(session, "ips", owner.id)
+        project = tenancy.create_project(session, org.id, "edge").id
+        session.add(Metro(id=str(uuid.uuid4()), code="am", name="Amsterdam", country="NL"))
+    device = {"id": add_device(live, "m3", project)}
+    ips = "/metal/v1/projects/{id}/ips"
+    wanted = {"type": "public_ipv4", "quantity": 4, "metro": "am", "tags": ["web"]}
+    reservation = call("POST", ips, 201, path={"id": project}, json=wanted).json()
+    call("GET", ips, 200, path={"id": project}, params={"types": "public_ipv4"})
+    ref = {"id": reservation["id"]}
+    call("GET", "/metal/v1/ips/{id}", 200, path=ref)
+    call("GET", "/metal/v1/ips/{id}/available", 200, path=ref, params={"cidr": 32})
+    call("PATCH", "/metal/v1/ips/{id}", 200, path=ref, json={"details": "front"})
+    call("PUT", "/metal/v1/ips/{id}", 200, path=ref, json={"tags": ["web", "edge"]})
+    given = {"address": reservation["address"]}
+    assigned = call("POST", "/metal/v1/devices/{id}/ips", 201, path=device, json=given).json()
+    call("GET", "/metal/v1/devices/{id}/ips", 200, path=device)
+    call("DELETE", "/metal/v1/ips/{id}", 204, path={"id": assigned["id"]})
+    call("DELETE", "/metal/v1/ips/{id}", 204, path=ref)
+
+
+# --- end of metal ips -----------------------------------------------------------------------------
 
 
 def exercise_tenancy(call: Caller, live: LiveServer) -> None:

@@ -117,6 +117,9 @@ CONFLICTS = frozenset(
         ("post", "/api/v1/projects/{project_id}/members"),
         ("patch", "/api/v1/projects/{project_id}/members/{user_id}"),
         ("delete", "/api/v1/projects/{project_id}/members/{user_id}"),
+        ("post", "/metal/v1/projects/{id}/ips"),
+        ("delete", "/metal/v1/ips/{id}"),
+        ("post", "/metal/v1/devices/{id}/ips"),
     }
 )
 """Operations whose services raise Conflict (a workflow ref's ambiguous prefix among them)."""

@@ -603,6 +603,16 @@ def stats(session: Session, block: IpBlock) -> allocator.PrefixStats:
     )
 
 
+def free_space(session: Session, block: IpBlock) -> list[Network]:
+    """The free blocks of a pool or reservation, by address (what is left to hand out)."""
+    return [
+        ipaddress.ip_network(cidr)
+        for cidr in session.scalars(
+            select(FreeBlock.cidr).where(FreeBlock.block_id == block.id).order_by(FreeBlock.first)
+        )
+    ]
+
+
 def children(session: Session, block: IpBlock) -> list[IpBlock]:
     return list(
         session.scalars(
