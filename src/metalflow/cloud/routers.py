@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-METAL_ROUTERS: tuple[APIRouter, ...] = ()
+from metalflow.cloud import devices_router
+
+METAL_ROUTERS: tuple[APIRouter, ...] = (devices_router.router,)
