@@ -351,3 +351,41 @@ def test_power_and_reinstall_actions(live: LiveServer, api: httpx.Client) -> Non
             agent.close()
         unknown = metal.post(f"/devices/{device['id']}/actions", json={"type": "explode"})
         assert unknown.status_code == 422 and unknown.json()["errors"][0].startswith("body.type")
+
+
+def power_jobs_running(live: LiveServer) -> bool:
+    with live.services.db.read() as session:
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(PowerJob)
+                .where(PowerJob.state.in_(("queued", "running")))
+            )
+            != 0
+        )
+
+
+def test_a_device_s_events_are_its_machine_s_since_it_was_created(
+    live: LiveServer, api: httpx.Client
+) -> None:
+    cloud_lab(live, api)
+    alice = tenant(live, "alice@example.test")
+    with alice.client(live) as metal:
+        device = create(metal, alice.project).json()
+        agent = agent_for(live, api, "m0", 0)
+        try:
+            run_to_end(agent)
+        finally:
+            agent.close()
+        wait_for(lambda: not power_jobs_running(live))
+        listed = metal.get(f"/devices/{device['id']}/events", params={"per_page": 100}).json()
+        kinds = [event["type"] for event in listed["events"]]
+        assert kinds[-1] == "machine.assigned", "newest first, from the assignment on"
+        assert "device.created" in kinds and "workflow.succeeded" in kinds
+        assert "machine.created" not in kinds, "the machine's earlier life is not the device's"
+        assert listed["meta"]["total"] == len(kinds)
+        first = listed["events"][0]
+        assert first["relationships"] == [{"href": f"/metal/v1/devices/{device['id']}"}]
+        project = metal.get(f"/projects/{alice.project}/events", params={"per_page": 2}).json()
+        assert [e["id"] for e in project["events"]] == [e["id"] for e in listed["events"][:2]]
+        assert project["meta"]["next"] is not None

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from metalflow import events
@@ -42,6 +42,7 @@ from metalflow.config import Settings
 from metalflow.db.base import utcnow
 from metalflow.db.engine import BeforeCommit
 from metalflow.errors import Conflict, Invalid, NotFound
+from metalflow.events import Event
 from metalflow.index.instance import Address
 from metalflow.index.store import assigned_addresses
 from metalflow.inventory import service as inventory
@@ -350,6 +351,34 @@ def list_devices(
         query = query.where(Device.project_id.in_(list(project_ids)))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     page = session.scalars(query.order_by(Device.created_at, Device.id).offset(offset).limit(limit))
+    return list(page), total
+
+
+def project_devices(session: Session, project_id: str) -> list[Device]:
+    return list(
+        session.scalars(
+            select(Device).where(
+                Device.project_id == project_id, Device.state != Phase.DELETED.value
+            )
+        )
+    )
+
+
+def device_events(
+    session: Session, found: Sequence[Device], offset: int, limit: int
+) -> tuple[list[events.Event], int]:
+    """The events of the devices' machines since each device was created, newest first: what
+    happened to a device is what happened to its machine while it was the device's."""
+    scopes = [
+        (Event.machine_id == device.machine_id) & (Event.time >= device.created_at)
+        for device in found
+        if device.machine_id is not None
+    ]
+    if not scopes:
+        return [], 0
+    query = select(Event).where(or_(*scopes))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = session.scalars(query.order_by(Event.id.desc()).offset(offset).limit(limit))
     return list(page), total
 
 

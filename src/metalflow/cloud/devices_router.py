@@ -15,6 +15,8 @@ from metalflow.cloud.devices_schemas import (
     DeviceAction,
     DeviceAddress,
     DeviceCreate,
+    DeviceEvent,
+    DeviceEventList,
     DeviceList,
     DevicePublic,
     DeviceUpdate,
@@ -22,8 +24,9 @@ from metalflow.cloud.devices_schemas import (
     OperatingSystemBrief,
     PlanBrief,
 )
-from metalflow.cloud.metal import Fields, FieldsDep, PageDep, href, link
+from metalflow.cloud.metal import Fields, FieldsDep, Page, PageDep, href, link
 from metalflow.cloud.tables import Device
+from metalflow.events import Event
 from metalflow.index.instance import Address
 from metalflow.services import (
     ProjectReader,
@@ -297,3 +300,57 @@ def device_action(
             summary={"action": body.type, "operating_system": body.operating_system},
         )
     return Response(status_code=202)
+
+
+EVENT_WORDS = ("name", "action", "after", "operation", "reason", "template", "operating_system")
+"""Data fields that say what an event was about, in this order, in its `interpolated` text."""
+
+
+def _event(event: Event, device_ids: dict[str, str]) -> DeviceEvent:
+    words = [str(event.data[key]) for key in EVENT_WORDS if event.data.get(key) is not None]
+    device_id = device_ids.get(event.machine_id or "")
+    failed = event.kind.endswith(("failed", ".timeout", "refused"))
+    return DeviceEvent(
+        id=str(event.id),
+        type=event.kind,
+        state="failed" if failed else "success",
+        body=event.kind,
+        interpolated=" ".join([event.kind, *words]),
+        relationships=[link(f"/devices/{device_id}")] if device_id else [],
+        created_at=event.time.isoformat(),
+        href=href(f"/events/{event.id}"),
+    )
+
+
+def _event_list(session: Session, found: list[Device], page: Page, path: str) -> DeviceEventList:
+    listed, total = devices.device_events(session, found, page.offset, page.size)
+    by_machine = {d.machine_id: d.id for d in found if d.machine_id is not None}
+    return DeviceEventList(
+        events=[_event(event, by_machine) for event in listed], meta=page.meta(path, total)
+    )
+
+
+@router.get(
+    "/devices/{device_id}/events", response_model=DeviceEventList, response_model_exclude_unset=True
+)
+def list_device_events(
+    device_id: str, services: ServicesDep, principal: ProjectReader, page: PageDep
+) -> DeviceEventList:
+    with services.db.read() as session:
+        device = _device(session, principal, device_id, policy.Action.READ)
+        return _event_list(session, [device], page, f"/devices/{device_id}/events")
+
+
+@router.get(
+    "/projects/{project_id}/events",
+    response_model=DeviceEventList,
+    response_model_exclude_unset=True,
+)
+def list_project_events(
+    project_id: str, services: ServicesDep, principal: ProjectReader, page: PageDep
+) -> DeviceEventList:
+    """The events of the project's devices."""
+    with services.db.read() as session:
+        _project(session, principal, project_id, policy.Action.READ)
+        found = devices.project_devices(session, project_id)
+        return _event_list(session, found, page, f"/projects/{project_id}/events")

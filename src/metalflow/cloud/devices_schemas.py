@@ -209,3 +209,21 @@ class DevicePublic(MetalModel):
 class DeviceList(MetalModel):
     devices: list[DevicePublic]
     meta: Meta | None = None
+
+
+class DeviceEvent(MetalModel):
+    """One of metalflow's events about the device's machine, as Equinix lists events."""
+
+    id: str | None = None
+    type: str | None = None
+    state: str | None = None
+    body: str | None = None
+    interpolated: str | None = None
+    relationships: list[Href] | None = None
+    created_at: str | None = None
+    href: str | None = None
+
+
+class DeviceEventList(MetalModel):
+    events: list[DeviceEvent]
+    meta: Meta | None = None
