@@ -389,3 +389,40 @@ def test_a_device_s_events_are_its_machine_s_since_it_was_created(
         project = metal.get(f"/projects/{alice.project}/events", params={"per_page": 2}).json()
         assert [e["id"] for e in project["events"]] == [e["id"] for e in listed["events"][:2]]
         assert project["meta"]["next"] is not None
+
+
+def test_a_reserved_machine_goes_only_to_its_project_s_devices_that_name_it(
+    live: LiveServer, api: httpx.Client
+) -> None:
+    cloud_lab(live, api)
+    alice, bob = tenant(live, "alice@example.test"), tenant(live, "bob@example.test")
+    reserved = api.post(
+        "/api/v1/hardware-reservations", json={"machine": "m0", "project": alice.project}
+    )
+    assert reserved.status_code == 201, reserved.text
+    reservation = reserved.json()["id"]
+    again = api.post(
+        "/api/v1/hardware-reservations", json={"machine": "m0", "project": bob.project}
+    )
+    assert again.status_code == 409 and "reserved already" in again.json()["detail"]["message"]
+
+    with bob.client(live) as metal:
+        assert create(metal, bob.project).status_code == 409, "not in everyone's pool"
+        named = create(metal, bob.project, hardware_reservation_id=reservation)
+        assert named.status_code == 422
+        assert metal.get(f"/hardware-reservations/{reservation}").status_code == 404
+    with alice.client(live) as metal:
+        assert create(metal, alice.project).status_code == 409, "a reservation is asked for"
+        shown = metal.get(f"/projects/{alice.project}/hardware-reservations").json()
+        assert [r["id"] for r in shown["hardware_reservations"]] == [reservation]
+        assert shown["hardware_reservations"][0]["provisionable"] is True
+        device = create(metal, alice.project, hardware_reservation_id=reservation)
+        assert device.status_code == 201, device.text
+        assert device.json()["hardware_reservation"] == {
+            "href": f"/metal/v1/hardware-reservations/{reservation}"
+        }
+        after = metal.get(f"/hardware-reservations/{reservation}").json()
+        assert after["device"] == {"href": f"/metal/v1/devices/{device.json()['id']}"}
+        assert after["provisionable"] is False
+    assert api.delete(f"/api/v1/hardware-reservations/{reservation}").status_code == 204
+    assert api.get("/api/v1/hardware-reservations").json() == {"items": []}

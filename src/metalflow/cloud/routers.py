@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from metalflow.cloud import devices_router
+from metalflow.cloud import devices_router, hardware_router
 
-METAL_ROUTERS: tuple[APIRouter, ...] = (devices_router.router,)
+METAL_ROUTERS: tuple[APIRouter, ...] = (devices_router.router, hardware_router.router)
