@@ -280,7 +280,7 @@ def delete_device(
     return Response(status_code=204)
 
 
-@router.post("/devices/{device_id}/actions", status_code=202)
+@router.post("/devices/{device_id}/actions", status_code=202, response_class=Response)
 def device_action(
     device_id: str,
     body: DeviceAction,
