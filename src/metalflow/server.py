@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 from metalflow.api.app import create_app
 from metalflow.boot.errors import BootSetupError
 from metalflow.boot.runtime import BootServers, check_boot_files, plan_boot
+from metalflow.cloud import devices
 from metalflow.config import Role, Settings
 from metalflow.db.base import utcnow
 from metalflow.db.engine import Database
@@ -86,6 +87,7 @@ def build_services(settings: Settings) -> Services:
         pool_size=settings.db_pool_size,
     )
     upgrade(db)
+    db.before_commit.insert(0, devices.finish_deletions(settings))
     relay = None
     if not db.is_sqlite:
 

@@ -18,9 +18,11 @@ import pytest
 from sqlalchemy import select
 
 from metalflow.boot.dhcp.tables import DhcpLease
-from metalflow.cloud.tables import Metro
+from metalflow.cloud.tables import Metro, OperatingSystem, Plan
 from metalflow.config import Settings
 from metalflow.inventory.tables import Machine
+from metalflow.ipam import service as ipam
+from metalflow.ipam.tables import Kind
 from metalflow.tenancy import service as tenancy
 from tests.integration.conftest import AgentClient, LiveServer, free_port, start_server
 from tests.integration.test_metal_ips import add_device
@@ -207,6 +209,7 @@ def exercise(call: Caller, live: LiveServer) -> None:
     exercise_ipam_reservations(call, live)
     exercise_metal_ips(call, live)
     exercise_tenancy(call, live)
+    exercise_devices(call, live)
     call("GET", "/api/v1/whoami", 200)
     call("DELETE", "/api/v1/machines/{name}", 204, path={"name": "bmc1"})
     call("DELETE", "/api/v1/templates/{name}", 204, path={"name": "ubuntu"})
@@ -286,6 +289,78 @@ def exercise_metal_ips(call: Caller, live: LiveServer) -> None:
 
 
 # --- end of metal ips -----------------------------------------------------------------------------
+
+
+# --- devices and hardware reservations -----------------------------------------------------------
+
+
+def exercise_devices(call: Caller, live: LiveServer) -> None:
+    """A device on a reserved machine of plan c3.small.x86 in metro lab, by the provider."""
+    apply_text = "---\n".join(
+        [machine_yaml("c1", "52:54:00:00:e1:21"), simple_template("install-debian")]
+    )
+    call.http.post(
+        "/api/v1/apply", content=apply_text, headers={"Content-Type": "application/yaml"}
+    ).raise_for_status()
+    with live.services.db.write() as session:
+        owner = tenancy.create_user(session, "cloud@example.com", "Cloud")
+        org = tenancy.create_organization(session, "cloud", owner.id)
+        project = tenancy.create_project(session, org.id, "devices").id
+        plan = Plan(id=str(uuid.uuid4()), slug="c3.small.x86", name="c3", plan_class="c3")
+        session.add_all(
+            [
+                plan,
+                Metro(id=str(uuid.uuid4()), code="lab", name="Lab", country="NL"),
+                OperatingSystem(
+                    id=str(uuid.uuid4()),
+                    slug="debian_12",
+                    name="Debian 12",
+                    distro="debian",
+                    version="12",
+                    template="install-debian",
+                ),
+            ]
+        )
+        session.flush()
+        c1 = session.scalars(select(Machine).where(Machine.name == "c1")).one()
+        c1.state, c1.metro, c1.plan_id = "ready", "lab", plan.id
+        for cidr, kind in (
+            ("198.18.1.0/24", Kind.PUBLIC),
+            ("10.71.0.0/16", Kind.PRIVATE),
+            ("2001:db8:71::/48", Kind.PUBLIC),
+        ):
+            ipam.create_prefix(session, ipam.PrefixSpec(cidr, kind, "lab"))
+    reservation = call(
+        "POST", "/api/v1/hardware-reservations", 201, json={"machine": "c1", "project": project}
+    ).json()
+    call("GET", "/api/v1/hardware-reservations", 200)
+    in_project = {"project_id": project}
+    body = {
+        "plan": "c3.small.x86",
+        "metro": "lab",
+        "operating_system": "debian_12",
+        "hardware_reservation_id": reservation["id"],
+    }
+    devices = "/metal/v1/projects/{project_id}/devices"
+    device = call("POST", devices, 201, path=in_project, json=body).json()
+    one = {"device_id": device["id"]}
+    call("GET", devices, 200, path=in_project)
+    call("GET", "/metal/v1/devices/{device_id}", 200, path=one)
+    call("PUT", "/metal/v1/devices/{device_id}", 200, path=one, json={"hostname": "c-1"})
+    call("PATCH", "/metal/v1/devices/{device_id}", 200, path=one, json={"tags": ["a"]})
+    call("GET", "/metal/v1/devices/{device_id}/events", 200, path=one)
+    call("GET", "/metal/v1/projects/{project_id}/events", 200, path=in_project)
+    power_on = {"type": "power_on"}
+    call("POST", "/metal/v1/devices/{device_id}/actions", 202, path=one, json=power_on)
+    reservations = "/metal/v1/projects/{project_id}/hardware-reservations"
+    call("GET", reservations, 200, path=in_project)
+    held = {"reservation_id": reservation["id"]}
+    call("GET", "/metal/v1/hardware-reservations/{reservation_id}", 200, path=held)
+    call("DELETE", "/metal/v1/devices/{device_id}", 204, path=one)
+    call("DELETE", "/api/v1/hardware-reservations/{reservation_id}", 204, path=held)
+
+
+# --- end of devices ----------------------------------------------------------------------------
 
 
 def exercise_tenancy(call: Caller, live: LiveServer) -> None:

@@ -33,6 +33,7 @@ from anyio import to_thread
 
 from metalflow.api.errors import error_response, is_metal
 from metalflow.apply.router import MAX_BODY as APPLY_MAX_BODY
+from metalflow.cloud.metal import METAL_PREFIX
 from metalflow.errors import Invalid, MetalflowError, TooLarge
 from metalflow.services import PRINCIPAL_KEY, Credentials
 from metalflow.tenancy.auth import Principal
@@ -112,13 +113,15 @@ _REPEATED_SLASHES = re.compile(r"/{2,}")
 
 def metal_path_tolerated(scope: Scope) -> Scope:
     """The scope with `//` in a `/metal/v1` path made `/`: packet-python joins its endpoint and
-    paths that start with a slash themselves (`/metal/v1//capacity`)."""
+    paths that start with a slash themselves (`/metal/v1//capacity`), and with an href it was
+    given (`/metal/v1//metal/v1/projects/ID`, which is the href's own path)."""
     path: str = scope["path"]
     if "//" not in path:
         return scope
     collapsed = _REPEATED_SLASHES.sub("/", path)
     if not is_metal(collapsed):
         return scope
+    collapsed = collapsed.replace(f"{METAL_PREFIX}{METAL_PREFIX}/", f"{METAL_PREFIX}/", 1)
     return {**scope, "path": collapsed, "raw_path": collapsed.encode()}
 
 

@@ -120,6 +120,12 @@ CONFLICTS = frozenset(
         ("post", "/metal/v1/projects/{id}/ips"),
         ("delete", "/metal/v1/ips/{id}"),
         ("post", "/metal/v1/devices/{id}/ips"),
+        ("post", "/api/v1/hardware-reservations"),
+        ("post", "/metal/v1/projects/{project_id}/devices"),
+        ("put", "/metal/v1/devices/{device_id}"),
+        ("patch", "/metal/v1/devices/{device_id}"),
+        ("delete", "/metal/v1/devices/{device_id}"),
+        ("post", "/metal/v1/devices/{device_id}/actions"),
     }
 )
 """Operations whose services raise Conflict (a workflow ref's ambiguous prefix among them)."""
@@ -131,6 +137,7 @@ EXTRA: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/api/v1/workflows"): (404,),
     ("post", "/api/v1/workflows"): (404,),
     ("get", "/api/v1/agent/next"): (401,),
+    ("post", "/api/v1/hardware-reservations"): (404,),
     **{(method, path): (403, 404, 416) for path in _BOOT_FILES for method in ("get", "head")},
 }
 """Statuses some operations answer beyond what their kind implies (an agent's machine deleted

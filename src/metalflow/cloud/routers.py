@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from metalflow.cloud import ips_router
+from metalflow.cloud import devices_router, hardware_router, ips_router
 
-METAL_ROUTERS: tuple[APIRouter, ...] = (ips_router.router,)
-"""The metal cloud: the provider's catalogue (metros, plans matched from discovered hardware,
-operating systems), capacity, and the tenants' devices, SSH keys and BGP, served as Equinix
-Metal's `/metal/v1`."""
+METAL_ROUTERS: tuple[APIRouter, ...] = (
+    devices_router.router,
+    hardware_router.router,
+    ips_router.router,
+)

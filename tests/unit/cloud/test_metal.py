@@ -43,6 +43,8 @@ def test_paths_packet_python_doubles_a_slash_in_are_collapsed_under_metal_only()
     scope = {"path": "/metal/v1//capacity", "raw_path": b"/metal/v1//capacity"}
     assert metal_path_tolerated(scope)["path"] == "/metal/v1/capacity"
     assert metal_path_tolerated(scope)["raw_path"] == b"/metal/v1/capacity"
+    href = {"path": "/metal/v1//metal/v1/projects/p1", "raw_path": b""}
+    assert metal_path_tolerated(href)["path"] == "/metal/v1/projects/p1"
     other = {"path": "/api/v1//machines", "raw_path": b"/api/v1//machines"}
     assert metal_path_tolerated(other) is other
 
