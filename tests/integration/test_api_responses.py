@@ -295,7 +295,7 @@ def exercise_metal_ips(call: Caller, live: LiveServer) -> None:
 
 
 def exercise_devices(call: Caller, live: LiveServer) -> None:
-    """A device on a reserved machine of plan c3.small.x86 in metro lab, by the provider."""
+    """A device on a reserved machine of plan m3.small.x86 in metro lab, by the provider."""
     apply_text = "---\n".join(
         [machine_yaml("c1", "52:54:00:00:e1:21"), simple_template("install-debian")]
     )
@@ -306,7 +306,7 @@ def exercise_devices(call: Caller, live: LiveServer) -> None:
         owner = tenancy.create_user(session, "cloud@example.com", "Cloud")
         org = tenancy.create_organization(session, "cloud", owner.id)
         project = tenancy.create_project(session, org.id, "devices").id
-        plan = Plan(id=str(uuid.uuid4()), slug="c3.small.x86", name="c3", plan_class="c3")
+        plan = Plan(id=str(uuid.uuid4()), slug="m3.small.x86", name="m3", plan_class="m3")
         session.add_all(
             [
                 plan,
@@ -336,7 +336,7 @@ def exercise_devices(call: Caller, live: LiveServer) -> None:
     call("GET", "/api/v1/hardware-reservations", 200)
     in_project = {"project_id": project}
     body = {
-        "plan": "c3.small.x86",
+        "plan": "m3.small.x86",
         "metro": "lab",
         "operating_system": "debian_12",
         "hardware_reservation_id": reservation["id"],

@@ -140,8 +140,11 @@ def _take_machine(
     project_id: str,
     reservation_id: str | None,
 ) -> Machine:
-    """A ready, unassigned machine of the plan in the metro, locked; one another create holds is
-    skipped, so concurrent creates never wait on each other nor take one machine twice."""
+    """A ready, unassigned machine of the plan in the metro, locked; one another transaction
+    holds is skipped, so concurrent creates never wait on each other nor take one machine twice.
+    Only when every candidate is held (by a create, or briefly by a heartbeat or power sync) does
+    the create wait for one and take it if it is still free once released, rather than answer
+    "no capacity" for a machine that is."""
     query = select(Machine).where(
         Machine.plan_id == plan.id,
         Machine.metro == metro.code,
@@ -159,9 +162,10 @@ def _take_machine(
         query = query.where(Machine.id == reservation.machine_id)
     else:
         query = query.where(~reserved)
-    machine = session.scalar(
-        query.order_by(Machine.name).limit(1).with_for_update(skip_locked=True, of=Machine)
-    )
+    ordered = query.order_by(Machine.name).limit(1)
+    machine = session.scalar(ordered.with_for_update(skip_locked=True, of=Machine))
+    if machine is None:
+        machine = session.scalar(ordered.with_for_update(of=Machine))
     if machine is None:
         what = "the reserved machine is not ready" if reservation_id else "no ready machine"
         raise Conflict(
