@@ -4,4 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-METAL_ROUTERS: tuple[APIRouter, ...] = ()
+from metalflow.cloud import identity_router, sshkeys_router
+
+METAL_ROUTERS: tuple[APIRouter, ...] = (
+    identity_router.router,
+    sshkeys_router.router,
+)
