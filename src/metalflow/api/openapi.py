@@ -117,6 +117,11 @@ CONFLICTS = frozenset(
         ("post", "/api/v1/projects/{project_id}/members"),
         ("patch", "/api/v1/projects/{project_id}/members/{user_id}"),
         ("delete", "/api/v1/projects/{project_id}/members/{user_id}"),
+        ("post", "/metal/v1/projects"),
+        ("post", "/metal/v1/organizations/{organization_id}/projects"),
+        ("put", "/metal/v1/projects/{project_id}"),
+        ("patch", "/metal/v1/projects/{project_id}"),
+        ("delete", "/metal/v1/projects/{project_id}"),
     }
 )
 """Operations whose services raise Conflict (a workflow ref's ambiguous prefix among them)."""
