@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from metalflow.values import DhcpMode, check_http_url, check_script_words
@@ -27,6 +27,12 @@ class ScriptToken(StrEnum):
 
     BOOT = "boot"
     AGENT = "agent"
+
+
+class TlsMode(StrEnum):
+    """Where the HTTPS listener's certificate comes from without --tls-cert and --tls-key."""
+
+    SELF_SIGNED = "self-signed"
 
 
 class Role(StrEnum):
@@ -72,6 +78,20 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL; default is a SQLite file in the data dir"
     )
     http: str = Field(default=DEFAULT_HTTP, description="ADDR:PORT of the API and boot HTTP server")
+    https: str | None = Field(
+        default=None,
+        description="ADDR:PORT of a second listener serving the same API over HTTPS (the Metal"
+        " API's clients speak HTTPS only); needs tls_cert and tls_key, or tls",
+    )
+    tls_cert: Path | None = Field(
+        default=None, description="PEM certificate (chain) of the HTTPS listener"
+    )
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+    tls: TlsMode | None = Field(
+        default=None,
+        description="self-signed: the HTTPS listener's certificate is signed by a CA of the data"
+        " dir's own (DATA_DIR/tls/ca.pem, the bundle to give clients), made once and kept",
+    )
     db_pool_size: int = Field(
         default=10,
         ge=1,
@@ -217,6 +237,42 @@ class Settings(BaseSettings):
             raise ValueError(f"--http must be ADDR:PORT, e.g. 0.0.0.0:7080 (got {value!r})")
         return value
 
+    @field_validator("https")
+    @classmethod
+    def _https_has_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"--https must be ADDR:PORT, e.g. 0.0.0.0:7443 (got {value!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> Settings:
+        """An HTTPS listener has one source of its certificate; TLS options need one."""
+        given = self.tls_cert is not None or self.tls_key is not None
+        if self.https is None:
+            if given or self.tls is not None:
+                raise ValueError(
+                    "--tls, --tls-cert and --tls-key are for the HTTPS listener: add --https"
+                    " ADDR:PORT"
+                )
+            return self
+        if self.tls is not None and given:
+            raise ValueError(
+                "--tls self-signed makes its own certificate: leave out --tls-cert and --tls-key,"
+                " or --tls"
+            )
+        if self.tls is None and (self.tls_cert is None or self.tls_key is None):
+            raise ValueError(
+                "--https needs --tls-cert FILE and --tls-key FILE, or --tls self-signed"
+            )
+        if self.https_port == self.http_port and self.https_host == self.http_host:
+            raise ValueError(
+                f"--https {self.https} is the --http address: give the HTTPS listener its own port"
+            )
+        return self
+
     @field_validator("roles", mode="before")
     @classmethod
     def _known_roles(cls, value: object) -> object:
@@ -331,6 +387,14 @@ class Settings(BaseSettings):
     @property
     def http_port(self) -> int:
         return int(self.http.rpartition(":")[2])
+
+    @property
+    def https_host(self) -> str | None:
+        return None if self.https is None else self.https.rpartition(":")[0].strip("[]")
+
+    @property
+    def https_port(self) -> int | None:
+        return None if self.https is None else int(self.https.rpartition(":")[2])
 
     @property
     def database_url(self) -> str:

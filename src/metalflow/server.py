@@ -10,8 +10,10 @@ import datetime as dt
 import gc
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from types import FrameType
 
 import uvicorn
@@ -52,6 +54,7 @@ from metalflow.tenancy.secrets import (
     make_data_dir,
     write_admin_token,
 )
+from metalflow.tls import TlsFiles, TlsSetupError, self_signed, server_context
 from metalflow.workflows import engine as workflows
 from metalflow.workflows import protocol
 from metalflow.workflows.controller import run_controller
@@ -232,12 +235,14 @@ def serve(settings: Settings) -> None:
     services = build_services(settings)
     boot = BootServers(settings, services, plan) if plan is not None else None
     log.info(
-        "event=up http=%s database=%s data_dir=%s roles=%s",
+        "event=up http=%s https=%s database=%s data_dir=%s roles=%s",
         settings.http,
+        settings.https or "off",
         services.db.engine.url.render_as_string(hide_password=True),
         settings.data_dir,
         ",".join(role for role in Role if role in settings.roles),
     )
+    https = https_listener(settings)
     metadata_socket = _metadata_socket(settings) if Role.METADATA in settings.roles else None
     metadata = MetadataService(services)
     config = uvicorn.Config(
@@ -252,10 +257,79 @@ def serve(settings: Settings) -> None:
     metadata_server = None
     if metadata_socket is not None:
         metadata_server = _metadata_server(metadata, services)
-    server = _Server(config, services.bus, boot, metadata_server, metadata_socket)
+    server = _Server(config, https, services.bus, boot, metadata_server, metadata_socket)
     server.run(sockets=[config.bind_socket()])
     if server.boot_error is not None:
         raise server.boot_error
+
+
+@dataclass(frozen=True)
+class HttpsListener:
+    """The second listener: the same app over TLS, beside the plain HTTP one that machines
+    boot and read their metadata from."""
+
+    socket: socket.socket
+    context: ssl.SSLContext
+    files: TlsFiles
+
+
+def https_listener(settings: Settings) -> HttpsListener | None:
+    """The HTTPS listener `settings` ask for (its certificate made first with `--tls
+    self-signed`), bound now so that a taken port is an error before anything starts."""
+    if settings.https is None or settings.https_port is None:
+        return None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        files = TlsFiles(settings.tls_cert, settings.tls_key, None)
+    else:
+        hosts = [settings.https_host or "", settings.http_host]
+        files = self_signed(settings.data_dir, hosts)
+    context = server_context(files)
+    host = settings.https_host or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        sock = socket.create_server((host, settings.https_port), family=family, backlog=2048)
+    except OSError as exc:
+        raise TlsSetupError(
+            f"--https {settings.https}: cannot listen there: {exc}", field="https"
+        ) from None
+    return HttpsListener(sock, context, files)
+
+
+class HttpsServer(uvicorn.Server):
+    """uvicorn's server with the HTTPS listener beside its own: one app, one lifespan, one set
+    of connections that shutdown closes. (A second uvicorn.Server would run the app's
+    lifespan, and so the workers, twice.)"""
+
+    def __init__(self, config: uvicorn.Config, https: HttpsListener | None) -> None:
+        super().__init__(config)
+        self.https = https
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.https is None or not self.started:
+            return
+        config = self.config
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            """As uvicorn's own startup makes them: the scheme follows the transport."""
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config,
+                server_state=self.server_state,
+                app_state=self.lifespan.state,
+                _loop=_loop,
+            )
+
+        loop = asyncio.get_running_loop()
+        listening = await loop.create_server(
+            create_protocol, sock=self.https.socket, ssl=self.https.context, backlog=config.backlog
+        )
+        self.servers.append(listening)
+        log.info(
+            "event=https.listening address=%s cert=%s ca_bundle=%s",
+            self.https.socket.getsockname()[:2],
+            self.https.files.cert,
+            self.https.files.ca or "the certificate's own CA (--tls-cert)",
+        )
 
 
 def _metadata_socket(settings: Settings) -> socket.socket | None:
@@ -292,7 +366,7 @@ def _metadata_server(metadata: MetadataService, services: Services) -> MetadataS
     return server
 
 
-class _Server(uvicorn.Server):
+class _Server(HttpsServer):
     """Runs the boot servers and the metadata port in uvicorn's loop once the app is up (its
     index loaded), and ends event streams and long polls as soon as a stop is asked for, so they
     close cleanly instead of being cancelled after the grace period."""
@@ -300,12 +374,13 @@ class _Server(uvicorn.Server):
     def __init__(
         self,
         config: uvicorn.Config,
+        https: HttpsListener | None,
         bus: EventBus,
         boot: BootServers | None,
         metadata: MetadataServer | None,
         metadata_socket: socket.socket | None,
     ) -> None:
-        super().__init__(config)
+        super().__init__(config, https)
         self.bus = bus
         self.boot = boot
         self.boot_error: BootSetupError | None = None

@@ -210,6 +210,7 @@ def exercise(call: Caller, live: LiveServer) -> None:
     exercise_metal_ips(call, live)
     exercise_tenancy(call, live)
     exercise_devices(call, live)
+    exercise_metal_identity(call, live)
     call("GET", "/api/v1/whoami", 200)
     call("DELETE", "/api/v1/machines/{name}", 204, path={"name": "bmc1"})
     call("DELETE", "/api/v1/templates/{name}", 204, path={"name": "ubuntu"})
@@ -408,6 +409,57 @@ def exercise_tenancy(call: Caller, live: LiveServer) -> None:
     call("DELETE", "/api/v1/projects/{project_id}", 204, path=project_path)
     call("DELETE", "/api/v1/organizations/{organization_id}", 204, path=org_path)
     call("DELETE", "/api/v1/users/{user_id}", 204, path={"user_id": bob.json()["id"]})
+
+
+# --- the Metal API: who am I, projects, SSH keys --------------------------------------------------
+
+METAL_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILv6PTaKFgZMRh/e8PXab7wT445CwXm00syKx6y0puU9 ada"
+METAL_KEY_2 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAcXsrt3t3S+xNVKBDfk+/4wDlBarjHifBS8BQJ6pDgY"
+
+
+def exercise_metal_identity(call: Caller, live: LiveServer) -> None:
+    with live.services.db.write() as session:
+        owner = tenancy.create_user(session, "metal@example.com", "Metal Owner")
+        org = tenancy.create_organization(session, "metal-org", owner.id).id
+        user_key = tenancy.create_key(
+            session, "metal", now=dt.datetime.now(dt.UTC), user_id=owner.id
+        )
+    metal = "/metal/v1"
+    call("GET", f"{metal}/user", 200)
+    call("GET", f"{metal}/users/{{user_id}}", 200, path={"user_id": owner.id})
+    call("GET", f"{metal}/organizations", 200)
+    org_path = {"organization_id": org}
+    call("GET", f"{metal}/organizations/{{organization_id}}", 200, path=org_path)
+    in_org = f"{metal}/organizations/{{organization_id}}/projects"
+    first = call("POST", in_org, 201, path=org_path, json={"name": "metal-a"}).json()
+    call("GET", in_org, 200, path=org_path, params={"per_page": 1})
+    body = {"name": "metal-b", "organization_id": org}
+    project = {"project_id": call("POST", f"{metal}/projects", 201, json=body).json()["id"]}
+    call("GET", f"{metal}/projects", 200)
+    one = f"{metal}/projects/{{project_id}}"
+    call("GET", one, 200, path=project, params={"exclude": "members"})
+    call("PUT", one, 200, path=project, json={"name": "metal-c"})
+    call("PATCH", one, 200, path=project, json={"name": "metal-d"})
+    keys = f"{metal}/projects/{{project_id}}/ssh-keys"
+    call("POST", keys, 201, path=project, json={"label": "deploy", "key": METAL_KEY})
+    call("GET", keys, 200, path=project)
+    call.http.headers["Authorization"] = f"Bearer {user_key.secret}"
+    try:
+        own = call("POST", f"{metal}/ssh-keys", 201, json={"key": METAL_KEY_2}).json()
+        call("GET", f"{metal}/ssh-keys", 200)
+        key = {"key_id": own["id"]}
+        one_key = f"{metal}/ssh-keys/{{key_id}}"
+        call("GET", one_key, 200, path=key)
+        call("PUT", one_key, 200, path=key, json={"label": "laptop"})
+        call("PATCH", one_key, 200, path=key, json={"label": "desk"})
+        call("DELETE", one_key, 204, path=key)
+    finally:
+        call.http.headers["Authorization"] = f"Bearer {live.admin_token}"
+    call("DELETE", one, 204, path=project)
+    call.http.delete(f"{metal}/projects/{first['id']}").raise_for_status()
+
+
+# --- end of the Metal API's who am I --------------------------------------------------------------
 
 
 def problems_of(sample: Sample, operation: dict[str, Any], components: dict[str, Any]) -> list[str]:

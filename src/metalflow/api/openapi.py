@@ -126,6 +126,11 @@ CONFLICTS = frozenset(
         ("patch", "/metal/v1/devices/{device_id}"),
         ("delete", "/metal/v1/devices/{device_id}"),
         ("post", "/metal/v1/devices/{device_id}/actions"),
+        ("post", "/metal/v1/projects"),
+        ("post", "/metal/v1/organizations/{organization_id}/projects"),
+        ("put", "/metal/v1/projects/{project_id}"),
+        ("patch", "/metal/v1/projects/{project_id}"),
+        ("delete", "/metal/v1/projects/{project_id}"),
     }
 )
 """Operations whose services raise Conflict (a workflow ref's ambiguous prefix among them)."""

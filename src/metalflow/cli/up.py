@@ -13,13 +13,18 @@ from metalflow.boot.dhcp.network import DhcpMode
 from metalflow.boot.errors import BootSetupError
 from metalflow.cli.context import cli_context
 from metalflow.cli.exit_codes import CliError, ExitCode
-from metalflow.config import ScriptToken, Settings
+from metalflow.config import ScriptToken, Settings, TlsMode
 from metalflow.errors import validation_message
+from metalflow.tls import TlsSetupError
 
 OPTIONS = {
     "data_dir": "--data-dir",
     "database": "--database",
     "http": "--http",
+    "https": "--https",
+    "tls_cert": "--tls-cert",
+    "tls_key": "--tls-key",
+    "tls": "--tls",
     "roles": "--roles",
     "interface": "--interface",
     "dhcp_mode": "--dhcp-mode",
@@ -47,6 +52,7 @@ METADATA_PANEL = "Metadata service"
 
 
 POWER_PANEL = "BMC power"
+TLS_PANEL = "HTTPS (the Metal API's clients)"
 BOOT_PANEL = "Boot services"
 
 
@@ -67,6 +73,43 @@ def up(
         str | None,
         typer.Option(
             metavar="ADDR:PORT", help="Address of the API and boot HTTP server.", show_default=False
+        ),
+    ] = None,
+    https: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDR:PORT",
+            help="Also serve the API over HTTPS here (packet-python and equinix-metal need it);"
+            " machines keep booting over --http.",
+            show_default=False,
+            rich_help_panel=TLS_PANEL,
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="PEM certificate (chain) of the --https listener.",
+            show_default=False,
+            rich_help_panel=TLS_PANEL,
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="PEM private key of --tls-cert.",
+            show_default=False,
+            rich_help_panel=TLS_PANEL,
+        ),
+    ] = None,
+    tls: Annotated[
+        TlsMode | None,
+        typer.Option(
+            help="self-signed: a CA of the data dir's own (DATA_DIR/tls/ca.pem, give it to"
+            " clients) signs the --https certificate; made once, kept.",
+            show_default=False,
+            rich_help_panel=TLS_PANEL,
         ),
     ] = None,
     roles: Annotated[
@@ -274,6 +317,10 @@ def up(
         "data_dir": data_dir or cli_context(ctx).data_dir,
         "database": database,
         "http": http,
+        "https": https,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "tls": tls,
         "roles": roles,
         "interface": interface,
         "dhcp_mode": dhcp_mode,
@@ -311,7 +358,7 @@ def up(
 
     try:
         serve(settings)
-    except BootSetupError as exc:
+    except (BootSetupError, TlsSetupError) as exc:
         raise CliError(str(exc), ExitCode.BAD_INPUT) from None
 
 
@@ -324,7 +371,9 @@ def _comma_separated(values: list[str] | None) -> list[str] | None:
 def settings_error(exc: ValidationError) -> str:
     """The first invalid setting, named as the option (or environment variable) that set it."""
     error = exc.errors()[0]
-    name = str(error["loc"][0]) if error["loc"] else ""
+    if not error["loc"]:
+        return validation_message(error)
+    name = str(error["loc"][0])
     option = OPTIONS.get(name, f"METALFLOW_{name.upper()}")
     message = validation_message(error)
     return message if option in message else f"{option}: {message}"

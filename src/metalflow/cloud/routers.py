@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from metalflow.cloud import devices_router, hardware_router, ips_router
+from metalflow.cloud import (
+    devices_router,
+    hardware_router,
+    identity_router,
+    ips_router,
+    sshkeys_router,
+)
 
 METAL_ROUTERS: tuple[APIRouter, ...] = (
     devices_router.router,
     hardware_router.router,
+    identity_router.router,
     ips_router.router,
+    sshkeys_router.router,
 )

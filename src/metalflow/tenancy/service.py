@@ -830,3 +830,26 @@ def prune_audit(session: Session, before: dt.datetime) -> int:
     )
     session.execute(delete(AuditEntry).where(AuditEntry.at < before))
     return int(count or 0)
+
+
+# --- added for the Metal API's project updates ---------------------------------------------------
+
+
+def rename_project(session: Session, project_id: str, name: str) -> Project:
+    """A project's new name, unique in its organization as at creation."""
+    check_slug(name, "name")
+    project = get_project(session, project_id)
+    taken = session.scalar(
+        select(Project.id).where(
+            Project.organization_id == project.organization_id,
+            Project.name == name,
+            Project.id != project_id,
+        )
+    )
+    if taken is not None:
+        raise Conflict(
+            f"the organization has a project {name!r} already: choose another name", field="name"
+        )
+    project.name = name
+    session.flush()
+    return project
