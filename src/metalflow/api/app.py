@@ -35,6 +35,7 @@ from metalflow.api.schemas import Ready, Starting
 from metalflow.apply import router as apply_router
 from metalflow.boot import router as boot_router
 from metalflow.boot.dhcp import router as dhcp_router
+from metalflow.cloud import catalogue_router
 from metalflow.config import ALL_ROLES, Role
 from metalflow.inventory import router as machines
 from metalflow.ipam import router as ipam_router
@@ -173,6 +174,7 @@ def create_app(
             power_router.router,
             ipam_router.router,
             tenancy_router.router,
+            catalogue_router.router,
         )
         include_under(app, API_PREFIX, api_routers)
         mounted.extend((API_PREFIX, router) for router in api_routers)

@@ -101,6 +101,12 @@ CONFLICTS = frozenset(
         ("post", "/api/v1/projects/{project_id}/members"),
         ("patch", "/api/v1/projects/{project_id}/members/{user_id}"),
         ("delete", "/api/v1/projects/{project_id}/members/{user_id}"),
+        ("post", "/api/v1/metros"),
+        ("delete", "/api/v1/metros/{code}"),
+        ("post", "/api/v1/plans"),
+        ("delete", "/api/v1/plans/{slug}"),
+        ("post", "/api/v1/operating-systems"),
+        ("delete", "/api/v1/operating-systems/{slug}"),
     }
 )
 """Operations whose services raise Conflict (a workflow ref's ambiguous prefix among them)."""
