@@ -15,7 +15,7 @@ from metalflow.inventory import service as inventory
 from metalflow.inventory.tables import Machine
 from metalflow.tenancy import service as tenancy
 from tests.integration.conftest import AgentClient, LiveServer, apply
-from tests.manifests import interface, machine, stream
+from tests.manifests import interface, machine, simple_template, stream
 
 GIB = 1 << 30
 SMALL = {
@@ -241,6 +241,20 @@ def test_operating_systems_and_their_generated_template(api: httpx.Client) -> No
         "template",
         "does not exist",
     )
+    refused(
+        api.patch("/api/v1/operating-systems/ubuntu_24_04", json={"template": "os-ubuntu_24_04"}),
+        422,
+        "template",
+        "generated install template",
+    )
+    ok(apply(api, simple_template("mine")))
+    own = ok(api.patch("/api/v1/operating-systems/ubuntu_24_04", json={"template": "mine"}))
+    assert own["install_template"] == "mine"
+    refused(api.get("/api/v1/templates/os-ubuntu_24_04"), 404, "template")
+    back = ok(api.patch("/api/v1/operating-systems/ubuntu_24_04", json={"template": None}))
+    assert back["install_template"] == "os-ubuntu_24_04"
+    ok(api.get("/api/v1/templates/os-ubuntu_24_04"))
+
     refused(api.delete("/api/v1/plans/c3.small.x86"), 409, "slug", "ubuntu_24_04")
     ok(api.delete("/api/v1/operating-systems/ubuntu_24_04"), 204)
     refused(api.get("/api/v1/templates/os-ubuntu_24_04"), 404, "template")

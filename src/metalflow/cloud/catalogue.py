@@ -393,6 +393,12 @@ def _check_os(session: Session, spec: OperatingSystemCreate) -> None:
             " first (metalflow plan list shows the plans)",
             field="provisionable_on",
         )
+    if spec.template == generated_name(spec.slug):
+        raise Invalid(
+            f"{spec.template} is the name of the generated install template; leave template"
+            " out to install with it, or name a template of your own",
+            field="template",
+        )
     if spec.template is not None:
         if session.scalar(select(Template.id).where(Template.name == spec.template)) is None:
             raise Invalid(

@@ -4,16 +4,32 @@ matching rule), operating systems, plan checks and capacity."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from metalflow.cloud.matching import Rule
 from metalflow.cloud.tables import Metro, OperatingSystem, Plan
 
 SLUG_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$"
 """Equinix's slugs: lower case, digits, '.', '_' and '-' (c3.small.x86, ubuntu_24_04)."""
-Slug = Annotated[str, Field(pattern=SLUG_PATTERN, max_length=64, examples=["c3.small.x86"])]
+
+
+def _slug(value: str) -> str:
+    if not re.fullmatch(SLUG_PATTERN, value):
+        raise ValueError(
+            f"{value[:70]!r} is not a slug: 1-64 lower-case letters, digits, '.', '_' or '-',"
+            " starting and ending with a letter or digit, e.g. c3.small.x86 or ubuntu_24_04"
+        )
+    return value
+
+
+Slug = Annotated[
+    str,
+    Field(json_schema_extra={"pattern": SLUG_PATTERN}, examples=["c3.small.x86"]),
+    AfterValidator(_slug),
+]
 Wipe = Literal["signatures", "zero", "discard"]
 
 
