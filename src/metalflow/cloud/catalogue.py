@@ -2,15 +2,16 @@
 what a plan's check finds; capacity per metro and plan.
 
 Classification: `machines.plan_id` always names the first plan (by slug) whose rule the
-machine's discovered attributes meet, None when none does. Every plan write re-classifies all
-machines in its transaction. A machine's attributes are written below this layer (the agent's
-hello in workflows.protocol, discovery in inventory.service), so those writes are followed by
-`classify_reported`, a before_commit hook of the Database that server.py wires: it reacts to the
-`agent.hello` and `machine.discovered` events queued in the transaction and re-classifies those
-machines before it commits, as recorder.py's join reacts to the machines a transaction writes
-about. Rejected: a call from the agent router (the inventory and workflows may not import the
-cloud, and a new writer of attributes would silently skip it) and classifying on read (a device
-create must find a ready machine of a plan by index, `ix_machines_plan_id_metro_state`).
+machine's discovered attributes meet, None when none does. A new plan, a deleted one and a
+changed rule re-classify all machines in their transaction. A machine's attributes are written
+below this layer (the agent's hello in workflows.protocol, discovery in inventory.service), so
+those writes are followed by `classify_reported`, a before_commit hook of the Database that
+server.py wires: it reacts to the `agent.hello` and `machine.discovered` events queued in the
+transaction and re-classifies those machines before it commits, as recorder.py's join reacts to
+the machines a transaction writes about. Rejected: a call from the agent router (the inventory
+and workflows may not import the cloud, and a new writer of attributes would silently skip it)
+and classifying on read (a device create must find a ready machine of a plan by index,
+`ix_machines_plan_id_metro_state`).
 """
 
 from __future__ import annotations
@@ -235,10 +236,13 @@ def put_plan(session: Session, spec: PlanCreate) -> tuple[Plan, Outcome]:
     if row is None:
         row = Plan(id=str(uuid.uuid4()), slug=spec.slug)
         session.add(row)
-    outcome = _outcome(row, _plan_fields(spec), created)
+    fields = _plan_fields(spec)
+    rule_changed = created or row.rule != fields["rule"]
+    outcome = _outcome(row, fields, created)
     if outcome != "unchanged":
         session.flush()
         events.record(session, f"plan.{outcome}", plan=spec.slug)
+    if rule_changed:
         classify(session)
     return row, outcome
 
