@@ -4,6 +4,7 @@ names that attribute."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -196,3 +197,43 @@ def test_disk_types_from_what_the_kernel_reports() -> None:
 def test_bad_rules_are_refused_naming_the_fix(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message.replace("(", r"\(")):
         Rule.model_validate(fields)
+
+
+reported_disks = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.sampled_from(["sda", "sdb", "nvme0n1", "vda"]),
+            "size_bytes": st.sampled_from([0, 100 * GIB, 500 * GIB, 2000 * GIB]),
+            "rotational": st.booleans(),
+        }
+    ),
+    max_size=4,
+)
+small_disk_rules = st.lists(
+    st.builds(
+        DiskRule,
+        type=st.none() | st.sampled_from(list(DiskType)),
+        min_size_gib=st.sampled_from([0, 100, 500, 2000]),
+        count=st.integers(min_value=1, max_value=2),
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+def fits(wanted: DiskRule, found: dict[str, Any]) -> bool:
+    size_ok = found["size_bytes"] >= wanted.min_size_gib * GIB
+    return size_ok and (wanted.type is None or disk_type(found) is wanted.type)
+
+
+@given(small_disk_rules, reported_disks)
+def test_disks_match_exactly_when_some_assignment_of_distinct_disks_exists(
+    wanted: list[DiskRule], found: list[dict[str, Any]]
+) -> None:
+    """Against brute force: every way of giving each required disk its own reported disk."""
+    slots = [rule for rule in wanted for _ in range(rule.count)]
+    possible = any(
+        all(fits(slot, found[index]) for slot, index in zip(slots, chosen, strict=True))
+        for chosen in itertools.permutations(range(len(found)), len(slots))
+    )
+    assert evaluate(Rule(disks=wanted), {"disks": found}).matches == possible
