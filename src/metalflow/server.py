@@ -27,6 +27,7 @@ from metalflow.api.app import create_app
 from metalflow.boot.errors import BootSetupError
 from metalflow.boot.runtime import BootServers, check_boot_files, plan_boot
 from metalflow.cloud import devices
+from metalflow.cloud.catalogue import classify_reported
 from metalflow.config import Role, Settings
 from metalflow.db.base import utcnow
 from metalflow.db.engine import Database
@@ -86,7 +87,7 @@ def build_services(settings: Settings) -> Services:
     db = Database(
         settings.database_url,
         after_commit=bus.publish,
-        before_commit=[persist],
+        before_commit=[classify_reported, persist],
         pool_size=settings.db_pool_size,
     )
     upgrade(db)

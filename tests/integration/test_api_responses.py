@@ -207,6 +207,7 @@ def exercise(call: Caller, live: LiveServer) -> None:
     call("GET", "/api/v1/events", 200, params={"limit": 50})
     exercise_ipam(call)
     exercise_ipam_reservations(call, live)
+    exercise_catalogue(call)
     exercise_metal_ips(call, live)
     exercise_tenancy(call, live)
     exercise_devices(call, live)
@@ -362,6 +363,52 @@ def exercise_devices(call: Caller, live: LiveServer) -> None:
 
 
 # --- end of devices ----------------------------------------------------------------------------
+# --- catalogue: metros, plans, operating systems, capacity ---------------------------------------
+
+
+def exercise_catalogue(call: Caller) -> None:
+    peers = [{"address_family": 4, "peer_as": 65530, "peer_ips": ["169.254.255.1"]}]
+    metro = {"code": "lab", "name": "Lab", "country": "NL", "bgp_peers": peers}
+    call("POST", "/api/v1/metros", 201, json=metro)
+    call("GET", "/api/v1/metros", 200)
+    lab = {"code": "lab"}
+    call("GET", "/api/v1/metros/{code}", 200, path=lab)
+    call("PATCH", "/api/v1/metros/{code}", 200, path=lab, json={"name": "Lab 2"})
+    plan = {
+        "slug": "c3.small.x86",
+        "name": "c3.small.x86",
+        "specs": {"cpus": [{"count": 1, "type": "Xeon"}], "memory": {"total": "32GB"}},
+        "rule": {"arch": "x86_64", "memory_min_gib": 30},
+    }
+    call("POST", "/api/v1/plans", 201, json=plan)
+    call("GET", "/api/v1/plans", 200)
+    slug = {"slug": "c3.small.x86"}
+    call("GET", "/api/v1/plans/{slug}", 200, path=slug)
+    call("PATCH", "/api/v1/plans/{slug}", 200, path=slug, json={"wipe": "zero"})
+    call("GET", "/api/v1/plans/{slug}/check", 200, path=slug)
+    system = {
+        "slug": "ubuntu_24_04",
+        "name": "Ubuntu 24.04",
+        "distro": "ubuntu",
+        "version": "24.04",
+        "provisionable_on": ["c3.small.x86"],
+        "image_url": "http://192.0.2.1:8080/noble.raw.gz",
+        "image_checksum": "sha256:" + "0" * 64,
+    }
+    call("POST", "/api/v1/operating-systems", 201, json=system)
+    call("GET", "/api/v1/operating-systems", 200)
+    os_slug = {"slug": "ubuntu_24_04"}
+    call("GET", "/api/v1/operating-systems/{slug}", 200, path=os_slug)
+    call(
+        "PATCH", "/api/v1/operating-systems/{slug}", 200, path=os_slug, json={"version": "24.04.1"}
+    )
+    call("GET", "/api/v1/capacity", 200)
+    call("DELETE", "/api/v1/operating-systems/{slug}", 204, path=os_slug)
+    call("DELETE", "/api/v1/plans/{slug}", 204, path=slug)
+    call("DELETE", "/api/v1/metros/{code}", 204, path=lab)
+
+
+# --- end of catalogue -----------------------------------------------------------------------------
 
 
 def exercise_tenancy(call: Caller, live: LiveServer) -> None:

@@ -31,6 +31,9 @@ from tests.manifests import machine_yaml, simple_template
 PLAN = "c3.small.x86"
 OS = "debian_12"
 METRO = "lab"
+HARDWARE = {"arch": "x86_64", "memory_bytes": 32 << 30}
+"""What the agent reports on hello; the plan's rule keeps the machines in it."""
+RULE = {"arch": "x86_64", "memory_min_gib": 30}
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ def cloud_lab(live: LiveServer, api: httpx.Client, machines: int = 1) -> None:
     docs = [machine_yaml(f"m{i}", mac(i)) for i in range(machines)]
     assert apply(api, "---\n".join([*docs, simple_template("install-debian")])).status_code == 200
     with live.services.db.write() as session:
-        plan = Plan(id=str(uuid.uuid4()), slug=PLAN, name="c3.small", plan_class=PLAN)
+        plan = Plan(id=str(uuid.uuid4()), slug=PLAN, name="c3.small", plan_class=PLAN, rule=RULE)
         session.add(Metro(id=str(uuid.uuid4()), code=METRO, name="Lab", country="NL"))
         session.add(plan)
         session.add(
@@ -78,7 +81,9 @@ def cloud_lab(live: LiveServer, api: httpx.Client, machines: int = 1) -> None:
             )
         )
         session.flush()
-        session.execute(update(Machine).values(state="ready", metro=METRO, plan_id=plan.id))
+        session.execute(
+            update(Machine).values(state="ready", metro=METRO, plan_id=plan.id, attributes=HARDWARE)
+        )
         for cidr, kind in (
             ("198.51.100.0/24", Kind.PUBLIC),
             ("10.70.0.0/16", Kind.PRIVATE),
@@ -95,7 +100,7 @@ def create(client: httpx.Client, project: str, **fields: Any) -> httpx.Response:
 def agent_for(live: LiveServer, api: httpx.Client, machine: str, index: int) -> AgentClient:
     token = api.post(f"/api/v1/machines/{machine}/agent-token").json()["token"]
     agent = AgentClient(live.url, token, mac(index))
-    assert agent.hello().status_code == 200
+    assert agent.hello(**HARDWARE).status_code == 200
     return agent
 
 

@@ -35,7 +35,7 @@ from metalflow.api.schemas import Ready, Starting
 from metalflow.apply import router as apply_router
 from metalflow.boot import router as boot_router
 from metalflow.boot.dhcp import router as dhcp_router
-from metalflow.cloud import hardware_router
+from metalflow.cloud import catalogue_router, hardware_router
 from metalflow.cloud.metal import METAL_PREFIX
 from metalflow.cloud.routers import METAL_ROUTERS
 from metalflow.config import ALL_ROLES, Role
@@ -177,6 +177,7 @@ def create_app(
             ipam_router.router,
             tenancy_router.router,
             hardware_router.provider_router,
+            catalogue_router.router,
         )
         include_under(app, API_PREFIX, api_routers)
         mounted.extend((API_PREFIX, router) for router in api_routers)

@@ -131,6 +131,12 @@ CONFLICTS = frozenset(
         ("put", "/metal/v1/projects/{project_id}"),
         ("patch", "/metal/v1/projects/{project_id}"),
         ("delete", "/metal/v1/projects/{project_id}"),
+        ("post", "/api/v1/metros"),
+        ("delete", "/api/v1/metros/{code}"),
+        ("post", "/api/v1/plans"),
+        ("delete", "/api/v1/plans/{slug}"),
+        ("post", "/api/v1/operating-systems"),
+        ("delete", "/api/v1/operating-systems/{slug}"),
     }
 )
 """Operations whose services raise Conflict (a workflow ref's ambiguous prefix among them)."""

@@ -1,6 +1,7 @@
 """Parse applied YAML into typed documents (pure): which kind, which name, which fields.
 
-Accepted: metalflow's own kinds (`apiVersion: metalflow/v1`: Machine, Template, Workflow, Prefix),
+Accepted: metalflow's own kinds (`apiVersion: metalflow/v1`: Machine, Template, Workflow, Prefix,
+and the cloud catalogue's Metro, Plan and OperatingSystem),
 Tinkerbell's `tinkerbell.org/v1alpha1` Hardware, Template and Workflow as they are, a bare
 Tinkerbell template file (a mapping with `tasks`), and rufio's BMC objects: the
 `bmc.tinkerbell.org/v1alpha1` Machine a Hardware's `bmcRef` names and the `v1` Secret with its
@@ -9,13 +10,18 @@ login (power/rufio.py).
 A Prefix is an IPAM pool or reservation: its identity is its CIDR (`spec.cidr`), as the IPAM
 names it everywhere else; `metadata.name` is optional and only names the document in errors.
 
+A Metro, Plan or OperatingSystem is named by `metadata.name` (the metro's code, the plan's or
+OS's slug); its `spec` is the body of the API's create without that name, with the API's own
+field names (`bgp_peers`, `class`, `specs`, `rule`, `provisionable_on`, `image_url` ...), so
+what `metalflow plan show -o yaml` prints is what a document holds.
+
 The stream is read by the bounded loader (metalflow.yamlload) and holds at most MAX_DOCUMENTS
 documents; every object in it is named once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +29,7 @@ import yaml
 from pydantic import ValidationError
 
 from metalflow import yamlload
+from metalflow.cloud.catalogue_schemas import MetroCreate, OperatingSystemCreate, PlanCreate
 from metalflow.errors import Invalid, validation_message
 from metalflow.inventory.schemas import MAX_METADATA_JSON, BmcSpec, MachineSpec, json_sized
 from metalflow.inventory.tinkerbell import hardware_to_machine_fields
@@ -34,7 +41,15 @@ from metalflow.power import declared, rufio
 METALFLOW_API = "metalflow/v1"
 TINKERBELL_API = "tinkerbell.org/v1alpha1"
 KNOWN = {
-    METALFLOW_API: ("Machine", "Template", "Workflow", "Prefix"),
+    METALFLOW_API: (
+        "Machine",
+        "Template",
+        "Workflow",
+        "Prefix",
+        "Metro",
+        "Plan",
+        "OperatingSystem",
+    ),
     TINKERBELL_API: ("Hardware", "Template", "Workflow"),
     rufio.RUFIO_API: ("Machine",),
     rufio.SECRET_API: ("Secret",),
@@ -139,18 +154,74 @@ class PrefixDoc:
         return str(self.network)
 
 
-Document = SecretDoc | BmcMachineDoc | MachineDoc | TemplateDoc | WorkflowDoc | PrefixDoc
+@dataclass(frozen=True)
+class MetroDoc:
+    index: int
+    spec: MetroCreate
+
+    @property
+    def name(self) -> str:
+        return self.spec.code
+
+
+@dataclass(frozen=True)
+class PlanDoc:
+    index: int
+    spec: PlanCreate
+
+    @property
+    def name(self) -> str:
+        return self.spec.slug
+
+
+@dataclass(frozen=True)
+class OperatingSystemDoc:
+    index: int
+    spec: OperatingSystemCreate
+
+    @property
+    def name(self) -> str:
+        return self.spec.slug
+
+
+CatalogueDoc = MetroDoc | PlanDoc | OperatingSystemDoc
+CATALOGUE: dict[str, tuple[Callable[[int, dict[str, Any]], CatalogueDoc], str]] = {
+    "Metro": (lambda index, body: MetroDoc(index, MetroCreate.model_validate(body)), "code"),
+    "Plan": (lambda index, body: PlanDoc(index, PlanCreate.model_validate(body)), "slug"),
+    "OperatingSystem": (
+        lambda index, body: OperatingSystemDoc(index, OperatingSystemCreate.model_validate(body)),
+        "slug",
+    ),
+}
+"""Each catalogue kind: its document built from the API's create body, and the body's field
+that metadata.name fills."""
+
+Document = (
+    SecretDoc
+    | BmcMachineDoc
+    | MachineDoc
+    | TemplateDoc
+    | WorkflowDoc
+    | PrefixDoc
+    | MetroDoc
+    | PlanDoc
+    | OperatingSystemDoc
+)
 APPLY_ORDER = {
-    PrefixDoc: 0,
-    SecretDoc: 1,
-    BmcMachineDoc: 2,
-    MachineDoc: 3,
-    TemplateDoc: 4,
-    WorkflowDoc: 5,
+    MetroDoc: 0,
+    PlanDoc: 1,
+    PrefixDoc: 2,
+    SecretDoc: 3,
+    BmcMachineDoc: 4,
+    MachineDoc: 5,
+    TemplateDoc: 6,
+    OperatingSystemDoc: 7,
+    WorkflowDoc: 8,
 }
 """Whatever a document may name comes before it: a Hardware's bmcRef finds its rufio Machine,
 which finds its Secret, already applied in the same transaction; a machine's booting interface
-takes its address from a provisioning Prefix of the same stream."""
+takes its address from a provisioning Prefix of the same stream; an operating system's
+provisionable_on names plans and its template a Template, applied before it."""
 
 
 def _apply_key(doc: Document) -> tuple[int, int, int]:
@@ -162,8 +233,8 @@ def _apply_key(doc: Document) -> tuple[int, int, int]:
 
 
 def parse(text: str) -> list[Document]:
-    """All documents of a YAML stream in the order they apply: Prefixes, Secrets, rufio Machines,
-    machines, templates, workflows."""
+    """All documents of a YAML stream in the order they apply: Metros, Plans, Prefixes, Secrets,
+    rufio Machines, machines, templates, operating systems, workflows."""
     docs: list[Document] = []
     try:
         for index, raw in enumerate(yamlload.load_all(text)):
@@ -201,6 +272,8 @@ def identity(doc: Document) -> str:
         return f"Template {doc.name}"
     if isinstance(doc, PrefixDoc):
         return f"Prefix {doc.name}"
+    if isinstance(doc, MetroDoc | PlanDoc | OperatingSystemDoc):
+        return f"{type(doc).__name__.removesuffix('Doc')} {doc.name}"
     return f"Workflow {doc.name}"
 
 
@@ -248,6 +321,8 @@ def _one(index: int, raw: Any) -> Document:
         raise Invalid(f"{where}.metadata must be a mapping", field=f"{where}.metadata")
     if kind == "Prefix":
         return _prefix(index, metadata, raw.get("spec"), where)
+    if kind in CATALOGUE:
+        return _catalogue(index, kind, metadata, raw.get("spec"), where)
     name = check_name(metadata.get("name"), f"{where}.metadata.name")
     if kind == "Secret":
         ref = rufio.ObjectRef(rufio.namespace_of(metadata, where), name)
@@ -364,6 +439,35 @@ def _prefix(index: int, metadata: dict[str, Any], spec: Any, where: str) -> Pref
         path = ".".join([f"{where}.spec", *parts])
         raise Invalid(f"{path}: {validation_message(error)}", field=path) from None
     return PrefixDoc(index, network, request, label)
+
+
+def _catalogue(
+    index: int, kind: str, metadata: dict[str, Any], spec: Any, where: str
+) -> CatalogueDoc:
+    """A Metro, Plan or OperatingSystem: the API's create body, named by metadata.name."""
+    build, name_field = CATALOGUE[kind]
+    unknown = sorted(set(metadata) - {"name"})
+    if unknown:
+        path = f"{where}.metadata.{unknown[0]}"
+        raise Invalid(f"{path}: unknown field (a {kind}'s metadata has only a name)", field=path)
+    name = check_name(metadata.get("name"), f"{where}.metadata.name")
+    spec = {} if spec is None else spec
+    if not isinstance(spec, dict):
+        raise Invalid(f"{where}.spec must be a mapping", field=f"{where}.spec")
+    if name_field in spec:
+        path = f"{where}.spec.{name_field}"
+        raise Invalid(f"{path}: unknown field; a {kind} is named by metadata.name", field=path)
+    try:
+        return build(index, {**spec, name_field: name})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        parts = [str(part) for part in error["loc"]]
+        if parts == [name_field]:
+            path = f"{where}.metadata.name"
+        else:
+            path = ".".join([f"{where}.spec", *parts])
+        message = "unknown field" if error["type"] == "extra_forbidden" else None
+        raise Invalid(f"{path}: {message or validation_message(error)}", field=path) from None
 
 
 def _template(index: int, name: str, spec: dict[str, Any], where: str) -> TemplateDoc:

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from metalflow.apply.documents import Document, parse
 from metalflow.apply.schemas import ApplyAnswer, ApplyResult
 from metalflow.apply.service import apply_documents
+from metalflow.cloud.catalogue import metadata_url
 from metalflow.errors import Invalid
 from metalflow.services import ServicesDep, Writer
 
@@ -62,11 +63,12 @@ async def apply(
     if len(body) > MAX_BODY:
         raise Invalid(f"the request is {len(body)} bytes; the limit is {MAX_BODY}", field="body")
     docs = await to_thread.run_sync(_decode_and_parse, body, limiter=_parsing_limiter())
+    metadata = metadata_url(services.settings, request.headers.get("host"))
 
     def run() -> list[ApplyResult]:
         try:
             with services.db.write() as session:
-                results = apply_documents(session, docs, services.keyring)
+                results = apply_documents(session, docs, services.keyring, metadata_url=metadata)
                 if dry_run:
                     raise _DryRun(results)
         except _DryRun as done:

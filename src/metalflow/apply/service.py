@@ -13,6 +13,9 @@ from metalflow.apply.documents import (
     BmcMachineDoc,
     Document,
     MachineDoc,
+    MetroDoc,
+    OperatingSystemDoc,
+    PlanDoc,
     PrefixDoc,
     SecretDoc,
     TemplateDoc,
@@ -20,6 +23,7 @@ from metalflow.apply.documents import (
     check_bmc,
 )
 from metalflow.apply.schemas import ApplyResult
+from metalflow.cloud import catalogue
 from metalflow.errors import Conflict, Invalid, MetalflowError, NotFound
 from metalflow.inventory import service as inventory
 from metalflow.inventory.schemas import BmcSpec, normalize_mac
@@ -42,16 +46,23 @@ KINDS: dict[type[Any], str] = {
     TemplateDoc: "Template",
     WorkflowDoc: "Workflow",
     PrefixDoc: "Prefix",
+    MetroDoc: "Metro",
+    PlanDoc: "Plan",
+    OperatingSystemDoc: "OperatingSystem",
 }
 """How results and errors name each kind (a rufio Machine as kubectl names it)."""
 
 
-def apply_documents(session: Session, docs: list[Document], keyring: Keyring) -> list[ApplyResult]:
+def apply_documents(
+    session: Session, docs: list[Document], keyring: Keyring, *, metadata_url: str
+) -> list[ApplyResult]:
     """One result per document, then one per stored machine a rufio Machine or Secret changed
-    (machines of this stream are not among them: their own document sets their BMC)."""
+    (machines of this stream are not among them: their own document sets their BMC).
+    `metadata_url` goes into the install templates generated for operating systems."""
     stream = _Stream(
         machines={doc.name for doc in docs if isinstance(doc, MachineDoc)},
         rufio={doc.machine.ref for doc in docs if isinstance(doc, BmcMachineDoc)},
+        metadata_url=metadata_url,
     )
     results: list[ApplyResult] = []
     for doc in docs:
@@ -71,6 +82,7 @@ class _Stream:
 
     machines: set[str]
     rufio: set[ObjectRef]
+    metadata_url: str
 
 
 def _check_rufio(bmc: BmcSpec, machine: RufioMachine) -> None:
@@ -113,7 +125,25 @@ def _apply_one(
             key = DOCUMENT_KEYS.get(exc.field or "", exc.field)
             path = f"{where}.spec.{key}" if key else f"{where}.spec"
             raise type(exc)(exc.message, field=path) from exc
+    if isinstance(doc, MetroDoc | PlanDoc | OperatingSystemDoc):
+        try:
+            return _apply_catalogue(session, doc, stream.metadata_url), []
+        except MetalflowError as exc:
+            named = exc.field in (None, "code", "slug")
+            path = f"{where}.metadata.name" if named else f"{where}.spec.{exc.field}"
+            raise type(exc)(exc.message, field=path) from exc
     return _apply_workflow(session, doc), []
+
+
+def _apply_catalogue(
+    session: Session, doc: MetroDoc | PlanDoc | OperatingSystemDoc, metadata_url: str
+) -> str:
+    """created, updated or unchanged; a plan re-classifies the machines when it changes."""
+    if isinstance(doc, MetroDoc):
+        return catalogue.put_metro(session, doc.spec)[1]
+    if isinstance(doc, PlanDoc):
+        return catalogue.put_plan(session, doc.spec)[1]
+    return catalogue.put_operating_system(session, doc.spec, metadata_url)[1]
 
 
 def _apply_prefix(session: Session, doc: PrefixDoc) -> str:

@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 
 from metalflow.cli import (
     apply,
+    cloud,
     dhcp,
     installenv,
     ipam,
@@ -59,6 +60,10 @@ app.add_typer(tenancy.user_app, name="user")
 app.add_typer(tenancy.org_app, name="org")
 app.add_typer(tenancy.project_app, name="project")
 app.add_typer(tenancy.key_app, name="key")
+app.add_typer(cloud.metro_app, name="metro")
+app.add_typer(cloud.plan_app, name="plan")
+app.add_typer(cloud.os_app, name="os")
+app.command("capacity")(cloud.capacity)
 app.command("audit")(tenancy.audit)
 app.command("login")(tenancy.login)
 app.command("up")(up.up)

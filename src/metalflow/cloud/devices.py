@@ -30,6 +30,7 @@ from metalflow.cloud.device_states import (
     provisioning_percentage,
 )
 from metalflow.cloud.devices_schemas import DeviceAction, DeviceCreate, DeviceUpdate
+from metalflow.cloud.install import install_template_name
 from metalflow.cloud.tables import (
     Device,
     HardwareReservation,
@@ -70,10 +71,6 @@ Listed = TypeVar("Listed", Plan, OperatingSystem)
 
 def device_missing(device_id: str) -> NotFound:
     return NotFound(f"device {device_id!r} not found", field="id")
-
-
-def install_template_name(system: OperatingSystem) -> str:
-    return system.template or f"os-{system.slug}"
 
 
 def _by_slug(session: Session, table: type[Listed], slug: str, field: str, listing: str) -> Listed:

@@ -72,7 +72,8 @@ def db(tmp_path: Path) -> Iterator[Database]:
 def setup(db: Database, **options: Any) -> str:
     """The machine m1 and template t applied; a workflow created; its id."""
     with db.write() as session:
-        apply_documents(session, parse(MACHINE + "---\n" + template(**options)), Keyring(b"k" * 32))
+        docs = parse(MACHINE + "---\n" + template(**options))
+        apply_documents(session, docs, Keyring(b"k" * 32), metadata_url="http://192.0.2.1:50061")
         machine = inventory.get_machine(session, "m1")
         return engine.create_workflow(session, machine=machine, template_name="t").id
 
