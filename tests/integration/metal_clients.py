@@ -8,6 +8,7 @@ reads its CA bundle from `REQUESTS_CA_BUNDLE`, set for the test with `monkeypatc
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -73,7 +74,7 @@ class MetalCloud:
         return httpx.Client(
             base_url=self.url,
             headers={"X-Auth-Token": token or self.live.admin_token},
-            verify=str(self.ca),
+            verify=ssl.create_default_context(cafile=str(self.ca)),
             timeout=30,
         )
 

@@ -6,6 +6,7 @@ tenants' devices are refused with nothing taken."""
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -328,6 +329,37 @@ def test_delete_wipes_the_machine_and_puts_it_back_in_the_pool(
     with alice.client(live) as metal:
         again = create(metal, alice.project)
     assert again.status_code == 201, again.text
+
+
+def test_a_project_and_its_plan_can_go_once_its_devices_are_deleted(
+    live: LiveServer, api: httpx.Client
+) -> None:
+    cloud_lab(live, api)
+    alice = tenant(live, "alice@example.test")
+    with alice.client(live) as metal:
+        device = create(metal, alice.project).json()
+        refused = metal.delete(f"/projects/{alice.project}")
+        assert refused.status_code == 409 and "still has devices" in refused.text
+        agent = agent_for(live, api, "m0", 0)
+        try:
+            run_to_end(agent)
+            assert metal.delete(f"/devices/{device['id']}").status_code == 204
+            run_to_end(agent)
+        finally:
+            agent.close()
+        gone = metal.delete(f"/projects/{alice.project}")
+        assert gone.status_code == 204, gone.text
+    with live.services.db.write() as session:
+        carved = session.scalars(
+            select(IpBlock).where(IpBlock.cidr.in_(["10.70.0.0/25", "2001:db8::/56"]))
+        ).all()
+        assert {block.status for block in carved} == {"quarantine"}, "its pools are quarantined"
+        later = utcnow() + dt.timedelta(days=1)
+        ipam.sweep_quarantine(session, now=later)
+    with live.services.db.read() as session:
+        assert session.scalars(select(IpBlock).where(IpBlock.project_id.is_not(None))).all() == []
+    assert api.delete(f"/api/v1/operating-systems/{OS}").status_code == 204
+    assert api.delete(f"/api/v1/plans/{PLAN}").status_code == 204
 
 
 def test_power_and_reinstall_actions(live: LiveServer, api: httpx.Client) -> None:

@@ -114,7 +114,7 @@ def test_an_organization_with_projects_is_not_deleted(db: Database, acme: dict[s
         service.delete_organization(session, acme["org"])
     with db.write() as session:
         service.create_key(session, "ci", now=NOW, project_id=acme["web"])
-        service.delete_project(session, acme["web"])
+        service.delete_project(session, acme["web"], quarantine=dt.timedelta(hours=1))
         service.delete_organization(session, acme["org"])
     assert count(db, ApiKey) == 0
     assert count(db, OrganizationMember) == 0

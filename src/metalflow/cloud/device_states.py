@@ -18,7 +18,6 @@ class Phase(StrEnum):
     PROVISIONING = "provisioning"
     REINSTALLING = "reinstalling"
     DEPROVISIONING = "deprovisioning"
-    DELETED = "deleted"
 
 
 class DeviceState(StrEnum):
@@ -31,7 +30,6 @@ class DeviceState(StrEnum):
     POWERING_OFF = "powering_off"
     REINSTALLING = "reinstalling"
     DEPROVISIONING = "deprovisioning"
-    DELETED = "deleted"
 
 
 RUNNING_WORKFLOW = frozenset({"PREPARING", "RUNNING", "POST"})
@@ -56,8 +54,6 @@ class Observed:
 
 
 def device_state(seen: Observed) -> DeviceState:
-    if seen.phase is Phase.DELETED:
-        return DeviceState.DELETED
     if seen.workflow_state in FAILED_WORKFLOW:
         return DeviceState.FAILED
     if seen.phase is Phase.DEPROVISIONING:

@@ -338,7 +338,7 @@ def _tell_machine(
 
 def get_device(session: Session, device_id: str) -> Device:
     device = session.get(Device, device_id)
-    if device is None or device.state == Phase.DELETED.value:
+    if device is None:
         raise device_missing(device_id)
     return device
 
@@ -347,7 +347,7 @@ def list_devices(
     session: Session, project_ids: Sequence[str] | None, offset: int, limit: int
 ) -> tuple[list[Device], int]:
     """A page of the projects' devices (all projects' for None), oldest first, and the total."""
-    query = select(Device).where(Device.state != Phase.DELETED.value)
+    query = select(Device)
     if project_ids is not None:
         query = query.where(Device.project_id.in_(list(project_ids)))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
@@ -356,13 +356,7 @@ def list_devices(
 
 
 def project_devices(session: Session, project_id: str) -> list[Device]:
-    return list(
-        session.scalars(
-            select(Device).where(
-                Device.project_id == project_id, Device.state != Phase.DELETED.value
-            )
-        )
-    )
+    return list(session.scalars(select(Device).where(Device.project_id == project_id)))
 
 
 def device_events(
@@ -598,8 +592,6 @@ def _release(session: Session, device: Device, quarantine: dt.timedelta) -> None
     inventory.assign_project(session, machine, None)
     machine.instance_metadata = {}
     machine.user_data = None
-    device.state = Phase.DELETED.value
-    device.machine_id = None
     events.record(
         session,
         "device.deleted",
@@ -608,6 +600,7 @@ def _release(session: Session, device: Device, quarantine: dt.timedelta) -> None
         device=device.id,
         project_id=device.project_id,
     )
+    session.delete(device)
 
 
 POWER_ACTIONS = {

@@ -141,7 +141,7 @@ def public(view: devices.DeviceView, fields: Fields) -> DevicePublic:
         if d.hardware_reservation_id
         else None,
         "actions": [AvailableAction(type=a, name=a.replace("_", " ")) for a in ACTIONS]
-        if state not in (DeviceState.DEPROVISIONING, DeviceState.DELETED)
+        if state is not DeviceState.DEPROVISIONING
         else [],
         "provisioning_percentage": float(view.percentage),
         "network_ports": [],

@@ -9,7 +9,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from metalflow import events
-from metalflow.cloud.device_states import Phase
 from metalflow.cloud.tables import Device, HardwareReservation
 from metalflow.errors import Conflict, NotFound
 from metalflow.inventory import service as inventory
@@ -81,8 +80,4 @@ def release(session: Session, reservation: HardwareReservation) -> None:
 
 
 def device_on(session: Session, reservation: HardwareReservation) -> Device | None:
-    return session.scalar(
-        select(Device).where(
-            Device.machine_id == reservation.machine_id, Device.state != Phase.DELETED.value
-        )
-    )
+    return session.scalar(select(Device).where(Device.machine_id == reservation.machine_id))

@@ -52,7 +52,6 @@ router = APIRouter(tags=["metal"])
 STALE_KEY = "unknown, revoked or expired API key"
 PROVIDER_USER = "provider"
 """The id of the admin token's pseudo-user."""
-DELETED = "deleted"
 T = TypeVar("T")
 
 
@@ -247,13 +246,11 @@ def show_organization(
 def project_documents(
     session: Session, rows: Iterable[Project], fields: Fields
 ) -> list[MetalProject]:
-    """Each with the hrefs of its devices (not deleted ones), members and SSH keys."""
+    """Each with the hrefs of its devices, members and SSH keys."""
     rows = list(rows)
     ids = [row.id for row in rows]
     devices: dict[str, list[str]] = defaultdict(list)
-    query = select(Device.project_id, Device.id).where(
-        Device.project_id.in_(ids), Device.state != DELETED
-    )
+    query = select(Device.project_id, Device.id).where(Device.project_id.in_(ids))
     for project_id, device_id in session.execute(query.order_by(Device.created_at)):
         devices[project_id].append(device_id)
     members: dict[str, list[str]] = defaultdict(list)
@@ -488,7 +485,7 @@ def delete_project(
         project = tenancy.get_project(session, project_id)
         devices = session.scalars(
             select(Device.hostname)
-            .where(Device.project_id == project_id, Device.state != DELETED)
+            .where(Device.project_id == project_id)
             .order_by(Device.hostname)
             .limit(5)
         ).all()
@@ -501,6 +498,7 @@ def delete_project(
         for key in sshkeys.project_keys(session, project_id):
             session.delete(key)
         name = project.name
-        tenancy.delete_project(session, project_id)
+        quarantine = dt.timedelta(seconds=services.settings.ipam_quarantine_seconds)
+        tenancy.delete_project(session, project_id, quarantine=quarantine)
         note_audit(request, "project", project_id, project_id=project_id, summary={"name": name})
     return Response(status_code=204)

@@ -53,7 +53,6 @@ from metalflow.tenancy.tables import Project
 router = APIRouter(tags=["metal: ips"])
 
 TYPES_PATTERN = "^({0})(,({0}))*$".format("|".join(ips.KIND_AND_FAMILY))
-DELETED = "deleted"
 
 
 @contextmanager
@@ -136,9 +135,7 @@ def _assigned_to(session: Session, block: IpBlock) -> str:
     allocation given to no machine): IPAssignment requires `assigned_to`."""
     if block.machine_id is None:
         return f"/api/v1/ipam/prefixes/{block.id}"
-    device = session.scalar(
-        select(Device.id).where(Device.machine_id == block.machine_id, Device.state != DELETED)
-    )
+    device = session.scalar(select(Device.id).where(Device.machine_id == block.machine_id))
     if device is not None:
         return href(f"/devices/{device}")
     machine = session.get(Machine, block.machine_id)
@@ -438,7 +435,7 @@ def _device(session: Session, principal: Principal, ref: str, action: Action) ->
     none)."""
     device = session.get(Device, ref)
     missing = missing_device(ref)
-    if device is None or device.state == DELETED or device.machine_id is None:
+    if device is None or device.machine_id is None:
         raise missing
     require(principal, Action.READ, device.project_id, missing)
     if action is not Action.READ:

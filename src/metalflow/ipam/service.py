@@ -521,6 +521,40 @@ def sweep_quarantine(session: Session, now: dt.datetime | None = None) -> int:
     return len(due)
 
 
+def retire_project_pools(
+    session: Session, project_id: str, *, quarantine: dt.timedelta, now: dt.datetime | None = None
+) -> list[str]:
+    """Put the pools carved for a project being deleted (its private and IPv6 blocks per metro)
+    into quarantine whole, their released children with them; their CIDRs. A pool with a child
+    still assigned or reserved is left as it is, for the caller's check to name."""
+    carved = session.scalars(
+        select(IpBlock.id).where(
+            IpBlock.project_id == project_id,
+            IpBlock.status == Status.POOL.value,
+            IpBlock.parent_id.is_not(None),
+        )
+    ).all()
+    retired: list[str] = []
+    for block_id in carved:
+        block = lock_block(session, block_id)
+        children = list(session.scalars(select(IpBlock).where(IpBlock.parent_id == block.id)))
+        if any(child.status != Status.QUARANTINE.value for child in children):
+            continue
+        until = max(
+            [(now or utcnow()) + quarantine]
+            + [child.quarantine_until for child in children if child.quarantine_until]
+        )
+        for child in children:
+            session.execute(delete(FreeBlock).where(FreeBlock.block_id == child.id))
+            session.delete(child)
+        session.execute(delete(FreeBlock).where(FreeBlock.block_id == block.id))
+        block.status = Status.QUARANTINE.value
+        block.quarantine_until = until
+        session.flush()
+        retired.append(block.cidr)
+    return retired
+
+
 def delete_prefix(session: Session, block_id: str) -> None:
     """Remove a pool that hands out nothing (its whole space is free)."""
     block = get(session, block_id)

@@ -480,7 +480,8 @@ def delete_project(
         decision = policy.decide_project_deletion(acting, project_id)
         _enforce(decision, service.project_missing(project_id))
         name = service.get_project(session, project_id).name
-        service.delete_project(session, project_id)
+        quarantine = dt.timedelta(seconds=services.settings.ipam_quarantine_seconds)
+        service.delete_project(session, project_id, quarantine=quarantine)
         _record(
             session,
             request,

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from metalflow.db.base import utcnow
 from metalflow.errors import Conflict, Invalid, NotFound
 from metalflow.inventory.tables import Machine
+from metalflow.ipam import service as ipam
 from metalflow.ipam.tables import IpBlock, Status
 from metalflow.tenancy import keys
 from metalflow.tenancy.keys import KeyKind
@@ -175,9 +176,10 @@ def list_projects(
     return list(session.scalars(query))
 
 
-def delete_project(session: Session, project_id: str) -> None:
-    """Its memberships and project keys go with it; refused while machines are assigned to it
-    or it holds address blocks, which would be left pointing at nothing (blocks it released,
+def delete_project(session: Session, project_id: str, *, quarantine: dt.timedelta) -> None:
+    """Its memberships and project keys go with it, and the pools carved for its machines'
+    per-host addresses go into quarantine; refused while machines are assigned to it or it
+    holds other address blocks, which would be left pointing at nothing (blocks it released,
     in quarantine, are nobody's to use and do not count)."""
     project = get_project(session, project_id)
     machines = session.scalars(
@@ -189,6 +191,7 @@ def delete_project(session: Session, project_id: str) -> None:
             " take them out of the project first",
             field="project",
         )
+    ipam.retire_project_pools(session, project_id, quarantine=quarantine)
     blocks = session.scalars(
         select(IpBlock.cidr)
         .where(IpBlock.project_id == project_id, IpBlock.status != Status.QUARANTINE.value)

@@ -56,12 +56,9 @@ def test_power_shows_while_a_job_runs_and_after() -> None:
 
 
 @given(observed)
-def test_a_failed_workflow_is_a_failed_device_unless_deleted(seen: Observed) -> None:
-    state = device_state(seen)
-    if seen.phase is Phase.DELETED:
-        assert state is DeviceState.DELETED
-    elif seen.workflow_state in FAILED_WORKFLOW:
-        assert state is DeviceState.FAILED
+def test_a_failed_workflow_is_a_failed_device(seen: Observed) -> None:
+    if seen.workflow_state in FAILED_WORKFLOW:
+        assert device_state(seen) is DeviceState.FAILED
 
 
 @given(observed)
