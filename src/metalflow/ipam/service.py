@@ -523,9 +523,9 @@ def sweep_quarantine(session: Session, now: dt.datetime | None = None) -> int:
 
 def retire_project_pools(
     session: Session, project_id: str, *, quarantine: dt.timedelta, now: dt.datetime | None = None
-) -> list[str]:
+) -> None:
     """Put the pools carved for a project being deleted (its private and IPv6 blocks per metro)
-    into quarantine whole, their released children with them; their CIDRs. A pool with a child
+    into quarantine whole, their released children with them. A pool with a child
     still assigned or reserved is left as it is, for the caller's check to name."""
     carved = session.scalars(
         select(IpBlock.id).where(
@@ -534,7 +534,6 @@ def retire_project_pools(
             IpBlock.parent_id.is_not(None),
         )
     ).all()
-    retired: list[str] = []
     for block_id in carved:
         block = lock_block(session, block_id)
         children = list(session.scalars(select(IpBlock).where(IpBlock.parent_id == block.id)))
@@ -551,8 +550,6 @@ def retire_project_pools(
         block.status = Status.QUARANTINE.value
         block.quarantine_until = until
         session.flush()
-        retired.append(block.cidr)
-    return retired
 
 
 def delete_prefix(session: Session, block_id: str) -> None:
